@@ -1,1 +1,21 @@
-//! migrate-core
+//! The ground every step stands on: the config, the work directory with its
+//! journal and lock, the inventory and the dump manifest, the command runner,
+//! the output, and the step contract.
+
+pub mod config;
+pub mod exit;
+pub mod fsutil;
+pub mod inventory;
+pub mod journal;
+pub mod manifest;
+pub mod runner;
+pub mod secret;
+pub mod step;
+pub mod ui;
+
+pub use config::{Config, Side};
+pub use exit::{Exit, NeedsOperator, UsageError};
+pub use secret::Secret;
+pub use step::{
+    Check, CheckStatus, Checks, ChecksFailed, Context, Outcome, OutcomeStatus, Step, execute,
+};

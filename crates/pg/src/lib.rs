@@ -1,1 +1,524 @@
-//! migrate-pg
+//! PostgreSQL through its own client tools (`psql`, `pg_dump`, `pg_restore`,
+//! `vacuumdb`), run by core's runner on this machine.
+//!
+//! Passwords reach the tools only through a private PGPASSFILE written to a
+//! 0600 temp file for the life of a [`Database`]; never on a command line, in
+//! an error or a log line.
+
+mod inmanta_cfg;
+
+use std::{collections::BTreeMap, fmt, io::Write, time::Duration};
+
+use anyhow::{Context as _, anyhow, bail};
+use camino::Utf8Path;
+use migrate_core::{
+    Secret, Side,
+    config::{Config, DatabaseConfig, PgTools},
+    runner::{Cmd, CmdOutput, Runner},
+};
+
+pub use inmanta_cfg::read_inmanta_database;
+
+/// Where a database is and who connects to it.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+    pub name: String,
+    pub user: String,
+    password: Option<Secret>,
+    passfile: Option<camino::Utf8PathBuf>,
+    sslmode: Option<String>,
+    admin_user: Option<String>,
+    admin_password: Option<Secret>,
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}:{}/{}", self.user, self.host, self.port, self.name)
+    }
+}
+
+impl Target {
+    /// The database of one side: the config's keys, completed from the
+    /// orchestrator's own inmanta.cfg when `inmanta_config` is set.
+    pub async fn resolve(cfg: &DatabaseConfig, runner: &Runner) -> anyhow::Result<Target> {
+        let from_server = match &cfg.inmanta_config {
+            Some(dir) => read_inmanta_database(dir, runner).await?,
+            None => Default::default(),
+        };
+        let read = |source: &Option<migrate_core::secret::SecretSource>| -> anyhow::Result<Option<Secret>> {
+            source.as_ref().map(|s| s.read().map_err(|e| anyhow!(e))).transpose()
+        };
+        Ok(Target {
+            host: cfg
+                .host
+                .clone()
+                .or(from_server.host)
+                .unwrap_or_else(|| "127.0.0.1".to_owned()),
+            port: cfg.port.or(from_server.port).unwrap_or(5432),
+            name: cfg
+                .name
+                .clone()
+                .or(from_server.name)
+                .unwrap_or_else(|| "inmanta".to_owned()),
+            user: cfg
+                .user
+                .clone()
+                .or(from_server.user)
+                .unwrap_or_else(|| "inmanta".to_owned()),
+            password: read(&cfg.password)?.or(from_server.password),
+            passfile: cfg.passfile.clone(),
+            sslmode: cfg.sslmode.clone(),
+            admin_user: cfg.admin_user.clone(),
+            admin_password: read(&cfg.admin_password)?,
+        })
+    }
+
+    /// Same server and database name (so a restore would hit the source).
+    pub fn same_database(&self, other: &Target) -> bool {
+        self.host == other.host && self.port == other.port && self.name == other.name
+    }
+}
+
+/// A connection recipe for one database, with its private password file.
+pub struct Database {
+    pub target: Target,
+    tools: PgTools,
+    /// Deleted when the `Database` is dropped.
+    passfile: Option<tempfile::TempPath>,
+}
+
+/// A row of text fields.
+pub type Row = Vec<String>;
+
+const FIELD: char = '\u{1f}';
+
+impl Database {
+    /// Resolves the database of `side` and prepares its password file.
+    pub async fn open(config: &Config, side: Side) -> anyhow::Result<Database> {
+        let runner = Runner::on(&config.side(side).host);
+        let target = Target::resolve(&config.side(side).database, &runner)
+            .await
+            .with_context(|| format!("{side} database"))?;
+        Self::with_target(target, config.pg.clone())
+    }
+
+    pub fn with_target(target: Target, tools: PgTools) -> anyhow::Result<Database> {
+        let mut lines = String::new();
+        let escape = |s: &str| s.replace('\\', "\\\\").replace(':', "\\:");
+        if let Some(password) = &target.password {
+            lines.push_str(&format!(
+                "*:*:*:{}:{}\n",
+                escape(&target.user),
+                escape(password.expose())
+            ));
+        }
+        if let (Some(user), Some(password)) = (&target.admin_user, &target.admin_password) {
+            lines.push_str(&format!(
+                "*:*:*:{}:{}\n",
+                escape(user),
+                escape(password.expose())
+            ));
+        }
+        let passfile = if lines.is_empty() {
+            None
+        } else {
+            // tempfile creates it 0600.
+            let mut file = tempfile::Builder::new()
+                .prefix("inmanta-migrate-pgpass-")
+                .tempfile()?;
+            file.write_all(lines.as_bytes())?;
+            file.flush()?;
+            Some(file.into_temp_path())
+        };
+        Ok(Database {
+            target,
+            tools,
+            passfile,
+        })
+    }
+
+    /// A command of one PostgreSQL tool with the connection environment.
+    pub fn tool(&self, program: &str) -> ToolCmd<'_> {
+        ToolCmd {
+            db: self,
+            argv: vec![self.tools.tool(program)],
+        }
+    }
+
+    fn env(&self, cmd: Cmd) -> Cmd {
+        let mut cmd = cmd
+            .env("PGCONNECT_TIMEOUT", "10")
+            .env("PGAPPNAME", "inmanta-migrate");
+        if let Some(path) = &self.passfile {
+            cmd = cmd.env("PGPASSFILE", path.to_string_lossy());
+        } else if let Some(path) = &self.target.passfile {
+            cmd = cmd.env("PGPASSFILE", path.as_str());
+        }
+        if let Some(mode) = &self.target.sslmode {
+            cmd = cmd.env("PGSSLMODE", mode);
+        }
+        cmd
+    }
+
+    fn connection(&self, admin: bool) -> Vec<String> {
+        let (user, db) = match admin {
+            true => (
+                self.target
+                    .admin_user
+                    .as_deref()
+                    .unwrap_or(&self.target.user),
+                "postgres",
+            ),
+            false => (self.target.user.as_str(), self.target.name.as_str()),
+        };
+        vec![
+            "-h".into(),
+            self.target.host.clone(),
+            "-p".into(),
+            self.target.port.to_string(),
+            "-U".into(),
+            user.to_owned(),
+            "-d".into(),
+            db.to_owned(),
+        ]
+    }
+
+    async fn psql(&self, sql: &str, admin: bool) -> anyhow::Result<Vec<Row>> {
+        let mut argv = vec![
+            self.tools.tool("psql"),
+            "-X".into(),
+            "-A".into(),
+            "-t".into(),
+            "-q".into(),
+        ];
+        argv.extend([
+            "-F".into(),
+            FIELD.to_string(),
+            "-v".into(),
+            "ON_ERROR_STOP=1".into(),
+            "-w".into(),
+        ]);
+        argv.extend(self.connection(admin));
+        argv.extend(["-c".into(), sql.to_owned()]);
+        let out = self
+            .env(Runner::local().cmd(&argv))
+            .timeout(Duration::from_secs(3600))
+            .output()
+            .await?;
+        if !out.success() {
+            bail!("{}", explain(&self.target, admin, &out));
+        }
+        Ok(out
+            .stdout
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| l.split(FIELD).map(str::to_owned).collect())
+            .collect())
+    }
+
+    /// Runs SQL in the target database.
+    pub async fn query(&self, sql: &str) -> anyhow::Result<Vec<Row>> {
+        self.psql(sql, false).await
+    }
+
+    /// Runs SQL as the admin role in the `postgres` maintenance database.
+    pub async fn query_admin(&self, sql: &str) -> anyhow::Result<Vec<Row>> {
+        self.psql(sql, true).await
+    }
+
+    /// A psql session whose stdin and stdout stay open.
+    pub fn session(&self) -> anyhow::Result<migrate_core::runner::Session> {
+        let mut argv = vec![
+            self.tools.tool("psql"),
+            "-X".into(),
+            "-A".into(),
+            "-t".into(),
+            "-q".into(),
+        ];
+        argv.extend([
+            "-F".into(),
+            FIELD.to_string(),
+            "-v".into(),
+            "ON_ERROR_STOP=1".into(),
+            "-w".into(),
+        ]);
+        argv.extend(self.connection(false));
+        self.env(Runner::local().cmd(&argv)).session()
+    }
+
+    /// `SHOW server_version` and `server_version_num`.
+    pub async fn server_version(&self) -> anyhow::Result<(String, u32)> {
+        let rows = self
+            .query(
+                "SELECT current_setting('server_version'), current_setting('server_version_num')",
+            )
+            .await?;
+        let row = rows
+            .first()
+            .ok_or_else(|| anyhow!("no answer to SHOW server_version"))?;
+        let num: u32 = row[1].parse().context("server_version_num")?;
+        Ok((
+            row[0].split_whitespace().next().unwrap_or("").to_owned(),
+            num / 10000,
+        ))
+    }
+
+    pub async fn size_bytes(&self) -> anyhow::Result<i64> {
+        let rows = self
+            .query("SELECT pg_database_size(current_database())")
+            .await?;
+        Ok(rows.first().and_then(|r| r[0].parse().ok()).unwrap_or(0))
+    }
+
+    /// The user tables, `schema.table`, quoted where needed.
+    pub async fn tables(&self) -> anyhow::Result<Vec<String>> {
+        let rows = self
+            .query(
+                "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables \
+                 WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1",
+            )
+            .await?;
+        Ok(rows.into_iter().map(|r| r[0].clone()).collect())
+    }
+
+    /// Exact row counts of `tables`, in one statement (one snapshot).
+    pub async fn row_counts(&self, tables: &[String]) -> anyhow::Result<BTreeMap<String, i64>> {
+        if tables.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        parse_counts(&self.query(&row_count_sql(tables)).await?)
+    }
+
+    /// Objects in the database outside the system schemas.
+    pub async fn user_object_count(&self) -> anyhow::Result<i64> {
+        let sql = "SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%') \
+                 + (SELECT count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace \
+                     WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND t.typtype IN ('e', 'd')) \
+                 + (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+                     WHERE n.nspname NOT IN ('pg_catalog', 'information_schema'))";
+        let rows = self.query(sql).await?;
+        Ok(rows.first().and_then(|r| r[0].parse().ok()).unwrap_or(0))
+    }
+
+    /// `schemamanager`: name -> installed schema versions (empty when the
+    /// database holds no Inmanta schema).
+    pub async fn schema_versions(&self) -> anyhow::Result<BTreeMap<String, Vec<i64>>> {
+        let exists = self
+            .query("SELECT to_regclass('public.schemamanager') IS NOT NULL")
+            .await?;
+        if exists.first().map(|r| r[0].as_str()) != Some("t") {
+            return Ok(BTreeMap::new());
+        }
+        let rows = self
+            .query(
+                "SELECT name, array_to_string(installed_versions, ',') FROM public.schemamanager",
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let versions = r
+                    .get(1)
+                    .map(|v| v.split(',').filter_map(|n| n.parse().ok()).collect())
+                    .unwrap_or_default();
+                (r[0].clone(), versions)
+            })
+            .collect())
+    }
+
+    /// Whether the target database exists (asked as the admin role).
+    pub async fn exists(&self) -> anyhow::Result<bool> {
+        let sql = format!(
+            "SELECT count(*) FROM pg_database WHERE datname = {}",
+            literal(&self.target.name)
+        );
+        let rows = self.query_admin(&sql).await?;
+        Ok(rows.first().map(|r| r[0].as_str()) == Some("1"))
+    }
+
+    pub async fn create(&self) -> anyhow::Result<()> {
+        let sql = format!(
+            "CREATE DATABASE {} OWNER {} ENCODING 'UTF8' TEMPLATE template0",
+            ident(&self.target.name),
+            ident(&self.target.user)
+        );
+        self.query_admin(&sql).await.map(drop)
+    }
+
+    pub async fn drop_database(&self) -> anyhow::Result<()> {
+        self.query_admin(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            ident(&self.target.name)
+        ))
+        .await
+        .map(drop)
+    }
+
+    /// The major version of a client tool, from `<tool> --version`.
+    pub async fn tool_major(&self, program: &str) -> anyhow::Result<(String, u32)> {
+        let out = Runner::local()
+            .cmd(&[self.tools.tool(program), "--version".into()])
+            .run()
+            .await?;
+        parse_tool_version(&out.stdout).ok_or_else(|| {
+            anyhow!(
+                "cannot read the version of {program} from {:?}",
+                out.stdout.trim()
+            )
+        })
+    }
+
+    /// `pg_restore --list`: the archive's table of contents, or the reason
+    /// it cannot be read.
+    pub async fn restore_list(&self, archive: &Utf8Path) -> anyhow::Result<Vec<String>> {
+        let argv = [
+            self.tools.tool("pg_restore"),
+            "--list".into(),
+            archive.to_string(),
+        ];
+        let out = Runner::local().cmd(&argv).output().await?;
+        if !out.success() {
+            bail!(
+                "pg_restore cannot read {archive}{}",
+                migrate_core::runner::stderr_tail(&out.stderr)
+            );
+        }
+        Ok(out
+            .stdout
+            .lines()
+            .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+            .map(str::to_owned)
+            .collect())
+    }
+}
+
+/// Builder for one tool invocation against a [`Database`].
+pub struct ToolCmd<'a> {
+    db: &'a Database,
+    argv: Vec<String>,
+}
+
+impl ToolCmd<'_> {
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.argv.push(arg.into());
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> Self {
+        self.argv.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Adds `-h -p -U -d` for the target database (or the maintenance
+    /// database as the admin role).
+    pub fn connect(mut self, admin: bool) -> Self {
+        self.argv.extend(self.db.connection(admin));
+        self
+    }
+
+    pub fn cmd(self) -> Cmd {
+        self.db.env(Runner::local().cmd(&self.argv))
+    }
+}
+
+/// An operator-facing reason for a failed psql call.
+fn explain(target: &Target, admin: bool, out: &CmdOutput) -> String {
+    let who = if admin {
+        format!(
+            "{} (admin role)",
+            target.admin_user.as_deref().unwrap_or(&target.user)
+        )
+    } else {
+        target.to_string()
+    };
+    let err = out.stderr.trim();
+    let hint =
+        if err.contains("password authentication failed") || err.contains("no password supplied") {
+            " -> check the database password in the config"
+        } else if err.contains("Connection refused")
+            || err.contains("could not connect")
+            || err.contains("timeout expired")
+        {
+            " -> is PostgreSQL running and reachable from here?"
+        } else if err.contains("does not exist") && err.contains("database") {
+            " -> check the database name"
+        } else {
+            ""
+        };
+    format!(
+        "PostgreSQL {who}: {}{hint}",
+        migrate_core::runner::stderr_tail(err)
+            .trim_start_matches(':')
+            .trim()
+    )
+}
+
+pub fn row_count_sql(tables: &[String]) -> String {
+    tables
+        .iter()
+        .map(|t| format!("SELECT {}, count(*) FROM {t}", literal(t)))
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ")
+}
+
+pub fn parse_counts(rows: &[Row]) -> anyhow::Result<BTreeMap<String, i64>> {
+    rows.iter()
+        .map(|r| {
+            let count = r
+                .get(1)
+                .and_then(|c| c.parse().ok())
+                .ok_or_else(|| anyhow!("bad row count {r:?}"))?;
+            Ok((r[0].clone(), count))
+        })
+        .collect()
+}
+
+/// `"pg_dump (PostgreSQL) 15.18 (Debian ...)"` -> ("15.18", 15).
+pub fn parse_tool_version(text: &str) -> Option<(String, u32)> {
+    let version = text
+        .split_whitespace()
+        .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))?;
+    let major = version.split('.').next()?.parse().ok()?;
+    Some((version.to_owned(), major))
+}
+
+/// A SQL string literal.
+pub fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// A SQL identifier.
+pub fn ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tool_versions() {
+        assert_eq!(
+            parse_tool_version("pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n"),
+            Some(("15.18".into(), 15))
+        );
+        assert_eq!(
+            parse_tool_version("pg_restore (PostgreSQL) 17.2\n"),
+            Some(("17.2".into(), 17))
+        );
+        assert_eq!(parse_tool_version("garbage"), None);
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(literal("it's"), "'it''s'");
+        assert_eq!(ident("my \"db\""), "\"my \"\"db\"\"\"");
+        assert_eq!(
+            row_count_sql(&["public.a".into(), "public.b".into()]),
+            "SELECT 'public.a', count(*) FROM public.a UNION ALL SELECT 'public.b', count(*) FROM public.b"
+        );
+    }
+}

@@ -1,0 +1,285 @@
+//! The work directory of one migration: a lock so that only one run works in
+//! it, and `journal.json`, the record of every step and environment that lets
+//! a later run resume where an earlier one stopped.
+//!
+//! The journal is rewritten atomically after every change, before the next
+//! change starts. Nothing in it names a secret.
+
+use std::{
+    collections::BTreeMap,
+    fs::{File, OpenOptions, TryLockError},
+    io::{Read, Seek, Write},
+    os::unix::fs::OpenOptionsExt,
+    sync::Mutex,
+};
+
+use anyhow::{Context as _, bail};
+use camino::{Utf8Path, Utf8PathBuf};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::{config::Config, exit::UsageError, fsutil};
+
+/// The six steps, in the order a migration runs them.
+pub const STEPS: [&str; 6] = [
+    "halt-all",
+    "stop-server",
+    "dump",
+    "restore",
+    "start-server",
+    "env-reconcile",
+];
+
+const FORMAT: u32 = 1;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Journal {
+    pub format: u32,
+    pub tool_version: String,
+    pub created: Timestamp,
+    pub migration: MigrationKey,
+    #[serde(default)]
+    pub steps: BTreeMap<String, StepRecord>,
+    #[serde(default)]
+    pub environments: BTreeMap<Uuid, EnvRecord>,
+}
+
+/// What makes a work directory belong to one migration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationKey {
+    pub old_api: String,
+    pub new_api: String,
+}
+
+impl MigrationKey {
+    pub fn of(config: &Config) -> Self {
+        MigrationKey {
+            old_api: config.old.api_url.clone(),
+            new_api: config.new.api_url.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    #[default]
+    Pending,
+    Running,
+    Done,
+    Failed,
+    NeedsOperator,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub status: StepStatus,
+    pub started: Option<Timestamp>,
+    pub ended: Option<Timestamp>,
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default)]
+    pub summary: Option<String>,
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Measured figures: sizes, counts, durations.
+    #[serde(default)]
+    pub figures: Map<String, Value>,
+}
+
+impl StepRecord {
+    pub fn seconds(&self) -> Option<f64> {
+        Some(self.ended?.duration_since(self.started?).as_secs_f64())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum EnvStatus {
+    #[default]
+    Pending,
+    InProgress,
+    Done,
+    /// Halted before the migration: left halted and untouched.
+    LeftHalted,
+    NeedsOperator,
+    Failed,
+}
+
+/// Where `env-reconcile` stands with one environment.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct EnvRecord {
+    pub name: String,
+    pub status: EnvStatus,
+    /// The last phase that completed.
+    #[serde(default)]
+    pub phase: Option<String>,
+    /// The `metadata.message` of the tool's compile request.
+    #[serde(default)]
+    pub marker: Option<String>,
+    /// The version compiled on the new server and dry-run.
+    #[serde(default)]
+    pub version: Option<i64>,
+    #[serde(default)]
+    pub dryrun: Option<Uuid>,
+    #[serde(default)]
+    pub released: bool,
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub seconds: Option<f64>,
+    #[serde(default)]
+    pub updated: Option<Timestamp>,
+}
+
+impl Journal {
+    fn new(key: MigrationKey) -> Self {
+        Journal {
+            format: FORMAT,
+            tool_version: env!("CARGO_PKG_VERSION").to_owned(),
+            created: Timestamp::now(),
+            migration: key,
+            steps: BTreeMap::new(),
+            environments: BTreeMap::new(),
+        }
+    }
+
+    pub fn step(&self, name: &str) -> StepRecord {
+        self.steps.get(name).cloned().unwrap_or_default()
+    }
+
+    pub fn step_mut(&mut self, name: &str) -> &mut StepRecord {
+        self.steps.entry(name.to_owned()).or_default()
+    }
+
+    pub fn is_done(&self, name: &str) -> bool {
+        self.step(name).status == StepStatus::Done
+    }
+}
+
+/// An open work directory, locked for this process.
+pub struct WorkDir {
+    dir: Utf8PathBuf,
+    journal: Mutex<Journal>,
+    /// Held for the life of the run; the OS releases it if the process dies.
+    _lock: File,
+    /// Set when an earlier run ended without finishing its step.
+    pub recovered_from: Option<String>,
+}
+
+impl WorkDir {
+    /// Creates or opens the work directory of `config` and locks it.
+    pub fn open(config: &Config) -> anyhow::Result<WorkDir> {
+        let dir = config.work_dir.clone();
+        fsutil::create_private_dir(&dir).with_context(|| {
+            format!("work directory {dir} is not usable (check `work_dir` in the config)")
+        })?;
+        let lock_path = dir.join("lock");
+        let mut lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_path)
+            .with_context(|| format!("cannot open the lock file {lock_path}"))?;
+        let mut previous = String::new();
+        let _ = lock.read_to_string(&mut previous);
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => bail!(
+                "another inmanta-migrate run holds the lock on {dir} ({}); wait for it to finish",
+                previous.trim()
+            ),
+            Err(TryLockError::Error(e)) => {
+                return Err(e).context(format!("cannot lock {lock_path}"));
+            }
+        }
+        lock.set_len(0)?;
+        lock.rewind()?;
+        writeln!(
+            lock,
+            "pid {} since {}",
+            std::process::id(),
+            Timestamp::now()
+        )?;
+        lock.sync_all()?;
+
+        let journal_path = dir.join("journal.json");
+        let key = MigrationKey::of(config);
+        let journal = if journal_path.exists() {
+            let journal: Journal = fsutil::read_json(&journal_path)?;
+            if journal.format > FORMAT {
+                bail!(
+                    "{journal_path} was written by a newer inmanta-migrate ({}); use that version",
+                    journal.tool_version
+                );
+            }
+            if journal.migration != key {
+                return Err(UsageError(format!(
+                    "work directory {dir} belongs to the migration {} -> {}, not {} -> {}; \
+                     give this migration its own `work_dir`",
+                    journal.migration.old_api, journal.migration.new_api, key.old_api, key.new_api
+                ))
+                .into());
+            }
+            journal
+        } else {
+            let journal = Journal::new(key);
+            fsutil::write_json(&journal_path, &journal)?;
+            journal
+        };
+        let recovered_from = journal
+            .steps
+            .iter()
+            .find(|(_, r)| r.status == StepStatus::Running)
+            .map(|(name, _)| format!("an earlier run stopped during {name} ({})", previous.trim()));
+        Ok(WorkDir {
+            dir,
+            journal: Mutex::new(journal),
+            _lock: lock,
+            recovered_from,
+        })
+    }
+
+    /// Reads the journal without locking, for `status` and `plan`.
+    pub fn peek(config: &Config) -> anyhow::Result<Option<Journal>> {
+        let path = config.work_dir.join("journal.json");
+        if !path.exists() {
+            return Ok(None);
+        }
+        fsutil::read_json(&path).map(Some)
+    }
+
+    pub fn dir(&self) -> &Utf8Path {
+        &self.dir
+    }
+
+    pub fn path(&self, name: &str) -> Utf8PathBuf {
+        self.dir.join(name)
+    }
+
+    /// A copy of the journal as it is now.
+    pub fn journal(&self) -> Journal {
+        self.journal.lock().expect("journal lock poisoned").clone()
+    }
+
+    /// Changes the journal and writes it before returning.
+    pub fn update<R>(&self, change: impl FnOnce(&mut Journal) -> R) -> anyhow::Result<R> {
+        let mut journal = self.journal.lock().expect("journal lock poisoned");
+        let result = change(&mut journal);
+        fsutil::write_json(&self.dir.join("journal.json"), &*journal)?;
+        Ok(result)
+    }
+
+    /// Records one environment's progress.
+    pub fn update_env(&self, env: Uuid, change: impl FnOnce(&mut EnvRecord)) -> anyhow::Result<()> {
+        self.update(|j| {
+            let record = j.environments.entry(env).or_default();
+            change(record);
+            record.updated = Some(Timestamp::now());
+        })
+    }
+}

@@ -1,0 +1,104 @@
+//! The `[database]` section of an orchestrator's own configuration, read the
+//! way the server reads it: `inmanta.cfg`, then `inmanta.d/*.cfg` in name
+//! order, later files winning. (Environment variables such as
+//! `INMANTA_DATABASE_PASSWORD` of the server's unit are not visible here;
+//! set those keys in the tool's config instead.)
+
+use anyhow::Context as _;
+use camino::Utf8Path;
+use migrate_core::{Secret, runner::Runner};
+
+#[derive(Debug, Default)]
+pub struct InmantaDatabase {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub name: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+}
+
+/// Reads the files on the orchestrator's host (through `runner`).
+pub async fn read_inmanta_database(
+    dir: &Utf8Path,
+    runner: &Runner,
+) -> anyhow::Result<InmantaDatabase> {
+    let main = dir.join("inmanta.cfg");
+    let listing = runner
+        .cmd(&[
+            "find",
+            dir.join("inmanta.d").as_str(),
+            "-maxdepth",
+            "1",
+            "-type",
+            "f",
+            "-name",
+            "*.cfg",
+        ])
+        .output()
+        .await?;
+    let mut files: Vec<String> = listing.stdout.lines().map(str::to_owned).collect();
+    files.sort();
+    files.insert(0, main.to_string());
+    let mut found = InmantaDatabase::default();
+    let mut read_any = false;
+    for file in files {
+        let out = runner.cmd(&["cat", file.as_str()]).output().await?;
+        if !out.success() {
+            continue;
+        }
+        read_any = true;
+        apply(&mut found, &out.stdout)
+            .with_context(|| format!("cannot parse {file} (on {})", runner.place()))?;
+    }
+    if !read_any {
+        anyhow::bail!(
+            "found no inmanta.cfg in {dir} (on {}): check `database.inmanta_config`",
+            runner.place()
+        );
+    }
+    Ok(found)
+}
+
+fn apply(found: &mut InmantaDatabase, text: &str) -> anyhow::Result<()> {
+    let ini = ini::Ini::load_from_str(text)?;
+    let Some(section) = ini.section(Some("database")) else {
+        return Ok(());
+    };
+    if let Some(v) = section.get("host") {
+        found.host = Some(v.trim().to_owned());
+    }
+    if let Some(v) = section.get("port") {
+        found.port = Some(
+            v.trim()
+                .parse()
+                .with_context(|| format!("[database] port {v:?}"))?,
+        );
+    }
+    if let Some(v) = section.get("name") {
+        found.name = Some(v.trim().to_owned());
+    }
+    if let Some(v) = section.get("username") {
+        found.user = Some(v.trim().to_owned());
+    }
+    if let Some(v) = section.get("password") {
+        found.password = Some(Secret::new(v.trim()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_files_win() {
+        let mut found = InmantaDatabase::default();
+        apply(&mut found, "[database]\nhost=db1\nport=5433\nname=inm\nusername=u\npassword=p1\n[server]\nauth=false\n").unwrap();
+        apply(&mut found, "[database]\npassword = p2\n").unwrap();
+        assert_eq!(found.host.as_deref(), Some("db1"));
+        assert_eq!(found.port, Some(5433));
+        assert_eq!(found.user.as_deref(), Some("u"));
+        assert_eq!(found.password.as_ref().unwrap().expose(), "p2");
+        assert!(apply(&mut found, "[database]\nport=x\n").is_err());
+    }
+}
