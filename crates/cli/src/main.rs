@@ -1,1 +1,188 @@
-fn main() {}
+//! The `inmanta-migrate` binary: argument parsing, one match that dispatches
+//! to the steps, and the output and exit-code contract.
+
+mod check;
+mod migrate;
+mod plan;
+mod report;
+mod status;
+
+use std::process::ExitCode;
+
+use camino::Utf8PathBuf;
+use clap::{Parser, Subcommand};
+use migrate_core::{ChecksFailed, Config, Context, Exit, Outcome, OutcomeStatus, Step, execute, ui::Ui};
+use step_dump::Dump;
+use step_env_reconcile::EnvReconcile;
+use step_halt_all::HaltAll;
+use step_restore::Restore;
+use step_start_server::StartServer;
+use step_stop_server::StopServer;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  done, or nothing to do
+  1  failed
+  2  bad usage or config
+  3  stopped for an operator: a check failed, or a dry-run showed differences";
+
+/// Moves a running Inmanta orchestrator (server and PostgreSQL database) to
+/// another machine or major version, one resumable step at a time.
+#[derive(Debug, Parser)]
+#[command(name = "inmanta-migrate", version, after_help = EXIT_CODES, max_term_width = 100)]
+struct Cli {
+    /// The migration's config file.
+    #[arg(long, short, global = true, env = "INMANTA_MIGRATE_CONFIG", default_value = "inmanta-migrate.toml")]
+    config: Utf8PathBuf,
+
+    /// Machine-readable output: one JSON document on stdout, events as JSON
+    /// lines on stderr.
+    #[arg(long, global = true)]
+    json: bool,
+
+    /// More detail on stderr (-v: debug, -vv: trace).
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Preflight: checks everything that can be checked before anything
+    /// changes (config, APIs, tokens, versions, databases, tools, disk,
+    /// target database, new server stopped) and reports every failure.
+    Check(check::CheckArgs),
+    /// Prints what each remaining step would do, without doing it.
+    Plan,
+    /// Shows where the migration stands, from the journal.
+    Status,
+    /// Runs the remaining steps in order (after a preflight); resumable.
+    Migrate(migrate::MigrateArgs),
+    /// Old side: records the inventory, then halts every running environment
+    /// and waits for running compiles.
+    HaltAll(HaltAll),
+    /// Old side: stops the server; refuses while an environment runs.
+    StopServer(StopServer),
+    /// Old side: pg_dump of the database, with a manifest of versions, row
+    /// counts and checksums.
+    Dump(Dump),
+    /// New side: verifies the dump and loads it into an empty database, then
+    /// compares row counts.
+    Restore(Restore),
+    /// New side: starts the server, waits for its schema migration, checks
+    /// every environment is there and halted.
+    StartServer(StartServer),
+    /// New side: per environment, auto_deploy off, update & recompile,
+    /// resume, dry-run, auto_deploy back.
+    EnvReconcile(EnvReconcile),
+}
+
+fn main() -> ExitCode {
+    // Everything this process and its children create is private (0600/0700).
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    let ui = Ui::new(cli.json);
+    // Single-threaded on purpose: see migrate_core::runner (PR_SET_PDEATHSIG).
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
+    let result = runtime.block_on(run(cli.command, cli.config, &ui));
+    finish(&ui, result)
+}
+
+fn init_tracing(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("INMANTA_MIGRATE_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!(
+            "warn,inmanta_migrate={level},migrate_core={level},inmanta_api={level}"
+        ))
+    });
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+async fn run(command: Command, config_path: Utf8PathBuf, ui: &Ui) -> anyhow::Result<Outcome> {
+    let config = Config::load(&config_path)?;
+    let cx = Context::new(config, ui.clone())?;
+    let result = match command {
+        Command::Check(args) => check::run(&cx, &args).await,
+        Command::Plan => plan::run(&cx).await,
+        Command::Status => status::run(&cx),
+        Command::Migrate(args) => migrate::run(&cx, &args).await,
+        Command::HaltAll(step) => execute(&step, &cx).await,
+        Command::StopServer(step) => execute(&step, &cx).await,
+        Command::Dump(step) => execute(&step, &cx).await,
+        Command::Restore(step) => execute(&step, &cx).await,
+        Command::StartServer(step) => execute(&step, &cx).await,
+        Command::EnvReconcile(step) => execute(&step, &cx).await,
+    };
+    report::refresh(&cx);
+    result
+}
+
+/// Prints the outcome (or the error) and turns it into the exit code.
+fn finish(ui: &Ui, result: anyhow::Result<Outcome>) -> ExitCode {
+    let code = match &result {
+        Ok(outcome) if outcome.status == OutcomeStatus::NeedsOperator => Exit::Operator,
+        Ok(_) => Exit::Done,
+        Err(e) => Exit::of(e),
+    };
+    if ui.is_json() {
+        let document = match &result {
+            Ok(outcome) => serde_json::to_value(outcome).expect("outcomes serialize"),
+            Err(e) => {
+                let checks = e.downcast_ref::<ChecksFailed>().map(|c| &c.0);
+                serde_json::json!({ "status": "failed", "error": format!("{e:#}"), "checks": checks })
+            }
+        };
+        let mut document = document;
+        document["exit_code"] = (code as u8).into();
+        println!("{}", serde_json::to_string_pretty(&document).expect("JSON"));
+    } else {
+        match &result {
+            Ok(outcome) => {
+                if let Some(text) = &outcome.text {
+                    println!("{text}");
+                }
+                let mark = match outcome.status {
+                    OutcomeStatus::Done => ui.paint("32", "done:"),
+                    OutcomeStatus::NothingToDo => ui.paint("32", "nothing to do:"),
+                    OutcomeStatus::NeedsOperator => ui.paint("33", "needs an operator:"),
+                };
+                println!("{} {mark} {}", ui.paint("1", &outcome.step), outcome.summary);
+            }
+            Err(e) => eprintln!("{} {e:#}", ui.paint("31", "error:")),
+        }
+    }
+    ExitCode::from(code as u8)
+}
+
+/// Runs one step by its name (for `migrate`).
+pub(crate) async fn run_step(cx: &Context, name: &str, args: &migrate::MigrateArgs) -> anyhow::Result<Outcome> {
+    match name {
+        HaltAll::NAME => execute(&HaltAll::default(), cx).await,
+        StopServer::NAME => execute(&StopServer::default(), cx).await,
+        Dump::NAME => execute(&Dump::default(), cx).await,
+        Restore::NAME => execute(&Restore { replace: args.replace }, cx).await,
+        StartServer::NAME => execute(&StartServer::default(), cx).await,
+        EnvReconcile::NAME => execute(&EnvReconcile { envs: Vec::new(), release: args.release }, cx).await,
+        other => unreachable!("no step {other}"),
+    }
+}
+
+/// What a step would do, by its name (for `plan` and `migrate`).
+pub(crate) fn describe_step(cx: &Context, name: &str) -> String {
+    match name {
+        HaltAll::NAME => HaltAll::default().describe(cx),
+        StopServer::NAME => StopServer::default().describe(cx),
+        Dump::NAME => Dump::default().describe(cx),
+        Restore::NAME => Restore::default().describe(cx),
+        StartServer::NAME => StartServer::default().describe(cx),
+        EnvReconcile::NAME => EnvReconcile::default().describe(cx),
+        other => unreachable!("no step {other}"),
+    }
+}

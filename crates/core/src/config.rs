@@ -228,12 +228,7 @@ pub struct DumpOptions {
 
 impl Default for DumpOptions {
     fn default() -> Self {
-        DumpOptions {
-            dir: None,
-            format: DumpFormat::Directory,
-            jobs: 2,
-            compress: 0,
-        }
+        DumpOptions { dir: None, format: DumpFormat::Directory, jobs: 2, compress: 0 }
     }
 }
 
@@ -290,11 +285,7 @@ pub struct Timeouts {
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Timeouts {
-            api: seconds::<30>(),
-            stop: minutes::<3>(),
-            start: minutes::<30>(),
-        }
+        Timeouts { api: seconds::<30>(), stop: minutes::<3>(), start: minutes::<30>() }
     }
 }
 
@@ -319,11 +310,8 @@ fn minutes<const N: u64>() -> Duration {
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
-    humantime::parse_duration(&text).map_err(|e| {
-        serde::de::Error::custom(format!(
-            "{text:?} is not a duration like \"30s\" or \"10m\": {e}"
-        ))
-    })
+    humantime::parse_duration(&text)
+        .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration like \"30s\" or \"10m\": {e}")))
 }
 
 /// A problem found after parsing, tied to a key.
@@ -333,39 +321,25 @@ struct Invalid {
 }
 
 fn invalid(key: impl Into<String>, message: impl Into<String>) -> Invalid {
-    Invalid {
-        key: key.into(),
-        message: message.into(),
-    }
+    Invalid { key: key.into(), message: message.into() }
 }
 
 impl Config {
     /// Reads, parses and validates the file.
     pub fn load(path: &Utf8Path) -> Result<Config, ConfigError> {
-        let plain = |key: Option<String>, message: String| ConfigError {
-            file: path.to_owned(),
-            location: None,
-            key,
-            message,
-        };
+        let plain =
+            |key: Option<String>, message: String| ConfigError { file: path.to_owned(), location: None, key, message };
         let text = std::fs::read_to_string(path).map_err(|e| {
             plain(None, format!("cannot read it: {e} (give another file with --config or INMANTA_MIGRATE_CONFIG)"))
         })?;
         let mut config = Self::parse(&text, path)?;
         let base = path.parent().map(Utf8Path::to_owned).unwrap_or_default();
-        let base = if base.as_str().is_empty() {
-            Utf8PathBuf::from(".")
-        } else {
-            base
-        };
+        let base = if base.as_str().is_empty() { Utf8PathBuf::from(".") } else { base };
         let base = base.canonicalize_utf8().unwrap_or(base);
         config.path = path.to_owned();
         config.make_paths_absolute(&base);
         if let Err(problems) = config.validate() {
-            let first = problems
-                .into_iter()
-                .next()
-                .expect("validate returns at least one problem");
+            let first = problems.into_iter().next().expect("validate returns at least one problem");
             return Err(ConfigError {
                 file: path.to_owned(),
                 location: locate_key(&text, &first.key),
@@ -399,17 +373,11 @@ impl Config {
             if let Some(t) = &mut side.token {
                 t.make_paths_absolute(base);
             }
-            for p in [&mut side.host.identity_file, &mut side.host.known_hosts]
-                .into_iter()
-                .flatten()
-            {
+            for p in [&mut side.host.identity_file, &mut side.host.known_hosts].into_iter().flatten() {
                 abs(p);
             }
             let db = &mut side.database;
-            for s in [&mut db.password, &mut db.admin_password]
-                .into_iter()
-                .flatten()
-            {
+            for s in [&mut db.password, &mut db.admin_password].into_iter().flatten() {
                 s.make_paths_absolute(base);
             }
             if let Some(p) = &mut db.passfile {
@@ -433,10 +401,7 @@ impl Config {
 
     /// Where the dump and its manifest live.
     pub fn dump_dir(&self) -> Utf8PathBuf {
-        self.dump
-            .dir
-            .clone()
-            .unwrap_or_else(|| self.work_dir.join("dump"))
+        self.dump.dir.clone().unwrap_or_else(|| self.work_dir.join("dump"))
     }
 
     fn validate(&mut self) -> Result<(), Vec<Invalid>> {
@@ -450,10 +415,8 @@ impl Config {
             problems.extend(orch.validate(key));
         }
         if normalize_url(&self.old.api_url) == normalize_url(&self.new.api_url) {
-            problems.push(invalid(
-                "new.api_url",
-                "is the same as old.api_url: old and new must be two different servers",
-            ));
+            problems
+                .push(invalid("new.api_url", "is the same as old.api_url: old and new must be two different servers"));
         }
         let (o, n) = (&self.old.database, &self.new.database);
         if o.inmanta_config.is_none()
@@ -500,11 +463,7 @@ impl Config {
                 problems.push(invalid(key, "must be longer than 0s"));
             }
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems)
-        }
+        if problems.is_empty() { Ok(()) } else { Err(problems) }
     }
 }
 
@@ -528,13 +487,8 @@ impl Orchestrator {
         }
         if let Some(ca) = &self.ca_file {
             match std::fs::read(ca) {
-                Ok(pem) if pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => {
-                    self.ca_pem = Some(pem)
-                }
-                Ok(_) => problems.push(invalid(
-                    k("ca_file"),
-                    format!("{ca} holds no PEM certificate"),
-                )),
+                Ok(pem) if pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => self.ca_pem = Some(pem),
+                Ok(_) => problems.push(invalid(k("ca_file"), format!("{ca} holds no PEM certificate"))),
                 Err(e) => problems.push(invalid(k("ca_file"), format!("cannot read {ca}: {e}"))),
             }
         }
@@ -551,16 +505,9 @@ impl Orchestrator {
         let svc = &self.service;
         match svc.manager {
             Manager::Systemd => {
-                for (name, v) in [
-                    ("start", &svc.start),
-                    ("stop", &svc.stop),
-                    ("status", &svc.status),
-                ] {
+                for (name, v) in [("start", &svc.start), ("stop", &svc.stop), ("status", &svc.status)] {
                     if v.is_some() {
-                        problems.push(invalid(
-                            k(&format!("service.{name}")),
-                            "only applies to manager = \"command\"",
-                        ));
+                        problems.push(invalid(k(&format!("service.{name}")), "only applies to manager = \"command\""));
                     }
                 }
                 if svc.unit().trim().is_empty() {
@@ -568,11 +515,7 @@ impl Orchestrator {
                 }
             }
             Manager::Command => {
-                for (name, v) in [
-                    ("start", &svc.start),
-                    ("stop", &svc.stop),
-                    ("status", &svc.status),
-                ] {
+                for (name, v) in [("start", &svc.start), ("stop", &svc.stop), ("status", &svc.status)] {
                     match v {
                         None => problems.push(invalid(
                             k(&format!("service.{name}")),
@@ -585,24 +528,16 @@ impl Orchestrator {
                     }
                 }
                 if svc.unit.is_some() || svc.sudo || svc.user {
-                    problems.push(invalid(
-                        k("service"),
-                        "`unit`, `sudo` and `user` only apply to manager = \"systemd\"",
-                    ));
+                    problems
+                        .push(invalid(k("service"), "`unit`, `sudo` and `user` only apply to manager = \"systemd\""));
                 }
             }
         }
         let db = &mut self.database;
         if db.password.is_some() && db.passfile.is_some() {
-            problems.push(invalid(
-                k("database.passfile"),
-                "give either `password` or `passfile`, not both",
-            ));
+            problems.push(invalid(k("database.passfile"), "give either `password` or `passfile`, not both"));
         }
-        for (name, source) in [
-            ("password", &db.password),
-            ("admin_password", &db.admin_password),
-        ] {
+        for (name, source) in [("password", &db.password), ("admin_password", &db.admin_password)] {
             if let Some(source) = source
                 && let Err(m) = source.read()
             {
@@ -613,20 +548,9 @@ impl Orchestrator {
             problems.push(invalid(k("database.admin_password"), "needs `admin_user`"));
         }
         if let Some(mode) = &db.sslmode
-            && ![
-                "disable",
-                "allow",
-                "prefer",
-                "require",
-                "verify-ca",
-                "verify-full",
-            ]
-            .contains(&mode.as_str())
+            && !["disable", "allow", "prefer", "require", "verify-ca", "verify-full"].contains(&mode.as_str())
         {
-            problems.push(invalid(
-                k("database.sslmode"),
-                format!("{mode:?} is not a libpq sslmode"),
-            ));
+            problems.push(invalid(k("database.sslmode"), format!("{mode:?} is not a libpq sslmode")));
         }
         if let Some(name) = &db.name
             && name.trim().is_empty()
@@ -651,9 +575,7 @@ fn check_api_url(url: &str) -> Result<(), String> {
         return Err(format!("{url:?} must not carry credentials; use `token`"));
     }
     if rest.contains('?') || rest.contains('#') {
-        return Err(format!(
-            "{url:?} must be a base URL without query or fragment"
-        ));
+        return Err(format!("{url:?} must be a base URL without query or fragment"));
     }
     Ok(())
 }
@@ -685,11 +607,8 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 fn all_keys(text: &str) -> Vec<(usize, String)> {
     fn walk(table: &toml::de::DeTable<'_>, prefix: &str, out: &mut Vec<(usize, String)>) {
         for (key, value) in table.iter() {
-            let path = if prefix.is_empty() {
-                key.get_ref().to_string()
-            } else {
-                format!("{prefix}.{}", key.get_ref())
-            };
+            let path =
+                if prefix.is_empty() { key.get_ref().to_string() } else { format!("{prefix}.{}", key.get_ref()) };
             out.push((key.span().start, path.clone()));
             if let Some(inner) = value.get_ref().as_table() {
                 walk(inner, &path, out);
@@ -705,11 +624,7 @@ fn all_keys(text: &str) -> Vec<(usize, String)> {
 
 /// The dotted key written at, or last before, `offset`.
 fn key_at(text: &str, offset: usize) -> Option<String> {
-    all_keys(text)
-        .into_iter()
-        .filter(|(start, _)| *start <= offset)
-        .max_by_key(|(start, _)| *start)
-        .map(|(_, k)| k)
+    all_keys(text).into_iter().filter(|(start, _)| *start <= offset).max_by_key(|(start, _)| *start).map(|(_, k)| k)
 }
 
 /// Line and column of a dotted key, or of its nearest written parent.
@@ -717,11 +632,7 @@ fn locate_key(text: &str, dotted: &str) -> Option<(usize, usize)> {
     let keys = all_keys(text);
     let mut wanted = dotted;
     loop {
-        if let Some((offset, _)) = keys
-            .iter()
-            .filter(|(_, k)| k == wanted)
-            .min_by_key(|(o, _)| *o)
-        {
+        if let Some((offset, _)) = keys.iter().filter(|(_, k)| k == wanted).min_by_key(|(o, _)| *o) {
             return Some(line_col(text, *offset));
         }
         wanted = &wanted[..wanted.rfind('.')?];
@@ -788,10 +699,6 @@ status = ["ctl", "status"]
     #[test]
     fn relative_paths_follow_the_config_file() {
         let c = load_text(&MINIMAL.replace("/tmp/w", "work")).unwrap();
-        assert!(
-            c.work_dir.is_absolute() && c.work_dir.ends_with("work"),
-            "{}",
-            c.work_dir
-        );
+        assert!(c.work_dir.is_absolute() && c.work_dir.ends_with("work"), "{}", c.work_dir);
     }
 }

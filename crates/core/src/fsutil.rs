@@ -23,22 +23,10 @@ pub fn create_private_dir(path: &Utf8Path) -> anyhow::Result<()> {
 /// a half-written one: temp file in the same directory, fsync, rename, fsync
 /// of the directory. Mode 0600.
 pub fn write_atomic(path: &Utf8Path, content: &[u8]) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_str().is_empty())
-        .unwrap_or(Utf8Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name().unwrap_or("file"),
-        std::process::id()
-    ));
+    let dir = path.parent().filter(|p| !p.as_str().is_empty()).unwrap_or(Utf8Path::new("."));
+    let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().unwrap_or("file"), std::process::id()));
     let result = (|| {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
+        let mut file = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
         file.write_all(content)?;
         file.sync_all()?;
         fs::rename(&tmp, path)?;
@@ -59,9 +47,8 @@ pub fn write_json(path: &Utf8Path, value: &impl serde::Serialize) -> anyhow::Res
 
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Utf8Path) -> anyhow::Result<T> {
     let text = fs::read(path).with_context(|| format!("cannot read {path}"))?;
-    serde_json::from_slice(&text).with_context(|| {
-        format!("{path} is not valid (edited by hand, or from another tool version?)")
-    })
+    serde_json::from_slice(&text)
+        .with_context(|| format!("{path} is not valid (edited by hand, or from another tool version?)"))
 }
 
 /// The size and the hex sha256 of a file, streamed.
@@ -71,9 +58,7 @@ pub fn sha256_file(path: &Utf8Path) -> anyhow::Result<(u64, String)> {
     let mut buffer = vec![0u8; 1 << 20];
     let mut size = 0u64;
     loop {
-        let n = file
-            .read(&mut buffer)
-            .with_context(|| format!("cannot read {path}"))?;
+        let n = file.read(&mut buffer).with_context(|| format!("cannot read {path}"))?;
         if n == 0 {
             break;
         }
@@ -90,8 +75,8 @@ pub fn available_space(path: &Utf8Path) -> anyhow::Result<u64> {
     while !probe.exists() {
         probe = probe.parent().unwrap_or(Utf8Path::new("/"));
     }
-    let stat = rustix::fs::statvfs(probe.as_std_path())
-        .with_context(|| format!("cannot stat the file system of {probe}"))?;
+    let stat =
+        rustix::fs::statvfs(probe.as_std_path()).with_context(|| format!("cannot stat the file system of {probe}"))?;
     Ok(stat.f_bavail * stat.f_frsize)
 }
 
@@ -108,15 +93,9 @@ mod tests {
         assert_eq!(fs::read_to_string(&path).unwrap(), "two");
         let (size, sum) = sha256_file(&path).unwrap();
         assert_eq!(size, 3);
-        assert_eq!(
-            sum,
-            "3fc4ccfe745870e2c0d99f71f30ff0656c8dedd41cc1d7d3d376b0dbe685e2f3"
-        );
+        assert_eq!(sum, "3fc4ccfe745870e2c0d99f71f30ff0656c8dedd41cc1d7d3d376b0dbe685e2f3");
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(
-            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temp file is left behind");
     }

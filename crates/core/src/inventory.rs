@@ -48,10 +48,7 @@ pub struct EnvironmentRecord {
 impl EnvironmentRecord {
     /// `auto_deploy` in force; true, its default, when unknown.
     pub fn auto_deploy(&self) -> bool {
-        self.effective_settings
-            .get("auto_deploy")
-            .and_then(Value::as_bool)
-            .unwrap_or(true)
+        self.effective_settings.get("auto_deploy").and_then(Value::as_bool).unwrap_or(true)
     }
 
     /// "name (id)", how environments are named in messages.
@@ -72,13 +69,7 @@ impl Inventory {
         let status = client.server_status().await?;
         let projects = client.projects().await?;
         let environments = client.environments().await?;
-        let project_name = |id: Uuid| {
-            projects
-                .iter()
-                .find(|p| p.id == id)
-                .map(|p| p.name.clone())
-                .unwrap_or_default()
-        };
+        let project_name = |id: Uuid| projects.iter().find(|p| p.id == id).map(|p| p.name.clone()).unwrap_or_default();
         let core = status.core_version;
         let records: Vec<EnvironmentRecord> = futures::stream::iter(environments)
             .map(|env| {
@@ -110,12 +101,7 @@ impl Inventory {
             .buffered(8)
             .try_collect()
             .await
-            .with_context(|| {
-                format!(
-                    "cannot take the inventory of the {} server",
-                    client.server()
-                )
-            })?;
+            .with_context(|| format!("cannot take the inventory of the {} server", client.server()))?;
         Ok(Inventory {
             taken_at: Timestamp::now(),
             api_url: client.base_url().to_owned(),

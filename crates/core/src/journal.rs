@@ -23,14 +23,7 @@ use uuid::Uuid;
 use crate::{config::Config, exit::UsageError, fsutil};
 
 /// The six steps, in the order a migration runs them.
-pub const STEPS: [&str; 6] = [
-    "halt-all",
-    "stop-server",
-    "dump",
-    "restore",
-    "start-server",
-    "env-reconcile",
-];
+pub const STEPS: [&str; 6] = ["halt-all", "stop-server", "dump", "restore", "start-server", "env-reconcile"];
 
 const FORMAT: u32 = 1;
 
@@ -55,10 +48,7 @@ pub struct MigrationKey {
 
 impl MigrationKey {
     pub fn of(config: &Config) -> Self {
-        MigrationKey {
-            old_api: config.old.api_url.clone(),
-            new_api: config.new.api_url.clone(),
-        }
+        MigrationKey { old_api: config.old.api_url.clone(), new_api: config.new.api_url.clone() }
     }
 }
 
@@ -173,9 +163,8 @@ impl WorkDir {
     /// Creates or opens the work directory of `config` and locks it.
     pub fn open(config: &Config) -> anyhow::Result<WorkDir> {
         let dir = config.work_dir.clone();
-        fsutil::create_private_dir(&dir).with_context(|| {
-            format!("work directory {dir} is not usable (check `work_dir` in the config)")
-        })?;
+        fsutil::create_private_dir(&dir)
+            .with_context(|| format!("work directory {dir} is not usable (check `work_dir` in the config)"))?;
         let lock_path = dir.join("lock");
         let mut lock = OpenOptions::new()
             .read(true)
@@ -199,12 +188,7 @@ impl WorkDir {
         }
         lock.set_len(0)?;
         lock.rewind()?;
-        writeln!(
-            lock,
-            "pid {} since {}",
-            std::process::id(),
-            Timestamp::now()
-        )?;
+        writeln!(lock, "pid {} since {}", std::process::id(), Timestamp::now())?;
         lock.sync_all()?;
 
         let journal_path = dir.join("journal.json");
@@ -236,12 +220,7 @@ impl WorkDir {
             .iter()
             .find(|(_, r)| r.status == StepStatus::Running)
             .map(|(name, _)| format!("an earlier run stopped during {name} ({})", previous.trim()));
-        Ok(WorkDir {
-            dir,
-            journal: Mutex::new(journal),
-            _lock: lock,
-            recovered_from,
-        })
+        Ok(WorkDir { dir, journal: Mutex::new(journal), _lock: lock, recovered_from })
     }
 
     /// Reads the journal without locking, for `status` and `plan`.

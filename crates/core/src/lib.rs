@@ -8,14 +8,15 @@ pub mod fsutil;
 pub mod inventory;
 pub mod journal;
 pub mod manifest;
+pub mod probe;
 pub mod runner;
 pub mod secret;
+pub mod service;
 pub mod step;
 pub mod ui;
+pub mod wait;
 
 pub use config::{Config, Side};
 pub use exit::{Exit, NeedsOperator, UsageError};
 pub use secret::Secret;
-pub use step::{
-    Check, CheckStatus, Checks, ChecksFailed, Context, Outcome, OutcomeStatus, Step, execute,
-};
+pub use step::{Check, CheckStatus, Checks, ChecksFailed, Context, Outcome, OutcomeStatus, Step, execute};

@@ -68,36 +68,25 @@ impl Manifest {
         let path = dump_dir.join(FILE);
         fsutil::write_atomic(&path, &text)?;
         let (_, sum) = fsutil::sha256_file(&path)?;
-        fsutil::write_atomic(
-            &dump_dir.join(format!("{FILE}.sha256")),
-            format!("{sum}  {FILE}\n").as_bytes(),
-        )
+        fsutil::write_atomic(&dump_dir.join(format!("{FILE}.sha256")), format!("{sum}  {FILE}\n").as_bytes())
     }
 
     /// Reads the manifest and checks it against its checksum file.
     pub fn read(dump_dir: &Utf8Path) -> anyhow::Result<Manifest> {
         let path = dump_dir.join(FILE);
         if !path.exists() {
-            bail!(
-                "{path} does not exist: {dump_dir} holds no complete dump (an interrupted dump writes no manifest)"
-            );
+            bail!("{path} does not exist: {dump_dir} holds no complete dump (an interrupted dump writes no manifest)");
         }
         let sum_path = dump_dir.join(format!("{FILE}.sha256"));
-        let expected = std::fs::read_to_string(&sum_path)
-            .with_context(|| format!("cannot read {sum_path}"))?;
+        let expected = std::fs::read_to_string(&sum_path).with_context(|| format!("cannot read {sum_path}"))?;
         let expected = expected.split_whitespace().next().unwrap_or("");
         let (_, actual) = fsutil::sha256_file(&path)?;
         if expected != actual {
-            bail!(
-                "{path} does not match its checksum in {sum_path}: it was changed after the dump; take a new dump"
-            );
+            bail!("{path} does not match its checksum in {sum_path}: it was changed after the dump; take a new dump");
         }
         let manifest: Manifest = fsutil::read_json(&path)?;
         if manifest.format > FORMAT {
-            bail!(
-                "{path} was written by a newer inmanta-migrate ({})",
-                manifest.tool_version
-            );
+            bail!("{path} was written by a newer inmanta-migrate ({})", manifest.tool_version);
         }
         Ok(manifest)
     }
@@ -110,10 +99,8 @@ impl Manifest {
             let path = dump_dir.join(&entry.path);
             match fsutil::sha256_file(&path) {
                 Err(e) => problems.push(format!("{path}: {e:#}")),
-                Ok((bytes, _)) if bytes != entry.bytes => problems.push(format!(
-                    "{path}: {bytes} bytes, the manifest says {} (truncated or replaced)",
-                    entry.bytes
-                )),
+                Ok((bytes, _)) if bytes != entry.bytes => problems
+                    .push(format!("{path}: {bytes} bytes, the manifest says {} (truncated or replaced)", entry.bytes)),
                 Ok((_, sum)) if sum != entry.sha256 => {
                     problems.push(format!("{path}: checksum mismatch (corrupt or changed)"))
                 }
@@ -131,10 +118,7 @@ pub fn file_entries(dump_dir: &Utf8Path, data: &Utf8Path) -> anyhow::Result<Vec<
     if data.is_dir() {
         let mut stack = vec![data.to_owned()];
         while let Some(dir) = stack.pop() {
-            for entry in dir
-                .read_dir_utf8()
-                .with_context(|| format!("cannot list {dir}"))?
-            {
+            for entry in dir.read_dir_utf8().with_context(|| format!("cannot list {dir}"))? {
                 let entry = entry?;
                 if entry.file_type()?.is_dir() {
                     stack.push(entry.path().to_owned());
@@ -152,11 +136,7 @@ pub fn file_entries(dump_dir: &Utf8Path, data: &Utf8Path) -> anyhow::Result<Vec<
         .map(|path| {
             let (bytes, sha256) = fsutil::sha256_file(&path)?;
             let rel = path.strip_prefix(dump_dir).unwrap_or(&path).to_string();
-            Ok(FileEntry {
-                path: rel,
-                bytes,
-                sha256,
-            })
+            Ok(FileEntry { path: rel, bytes, sha256 })
         })
         .collect()
 }

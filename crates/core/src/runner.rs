@@ -62,9 +62,7 @@ impl Runner {
 
     /// Runs commands where `host` says: over ssh when `host.ssh` is set.
     pub fn on(host: &HostConfig) -> Self {
-        Runner {
-            ssh: host.ssh.is_some().then(|| host.clone()),
-        }
+        Runner { ssh: host.ssh.is_some().then(|| host.clone()) }
     }
 
     pub fn is_remote(&self) -> bool {
@@ -83,34 +81,15 @@ impl Runner {
         let argv: Vec<String> = argv.iter().map(|a| a.as_ref().to_owned()).collect();
         let shown = shell_words::join(&argv);
         match &self.ssh {
-            None => Cmd {
-                argv,
-                shown,
-                remote: false,
-                envs: Vec::new(),
-                stdin: None,
-                timeout: None,
-            },
+            None => Cmd { argv, shown, remote: false, envs: Vec::new(), stdin: None, timeout: None },
             Some(host) => {
-                let mut ssh: Vec<String> = [
-                    "ssh",
-                    "-o",
-                    "BatchMode=yes",
-                    "-o",
-                    "StrictHostKeyChecking=yes",
-                ]
-                .map(String::from)
-                .into();
+                let mut ssh: Vec<String> =
+                    ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"].map(String::from).into();
                 if let Some(port) = host.port {
                     ssh.extend(["-p".to_owned(), port.to_string()]);
                 }
                 if let Some(key) = &host.identity_file {
-                    ssh.extend([
-                        "-i".to_owned(),
-                        key.to_string(),
-                        "-o".to_owned(),
-                        "IdentitiesOnly=yes".to_owned(),
-                    ]);
+                    ssh.extend(["-i".to_owned(), key.to_string(), "-o".to_owned(), "IdentitiesOnly=yes".to_owned()]);
                 }
                 if let Some(known) = &host.known_hosts {
                     ssh.extend(["-o".to_owned(), format!("UserKnownHostsFile={known}")]);
@@ -155,20 +134,13 @@ impl Cmd {
 
     fn command(&self) -> anyhow::Result<Command> {
         if self.remote && !self.envs.is_empty() {
-            bail!(
-                "cannot pass environment variables to a remote command ({})",
-                self.shown
-            );
+            bail!("cannot pass environment variables to a remote command ({})", self.shown);
         }
         let mut command = Command::new(&self.argv[0]);
         command
             .args(&self.argv[1..])
             .envs(self.envs.iter().map(|(k, v)| (k, v)))
-            .stdin(if self.stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
+            .stdin(if self.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
@@ -186,11 +158,7 @@ impl Cmd {
         let shown = self.shown.clone();
         let out = self.output().await?;
         if !out.success() {
-            bail!(
-                "`{shown}` failed ({}){}",
-                describe_code(out.code),
-                stderr_tail(&out.stderr)
-            );
+            bail!("`{shown}` failed ({}){}", describe_code(out.code), stderr_tail(&out.stderr));
         }
         Ok(out)
     }
@@ -201,11 +169,7 @@ impl Cmd {
         let mut command = self.command()?;
         tracing::debug!(command = %self.shown, "running");
         let mut child = command.spawn().map_err(|e| {
-            let hint = if e.kind() == std::io::ErrorKind::NotFound {
-                " (is it installed and on PATH?)"
-            } else {
-                ""
-            };
+            let hint = if e.kind() == std::io::ErrorKind::NotFound { " (is it installed and on PATH?)" } else { "" };
             anyhow!("cannot run `{}`: {e}{hint}", self.argv[0])
         })?;
         let stdin = child.stdin.take();
@@ -243,26 +207,15 @@ impl Cmd {
             Ok::<_, std::io::Error>((status, out, err_text))
         };
         let result = match self.timeout {
-            Some(limit) => tokio::time::timeout(limit, work).await.map_err(|_| {
-                anyhow!(
-                    "`{}` did not finish within {}",
-                    self.shown,
-                    humantime::format_duration(limit)
-                )
-            })?,
+            Some(limit) => tokio::time::timeout(limit, work)
+                .await
+                .map_err(|_| anyhow!("`{}` did not finish within {}", self.shown, humantime::format_duration(limit)))?,
             None => work.await,
         };
-        let (status, out, err) =
-            result.with_context(|| format!("`{}` failed to run", self.shown))?;
+        let (status, out, err) = result.with_context(|| format!("`{}` failed to run", self.shown))?;
         use std::os::unix::process::ExitStatusExt;
-        let code = status
-            .code()
-            .unwrap_or_else(|| -status.signal().unwrap_or(0));
-        Ok(CmdOutput {
-            code,
-            stdout: String::from_utf8_lossy(&out).into_owned(),
-            stderr: err,
-        })
+        let code = status.code().unwrap_or_else(|| -status.signal().unwrap_or(0));
+        Ok(CmdOutput { code, stdout: String::from_utf8_lossy(&out).into_owned(), stderr: err })
     }
 }
 
@@ -280,26 +233,16 @@ impl Cmd {
     pub fn session(self) -> anyhow::Result<Session> {
         let mut command = self.command()?;
         command.stdin(Stdio::piped()).stderr(Stdio::inherit());
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("cannot run `{}`", self.argv[0]))?;
+        let mut child = command.spawn().with_context(|| format!("cannot run `{}`", self.argv[0]))?;
         let stdin = child.stdin.take().expect("stdin is piped");
         let stdout = BufReader::new(child.stdout.take().expect("stdout is piped")).lines();
-        Ok(Session {
-            shown: self.shown,
-            child,
-            stdin,
-            stdout,
-        })
+        Ok(Session { shown: self.shown, child, stdin, stdout })
     }
 }
 
 impl Session {
     pub async fn send(&mut self, text: &str) -> anyhow::Result<()> {
-        self.stdin
-            .write_all(text.as_bytes())
-            .await
-            .with_context(|| format!("`{}` stopped reading", self.shown))?;
+        self.stdin.write_all(text.as_bytes()).await.with_context(|| format!("`{}` stopped reading", self.shown))?;
         self.stdin.flush().await?;
         Ok(())
     }
@@ -308,11 +251,7 @@ impl Session {
     /// silent for `limit`.
     pub async fn read_line(&mut self, limit: Duration) -> anyhow::Result<String> {
         match tokio::time::timeout(limit, self.stdout.next_line()).await {
-            Err(_) => bail!(
-                "`{}` gave no answer within {}",
-                self.shown,
-                humantime::format_duration(limit)
-            ),
+            Err(_) => bail!("`{}` gave no answer within {}", self.shown, humantime::format_duration(limit)),
             Ok(Ok(Some(line))) => Ok(line),
             Ok(Ok(None)) => bail!("`{}` ended unexpectedly", self.shown),
             Ok(Err(e)) => Err(e).with_context(|| format!("cannot read from `{}`", self.shown)),
@@ -331,11 +270,7 @@ impl Session {
 }
 
 fn describe_code(code: i32) -> String {
-    if code < 0 {
-        format!("killed by signal {}", -code)
-    } else {
-        format!("exit code {code}")
-    }
+    if code < 0 { format!("killed by signal {}", -code) } else { format!("exit code {code}") }
 }
 
 /// The last lines of stderr, indented, for an error message.
@@ -366,69 +301,36 @@ mod tests {
 
     #[tokio::test]
     async fn argv_is_not_split_by_a_shell() {
-        let out = Runner::local()
-            .cmd(&["printf", "%s|", "two words", "it's \"quoted\""])
-            .run()
-            .await
-            .unwrap();
+        let out = Runner::local().cmd(&["printf", "%s|", "two words", "it's \"quoted\""]).run().await.unwrap();
         assert_eq!(out.stdout, "two words|it's \"quoted\"|");
     }
 
     #[tokio::test]
     async fn failures_show_stderr_and_code() {
-        let err = Runner::local()
-            .cmd(&["sh", "-c", "echo boom >&2; exit 7"])
-            .run()
-            .await
-            .unwrap_err();
+        let err = Runner::local().cmd(&["sh", "-c", "echo boom >&2; exit 7"]).run().await.unwrap_err();
         let text = format!("{err:#}");
-        assert!(
-            text.contains("exit code 7") && text.contains("boom"),
-            "{text}"
-        );
+        assert!(text.contains("exit code 7") && text.contains("boom"), "{text}");
     }
 
     #[tokio::test]
     async fn timeouts_kill_the_command() {
-        let err = Runner::local()
-            .cmd(&["sleep", "5"])
-            .timeout(Duration::from_millis(100))
-            .output()
-            .await
-            .unwrap_err();
-        assert!(
-            format!("{err:#}").contains("did not finish within"),
-            "{err:#}"
-        );
+        let err = Runner::local().cmd(&["sleep", "5"]).timeout(Duration::from_millis(100)).output().await.unwrap_err();
+        assert!(format!("{err:#}").contains("did not finish within"), "{err:#}");
     }
 
     #[tokio::test]
     async fn missing_programs_say_so() {
-        let err = Runner::local()
-            .cmd(&["/nonexistent/prog"])
-            .output()
-            .await
-            .unwrap_err();
+        let err = Runner::local().cmd(&["/nonexistent/prog"]).output().await.unwrap_err();
         assert!(format!("{err:#}").contains("is it installed"), "{err:#}");
     }
 
     #[test]
     fn ssh_commands_quote_the_remote_argv() {
-        let host = HostConfig {
-            ssh: Some("root@h".into()),
-            port: Some(2222),
-            ..Default::default()
-        };
+        let host = HostConfig { ssh: Some("root@h".into()), port: Some(2222), ..Default::default() };
         let cmd = Runner::on(&host).cmd(&["systemctl", "stop", "my unit's name"]);
         assert_eq!(cmd.argv[0], "ssh");
         assert!(cmd.argv.contains(&"2222".to_owned()));
-        assert_eq!(
-            cmd.argv.last().unwrap(),
-            "systemctl stop 'my unit'\\''s name'"
-        );
-        assert!(
-            cmd.env("X", "y").command().is_err(),
-            "no environment for remote commands"
-        );
+        assert_eq!(cmd.argv.last().unwrap(), "systemctl stop 'my unit'\\''s name'");
+        assert!(cmd.env("X", "y").command().is_err(), "no environment for remote commands");
     }
 }

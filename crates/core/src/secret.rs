@@ -55,12 +55,9 @@ impl SecretSource {
     /// Reads the secret. Errors name the source, never the value.
     pub fn read(&self) -> Result<Secret, String> {
         let value = match (&self.env, &self.file) {
-            (Some(var), None) => {
-                std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))?
-            }
+            (Some(var), None) => std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))?,
             (None, Some(path)) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| format!("cannot read {path}: {e}"))?;
+                let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
                 text.lines().next().unwrap_or("").to_owned()
             }
             (Some(_), Some(_)) => return Err("give either `env` or `file`, not both".to_owned()),
@@ -68,10 +65,7 @@ impl SecretSource {
         };
         let value = value.trim();
         if value.is_empty() {
-            let from = self.env.as_deref().map_or_else(
-                || self.file.as_ref().unwrap().to_string(),
-                |v| format!("${v}"),
-            );
+            let from = self.env.as_deref().map_or_else(|| self.file.as_ref().unwrap().to_string(), |v| format!("${v}"));
             return Err(format!("{from} is empty"));
         }
         Ok(Secret(value.to_owned()))
@@ -94,18 +88,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = Utf8PathBuf::from_path_buf(dir.path().join("token")).unwrap();
         std::fs::write(&path, "  abc.def  \nsecond line ignored\n").unwrap();
-        let src = SecretSource {
-            env: None,
-            file: Some(path.clone()),
-        };
+        let src = SecretSource { env: None, file: Some(path.clone()) };
         assert_eq!(src.read().unwrap().expose(), "abc.def");
         std::fs::write(&path, "\n").unwrap();
         let err = src.read().unwrap_err();
         assert!(err.contains("is empty"), "{err}");
-        let both = SecretSource {
-            env: Some("X".into()),
-            file: Some(path),
-        };
+        let both = SecretSource { env: Some("X".into()), file: Some(path) };
         assert!(both.read().unwrap_err().contains("not both"));
     }
 }

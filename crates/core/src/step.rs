@@ -44,14 +44,9 @@ pub async fn execute<S: Step>(step: &S, cx: &Context) -> anyhow::Result<Outcome>
     let work = cx.work()?;
     let record = work.journal().step(S::NAME);
     if record.status == StepStatus::Done {
-        let when = record
-            .ended
-            .map(|t| format!(" at {}", t.round(jiff::Unit::Second).unwrap_or(t)))
-            .unwrap_or_default();
-        return Ok(Outcome::nothing_to_do(
-            S::NAME,
-            format!("already done{when}, says the journal"),
-        ));
+        let when =
+            record.ended.map(|t| format!(" at {}", t.round(jiff::Unit::Second).unwrap_or(t))).unwrap_or_default();
+        return Ok(Outcome::nothing_to_do(S::NAME, format!("already done{when}, says the journal")));
     }
     let checks = step.check(cx).await;
     checks.report(&cx.ui, S::NAME);
@@ -122,13 +117,7 @@ impl Context {
             })
         };
         let (old, new) = (client(Side::Old)?, client(Side::New)?);
-        Ok(Context {
-            config,
-            ui,
-            old,
-            new,
-            work: OnceLock::new(),
-        })
+        Ok(Context { config, ui, old, new, work: OnceLock::new() })
     }
 
     pub fn api(&self, side: Side) -> &Client {
@@ -151,10 +140,14 @@ impl Context {
         let work = WorkDir::open(&self.config)?;
         self.ui.attach_log(&work.path("events.log"));
         if let Some(note) = &work.recovered_from {
-            self.ui
-                .warn("journal", format!("{note}; continuing from the journal"));
+            self.ui.warn("journal", format!("{note}; continuing from the journal"));
         }
         Ok(self.work.get_or_init(|| work))
+    }
+
+    /// The work directory if this run has opened (and locked) it.
+    pub fn opened_work(&self) -> Option<&WorkDir> {
+        self.work.get()
     }
 
     /// The inventory `halt-all` took of the old orchestrator.
@@ -194,21 +187,11 @@ impl Checks {
         self.push(name, CheckStatus::Pass, detail, None::<String>);
     }
 
-    pub fn warn(
-        &mut self,
-        name: impl Into<String>,
-        detail: impl Into<String>,
-        next: impl Into<String>,
-    ) {
+    pub fn warn(&mut self, name: impl Into<String>, detail: impl Into<String>, next: impl Into<String>) {
         self.push(name, CheckStatus::Warn, detail, Some(next));
     }
 
-    pub fn fail(
-        &mut self,
-        name: impl Into<String>,
-        detail: impl Into<String>,
-        next: impl Into<String>,
-    ) {
+    pub fn fail(&mut self, name: impl Into<String>, detail: impl Into<String>, next: impl Into<String>) {
         self.push(name, CheckStatus::Fail, detail, Some(next));
     }
 
@@ -227,12 +210,7 @@ impl Checks {
         detail: impl Into<String>,
         next: Option<impl Into<String>>,
     ) {
-        self.items.push(Check {
-            name: name.into(),
-            status,
-            detail: detail.into(),
-            next_step: next.map(Into::into),
-        });
+        self.items.push(Check { name: name.into(), status, detail: detail.into(), next_step: next.map(Into::into) });
     }
 
     pub fn extend(&mut self, other: Checks) {
@@ -250,27 +228,15 @@ impl Checks {
     /// Shows the warnings and failures (and, with `--json`, everything).
     pub fn report(&self, ui: &Ui, step: &str) {
         for check in &self.items {
-            let next = check
-                .next_step
-                .as_deref()
-                .map(|n| format!(" -> {n}"))
-                .unwrap_or_default();
+            let next = check.next_step.as_deref().map(|n| format!(" -> {n}")).unwrap_or_default();
             match check.status {
-                CheckStatus::Pass => ui.event(
-                    Level::Info,
-                    step,
-                    format_args!("ok: {}: {}", check.name, check.detail),
-                ),
-                CheckStatus::Warn => ui.event(
-                    Level::Warn,
-                    step,
-                    format_args!("{}: {}{next}", check.name, check.detail),
-                ),
-                CheckStatus::Fail => ui.event(
-                    Level::Error,
-                    step,
-                    format_args!("{}: {}{next}", check.name, check.detail),
-                ),
+                CheckStatus::Pass => ui.event(Level::Info, step, format_args!("ok: {}: {}", check.name, check.detail)),
+                CheckStatus::Warn => {
+                    ui.event(Level::Warn, step, format_args!("{}: {}{next}", check.name, check.detail))
+                }
+                CheckStatus::Fail => {
+                    ui.event(Level::Error, step, format_args!("{}: {}{next}", check.name, check.detail))
+                }
             }
         }
     }
@@ -283,12 +249,7 @@ pub struct ChecksFailed(pub Checks);
 impl fmt::Display for ChecksFailed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let failed: Vec<&str> = self.0.failures().map(|c| c.name.as_str()).collect();
-        write!(
-            f,
-            "{} check(s) failed, nothing was changed: {}",
-            failed.len(),
-            failed.join(", ")
-        )
+        write!(f, "{} check(s) failed, nothing was changed: {}", failed.len(), failed.join(", "))
     }
 }
 
@@ -313,6 +274,9 @@ pub struct Outcome {
     /// Anything else a script may want (per-environment results, ...).
     #[serde(skip_serializing_if = "Value::is_null")]
     pub details: Value,
+    /// A table or text for a human, printed before the summary.
+    #[serde(skip)]
+    pub text: Option<String>,
 }
 
 impl Outcome {
@@ -335,14 +299,17 @@ impl Outcome {
             summary: summary.into(),
             figures: Map::new(),
             details: Value::Null,
+            text: None,
         }
     }
 
     pub fn figure(mut self, name: &str, value: impl Serialize) -> Self {
-        self.figures.insert(
-            name.to_owned(),
-            serde_json::to_value(value).unwrap_or(Value::Null),
-        );
+        self.figures.insert(name.to_owned(), serde_json::to_value(value).unwrap_or(Value::Null));
+        self
+    }
+
+    pub fn text(mut self, text: String) -> Self {
+        self.text = Some(text);
         self
     }
 

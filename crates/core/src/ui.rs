@@ -59,15 +59,7 @@ impl Ui {
         } else {
             ProgressDrawTarget::hidden()
         });
-        Ui {
-            inner: Arc::new(Inner {
-                json,
-                color,
-                tty,
-                bars,
-                log: Mutex::new(None),
-            }),
-        }
+        Ui { inner: Arc::new(Inner { json, color, tty, bars, log: Mutex::new(None) }) }
     }
 
     pub fn is_json(&self) -> bool {
@@ -81,18 +73,10 @@ impl Ui {
 
     /// Also writes every event, with a timestamp, to `path` (JSON lines).
     pub fn attach_log(&self, path: &Utf8Path) {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(path);
+        let file = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path);
         match file {
             Ok(file) => *self.inner.log.lock().expect("log lock") = Some(file),
-            Err(e) => self.event(
-                Level::Warn,
-                "log",
-                format_args!("cannot write the event log {path}: {e}"),
-            ),
+            Err(e) => self.event(Level::Warn, "log", format_args!("cannot write the event log {path}: {e}")),
         }
     }
 
@@ -110,7 +94,8 @@ impl Ui {
 
     pub fn event(&self, level: Level, step: &str, message: impl Display) {
         let message = message.to_string();
-        let record = json!({ "time": Timestamp::now().to_string(), "event": level.name(), "step": step, "message": message });
+        let record =
+            json!({ "time": Timestamp::now().to_string(), "event": level.name(), "step": step, "message": message });
         self.write_log(&record);
         if self.inner.json {
             eprintln!("{record}");
@@ -133,11 +118,7 @@ impl Ui {
 
     /// ANSI style `code` around `text`, when colour is on.
     pub fn paint(&self, code: &str, text: &str) -> String {
-        if self.inner.color {
-            format!("\x1b[{code}m{text}\x1b[0m")
-        } else {
-            text.to_owned()
-        }
+        if self.inner.color { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_owned() }
     }
 
     /// A counter of `total` things; a bar on a terminal, events otherwise.
@@ -150,22 +131,14 @@ impl Ui {
         );
         bar.set_prefix(format!("{step} {what}"));
         bar.enable_steady_tick(Duration::from_millis(200));
-        Progress {
-            ui: self.clone(),
-            bar,
-            step: step.to_owned(),
-            what: what.to_owned(),
-            total,
-            done: AtomicU64::new(0),
-        }
+        Progress { ui: self.clone(), bar, step: step.to_owned(), what: what.to_owned(), total, done: AtomicU64::new(0) }
     }
 
     /// A spinner while waiting for something with no count.
     pub fn spinner(&self, step: &str, message: impl Display) -> Progress {
         let bar = self.inner.bars.add(ProgressBar::new_spinner());
         bar.set_style(
-            ProgressStyle::with_template("{spinner} {prefix:.bold} {msg} ({elapsed})")
-                .expect("valid template"),
+            ProgressStyle::with_template("{spinner} {prefix:.bold} {msg} ({elapsed})").expect("valid template"),
         );
         bar.set_prefix(step.to_owned());
         bar.set_message(message.to_string());
@@ -204,10 +177,7 @@ impl Progress {
         self.ui.write_log(&record);
         if self.ui.inner.json {
             eprintln!("{record}");
-        } else if !self.ui.inner.tty
-            && self.total > 0
-            && quarter(done, self.total) > quarter(done - 1, self.total)
-        {
+        } else if !self.ui.inner.tty && self.total > 0 && quarter(done, self.total) > quarter(done - 1, self.total) {
             eprintln!("· {} {}: {done}/{}", self.step, self.what, self.total);
         }
     }

@@ -1,1 +1,357 @@
-//! step-dump
+//! `dump`: `pg_dump` of the old orchestrator's database, and `manifest.json`
+//! beside it: versions, schema versions, the inventory, per-table row counts
+//! and every file's size and sha256.
+//!
+//! The row counts come from the very snapshot `pg_dump` reads (a psql session
+//! exports it and holds it open), so they are exact even if something writes
+//! to the database meanwhile. The dump is written under a `.partial-` name and
+//! renamed when `pg_restore --list` reads it; the manifest is written last. A
+//! dump without a manifest is incomplete and is never restored.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use camino::{Utf8Path, Utf8PathBuf};
+use jiff::Timestamp;
+use migrate_core::{
+    Checks, Context, Outcome, Side, Step,
+    config::DumpFormat,
+    fsutil,
+    manifest::{self, Manifest},
+    runner::Session,
+};
+use migrate_pg::{Database, Row};
+
+#[derive(Debug, Default, clap::Args)]
+pub struct Dump {
+    /// Dump even though the old server still answers (the dump is still
+    /// consistent, but changes made after it are lost).
+    #[arg(long)]
+    pub allow_running: bool,
+}
+
+/// The name of the dump inside the dump directory.
+pub fn data_name(format: DumpFormat) -> &'static str {
+    match format {
+        DumpFormat::Directory => "db",
+        DumpFormat::Custom => "db.dump",
+        DumpFormat::Plain => "db.sql",
+    }
+}
+
+const PARTIAL: &str = ".partial-";
+
+/// What the dump directory holds now.
+enum DumpDir {
+    Empty,
+    Complete(Box<Manifest>),
+    /// Leftovers of an interrupted dump of ours.
+    Partial(Vec<Utf8PathBuf>),
+    /// Files that are not ours.
+    Foreign(Vec<String>),
+}
+
+fn inspect(dir: &Utf8Path) -> anyhow::Result<DumpDir> {
+    if !dir.exists() {
+        return Ok(DumpDir::Empty);
+    }
+    let mut ours = Vec::new();
+    let mut foreign = Vec::new();
+    for entry in dir.read_dir_utf8().with_context(|| format!("cannot list the dump directory {dir}"))? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let known = name.starts_with(PARTIAL)
+            || name.starts_with(&format!(".{}", manifest::FILE))
+            || [manifest::FILE, "manifest.json.sha256", "db", "db.dump", "db.sql"].contains(&name);
+        if known { ours.push(entry.path().to_owned()) } else { foreign.push(name.to_owned()) }
+    }
+    if !foreign.is_empty() {
+        return Ok(DumpDir::Foreign(foreign));
+    }
+    if ours.is_empty() {
+        return Ok(DumpDir::Empty);
+    }
+    if dir.join(manifest::FILE).exists() {
+        return Ok(DumpDir::Complete(Box::new(Manifest::read(dir)?)));
+    }
+    Ok(DumpDir::Partial(ours))
+}
+
+impl Step for Dump {
+    const NAME: &'static str = "dump";
+    const SIDE: Side = Side::Old;
+
+    fn describe(&self, cx: &Context) -> String {
+        let d = &cx.config.dump;
+        format!(
+            "pg_dump the old database into {} ({:?} format, {} job(s), compression {}), with a manifest",
+            cx.config.dump_dir(),
+            d.format,
+            d.jobs,
+            d.compress
+        )
+    }
+
+    async fn check(&self, cx: &Context) -> Checks {
+        let mut checks = Checks::default();
+        if let Err(e) = cx.inventory() {
+            checks.fail("inventory", format!("{e:#}"), "run `inmanta-migrate halt-all` first");
+        }
+        match cx.api(Side::Old).probe().await {
+            Ok(None) => checks.pass("old server stopped", "its API does not answer"),
+            Ok(Some(_)) if self.allow_running => {
+                checks.warn("old server stopped", "the old server still answers", "dumping anyway (--allow-running)")
+            }
+            Ok(Some(_)) => checks.fail(
+                "old server stopped",
+                format!("{} still answers", cx.config.old.api_url),
+                "run `inmanta-migrate stop-server` first (or --allow-running)",
+            ),
+            Err(e) => checks.fail("old server stopped", e.to_string(), "check `old.api_url`"),
+        }
+        let db = match Database::open(&cx.config, Side::Old).await {
+            Ok(db) => db,
+            Err(e) => {
+                checks.fail("old database", format!("{e:#}"), "fix `old.database` in the config");
+                return checks;
+            }
+        };
+        let server_major = match db.server_version().await {
+            Ok((version, major)) => {
+                checks.pass("old database", format!("{} answers: PostgreSQL {version}", db.target));
+                Some(major)
+            }
+            Err(e) => {
+                checks.fail("old database", format!("{e:#}"), "fix `old.database` or start PostgreSQL");
+                None
+            }
+        };
+        match db.tool_major("pg_dump").await {
+            Ok((version, major)) if server_major.is_some_and(|s| major < s) => checks.fail(
+                "pg_dump version",
+                format!("pg_dump {version} is older than the server (PostgreSQL {})", server_major.unwrap_or(0)),
+                "install a newer PostgreSQL client and set `pg.bin_dir`",
+            ),
+            Ok((version, _)) => checks.pass("pg_dump version", format!("pg_dump {version}")),
+            Err(e) => checks.fail(
+                "pg_dump version",
+                format!("{e:#}"),
+                "install the PostgreSQL client tools or set `pg.bin_dir`",
+            ),
+        }
+        let dir = cx.config.dump_dir();
+        match inspect(&dir) {
+            Ok(DumpDir::Foreign(files)) => checks.fail(
+                "dump directory",
+                format!("{dir} holds files that are not a dump of this tool: {}", files.join(", ")),
+                "empty it or set another `dump.dir`",
+            ),
+            Ok(DumpDir::Complete(m)) => {
+                let ours = cx.inventory().map(|i| i.api_url == m.inventory.api_url).unwrap_or(false);
+                if ours {
+                    checks.pass("dump directory", format!("{dir} holds the dump of {}", m.created));
+                } else {
+                    checks.fail(
+                        "dump directory",
+                        format!("{dir} holds a dump of another orchestrator ({})", m.inventory.api_url),
+                        "set another `dump.dir`",
+                    );
+                }
+            }
+            Ok(_) => checks.pass("dump directory", format!("{dir} is ready")),
+            Err(e) => checks.fail("dump directory", format!("{e:#}"), "fix `dump.dir`"),
+        }
+        if let (Ok(size), Ok(free)) = (db.size_bytes().await, fsutil::available_space(&dir)) {
+            let needed = estimate(size, cx.config.dump.compress);
+            if free < needed {
+                checks.fail(
+                    "disk space",
+                    format!("the dump needs about {} and {dir} has {} free", mib(needed), mib(free)),
+                    "free space, set another `dump.dir`, or raise `dump.compress`",
+                );
+            } else {
+                checks.pass("disk space", format!("about {} needed, {} free", mib(needed), mib(free)));
+            }
+        }
+        checks
+    }
+
+    async fn run(&self, cx: &Context) -> anyhow::Result<Outcome> {
+        let dir = cx.config.dump_dir();
+        let options = cx.config.dump.clone();
+        match inspect(&dir)? {
+            DumpDir::Complete(m) => {
+                let problems = m.verify_files(&dir);
+                if problems.is_empty() {
+                    return Ok(Outcome::nothing_to_do(
+                        Self::NAME,
+                        format!("{dir} already holds a verified dump ({})", m.created),
+                    ));
+                }
+                bail!("the dump in {dir} is damaged: {}; remove it to dump again", problems.join("; "));
+            }
+            DumpDir::Partial(leftovers) => {
+                cx.ui.info(Self::NAME, "removing the leftovers of an interrupted dump");
+                for path in leftovers {
+                    remove(&path)?;
+                }
+            }
+            DumpDir::Foreign(files) => bail!("{dir} holds files that are not ours: {}", files.join(", ")),
+            DumpDir::Empty => {}
+        }
+        fsutil::create_private_dir(&dir)?;
+        let inventory = cx.inventory()?;
+        let db = Database::open(&cx.config, Side::Old).await?;
+        let (pg_dump_version, _) = db.tool_major("pg_dump").await?;
+        let (source_version, _) = db.server_version().await?;
+        let start = Instant::now();
+
+        // One snapshot for the dump and for the row counts.
+        let mut session = db.session()?;
+        session.send("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\n").await?;
+        let snapshot = session_query(&mut session, "SELECT pg_export_snapshot()").await?;
+        let snapshot = snapshot.first().map(|r| r[0].clone()).context("no snapshot id")?;
+        let tables: Vec<String> = session_query(
+            &mut session,
+            "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables \
+             WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1",
+        )
+        .await?
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect();
+
+        let name = data_name(options.format);
+        let partial = dir.join(format!("{PARTIAL}{name}"));
+        let mut dump = db
+            .tool("pg_dump")
+            .connect(false)
+            .arg(format!("--format={}", options.format.flag()))
+            .arg("--verbose")
+            .arg(format!("--snapshot={snapshot}"))
+            .arg(format!("--file={partial}"));
+        match options.format {
+            DumpFormat::Directory => {
+                dump = dump.arg(format!("--jobs={}", options.jobs)).arg(format!("--compress={}", options.compress))
+            }
+            DumpFormat::Custom => dump = dump.arg(format!("--compress={}", options.compress)),
+            DumpFormat::Plain => dump = dump.args(["--no-owner", "--no-privileges"]),
+        }
+        let progress = cx.ui.progress(Self::NAME, "tables", tables.len() as u64);
+        let out = dump
+            .cmd()
+            .stream(|line| {
+                if let Some(table) = line.split("dumping contents of table ").nth(1) {
+                    progress.inc(table.trim_matches('"'));
+                }
+            })
+            .await?;
+        drop(progress);
+        if !out.success() {
+            bail!("pg_dump failed (exit code {}){}", out.code, migrate_core::runner::stderr_tail(&out.stderr));
+        }
+
+        let counts =
+            migrate_pg::parse_counts(&session_query(&mut session, &migrate_pg::row_count_sql(&tables)).await?)?;
+        // An error would end the session, so look before asking.
+        let has_schemamanager =
+            session_query(&mut session, "SELECT to_regclass('public.schemamanager') IS NOT NULL").await?;
+        let schema_rows = match has_schemamanager.first().map(|r| r[0].as_str()) {
+            Some("t") => {
+                session_query(
+                    &mut session,
+                    "SELECT name, array_to_string(installed_versions, ',') FROM public.schemamanager",
+                )
+                .await?
+            }
+            _ => Vec::new(),
+        };
+        let schema_versions = schema_rows
+            .into_iter()
+            .map(|r| {
+                (
+                    r[0].clone(),
+                    r.get(1).map(|v| v.split(',').filter_map(|n| n.parse().ok()).collect()).unwrap_or_default(),
+                )
+            })
+            .collect();
+        session.send("COMMIT;\n").await?;
+        session.finish().await?;
+
+        if options.format == DumpFormat::Plain {
+            let text = std::fs::read_to_string(&partial).with_context(|| format!("cannot read {partial}"))?;
+            if !text.contains("PostgreSQL database dump complete") {
+                bail!("{partial} is incomplete: it lacks pg_dump's end marker");
+            }
+        } else {
+            db.restore_list(&partial).await.context("the new dump does not read back")?;
+        }
+        let data = dir.join(name);
+        std::fs::rename(&partial, &data).with_context(|| format!("cannot rename {partial} to {data}"))?;
+        let files = manifest::file_entries(&dir, &data)?;
+        let seconds = start.elapsed().as_secs_f64();
+        let manifest = Manifest {
+            format: Manifest::new_format(),
+            tool_version: env!("CARGO_PKG_VERSION").to_owned(),
+            created: Timestamp::now(),
+            dump_format: options.format,
+            compress: options.compress,
+            pg_dump_version,
+            source_pg_version: source_version,
+            database: db.target.name.clone(),
+            database_bytes: db.size_bytes().await.unwrap_or(0),
+            inmanta_version: inventory.core_version.to_string(),
+            schema_versions,
+            tables: counts,
+            inventory,
+            data: name.to_owned(),
+            files,
+            seconds,
+        };
+        manifest.write(&dir)?;
+        let bytes = manifest.total_bytes();
+        let rows: i64 = manifest.tables.values().sum();
+        Ok(Outcome::done(
+            Self::NAME,
+            format!("{} tables, {rows} rows, {} in {seconds:.1} s -> {data}", manifest.tables.len(), mib(bytes)),
+        )
+        .figure("tables", manifest.tables.len())
+        .figure("rows", rows)
+        .figure("bytes", bytes)
+        .figure("database_bytes", manifest.database_bytes)
+        .figure("seconds", seconds))
+    }
+}
+
+/// Runs SQL in the open session and reads its rows up to a sentinel.
+async fn session_query(session: &mut Session, sql: &str) -> anyhow::Result<Vec<Row>> {
+    const END: &str = "--inmanta-migrate-end--";
+    session.send(&format!("{sql};\nSELECT '{END}';\n")).await?;
+    let mut rows = Vec::new();
+    loop {
+        let line = session.read_line(Duration::from_secs(3600)).await?;
+        if line == END {
+            return Ok(rows);
+        }
+        if !line.is_empty() {
+            rows.push(line.split('\u{1f}').map(str::to_owned).collect());
+        }
+    }
+}
+
+fn remove(path: &Utf8Path) -> anyhow::Result<()> {
+    if path.is_dir() { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) }
+        .with_context(|| format!("cannot remove {path}"))
+}
+
+/// Bytes a dump needs: up to the database size uncompressed (indexes are not
+/// dumped, so that is an upper bound), about a third compressed.
+pub fn estimate(database_bytes: i64, compress: u32) -> u64 {
+    let size = database_bytes.max(0) as u64;
+    let data = if compress == 0 { size } else { size / 3 };
+    data + 64 * 1024 * 1024
+}
+
+pub fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}

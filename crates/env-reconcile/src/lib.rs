@@ -1,1 +1,542 @@
-//! step-env-reconcile
+//! `env-reconcile`: brings every environment back to work on the new
+//! orchestrator, several at a time:
+//!
+//! 1. turn `auto_deploy` off, so the next compile is not released unseen;
+//! 2. request "update project & recompile" (on a halted environment it only
+//!    queues) with a marker in its metadata, since the call returns no id;
+//! 3. resume; wait until the compile queue is empty (18.2+ adds a "recovery"
+//!    compile of its own) and require the marked compile to have succeeded;
+//! 4. dry-run the newest version and wait for its report;
+//! 5. when it shows no difference: optionally release it, and put
+//!    `auto_deploy` back as it was before the migration.
+//!
+//! Every phase is recorded in the journal before the next starts, so a re-run
+//! continues where an interrupted one stopped. An environment halted before
+//! the migration is left halted and untouched unless named with `--env`.
+//! A dry-run with differences stops that environment only: it stays resumed
+//! with `auto_deploy` off, and the step ends with "needs an operator".
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use futures::StreamExt;
+use inmanta_api::{Client, DryRunReport, ResourceDiff, ServerVersion};
+use migrate_core::{
+    Checks, Context, Outcome, Side, Step, UsageError,
+    inventory::{EnvironmentRecord, Inventory},
+    journal::{EnvRecord, EnvStatus},
+    probe, wait,
+};
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+#[derive(Debug, Default, clap::Args)]
+pub struct EnvReconcile {
+    /// Only this environment (id or name; repeatable). A named environment
+    /// is reconciled, and so resumed, even if it was halted before.
+    #[arg(long = "env", value_name = "ID|NAME")]
+    pub envs: Vec<String>,
+    /// Release the dry-run-clean version of environments whose auto_deploy
+    /// was on before the migration (turning auto_deploy on does not).
+    #[arg(long)]
+    pub release: bool,
+}
+
+/// How one environment ended, for the outcome and the report.
+#[derive(Clone, Debug, Serialize)]
+pub struct EnvResult {
+    pub id: Uuid,
+    pub name: String,
+    pub status: EnvStatus,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<i64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub differences: Vec<String>,
+    pub seconds: f64,
+}
+
+impl EnvReconcile {
+    /// The environments this run is about, `--env` resolved.
+    fn selection<'a>(&self, inventory: &'a Inventory) -> anyhow::Result<Vec<(&'a EnvironmentRecord, bool)>> {
+        if self.envs.is_empty() {
+            return Ok(inventory.environments.iter().map(|e| (e, false)).collect());
+        }
+        self.envs
+            .iter()
+            .map(|wanted| {
+                let by_id = wanted.parse::<Uuid>().ok().and_then(|id| inventory.environment(id));
+                let by_name: Vec<_> = inventory.environments.iter().filter(|e| &e.name == wanted).collect();
+                match (by_id, by_name.as_slice()) {
+                    (Some(env), _) => Ok((env, true)),
+                    (None, [env]) => Ok((*env, true)),
+                    (None, []) => Err(UsageError(format!(
+                        "--env {wanted}: no such environment in the inventory (known: {})",
+                        inventory.environments.iter().map(|e| e.name.as_str()).collect::<Vec<_>>().join(", ")
+                    ))
+                    .into()),
+                    (None, _) => {
+                        Err(UsageError(format!("--env {wanted}: several environments have that name; give the id"))
+                            .into())
+                    }
+                }
+            })
+            .collect()
+    }
+}
+
+impl Step for EnvReconcile {
+    const NAME: &'static str = "env-reconcile";
+    const SIDE: Side = Side::New;
+
+    fn describe(&self, cx: &Context) -> String {
+        let release = if self.release || cx.config.reconcile.release { ", release it" } else { "" };
+        format!(
+            "per environment ({} at a time): auto_deploy off, update & recompile, resume, dry-run{release}, auto_deploy back",
+            cx.config.reconcile.concurrency
+        )
+    }
+
+    async fn check(&self, cx: &Context) -> Checks {
+        let mut checks = Checks::default();
+        let inventory = match cx.inventory() {
+            Ok(i) => i,
+            Err(e) => {
+                checks.fail("inventory", format!("{e:#}"), "run `inmanta-migrate halt-all` on the old side first");
+                return checks;
+            }
+        };
+        if let Some((_, live)) = probe::api(cx, Side::New, &mut checks).await {
+            let missing: Vec<String> = inventory
+                .environments
+                .iter()
+                .filter(|e| !live.iter().any(|l| l.id == e.id))
+                .map(|e| e.label())
+                .collect();
+            if missing.is_empty() {
+                checks.pass(
+                    "environments",
+                    format!(
+                        "all {} environment(s) of the inventory are on the new server",
+                        inventory.environments.len()
+                    ),
+                );
+            } else {
+                checks.fail(
+                    "environments",
+                    format!("missing on the new server: {}", missing.join(", ")),
+                    "run `inmanta-migrate start-server` (and restore) first",
+                );
+            }
+        }
+        checks
+    }
+
+    async fn run(&self, cx: &Context) -> anyhow::Result<Outcome> {
+        let inventory = cx.inventory()?;
+        let selection = self.selection(&inventory)?;
+        let release = self.release || cx.config.reconcile.release;
+        let server = cx.api(Side::New).server_status().await?.core_version;
+        let work = cx.work()?;
+        let run_id = Uuid::new_v4().simple().to_string()[..8].to_owned();
+
+        let results: Vec<EnvResult> = futures::stream::iter(selection)
+            .map(|(env, named)| {
+                let run_id = run_id.clone();
+                async move {
+                    let start = Instant::now();
+                    let mut result = reconcile(cx, env, named, release, server, &run_id).await;
+                    result.seconds = start.elapsed().as_secs_f64();
+                    let r = result.clone();
+                    let record = work.update_env(env.id, |rec| {
+                        rec.name = r.name.clone();
+                        rec.status = r.status;
+                        rec.message = Some(r.message.clone());
+                        if r.status != EnvStatus::LeftHalted {
+                            rec.seconds = Some(r.seconds);
+                        }
+                    });
+                    if let Err(e) = record {
+                        result.status = EnvStatus::Failed;
+                        result.message = format!("cannot write the journal: {e:#}");
+                    }
+                    let line = format!("{}: {}", result.name, result.message);
+                    match result.status {
+                        EnvStatus::Done | EnvStatus::LeftHalted => cx.ui.info(Self::NAME, line),
+                        _ => cx.ui.error(Self::NAME, line),
+                    }
+                    for diff in &result.differences {
+                        cx.ui.warn(Self::NAME, format!("{}: {diff}", result.name));
+                    }
+                    result
+                }
+            })
+            .buffer_unordered(cx.config.reconcile.concurrency as usize)
+            .collect()
+            .await;
+
+        let mut sorted = results;
+        sorted.sort_by(|a, b| a.name.cmp(&b.name));
+        let count = |s: EnvStatus| sorted.iter().filter(|r| r.status == s).count();
+        let summary = format!(
+            "{} reconciled, {} left halted, {} need an operator, {} failed",
+            count(EnvStatus::Done),
+            count(EnvStatus::LeftHalted),
+            count(EnvStatus::NeedsOperator),
+            count(EnvStatus::Failed)
+        );
+        let failed: Vec<String> = sorted
+            .iter()
+            .filter(|r| r.status == EnvStatus::Failed)
+            .map(|r| format!("{}: {}", r.name, r.message))
+            .collect();
+        if !failed.is_empty() {
+            bail!("{summary}\n  {}", failed.join("\n  "));
+        }
+        let outcome = if count(EnvStatus::NeedsOperator) > 0 {
+            Outcome::needs_operator(Self::NAME, summary)
+        } else {
+            Outcome::done(Self::NAME, summary)
+        };
+        Ok(outcome
+            .figure("reconciled", count(EnvStatus::Done))
+            .figure("left_halted", count(EnvStatus::LeftHalted))
+            .figure("needs_operator", count(EnvStatus::NeedsOperator))
+            .details(sorted))
+    }
+}
+
+/// The outcome of one environment; never an `Err`, so that one environment's
+/// trouble does not stop the others.
+async fn reconcile(
+    cx: &Context,
+    env: &EnvironmentRecord,
+    named: bool,
+    release: bool,
+    server: ServerVersion,
+    run_id: &str,
+) -> EnvResult {
+    let mut result = EnvResult {
+        id: env.id,
+        name: env.name.clone(),
+        status: EnvStatus::Done,
+        message: String::new(),
+        version: None,
+        differences: Vec::new(),
+        seconds: 0.0,
+    };
+    let earlier =
+        cx.work().map(|w| w.journal().environments.get(&env.id).cloned().unwrap_or_default()).unwrap_or_default();
+    if earlier.status == EnvStatus::Done {
+        result.message = earlier.message.unwrap_or_else(|| "already reconciled".into());
+        result.version = earlier.version;
+        return result;
+    }
+    if (env.halted || env.marked_for_deletion) && !named {
+        result.status = EnvStatus::LeftHalted;
+        let why = if env.marked_for_deletion { "marked for deletion" } else { "halted before the migration" };
+        result.message = format!(
+            "{why}: left halted and untouched; to reconcile it later: inmanta-migrate env-reconcile --env {}",
+            env.id
+        );
+        return result;
+    }
+    match reconcile_phases(cx, env, release, server, run_id, earlier, &mut result).await {
+        Ok(()) => {}
+        Err(e) => {
+            result.status = EnvStatus::Failed;
+            result.message = format!("{e:#}");
+        }
+    }
+    result
+}
+
+async fn reconcile_phases(
+    cx: &Context,
+    env: &EnvironmentRecord,
+    release: bool,
+    server: ServerVersion,
+    run_id: &str,
+    earlier: EnvRecord,
+    result: &mut EnvResult,
+) -> anyhow::Result<()> {
+    let work = cx.work()?;
+    let api = cx.api(Side::New);
+    let options = &cx.config.reconcile;
+    let id = env.id;
+    let phase = |name: &'static str| {
+        work.update_env(id, |r| {
+            r.name = env.name.clone();
+            r.status = EnvStatus::InProgress;
+            r.phase = Some(name.to_owned());
+        })
+    };
+    let say = |text: String| cx.ui.info(EnvReconcile::NAME, format!("{}: {text}", env.name));
+
+    // 1. auto_deploy off.
+    match api.set_setting(id, "auto_deploy", Value::Bool(false)).await {
+        Ok(_) => {}
+        Err(e) if e.status() == Some(403) => {
+            result.status = EnvStatus::NeedsOperator;
+            result.message = format!(
+                "auto_deploy is protected (set by the project's project.yml), so the recompile would be released before any dry-run; \
+                 the environment is left halted: {e}"
+            );
+            return Ok(());
+        }
+        Err(e) => return Err(e).context("cannot turn auto_deploy off"),
+    }
+    phase("auto_deploy_off")?;
+
+    // 2. Update & recompile, queued while halted. The marker is written down
+    // first: a re-run looks for it instead of asking twice.
+    let marker = match earlier.marker {
+        Some(marker) if find_compile(api, id, &marker).await?.is_some() => marker,
+        _ => {
+            let marker = format!("inmanta-migrate {run_id}: update & recompile after the migration");
+            work.update_env(id, |r| r.marker = Some(marker.clone()))?;
+            let warnings = api.update_and_recompile(id, &marker).await.context("cannot request the recompile")?;
+            if !warnings.is_empty() {
+                result.status = EnvStatus::NeedsOperator;
+                result.message = format!("the server did not queue the compile: {}", warnings.join("; "));
+                return Ok(());
+            }
+            marker
+        }
+    };
+    phase("compile_requested")?;
+
+    // 3. Resume; the queued compile (and on 18.2+ a recovery compile) runs.
+    api.resume(id).await.context("cannot resume")?;
+    if api.environment(id).await?.halted {
+        bail!("the environment still reports halted after resume");
+    }
+    phase("resumed")?;
+    say("resumed; waiting for the compile".into());
+    let what = format!("the compile queue of {} to drain (reconcile.compile_timeout)", env.name);
+    wait::until(options.poll_interval, options.compile_timeout, &what, async || {
+        Ok(api.compile_queue(id).await?.is_empty().then_some(()))
+    })
+    .await?;
+    let compile =
+        find_compile(api, id, &marker).await?.with_context(|| format!("no compile carries the marker {marker:?}"))?;
+    if !compile.is_done() {
+        bail!("the compile {} is not finished although the queue is empty", compile.id);
+    }
+    if compile.success != Some(true) {
+        let details = api.compile_details(id, compile.id).await?;
+        result.status = EnvStatus::Failed;
+        result.message = format!(
+            "the update & recompile failed (compile {}); the environment is resumed with auto_deploy off and keeps its released version {}:\n{}",
+            compile.id,
+            env.latest_released_version.map_or("none".into(), |v| v.to_string()),
+            details.failure_text()
+        );
+        return Ok(());
+    }
+    let compiled = compile.version.context("the compile succeeded but exported no version")?;
+    // 18.2+ may have compiled again (recovery): dry-run the newest version.
+    let newest = api.latest_version(id).await?.map(|v| v.version).unwrap_or(compiled).max(compiled);
+    if newest != compiled && !server.queues_recovery_compile() {
+        say(format!("a newer version {newest} than the compiled {compiled} appeared; dry-running the newest"));
+    }
+    result.version = Some(newest);
+    work.update_env(id, |r| r.version = Some(newest))?;
+    phase("compiled")?;
+    say(format!("compiled version {newest}; dry-running it"));
+
+    // 4. Dry-run.
+    let report = dry_run(cx, env, newest).await?;
+    work.update_env(id, |r| r.dryrun = Some(report.summary.id))?;
+    let paused_before: Vec<&str> =
+        env.agents.iter().filter(|a| a.paused && a.unpause_on_resume != Some(true)).map(|a| a.name.as_str()).collect();
+    let (differences, notes) = judge(&report, &paused_before);
+    if !differences.is_empty() {
+        result.status = EnvStatus::NeedsOperator;
+        result.differences = differences;
+        result.message = format!(
+            "the dry-run of version {newest} shows {} difference(s); left resumed with auto_deploy off, version {newest} not released",
+            result.differences.len()
+        );
+        return Ok(());
+    }
+    phase("dry_run_clean")?;
+
+    // 5. Release, and auto_deploy back as it was.
+    let auto_deploy_before = env.auto_deploy();
+    if release && auto_deploy_before {
+        api.release(id, newest).await.with_context(|| format!("cannot release version {newest}"))?;
+        work.update_env(id, |r| r.released = true)?;
+        say(format!("released version {newest}"));
+    }
+    api.set_setting(id, "auto_deploy", Value::Bool(auto_deploy_before)).await.context("cannot restore auto_deploy")?;
+    phase("auto_deploy_restored")?;
+
+    let mut message = format!(
+        "version {newest} compiled, dry-run clean ({} resource(s)){}; auto_deploy {}",
+        report.summary.total,
+        if release && auto_deploy_before { ", released" } else { ", not released" },
+        if auto_deploy_before { "on" } else { "off" }
+    );
+    for note in notes.iter().chain(compare_settings(api, env).await?.iter()) {
+        let _ = write!(message, "; {note}");
+    }
+    result.message = message;
+    work.update_env(id, |r| r.status = EnvStatus::Done)?;
+    Ok(())
+}
+
+async fn find_compile(api: &Client, env: Uuid, marker: &str) -> anyhow::Result<Option<inmanta_api::CompileReport>> {
+    let reports = api.compile_reports(env, 100).await?;
+    Ok(reports.into_iter().find(|r| r.message() == Some(marker)))
+}
+
+/// Requests a dry-run and waits for its report. A dry-run that meets
+/// resources whose agent is not up yet is asked again, within the limit.
+async fn dry_run(cx: &Context, env: &EnvironmentRecord, version: i64) -> anyhow::Result<DryRunReport> {
+    let api = cx.api(Side::New);
+    let options = &cx.config.reconcile;
+    let deadline = Instant::now() + options.dryrun_timeout;
+    let paused: Vec<&str> =
+        env.agents.iter().filter(|a| a.paused && a.unpause_on_resume != Some(true)).map(|a| a.name.as_str()).collect();
+    loop {
+        let id = match api.dryrun(env.id, version).await {
+            Ok(id) => id,
+            // 15+: the scheduler may still be starting.
+            Err(e) if e.status() == Some(409) && Instant::now() < deadline => {
+                tokio::time::sleep(options.poll_interval).await;
+                continue;
+            }
+            Err(e) => return Err(e).context("cannot request the dry-run"),
+        };
+        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
+        let what = format!("the dry-run of version {version} of {} to finish (reconcile.dryrun_timeout)", env.name);
+        let report = wait::until(options.poll_interval, left, &what, async || {
+            let report = api.dryrun_report(env.id, version, id).await?;
+            Ok(report.is_done().then_some(report))
+        })
+        .await?;
+        let agent_down = report
+            .diff
+            .iter()
+            .any(|d| d.status == "agent_down" && !paused.iter().any(|p| d.resource_id.contains(&format!("[{p},"))));
+        if agent_down && Instant::now() + options.poll_interval < deadline {
+            cx.ui.info(EnvReconcile::NAME, format!("{}: agents not up yet; asking for the dry-run again", env.name));
+            tokio::time::sleep(options.poll_interval).await;
+            continue;
+        }
+        return Ok(report);
+    }
+}
+
+/// Splits a dry-run report into differences (that stop the environment) and
+/// notes (reported only).
+fn judge(report: &DryRunReport, paused_agents: &[&str]) -> (Vec<String>, Vec<String>) {
+    let mut differences = Vec::new();
+    let mut notes = Vec::new();
+    let mut not_evaluated = BTreeMap::<&str, usize>::new();
+    for diff in report.differences() {
+        let agent = agent_of(&diff.resource_id);
+        match diff.status.as_str() {
+            "undefined" | "skipped_for_undefined" => *not_evaluated.entry(diff.status.as_str()).or_default() += 1,
+            "agent_down" if agent.is_some_and(|a| paused_agents.contains(&a)) => {
+                *not_evaluated.entry("agent paused before the migration").or_default() += 1
+            }
+            _ => differences.push(describe(diff)),
+        }
+    }
+    if report.missing() > 0 {
+        differences.push(format!("{} resource(s) did not report in the dry-run", report.missing()));
+    }
+    for (why, n) in not_evaluated {
+        notes.push(format!("{n} resource(s) not evaluated ({why})"));
+    }
+    (differences, notes)
+}
+
+fn agent_of(resource_id: &str) -> Option<&str> {
+    resource_id.split('[').nth(1)?.split(',').next()
+}
+
+/// "`<resource>`: modified: attr: from -> to, ..."
+fn describe(diff: &ResourceDiff) -> String {
+    let attributes: Vec<String> =
+        diff.attributes.iter().map(|(name, a)| format!("{name}: {} -> {}", a.from_value, a.to_value)).collect();
+    if attributes.is_empty() {
+        format!("{}: {}", diff.resource_id, diff.status)
+    } else {
+        format!("{}: {}: {}", diff.resource_id, diff.status, attributes.join(", "))
+    }
+}
+
+/// Settings stored before the migration that the new server defines must
+/// have the same value now. Returns notes about those that do not.
+async fn compare_settings(api: &Client, env: &EnvironmentRecord) -> anyhow::Result<Vec<String>> {
+    let now = api.settings(env.id).await?;
+    let mut notes = Vec::new();
+    for (name, before) in &env.settings {
+        if !now.definitions.contains_key(name) {
+            notes.push(format!("setting {name} does not exist on the new server any more"));
+        } else if now.effective(name) != Some(before) {
+            notes.push(format!("setting {name} was {before}, is now {}", now.effective(name).unwrap_or(&Value::Null)));
+        }
+    }
+    Ok(notes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use inmanta_api::{AttributeDiff, DryRunSummary};
+
+    fn report(diffs: &[(&str, &str)], total: i64) -> DryRunReport {
+        DryRunReport {
+            summary: DryRunSummary { id: Uuid::nil(), model: 2, total, todo: 0, date: None },
+            diff: diffs
+                .iter()
+                .map(|(id, status)| ResourceDiff {
+                    resource_id: id.to_string(),
+                    status: status.to_string(),
+                    attributes: if *status == "modified" {
+                        [("purged".to_owned(), AttributeDiff { from_value: false.into(), to_value: Value::Null })]
+                            .into()
+                    } else {
+                        BTreeMap::new()
+                    },
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn clean_reports_have_no_differences() {
+        let r = report(&[("std::testing::NullResource[internal,name=a]", "unmodified")], 1);
+        assert_eq!(judge(&r, &[]), (vec![], vec![]));
+    }
+
+    #[test]
+    fn differences_name_resource_and_attribute() {
+        let r = report(&[("R[internal,name=a]", "modified"), ("R[internal,name=b]", "unmodified")], 3);
+        let (diffs, _) = judge(&r, &[]);
+        assert_eq!(
+            diffs,
+            vec!["R[internal,name=a]: modified: purged: false -> null", "1 resource(s) did not report in the dry-run"]
+        );
+    }
+
+    #[test]
+    fn paused_agents_and_unknowns_are_notes() {
+        let r = report(
+            &[("R[held,name=a]", "agent_down"), ("R[internal,name=b]", "undefined"), ("R[other,name=c]", "agent_down")],
+            3,
+        );
+        let (diffs, notes) = judge(&r, &["held"]);
+        assert_eq!(diffs, vec!["R[other,name=c]: agent_down"]);
+        assert_eq!(notes.len(), 2, "{notes:?}");
+    }
+}

@@ -1,1 +1,143 @@
-//! step-halt-all
+//! `halt-all`: takes the inventory of the old orchestrator, then halts every
+//! environment that runs, and waits until each reports halted and no compile
+//! is still running (a compile that runs when its environment is halted still
+//! finishes and exports; the dump must not race it).
+//!
+//! The inventory is written before the first halt and reused by a re-run, so
+//! "halted before the migration" always means before *this tool* halted it.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use migrate_core::{Checks, Context, Outcome, Side, Step, fsutil, inventory::Inventory, probe, wait};
+use serde::Serialize;
+use uuid::Uuid;
+
+#[derive(Debug, Default, clap::Args)]
+pub struct HaltAll {}
+
+#[derive(Debug, Serialize)]
+struct EnvResult {
+    id: Uuid,
+    name: String,
+    action: &'static str,
+    queued_compiles: usize,
+}
+
+impl Step for HaltAll {
+    const NAME: &'static str = "halt-all";
+    const SIDE: Side = Side::Old;
+
+    fn describe(&self, cx: &Context) -> String {
+        format!(
+            "record the inventory of the old orchestrator ({}) and halt every running environment",
+            cx.config.old.api_url
+        )
+    }
+
+    async fn check(&self, cx: &Context) -> Checks {
+        let mut checks = Checks::default();
+        probe::api(cx, Side::Old, &mut checks).await;
+        checks
+    }
+
+    async fn run(&self, cx: &Context) -> anyhow::Result<Outcome> {
+        let work = cx.work()?;
+        let api = cx.api(Side::Old);
+        let inventory = take_or_extend_inventory(cx).await?;
+        let poll = cx.config.reconcile.poll_interval;
+
+        let mut results = Vec::new();
+        for record in &inventory.environments {
+            let live = match api.environment(record.id).await {
+                Ok(env) => env,
+                Err(e) if e.status() == Some(404) => {
+                    cx.ui.warn(Self::NAME, format!("environment {} was deleted after the inventory", record.label()));
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let action = if record.halted {
+                "was halted before"
+            } else if live.halted {
+                "already halted by an earlier run"
+            } else {
+                api.halt(record.id).await.with_context(|| format!("cannot halt {}", record.label()))?;
+                cx.ui.info(Self::NAME, format!("halted {}", record.label()));
+                "halted"
+            };
+            results.push(EnvResult { id: record.id, name: record.name.clone(), action, queued_compiles: 0 });
+        }
+
+        // Halting is synchronous on the server, but check what it reports.
+        for result in &results {
+            let id = result.id;
+            wait::until(
+                Duration::from_millis(200),
+                Duration::from_secs(60),
+                &format!("environment {} to report halted", result.name),
+                async || Ok(api.environment(id).await?.halted.then_some(())),
+            )
+            .await?;
+        }
+
+        let spinner = cx.ui.spinner(Self::NAME, "waiting for running compiles to finish");
+        for result in &mut results {
+            let id = result.id;
+            let what = format!("the running compile of environment {} to finish", result.name);
+            let queued = wait::until(poll, cx.config.reconcile.compile_timeout, &what, async || {
+                let queue = api.compile_queue(id).await?;
+                let running = queue.iter().any(|c| c.started.is_some());
+                Ok((!running).then_some(queue.len()))
+            })
+            .await?;
+            result.queued_compiles = queued;
+            if queued > 0 {
+                cx.ui.info(
+                    Self::NAME,
+                    format!(
+                        "{}: {queued} compile(s) queued; they stay queued while halted and migrate with the database",
+                        result.name
+                    ),
+                );
+            }
+        }
+        drop(spinner);
+
+        let halted_now = results.iter().filter(|r| r.action == "halted").count();
+        let summary = format!(
+            "{} environment(s) halted: {halted_now} by this run, {} already halted; inventory in {}",
+            results.len(),
+            results.len() - halted_now,
+            work.path(Inventory::FILE)
+        );
+        Ok(Outcome::done(Self::NAME, summary)
+            .figure("environments", results.len())
+            .figure("halted_by_this_run", halted_now)
+            .figure("halted_before", inventory.environments.iter().filter(|e| e.halted).count())
+            .details(results))
+    }
+}
+
+/// The inventory of an earlier run of this step, completed with environments
+/// created since; or a new one.
+async fn take_or_extend_inventory(cx: &Context) -> anyhow::Result<Inventory> {
+    let path = cx.work()?.path(Inventory::FILE);
+    let fresh = Inventory::take(cx.api(Side::Old)).await?;
+    let inventory = if path.exists() {
+        let mut earlier: Inventory = fsutil::read_json(&path)?;
+        for env in fresh.environments {
+            if earlier.environment(env.id).is_none() {
+                cx.ui.info(HaltAll::NAME, format!("environment {} is new since the inventory; adding it", env.label()));
+                earlier.environments.push(env);
+            }
+        }
+        earlier
+    } else {
+        let n = fresh.environments.len();
+        cx.ui.info(HaltAll::NAME, format!("inventory: {n} environment(s) in {} project(s)", fresh.projects.len()));
+        fresh
+    };
+    fsutil::write_json(&path, &inventory)?;
+    Ok(inventory)
+}

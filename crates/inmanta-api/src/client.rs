@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::{
-    Agent, CompileDetails, CompileReport, DeploySummary, DesiredState, DryRunReport, DryRunSummary,
-    Environment, Error, Project, Result, ServerStatus, ServerVersion, SettingDefinition, Settings,
+    Agent, CompileDetails, CompileReport, DeploySummary, DesiredState, DryRunReport, DryRunSummary, Environment, Error,
+    Project, Result, ServerStatus, ServerVersion, SettingDefinition, Settings,
 };
 
 /// How to reach one server.
@@ -64,13 +64,7 @@ struct Call<'a> {
 
 impl<'a> Call<'a> {
     fn new(method: Method, path: impl Into<String>) -> Self {
-        Call {
-            method,
-            path: path.into(),
-            tid: None,
-            query: Vec::new(),
-            body: None,
-        }
+        Call { method, path: path.into(), tid: None, query: Vec::new(), body: None }
     }
     fn get(path: impl Into<String>) -> Self {
         Self::new(Method::GET, path)
@@ -100,25 +94,18 @@ impl<'a> Call<'a> {
 
 impl Client {
     pub fn new(server: &str, options: ClientOptions) -> Result<Self> {
-        let setup = |detail: String| Error::Setup {
-            server: server.to_owned(),
-            detail,
-        };
-        let base = Url::parse(&options.base_url)
-            .map_err(|e| setup(format!("bad API URL {:?}: {e}", options.base_url)))?;
+        let setup = |detail: String| Error::Setup { server: server.to_owned(), detail };
+        let base =
+            Url::parse(&options.base_url).map_err(|e| setup(format!("bad API URL {:?}: {e}", options.base_url)))?;
         if !matches!(base.scheme(), "http" | "https") {
-            return Err(setup(format!(
-                "API URL {:?} must start with http:// or https://",
-                options.base_url
-            )));
+            return Err(setup(format!("API URL {:?} must start with http:// or https://", options.base_url)));
         }
         let mut builder = reqwest::Client::builder()
             .timeout(options.timeout)
             .connect_timeout(options.timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("inmanta-migrate/", env!("CARGO_PKG_VERSION")));
         if let Some(pem) = &options.ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| setup(format!("CA file: {e}")))?;
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| setup(format!("CA file: {e}")))?;
             if certs.is_empty() {
                 return Err(setup("CA file holds no PEM certificate".to_owned()));
             }
@@ -127,30 +114,17 @@ impl Client {
         if !options.tls_verify {
             builder = builder.tls_danger_accept_invalid_certs(true);
         }
-        let http = builder
-            .build()
-            .map_err(|e| setup(format!("HTTP client: {e}")))?;
+        let http = builder.build().map_err(|e| setup(format!("HTTP client: {e}")))?;
         let auth = match &options.token {
             Some(token) => {
                 let mut value = HeaderValue::from_str(&format!("Bearer {}", token.trim()))
-                    .map_err(|_| {
-                        setup(
-                            "the token contains characters that cannot go in an HTTP header"
-                                .to_owned(),
-                        )
-                    })?;
+                    .map_err(|_| setup("the token contains characters that cannot go in an HTTP header".to_owned()))?;
                 value.set_sensitive(true);
                 Some(value)
             }
             None => None,
         };
-        Ok(Client {
-            server: server.to_owned(),
-            base,
-            http,
-            auth,
-            retries: options.retries,
-        })
+        Ok(Client { server: server.to_owned(), base, http, auth, retries: options.retries })
     }
 
     /// "old" or "new".
@@ -163,13 +137,10 @@ impl Client {
     }
 
     async fn send(&self, call: &Call<'_>, attempts: u32) -> Result<Value> {
-        let url = self
-            .base
-            .join(call.path.trim_start_matches('/'))
-            .map_err(|e| Error::Setup {
-                server: self.server.clone(),
-                detail: format!("bad path {}: {e}", call.path),
-            })?;
+        let url = self.base.join(call.path.trim_start_matches('/')).map_err(|e| Error::Setup {
+            server: self.server.clone(),
+            detail: format!("bad path {}: {e}", call.path),
+        })?;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -258,17 +229,8 @@ impl Client {
         self.send(&call, 1).await
     }
 
-    fn decode<T: DeserializeOwned>(
-        &self,
-        call: &Call<'_>,
-        body: Value,
-        pointer: &str,
-    ) -> Result<T> {
-        let value = if pointer.is_empty() {
-            body
-        } else {
-            body.pointer(pointer).cloned().unwrap_or(Value::Null)
-        };
+    fn decode<T: DeserializeOwned>(&self, call: &Call<'_>, body: Value, pointer: &str) -> Result<T> {
+        let value = if pointer.is_empty() { body } else { body.pointer(pointer).cloned().unwrap_or(Value::Null) };
         serde_json::from_value(value).map_err(|e| Error::Decode {
             server: self.server.clone(),
             call: call.describe(),
@@ -290,9 +252,7 @@ impl Client {
     pub async fn probe(&self) -> Result<Option<ServerStatus>> {
         let call = Call::get("/api/v1/serverstatus");
         match self.send(&call, 1).await {
-            Ok(body) => self
-                .parse_status(body.get("data").cloned().unwrap_or(Value::Null))
-                .map(Some),
+            Ok(body) => self.parse_status(body.get("data").cloned().unwrap_or(Value::Null)).map(Some),
             Err(e) if e.is_unreachable() => Ok(None),
             Err(e) => Err(e),
         }
@@ -304,18 +264,11 @@ impl Client {
             call: "GET /api/v1/serverstatus".to_owned(),
             detail: detail.to_owned(),
         };
-        let version = data
-            .get("version")
-            .and_then(Value::as_str)
-            .ok_or_else(|| bad("no data.version"))?
-            .to_owned();
+        let version = data.get("version").and_then(Value::as_str).ok_or_else(|| bad("no data.version"))?.to_owned();
         let core = data
             .get("extensions")
             .and_then(Value::as_array)
-            .and_then(|exts| {
-                exts.iter()
-                    .find(|e| e.get("name").and_then(Value::as_str) == Some("core"))
-            })
+            .and_then(|exts| exts.iter().find(|e| e.get("name").and_then(Value::as_str) == Some("core")))
             .and_then(|e| e.get("version"))
             .and_then(Value::as_str)
             .unwrap_or(&version);
@@ -323,22 +276,11 @@ impl Client {
         let database_connected = data
             .get("slices")
             .and_then(Value::as_array)
-            .and_then(|s| {
-                s.iter()
-                    .find(|s| s.get("name").and_then(Value::as_str) == Some("core.database"))
-            })
+            .and_then(|s| s.iter().find(|s| s.get("name").and_then(Value::as_str) == Some("core.database")))
             .and_then(|s| s.pointer("/status/connected"))
             .and_then(Value::as_bool);
-        let status = data
-            .get("status")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        Ok(ServerStatus {
-            version,
-            core_version,
-            status,
-            database_connected,
-        })
+        let status = data.get("status").and_then(Value::as_str).map(str::to_owned);
+        Ok(ServerStatus { version, core_version, status, database_connected })
     }
 
     /// `GET /api/v2/health` (15.2+/16+): `true` on 200. Older servers answer
@@ -362,22 +304,17 @@ impl Client {
     }
 
     pub async fn environment(&self, env: Uuid) -> Result<Environment> {
-        self.get(Call::get(format!("/api/v2/environment/{env}")), "/data")
-            .await
+        self.get(Call::get(format!("/api/v2/environment/{env}")), "/data").await
     }
 
     /// Halts an environment; halting a halted one is accepted.
     pub async fn halt(&self, env: Uuid) -> Result<()> {
-        self.post(Call::post("/api/v2/actions/environment/halt").env(env))
-            .await
-            .map(drop)
+        self.post(Call::post("/api/v2/actions/environment/halt").env(env)).await.map(drop)
     }
 
     /// Resumes an environment; resuming a running one is accepted.
     pub async fn resume(&self, env: Uuid) -> Result<()> {
-        self.post(Call::post("/api/v2/actions/environment/resume").env(env))
-            .await
-            .map(drop)
+        self.post(Call::post("/api/v2/actions/environment/resume").env(env)).await.map(drop)
     }
 
     // ---- settings ----------------------------------------------------------
@@ -388,19 +325,13 @@ impl Client {
         let call = Call::get("/api/v2/environment_settings").env(env);
         let body = self.send(&call, 1 + self.retries).await?;
         let stored = self.decode(&call, body.clone(), "/data/settings")?;
-        let definitions: BTreeMap<String, SettingDefinition> =
-            self.decode(&call, body, "/data/definition")?;
-        Ok(Settings {
-            stored,
-            definitions,
-        })
+        let definitions: BTreeMap<String, SettingDefinition> = self.decode(&call, body, "/data/definition")?;
+        Ok(Settings { stored, definitions })
     }
 
     /// Sets one setting; returns the server's warnings.
     pub async fn set_setting(&self, env: Uuid, name: &str, value: Value) -> Result<Vec<String>> {
-        let call = Call::post(format!("/api/v2/environment_settings/{name}"))
-            .env(env)
-            .body(json!({ "value": value }));
+        let call = Call::post(format!("/api/v2/environment_settings/{name}")).env(env).body(json!({ "value": value }));
         let body = self.post(call).await?;
         Ok(warnings(&body))
     }
@@ -420,35 +351,24 @@ impl Client {
 
     /// Compiles queued or running: empty means nothing will still export.
     pub async fn compile_queue(&self, env: Uuid) -> Result<Vec<CompileReport>> {
-        self.get(Call::get("/api/v1/compilequeue").env(env), "/queue")
-            .await
+        self.get(Call::get("/api/v1/compilequeue").env(env), "/queue").await
     }
 
     /// The newest compile reports, newest first.
     pub async fn compile_reports(&self, env: Uuid, limit: u32) -> Result<Vec<CompileReport>> {
-        let call = Call::get("/api/v2/compilereport")
-            .env(env)
-            .query("limit", limit)
-            .query("sort", "requested.desc");
+        let call = Call::get("/api/v2/compilereport").env(env).query("limit", limit).query("sort", "requested.desc");
         self.get(call, "/data").await
     }
 
     pub async fn compile_details(&self, env: Uuid, compile: Uuid) -> Result<CompileDetails> {
-        self.get(
-            Call::get(format!("/api/v2/compilereport/{compile}")).env(env),
-            "/data",
-        )
-        .await
+        self.get(Call::get(format!("/api/v2/compilereport/{compile}")).env(env), "/data").await
     }
 
     // ---- versions -------------------------------------------------------------
 
     /// The newest version of the model, released or not.
     pub async fn latest_version(&self, env: Uuid) -> Result<Option<DesiredState>> {
-        let call = Call::get("/api/v2/desiredstate")
-            .env(env)
-            .query("limit", 1)
-            .query("sort", "version.desc");
+        let call = Call::get("/api/v2/desiredstate").env(env).query("limit", 1).query("sort", "version.desc");
         let versions: Vec<DesiredState> = self.get(call, "/data").await?;
         Ok(versions.into_iter().next())
     }
@@ -456,15 +376,8 @@ impl Client {
     /// The newest released version. Up to 15.0 that is the `active` one;
     /// from 15.1 versions carry a `released` flag (and `active` means
     /// "processed by the scheduler").
-    pub async fn latest_released_version(
-        &self,
-        env: Uuid,
-        server: ServerVersion,
-    ) -> Result<Option<DesiredState>> {
-        let call = Call::get("/api/v2/desiredstate")
-            .env(env)
-            .query("limit", 1)
-            .query("sort", "version.desc");
+    pub async fn latest_released_version(&self, env: Uuid, server: ServerVersion) -> Result<Option<DesiredState>> {
+        let call = Call::get("/api/v2/desiredstate").env(env).query("limit", 1).query("sort", "version.desc");
         let call = if server.has_released_flag() {
             call.query("filter.released", true)
         } else {
@@ -493,37 +406,22 @@ impl Client {
     }
 
     pub async fn dryruns(&self, env: Uuid, version: i64) -> Result<Vec<DryRunSummary>> {
-        self.get(
-            Call::get(format!("/api/v2/dryrun/{version}")).env(env),
-            "/data",
-        )
-        .await
+        self.get(Call::get(format!("/api/v2/dryrun/{version}")).env(env), "/data").await
     }
 
     pub async fn dryrun_report(&self, env: Uuid, version: i64, id: Uuid) -> Result<DryRunReport> {
-        self.get(
-            Call::get(format!("/api/v2/dryrun/{version}/{id}")).env(env),
-            "/data",
-        )
-        .await
+        self.get(Call::get(format!("/api/v2/dryrun/{version}/{id}")).env(env), "/data").await
     }
 
     // ---- agents and resources ---------------------------------------------------
 
     pub async fn agents(&self, env: Uuid) -> Result<Vec<Agent>> {
-        self.get(
-            Call::get("/api/v2/agents").env(env).query("limit", 1000),
-            "/data",
-        )
-        .await
+        self.get(Call::get("/api/v2/agents").env(env).query("limit", 1000), "/data").await
     }
 
     /// Resources of the latest released version counted by deploy state.
     pub async fn deploy_summary(&self, env: Uuid) -> Result<DeploySummary> {
-        let call = Call::get("/api/v2/resource")
-            .env(env)
-            .query("deploy_summary", true)
-            .query("limit", 1);
+        let call = Call::get("/api/v2/resource").env(env).query("deploy_summary", true).query("limit", 1);
         self.get(call, "/metadata/deploy_summary").await
     }
 }
@@ -531,26 +429,14 @@ impl Client {
 fn warnings(body: &Value) -> Vec<String> {
     body.pointer("/metadata/warnings")
         .and_then(Value::as_array)
-        .map(|w| {
-            w.iter()
-                .map(|w| {
-                    w.as_str()
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| w.to_string())
-                })
-                .collect()
-        })
+        .map(|w| w.iter().map(|w| w.as_str().map(str::to_owned).unwrap_or_else(|| w.to_string())).collect())
         .unwrap_or_default()
 }
 
 /// The useful part of a transport error: its innermost cause
 /// ("Connection refused", "operation timed out", a TLS reason).
 fn transport_detail(error: &reqwest::Error) -> String {
-    let mut detail = if error.is_timeout() {
-        "timed out".to_owned()
-    } else {
-        error.to_string()
-    };
+    let mut detail = if error.is_timeout() { "timed out".to_owned() } else { error.to_string() };
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {
         detail = format!("{detail}: {cause}");

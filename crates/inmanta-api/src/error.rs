@@ -3,26 +3,13 @@
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{server} server: {call} answered HTTP {status}: {message}{}", hint(*.status))]
-    Status {
-        server: String,
-        call: String,
-        status: u16,
-        message: String,
-    },
+    Status { server: String, call: String, status: u16, message: String },
 
     #[error("{server} server does not answer {call}: {detail}")]
-    Unreachable {
-        server: String,
-        call: String,
-        detail: String,
-    },
+    Unreachable { server: String, call: String, detail: String },
 
     #[error("{server} server: {call}: unexpected answer: {detail}")]
-    Decode {
-        server: String,
-        call: String,
-        detail: String,
-    },
+    Decode { server: String, call: String, detail: String },
 
     #[error("{server} server: {detail}")]
     Setup { server: String, detail: String },
@@ -31,9 +18,7 @@ pub enum Error {
 fn hint(status: u16) -> &'static str {
     match status {
         401 => " (is the token missing or wrong? see `token` in the config)",
-        403 => {
-            " (the token is not allowed here: it needs client type `api` and must not be scoped to one environment)"
-        }
+        403 => " (the token is not allowed here: it needs client type `api` and must not be scoped to one environment)",
         _ => "",
     }
 }

@@ -72,18 +72,13 @@ pub struct Settings {
 impl Settings {
     /// The value in force: the stored one, else the definition's default.
     pub fn effective(&self, name: &str) -> Option<&Value> {
-        self.stored
-            .get(name)
-            .or_else(|| self.definitions.get(name).map(|d| &d.default))
+        self.stored.get(name).or_else(|| self.definitions.get(name).map(|d| &d.default))
     }
 
     /// Every defined setting with its value in force.
     pub fn all_effective(&self) -> BTreeMap<String, Value> {
-        let mut all: BTreeMap<String, Value> = self
-            .definitions
-            .iter()
-            .map(|(k, d)| (k.clone(), d.default.clone()))
-            .collect();
+        let mut all: BTreeMap<String, Value> =
+            self.definitions.iter().map(|(k, d)| (k.clone(), d.default.clone())).collect();
         all.extend(self.stored.iter().map(|(k, v)| (k.clone(), v.clone())));
         all
     }
@@ -141,45 +136,24 @@ impl CompileDetails {
     /// The stages that failed and what they printed, for an operator.
     pub fn failure_text(&self) -> String {
         let mut out = String::new();
-        for stage in self
-            .reports
-            .iter()
-            .filter(|s| s.returncode.is_some_and(|rc| rc != 0))
-        {
+        for stage in self.reports.iter().filter(|s| s.returncode.is_some_and(|rc| rc != 0)) {
             out.push_str(&format!(
                 "stage {:?} (`{}`) exited {}:\n",
                 stage.name,
                 stage.command,
                 stage.returncode.unwrap_or(-1)
             ));
-            let text = if stage.errstream.trim().is_empty() {
-                &stage.outstream
-            } else {
-                &stage.errstream
-            };
+            let text = if stage.errstream.trim().is_empty() { &stage.outstream } else { &stage.errstream };
             out.push_str(&tail(text, 40));
             out.push('\n');
         }
-        if let Some(errors) = self
-            .compile_data
-            .as_ref()
-            .and_then(|d| d.get("errors"))
-            .and_then(Value::as_array)
-        {
+        if let Some(errors) = self.compile_data.as_ref().and_then(|d| d.get("errors")).and_then(Value::as_array) {
             for e in errors {
-                let msg = e
-                    .get("message")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| e.to_string());
+                let msg = e.get("message").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| e.to_string());
                 out.push_str(&format!("compile error: {msg}\n"));
             }
         }
-        if out.is_empty() {
-            "no failing stage was reported".to_owned()
-        } else {
-            out
-        }
+        if out.is_empty() { "no failing stage was reported".to_owned() } else { out }
     }
 }
 
@@ -247,10 +221,7 @@ impl DryRunReport {
     /// The resources that are not `unmodified`. A resource that has not
     /// reported at all counts too, as a difference we could not rule out.
     pub fn differences(&self) -> Vec<&ResourceDiff> {
-        self.diff
-            .iter()
-            .filter(|d| d.status != "unmodified")
-            .collect()
+        self.diff.iter().filter(|d| d.status != "unmodified").collect()
     }
 
     pub fn missing(&self) -> i64 {

@@ -13,11 +13,7 @@ pub struct ServerVersion {
 
 impl ServerVersion {
     pub const fn new(major: u64, minor: u64, patch: u64) -> Self {
-        Self {
-            major,
-            minor,
-            patch,
-        }
+        Self { major, minor, patch }
     }
 
     /// Finds the first `N.N[.N]` in free text, such as the output of
@@ -68,11 +64,7 @@ impl FromStr for ServerVersion {
                 None => Ok(0),
             }
         };
-        Ok(Self {
-            major: number(true)?,
-            minor: number(true)?,
-            patch: number(false)?,
-        })
+        Ok(Self { major: number(true)?, minor: number(true)?, patch: number(false)? })
     }
 }
 
@@ -101,18 +93,9 @@ mod tests {
 
     #[test]
     fn parses_releases_and_dev_versions() {
-        assert_eq!(
-            "14.0.0".parse::<ServerVersion>().unwrap(),
-            ServerVersion::new(14, 0, 0)
-        );
-        assert_eq!(
-            "19.1.0.dev3".parse::<ServerVersion>().unwrap(),
-            ServerVersion::new(19, 1, 0)
-        );
-        assert_eq!(
-            "8.7".parse::<ServerVersion>().unwrap(),
-            ServerVersion::new(8, 7, 0)
-        );
+        assert_eq!("14.0.0".parse::<ServerVersion>().unwrap(), ServerVersion::new(14, 0, 0));
+        assert_eq!("19.1.0.dev3".parse::<ServerVersion>().unwrap(), ServerVersion::new(19, 1, 0));
+        assert_eq!("8.7".parse::<ServerVersion>().unwrap(), ServerVersion::new(8, 7, 0));
         assert!("".parse::<ServerVersion>().is_err());
         assert!("fourteen".parse::<ServerVersion>().is_err());
     }
@@ -120,10 +103,7 @@ mod tests {
     #[test]
     fn finds_the_version_in_cli_output() {
         let out = "Inmanta Service Orchestrator (Open Source Edition): 19.0.0\n";
-        assert_eq!(
-            ServerVersion::find_in(out),
-            Some(ServerVersion::new(19, 0, 0))
-        );
+        assert_eq!(ServerVersion::find_in(out), Some(ServerVersion::new(19, 0, 0)));
         assert_eq!(ServerVersion::find_in("no version here"), None);
     }
 
@@ -134,9 +114,7 @@ mod tests {
         assert!(!v("14.0.0").has_health_endpoint());
         assert!(v("15.2.0").has_health_endpoint() && !v("15.1.0").has_health_endpoint());
         assert!(v("16.0.0").has_health_endpoint());
-        assert!(
-            !v("14.0.0").refuses_dryrun_when_halted() && v("15.0.0").refuses_dryrun_when_halted()
-        );
+        assert!(!v("14.0.0").refuses_dryrun_when_halted() && v("15.0.0").refuses_dryrun_when_halted());
         assert!(!v("18.1.1").queues_recovery_compile() && v("18.2.0").queues_recovery_compile());
         assert!(v("19.0.0").queues_recovery_compile());
     }

@@ -18,22 +18,10 @@ pub struct InmantaDatabase {
 }
 
 /// Reads the files on the orchestrator's host (through `runner`).
-pub async fn read_inmanta_database(
-    dir: &Utf8Path,
-    runner: &Runner,
-) -> anyhow::Result<InmantaDatabase> {
+pub async fn read_inmanta_database(dir: &Utf8Path, runner: &Runner) -> anyhow::Result<InmantaDatabase> {
     let main = dir.join("inmanta.cfg");
     let listing = runner
-        .cmd(&[
-            "find",
-            dir.join("inmanta.d").as_str(),
-            "-maxdepth",
-            "1",
-            "-type",
-            "f",
-            "-name",
-            "*.cfg",
-        ])
+        .cmd(&["find", dir.join("inmanta.d").as_str(), "-maxdepth", "1", "-type", "f", "-name", "*.cfg"])
         .output()
         .await?;
     let mut files: Vec<String> = listing.stdout.lines().map(str::to_owned).collect();
@@ -47,14 +35,10 @@ pub async fn read_inmanta_database(
             continue;
         }
         read_any = true;
-        apply(&mut found, &out.stdout)
-            .with_context(|| format!("cannot parse {file} (on {})", runner.place()))?;
+        apply(&mut found, &out.stdout).with_context(|| format!("cannot parse {file} (on {})", runner.place()))?;
     }
     if !read_any {
-        anyhow::bail!(
-            "found no inmanta.cfg in {dir} (on {}): check `database.inmanta_config`",
-            runner.place()
-        );
+        anyhow::bail!("found no inmanta.cfg in {dir} (on {}): check `database.inmanta_config`", runner.place());
     }
     Ok(found)
 }
@@ -68,11 +52,7 @@ fn apply(found: &mut InmantaDatabase, text: &str) -> anyhow::Result<()> {
         found.host = Some(v.trim().to_owned());
     }
     if let Some(v) = section.get("port") {
-        found.port = Some(
-            v.trim()
-                .parse()
-                .with_context(|| format!("[database] port {v:?}"))?,
-        );
+        found.port = Some(v.trim().parse().with_context(|| format!("[database] port {v:?}"))?);
     }
     if let Some(v) = section.get("name") {
         found.name = Some(v.trim().to_owned());
@@ -93,7 +73,8 @@ mod tests {
     #[test]
     fn later_files_win() {
         let mut found = InmantaDatabase::default();
-        apply(&mut found, "[database]\nhost=db1\nport=5433\nname=inm\nusername=u\npassword=p1\n[server]\nauth=false\n").unwrap();
+        apply(&mut found, "[database]\nhost=db1\nport=5433\nname=inm\nusername=u\npassword=p1\n[server]\nauth=false\n")
+            .unwrap();
         apply(&mut found, "[database]\npassword = p2\n").unwrap();
         assert_eq!(found.host.as_deref(), Some("db1"));
         assert_eq!(found.port, Some(5433));

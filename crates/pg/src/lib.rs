@@ -51,22 +51,10 @@ impl Target {
             source.as_ref().map(|s| s.read().map_err(|e| anyhow!(e))).transpose()
         };
         Ok(Target {
-            host: cfg
-                .host
-                .clone()
-                .or(from_server.host)
-                .unwrap_or_else(|| "127.0.0.1".to_owned()),
+            host: cfg.host.clone().or(from_server.host).unwrap_or_else(|| "127.0.0.1".to_owned()),
             port: cfg.port.or(from_server.port).unwrap_or(5432),
-            name: cfg
-                .name
-                .clone()
-                .or(from_server.name)
-                .unwrap_or_else(|| "inmanta".to_owned()),
-            user: cfg
-                .user
-                .clone()
-                .or(from_server.user)
-                .unwrap_or_else(|| "inmanta".to_owned()),
+            name: cfg.name.clone().or(from_server.name).unwrap_or_else(|| "inmanta".to_owned()),
+            user: cfg.user.clone().or(from_server.user).unwrap_or_else(|| "inmanta".to_owned()),
             password: read(&cfg.password)?.or(from_server.password),
             passfile: cfg.passfile.clone(),
             sslmode: cfg.sslmode.clone(),
@@ -98,9 +86,8 @@ impl Database {
     /// Resolves the database of `side` and prepares its password file.
     pub async fn open(config: &Config, side: Side) -> anyhow::Result<Database> {
         let runner = Runner::on(&config.side(side).host);
-        let target = Target::resolve(&config.side(side).database, &runner)
-            .await
-            .with_context(|| format!("{side} database"))?;
+        let target =
+            Target::resolve(&config.side(side).database, &runner).await.with_context(|| format!("{side} database"))?;
         Self::with_target(target, config.pg.clone())
     }
 
@@ -108,49 +95,30 @@ impl Database {
         let mut lines = String::new();
         let escape = |s: &str| s.replace('\\', "\\\\").replace(':', "\\:");
         if let Some(password) = &target.password {
-            lines.push_str(&format!(
-                "*:*:*:{}:{}\n",
-                escape(&target.user),
-                escape(password.expose())
-            ));
+            lines.push_str(&format!("*:*:*:{}:{}\n", escape(&target.user), escape(password.expose())));
         }
         if let (Some(user), Some(password)) = (&target.admin_user, &target.admin_password) {
-            lines.push_str(&format!(
-                "*:*:*:{}:{}\n",
-                escape(user),
-                escape(password.expose())
-            ));
+            lines.push_str(&format!("*:*:*:{}:{}\n", escape(user), escape(password.expose())));
         }
         let passfile = if lines.is_empty() {
             None
         } else {
             // tempfile creates it 0600.
-            let mut file = tempfile::Builder::new()
-                .prefix("inmanta-migrate-pgpass-")
-                .tempfile()?;
+            let mut file = tempfile::Builder::new().prefix("inmanta-migrate-pgpass-").tempfile()?;
             file.write_all(lines.as_bytes())?;
             file.flush()?;
             Some(file.into_temp_path())
         };
-        Ok(Database {
-            target,
-            tools,
-            passfile,
-        })
+        Ok(Database { target, tools, passfile })
     }
 
     /// A command of one PostgreSQL tool with the connection environment.
     pub fn tool(&self, program: &str) -> ToolCmd<'_> {
-        ToolCmd {
-            db: self,
-            argv: vec![self.tools.tool(program)],
-        }
+        ToolCmd { db: self, argv: vec![self.tools.tool(program)] }
     }
 
     fn env(&self, cmd: Cmd) -> Cmd {
-        let mut cmd = cmd
-            .env("PGCONNECT_TIMEOUT", "10")
-            .env("PGAPPNAME", "inmanta-migrate");
+        let mut cmd = cmd.env("PGCONNECT_TIMEOUT", "10").env("PGAPPNAME", "inmanta-migrate");
         if let Some(path) = &self.passfile {
             cmd = cmd.env("PGPASSFILE", path.to_string_lossy());
         } else if let Some(path) = &self.target.passfile {
@@ -164,13 +132,7 @@ impl Database {
 
     fn connection(&self, admin: bool) -> Vec<String> {
         let (user, db) = match admin {
-            true => (
-                self.target
-                    .admin_user
-                    .as_deref()
-                    .unwrap_or(&self.target.user),
-                "postgres",
-            ),
+            true => (self.target.admin_user.as_deref().unwrap_or(&self.target.user), "postgres"),
             false => (self.target.user.as_str(), self.target.name.as_str()),
         };
         vec![
@@ -186,36 +148,15 @@ impl Database {
     }
 
     async fn psql(&self, sql: &str, admin: bool) -> anyhow::Result<Vec<Row>> {
-        let mut argv = vec![
-            self.tools.tool("psql"),
-            "-X".into(),
-            "-A".into(),
-            "-t".into(),
-            "-q".into(),
-        ];
-        argv.extend([
-            "-F".into(),
-            FIELD.to_string(),
-            "-v".into(),
-            "ON_ERROR_STOP=1".into(),
-            "-w".into(),
-        ]);
+        let mut argv = vec![self.tools.tool("psql"), "-X".into(), "-A".into(), "-t".into(), "-q".into()];
+        argv.extend(["-F".into(), FIELD.to_string(), "-v".into(), "ON_ERROR_STOP=1".into(), "-w".into()]);
         argv.extend(self.connection(admin));
         argv.extend(["-c".into(), sql.to_owned()]);
-        let out = self
-            .env(Runner::local().cmd(&argv))
-            .timeout(Duration::from_secs(3600))
-            .output()
-            .await?;
+        let out = self.env(Runner::local().cmd(&argv)).timeout(Duration::from_secs(3600)).output().await?;
         if !out.success() {
             bail!("{}", explain(&self.target, admin, &out));
         }
-        Ok(out
-            .stdout
-            .lines()
-            .filter(|l| !l.is_empty())
-            .map(|l| l.split(FIELD).map(str::to_owned).collect())
-            .collect())
+        Ok(out.stdout.lines().filter(|l| !l.is_empty()).map(|l| l.split(FIELD).map(str::to_owned).collect()).collect())
     }
 
     /// Runs SQL in the target database.
@@ -230,45 +171,23 @@ impl Database {
 
     /// A psql session whose stdin and stdout stay open.
     pub fn session(&self) -> anyhow::Result<migrate_core::runner::Session> {
-        let mut argv = vec![
-            self.tools.tool("psql"),
-            "-X".into(),
-            "-A".into(),
-            "-t".into(),
-            "-q".into(),
-        ];
-        argv.extend([
-            "-F".into(),
-            FIELD.to_string(),
-            "-v".into(),
-            "ON_ERROR_STOP=1".into(),
-            "-w".into(),
-        ]);
+        let mut argv = vec![self.tools.tool("psql"), "-X".into(), "-A".into(), "-t".into(), "-q".into()];
+        argv.extend(["-F".into(), FIELD.to_string(), "-v".into(), "ON_ERROR_STOP=1".into(), "-w".into()]);
         argv.extend(self.connection(false));
         self.env(Runner::local().cmd(&argv)).session()
     }
 
     /// `SHOW server_version` and `server_version_num`.
     pub async fn server_version(&self) -> anyhow::Result<(String, u32)> {
-        let rows = self
-            .query(
-                "SELECT current_setting('server_version'), current_setting('server_version_num')",
-            )
-            .await?;
-        let row = rows
-            .first()
-            .ok_or_else(|| anyhow!("no answer to SHOW server_version"))?;
+        let rows =
+            self.query("SELECT current_setting('server_version'), current_setting('server_version_num')").await?;
+        let row = rows.first().ok_or_else(|| anyhow!("no answer to SHOW server_version"))?;
         let num: u32 = row[1].parse().context("server_version_num")?;
-        Ok((
-            row[0].split_whitespace().next().unwrap_or("").to_owned(),
-            num / 10000,
-        ))
+        Ok((row[0].split_whitespace().next().unwrap_or("").to_owned(), num / 10000))
     }
 
     pub async fn size_bytes(&self) -> anyhow::Result<i64> {
-        let rows = self
-            .query("SELECT pg_database_size(current_database())")
-            .await?;
+        let rows = self.query("SELECT pg_database_size(current_database())").await?;
         Ok(rows.first().and_then(|r| r[0].parse().ok()).unwrap_or(0))
     }
 
@@ -306,24 +225,17 @@ impl Database {
     /// `schemamanager`: name -> installed schema versions (empty when the
     /// database holds no Inmanta schema).
     pub async fn schema_versions(&self) -> anyhow::Result<BTreeMap<String, Vec<i64>>> {
-        let exists = self
-            .query("SELECT to_regclass('public.schemamanager') IS NOT NULL")
-            .await?;
+        let exists = self.query("SELECT to_regclass('public.schemamanager') IS NOT NULL").await?;
         if exists.first().map(|r| r[0].as_str()) != Some("t") {
             return Ok(BTreeMap::new());
         }
-        let rows = self
-            .query(
-                "SELECT name, array_to_string(installed_versions, ',') FROM public.schemamanager",
-            )
-            .await?;
+        let rows =
+            self.query("SELECT name, array_to_string(installed_versions, ',') FROM public.schemamanager").await?;
         Ok(rows
             .into_iter()
             .map(|r| {
-                let versions = r
-                    .get(1)
-                    .map(|v| v.split(',').filter_map(|n| n.parse().ok()).collect())
-                    .unwrap_or_default();
+                let versions =
+                    r.get(1).map(|v| v.split(',').filter_map(|n| n.parse().ok()).collect()).unwrap_or_default();
                 (r[0].clone(), versions)
             })
             .collect())
@@ -331,10 +243,7 @@ impl Database {
 
     /// Whether the target database exists (asked as the admin role).
     pub async fn exists(&self) -> anyhow::Result<bool> {
-        let sql = format!(
-            "SELECT count(*) FROM pg_database WHERE datname = {}",
-            literal(&self.target.name)
-        );
+        let sql = format!("SELECT count(*) FROM pg_database WHERE datname = {}", literal(&self.target.name));
         let rows = self.query_admin(&sql).await?;
         Ok(rows.first().map(|r| r[0].as_str()) == Some("1"))
     }
@@ -349,49 +258,25 @@ impl Database {
     }
 
     pub async fn drop_database(&self) -> anyhow::Result<()> {
-        self.query_admin(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            ident(&self.target.name)
-        ))
-        .await
-        .map(drop)
+        self.query_admin(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(&self.target.name))).await.map(drop)
     }
 
     /// The major version of a client tool, from `<tool> --version`.
     pub async fn tool_major(&self, program: &str) -> anyhow::Result<(String, u32)> {
-        let out = Runner::local()
-            .cmd(&[self.tools.tool(program), "--version".into()])
-            .run()
-            .await?;
-        parse_tool_version(&out.stdout).ok_or_else(|| {
-            anyhow!(
-                "cannot read the version of {program} from {:?}",
-                out.stdout.trim()
-            )
-        })
+        let out = Runner::local().cmd(&[self.tools.tool(program), "--version".into()]).run().await?;
+        parse_tool_version(&out.stdout)
+            .ok_or_else(|| anyhow!("cannot read the version of {program} from {:?}", out.stdout.trim()))
     }
 
     /// `pg_restore --list`: the archive's table of contents, or the reason
     /// it cannot be read.
     pub async fn restore_list(&self, archive: &Utf8Path) -> anyhow::Result<Vec<String>> {
-        let argv = [
-            self.tools.tool("pg_restore"),
-            "--list".into(),
-            archive.to_string(),
-        ];
+        let argv = [self.tools.tool("pg_restore"), "--list".into(), archive.to_string()];
         let out = Runner::local().cmd(&argv).output().await?;
         if !out.success() {
-            bail!(
-                "pg_restore cannot read {archive}{}",
-                migrate_core::runner::stderr_tail(&out.stderr)
-            );
+            bail!("pg_restore cannot read {archive}{}", migrate_core::runner::stderr_tail(&out.stderr));
         }
-        Ok(out
-            .stdout
-            .lines()
-            .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
-            .map(str::to_owned)
-            .collect())
+        Ok(out.stdout.lines().filter(|l| !l.starts_with(';') && !l.trim().is_empty()).map(str::to_owned).collect())
     }
 }
 
@@ -427,50 +312,32 @@ impl ToolCmd<'_> {
 /// An operator-facing reason for a failed psql call.
 fn explain(target: &Target, admin: bool, out: &CmdOutput) -> String {
     let who = if admin {
-        format!(
-            "{} (admin role)",
-            target.admin_user.as_deref().unwrap_or(&target.user)
-        )
+        format!("{} (admin role)", target.admin_user.as_deref().unwrap_or(&target.user))
     } else {
         target.to_string()
     };
     let err = out.stderr.trim();
-    let hint =
-        if err.contains("password authentication failed") || err.contains("no password supplied") {
-            " -> check the database password in the config"
-        } else if err.contains("Connection refused")
-            || err.contains("could not connect")
-            || err.contains("timeout expired")
-        {
-            " -> is PostgreSQL running and reachable from here?"
-        } else if err.contains("does not exist") && err.contains("database") {
-            " -> check the database name"
-        } else {
-            ""
-        };
-    format!(
-        "PostgreSQL {who}: {}{hint}",
-        migrate_core::runner::stderr_tail(err)
-            .trim_start_matches(':')
-            .trim()
-    )
+    let hint = if err.contains("password authentication failed") || err.contains("no password supplied") {
+        " -> check the database password in the config"
+    } else if err.contains("Connection refused") || err.contains("could not connect") || err.contains("timeout expired")
+    {
+        " -> is PostgreSQL running and reachable from here?"
+    } else if err.contains("does not exist") && err.contains("database") {
+        " -> check the database name"
+    } else {
+        ""
+    };
+    format!("PostgreSQL {who}: {}{hint}", migrate_core::runner::stderr_tail(err).trim_start_matches(':').trim())
 }
 
 pub fn row_count_sql(tables: &[String]) -> String {
-    tables
-        .iter()
-        .map(|t| format!("SELECT {}, count(*) FROM {t}", literal(t)))
-        .collect::<Vec<_>>()
-        .join(" UNION ALL ")
+    tables.iter().map(|t| format!("SELECT {}, count(*) FROM {t}", literal(t))).collect::<Vec<_>>().join(" UNION ALL ")
 }
 
 pub fn parse_counts(rows: &[Row]) -> anyhow::Result<BTreeMap<String, i64>> {
     rows.iter()
         .map(|r| {
-            let count = r
-                .get(1)
-                .and_then(|c| c.parse().ok())
-                .ok_or_else(|| anyhow!("bad row count {r:?}"))?;
+            let count = r.get(1).and_then(|c| c.parse().ok()).ok_or_else(|| anyhow!("bad row count {r:?}"))?;
             Ok((r[0].clone(), count))
         })
         .collect()
@@ -478,9 +345,7 @@ pub fn parse_counts(rows: &[Row]) -> anyhow::Result<BTreeMap<String, i64>> {
 
 /// `"pg_dump (PostgreSQL) 15.18 (Debian ...)"` -> ("15.18", 15).
 pub fn parse_tool_version(text: &str) -> Option<(String, u32)> {
-    let version = text
-        .split_whitespace()
-        .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))?;
+    let version = text.split_whitespace().find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))?;
     let major = version.split('.').next()?.parse().ok()?;
     Some((version.to_owned(), major))
 }
@@ -505,10 +370,7 @@ mod tests {
             parse_tool_version("pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n"),
             Some(("15.18".into(), 15))
         );
-        assert_eq!(
-            parse_tool_version("pg_restore (PostgreSQL) 17.2\n"),
-            Some(("17.2".into(), 17))
-        );
+        assert_eq!(parse_tool_version("pg_restore (PostgreSQL) 17.2\n"), Some(("17.2".into(), 17)));
         assert_eq!(parse_tool_version("garbage"), None);
     }
 

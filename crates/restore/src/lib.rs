@@ -1,1 +1,387 @@
-//! step-restore
+//! `restore`: loads the dump into the new orchestrator's database.
+//!
+//! Before it touches anything it verifies the manifest and every checksum,
+//! that the new server is silent, that the tools and the target PostgreSQL
+//! can take this archive, that the new server is not older than the old one,
+//! and that the target database is empty (or `--replace` says to drop it).
+//! After loading it runs ANALYZE and compares every table's row count with
+//! the manifest.
+
+use std::{collections::HashSet, time::Instant};
+
+use anyhow::{Context as _, bail};
+use inmanta_api::ServerVersion;
+use migrate_core::{Checks, Context, Outcome, Side, Step, config::DumpFormat, manifest::Manifest, service::Service};
+use migrate_pg::Database;
+
+#[derive(Debug, Default, clap::Args)]
+pub struct Restore {
+    /// Drop and recreate the target database if it already holds data.
+    #[arg(long)]
+    pub replace: bool,
+}
+
+/// Journal figure set once the target database may have been changed.
+const LOADING: &str = "target_touched";
+
+impl Step for Restore {
+    const NAME: &'static str = "restore";
+    const SIDE: Side = Side::New;
+
+    fn describe(&self, cx: &Context) -> String {
+        format!(
+            "verify the dump in {} and load it into the new database with {} job(s), then ANALYZE and compare row counts",
+            cx.config.dump_dir(),
+            cx.config.restore.jobs
+        )
+    }
+
+    async fn check(&self, cx: &Context) -> Checks {
+        let mut checks = Checks::default();
+        let dir = cx.config.dump_dir();
+        let manifest = match Manifest::read(&dir) {
+            Ok(m) => m,
+            Err(e) => {
+                checks.fail("manifest", format!("{e:#}"), "run `inmanta-migrate dump` (again)");
+                return checks;
+            }
+        };
+        let problems = manifest.verify_files(&dir);
+        if problems.is_empty() {
+            checks.pass(
+                "dump files",
+                format!("{} file(s), {} bytes, checksums verified", manifest.files.len(), manifest.total_bytes()),
+            );
+        } else {
+            checks.fail("dump files", problems.join("; "), "the dump is damaged: run `inmanta-migrate dump` again");
+        }
+        if trim(&manifest.inventory.api_url) != trim(&cx.config.old.api_url) {
+            checks.fail(
+                "dump origin",
+                format!("the dump is of {}, not of old.api_url {}", manifest.inventory.api_url, cx.config.old.api_url),
+                "point `dump.dir` at the dump of this migration",
+            );
+        }
+        match cx.api(Side::New).probe().await {
+            Ok(None) => checks.pass("new server stopped", "its API does not answer"),
+            Ok(Some(s)) => checks.fail(
+                "new server stopped",
+                format!(
+                    "{} answers (inmanta-core {}): a running server must not see its database replaced",
+                    cx.config.new.api_url, s.core_version
+                ),
+                format!("stop it first ({})", Service::new(&cx.config.new).describe()),
+            ),
+            Err(e) => checks.fail("new server stopped", e.to_string(), "check `new.api_url`"),
+        }
+
+        let dump_major = major(&manifest.pg_dump_version);
+        let db = match Database::open(&cx.config, Side::New).await {
+            Ok(db) => db,
+            Err(e) => {
+                checks.fail("new database", format!("{e:#}"), "fix `new.database`");
+                return checks;
+            }
+        };
+        let tool = if manifest.dump_format == DumpFormat::Plain { "psql" } else { "pg_restore" };
+        match db.tool_major(tool).await {
+            Ok((version, m)) if m < dump_major => checks.fail(
+                format!("{tool} version"),
+                format!(
+                    "{tool} {version} is older than the pg_dump {} that wrote the archive",
+                    manifest.pg_dump_version
+                ),
+                "use PostgreSQL client tools at least as new (set `pg.bin_dir`)",
+            ),
+            Ok((version, _)) => checks.pass(format!("{tool} version"), format!("{tool} {version}")),
+            Err(e) => checks.fail(format!("{tool} version"), format!("{e:#}"), "install the PostgreSQL client tools"),
+        }
+        if manifest.dump_format != DumpFormat::Plain {
+            match db.restore_list(&manifest.data_path(&dir)).await {
+                Ok(toc) => checks.pass("archive readable", format!("pg_restore --list: {} entries", toc.len())),
+                Err(e) => {
+                    checks.fail("archive readable", format!("{e:#}"), "use a pg_restore at least as new as pg_dump")
+                }
+            }
+        }
+        let target_major = match db.query_admin("SELECT current_setting('server_version_num')").await {
+            Ok(rows) => {
+                let num: u32 = rows.first().and_then(|r| r[0].parse().ok()).unwrap_or(0);
+                let target = num / 10000;
+                let source = major(&manifest.source_pg_version);
+                if target < source {
+                    checks.fail(
+                        "target PostgreSQL",
+                        format!(
+                            "PostgreSQL {target} is older than the source PostgreSQL {}",
+                            manifest.source_pg_version
+                        ),
+                        "restore into PostgreSQL of the same or a newer major version",
+                    );
+                } else {
+                    checks.pass(
+                        "target PostgreSQL",
+                        format!("PostgreSQL {target} at {}:{}", db.target.host, db.target.port),
+                    );
+                }
+                Some(target)
+            }
+            Err(e) => {
+                checks.fail(
+                    "target PostgreSQL",
+                    format!("{e:#}"),
+                    "fix `new.database` (admin_user needs to reach the `postgres` database)",
+                );
+                None
+            }
+        };
+        version_gates(cx, &manifest, target_major, &mut checks).await;
+        target_state(cx, &db, self.replace, &mut checks).await;
+        checks
+    }
+
+    async fn run(&self, cx: &Context) -> anyhow::Result<Outcome> {
+        let work = cx.work()?;
+        let dir = cx.config.dump_dir();
+        let manifest = Manifest::read(&dir)?;
+        let db = Database::open(&cx.config, Side::New).await?;
+        let start = Instant::now();
+
+        let exists = db.exists().await?;
+        let objects = if exists { db.user_object_count().await? } else { 0 };
+        work.update(|j| j.step_mut(Self::NAME).figures.insert(LOADING.into(), true.into()))?;
+        if !exists {
+            cx.ui.info(Self::NAME, format!("creating database {}", db.target));
+            db.create().await?;
+        } else if objects > 0 {
+            cx.ui.warn(Self::NAME, format!("dropping and recreating database {} ({objects} objects in it)", db.target));
+            db.drop_database().await?;
+            db.create().await?;
+        }
+
+        let data = manifest.data_path(&dir);
+        let jobs = cx.config.restore.jobs;
+        let load_start = Instant::now();
+        let out = if manifest.dump_format == DumpFormat::Plain {
+            let _spinner = cx.ui.spinner(Self::NAME, "psql is loading the plain dump");
+            db.tool("psql")
+                .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-w", "-f", data.as_str()])
+                .connect(false)
+                .cmd()
+                .output()
+                .await?
+        } else {
+            let toc: HashSet<String> =
+                db.restore_list(&data).await?.iter().filter_map(|l| l.split(';').next()).map(str::to_owned).collect();
+            let progress = cx.ui.progress(Self::NAME, "archive items", toc.len() as u64);
+            let mut seen = HashSet::new();
+            let mut cmd =
+                db.tool("pg_restore").args(["--exit-on-error", "--no-owner", "--no-privileges", "--verbose", "-w"]);
+            if manifest.dump_format == DumpFormat::Directory || jobs > 1 {
+                cmd = cmd.arg(format!("--jobs={jobs}"));
+            }
+            let out = cmd
+                .connect(false)
+                .arg(data.as_str())
+                .cmd()
+                .stream(|line| {
+                    let item = line.split("processing item ").nth(1).or_else(|| line.split("finished item ").nth(1));
+                    if let Some(id) = item.and_then(|rest| rest.split_whitespace().next())
+                        && toc.contains(id)
+                        && seen.insert(id.to_owned())
+                    {
+                        progress.inc(line.split_whitespace().skip(4).collect::<Vec<_>>().join(" ").as_str());
+                    }
+                })
+                .await?;
+            drop(progress);
+            out
+        };
+        if !out.success() {
+            bail!(
+                "loading the dump failed (exit code {}){}\nthe target database is left partly loaded; run `inmanta-migrate restore` again to start over",
+                out.code,
+                migrate_core::runner::stderr_tail(&out.stderr)
+            );
+        }
+        let load_seconds = load_start.elapsed().as_secs_f64();
+
+        let analyze_start = Instant::now();
+        db.tool("vacuumdb")
+            .args(["--analyze-only", "--quiet", "-w", &format!("--jobs={}", jobs.max(1))])
+            .connect(false)
+            .cmd()
+            .run()
+            .await?;
+        let analyze_seconds = analyze_start.elapsed().as_secs_f64();
+
+        let tables: Vec<String> = manifest.tables.keys().cloned().collect();
+        let restored = db.row_counts(&tables).await.context("cannot count the rows of the restored tables")?;
+        let mut differences = Vec::new();
+        for (table, expected) in &manifest.tables {
+            let got = restored.get(table).copied().unwrap_or(-1);
+            if got != *expected {
+                differences.push(format!("{table}: {expected} rows in the dump, {got} restored"));
+            }
+        }
+        let extra: Vec<String> = db.tables().await?.into_iter().filter(|t| !manifest.tables.contains_key(t)).collect();
+        if !extra.is_empty() {
+            differences.push(format!("tables not in the dump: {}", extra.join(", ")));
+        }
+        if !differences.is_empty() {
+            bail!("the restored database does not match the dump:\n  {}", differences.join("\n  "));
+        }
+        let rows: i64 = manifest.tables.values().sum();
+        let seconds = start.elapsed().as_secs_f64();
+        Ok(Outcome::done(
+            Self::NAME,
+            format!(
+                "{} tables and {rows} rows restored into {} and verified, in {seconds:.1} s",
+                manifest.tables.len(),
+                db.target
+            ),
+        )
+        .figure("tables", manifest.tables.len())
+        .figure("rows", rows)
+        .figure("load_seconds", load_seconds)
+        .figure("analyze_seconds", analyze_seconds)
+        .figure("seconds", seconds))
+    }
+}
+
+fn trim(url: &str) -> String {
+    url.trim().trim_end_matches('/').to_ascii_lowercase()
+}
+
+fn major(version: &str) -> u32 {
+    version.split('.').next().and_then(|m| m.parse().ok()).unwrap_or(0)
+}
+
+/// The highest core schema version each release line ships (from
+/// `src/inmanta/db/versions` at each tag). Only exact release lines are
+/// listed: patch releases of other lines got backports.
+const KNOWN_SCHEMA_MAX: &[((u64, u64), i64)] = &[
+    ((8, 7), 202403220),
+    ((11, 0), 202311170),
+    ((11, 1), 202403220),
+    ((11, 2), 202403220),
+    ((11, 3), 202403280),
+    ((11, 4), 202409090),
+    ((11, 5), 202409090),
+    ((12, 0), 202403220),
+    ((13, 0), 202403280),
+    ((14, 0), 202409090),
+    ((15, 0), 202501140),
+    ((16, 0), 202506160),
+    ((17, 0), 202510150),
+    ((18, 0), 202601270),
+    ((19, 0), 202607130),
+    ((20, 1), 202610150),
+];
+
+/// The new server's version against the old one, the dump's schema and the
+/// target PostgreSQL.
+async fn version_gates(cx: &Context, manifest: &Manifest, target_pg: Option<u32>, checks: &mut Checks) {
+    let old: ServerVersion = manifest.inventory.core_version;
+    let new = match Service::new(&cx.config.new).installed_version().await {
+        Some(Ok(v)) => v,
+        Some(Err(e)) => {
+            checks.fail("new server version", format!("{e:#}"), "fix `new.version_command`");
+            return;
+        }
+        None => {
+            checks.warn(
+                "new server version",
+                "unknown before the new server starts",
+                "set `new.version_command` so restore can refuse a downgrade before loading",
+            );
+            return;
+        }
+    };
+    if new < old {
+        checks.fail(
+            "new server version",
+            format!("inmanta-core {new} is older than the old server's {old}: a downgrade"),
+            "install inmanta-core at least as new as the old server on the new machine",
+        );
+        return;
+    }
+    if new.major > old.major + 1 {
+        checks.warn(
+            "new server version",
+            format!("{old} -> {new} skips major versions"),
+            "Inmanta advises moving one major version at a time",
+        );
+    } else {
+        checks.pass("new server version", format!("{old} -> {new}"));
+    }
+    let dump_max = manifest.schema_versions.get("core").and_then(|v| v.iter().max().copied());
+    let known = KNOWN_SCHEMA_MAX.iter().find(|((ma, mi), _)| *ma == new.major && *mi == new.minor).map(|(_, m)| *m);
+    match (dump_max, known) {
+        (Some(dump), Some(max)) if dump > max => checks.fail(
+            "database schema",
+            format!("the dump has core schema version {dump}, newer than inmanta-core {new} knows ({max})"),
+            "install a newer inmanta-core on the new machine",
+        ),
+        (Some(dump), _) => checks.pass("database schema", format!("the dump has core schema version {dump}")),
+        (None, _) => checks.fail(
+            "database schema",
+            "the dump holds no Inmanta schema (no schemamanager table)",
+            "check `old.database`: is this the orchestrator's database?",
+        ),
+    }
+    // Measured: 19.x/20.x pass their schema migrations on PostgreSQL 15, but
+    // their scheduler's SQL needs 16 (lab-latest.md).
+    if let Some(pg) = target_pg
+        && new.major >= 19
+        && pg < 16
+    {
+        checks.fail(
+            "target PostgreSQL",
+            format!("inmanta-core {new} needs PostgreSQL 16 or newer; the target runs {pg}"),
+            "upgrade the new PostgreSQL first",
+        );
+    }
+}
+
+/// The target database: missing, empty, ours half-loaded, or someone's data.
+async fn target_state(cx: &Context, db: &Database, replace: bool, checks: &mut Checks) {
+    let name = "target database";
+    let exists = match db.exists().await {
+        Ok(e) => e,
+        Err(e) => {
+            checks.fail(name, format!("{e:#}"), "check `new.database.admin_user`");
+            return;
+        }
+    };
+    if !exists {
+        checks.pass(name, format!("{} does not exist yet; it will be created", db.target));
+        return;
+    }
+    let objects = match db.user_object_count().await {
+        Ok(n) => n,
+        Err(e) => {
+            checks.fail(name, format!("{e:#}"), "check `new.database`");
+            return;
+        }
+    };
+    let ours = migrate_core::journal::WorkDir::peek(&cx.config)
+        .ok()
+        .flatten()
+        .is_some_and(|j| j.step(Restore::NAME).figures.get(LOADING).is_some_and(|v| v == true));
+    if objects == 0 {
+        checks.pass(name, format!("{} exists and is empty", db.target));
+    } else if ours {
+        checks.pass(name, format!("{} holds an interrupted restore of this migration; it will be redone", db.target));
+    } else if replace {
+        checks.warn(name, format!("{} holds {objects} objects", db.target), "they will be DROPPED (--replace)");
+    } else {
+        let schema = db.schema_versions().await.ok().and_then(|s| s.get("core").map(|v| v.len()));
+        let what = schema.map(|n| format!(", an Inmanta schema with {n} versions")).unwrap_or_default();
+        checks.fail(
+            name,
+            format!("{} is not empty: {objects} objects{what}", db.target),
+            "refusing to overwrite it: give `--replace` to drop and recreate it, or point `new.database` elsewhere",
+        );
+    }
+}

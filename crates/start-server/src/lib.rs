@@ -1,1 +1,206 @@
-//! step-start-server
+//! `start-server`: starts the new orchestrator's server on the restored
+//! database and waits while it migrates the schema (its API only opens
+//! afterwards). A server that exits or restarts in a loop is reported with
+//! the end of its log instead of being waited for. Done when the server
+//! answers and every environment of the inventory is there and halted,
+//! nothing missing, nothing extra.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use inmanta_api::ServerStatus;
+use migrate_core::{
+    Checks, Context, Outcome, Side, Step,
+    inventory::Inventory,
+    service::{ProcessState, Service},
+};
+use migrate_pg::Database;
+
+#[derive(Debug, Default, clap::Args)]
+pub struct StartServer {}
+
+impl Step for StartServer {
+    const NAME: &'static str = "start-server";
+    const SIDE: Side = Side::New;
+
+    fn describe(&self, cx: &Context) -> String {
+        format!(
+            "start the new server ({}), wait up to {} for its schema migration, and check every environment is there, halted",
+            Service::new(&cx.config.new).describe(),
+            humantime::format_duration(cx.config.timeouts.start)
+        )
+    }
+
+    async fn check(&self, cx: &Context) -> Checks {
+        let mut checks = Checks::default();
+        if let Err(e) = cx.inventory() {
+            checks.fail("inventory", format!("{e:#}"), "run `inmanta-migrate halt-all` on the old side first");
+        }
+        let service = Service::new(&cx.config.new);
+        match service.state().await {
+            Ok(state) => checks.pass("new service", format!("{}: {state:?}", service.describe())),
+            Err(e) => checks.fail("new service", format!("{e:#}"), "fix `new.service`"),
+        }
+        if cx.api(Side::New).probe().await.ok().flatten().is_none() {
+            // Never let a server create a fresh schema in an empty database:
+            // a restore afterwards would then have to replace it.
+            match Database::open(&cx.config, Side::New).await {
+                Ok(db) => match db.schema_versions().await {
+                    Ok(s) if s.contains_key("core") => {
+                        checks.pass("new database", format!("{} holds an Inmanta schema", db.target))
+                    }
+                    Ok(_) => checks.fail(
+                        "new database",
+                        format!("{} holds no Inmanta schema", db.target),
+                        "run `inmanta-migrate restore` first",
+                    ),
+                    Err(e) => checks.fail("new database", format!("{e:#}"), "fix `new.database` or start PostgreSQL"),
+                },
+                Err(e) => checks.fail("new database", format!("{e:#}"), "fix `new.database`"),
+            }
+        }
+        checks
+    }
+
+    async fn run(&self, cx: &Context) -> anyhow::Result<Outcome> {
+        let inventory = cx.inventory()?;
+        let service = Service::new(&cx.config.new);
+        let api = cx.api(Side::New);
+        let db = Database::open(&cx.config, Side::New).await?;
+        let schema_before = db.schema_versions().await?.get("core").map_or(0, Vec::len);
+        let start = Instant::now();
+
+        let status = match api.probe().await? {
+            Some(status) => {
+                cx.ui.info(Self::NAME, "the new server already answers");
+                status
+            }
+            None => {
+                cx.ui.info(Self::NAME, format!("starting {}", service.describe()));
+                service.start().await?;
+                wait_until_answering(cx, &service).await?
+            }
+        };
+        let answered = start.elapsed().as_secs_f64();
+        if service.state().await? != ProcessState::Running {
+            bail!(
+                "{} answers, but {} does not report the server running: is another server on that port?",
+                cx.config.new.api_url,
+                service.describe()
+            );
+        }
+        if let Some(Ok(expected)) = service.installed_version().await
+            && expected != status.core_version
+        {
+            bail!(
+                "{} answers as inmanta-core {}, but the installed server is {expected}: is another server on that port?",
+                cx.config.new.api_url,
+                status.core_version
+            );
+        }
+        if status.core_version.has_health_endpoint() {
+            migrate_core::wait::until(
+                Duration::from_secs(1),
+                Duration::from_secs(120),
+                "GET /api/v2/health to answer 200",
+                async || Ok(api.healthy().await?.then_some(())),
+            )
+            .await?;
+        }
+        let schema_after = db.schema_versions().await?.get("core").map_or(0, Vec::len);
+        let migrations = schema_after.saturating_sub(schema_before);
+        verify_environments(cx, &inventory).await?;
+        Ok(Outcome::done(
+            Self::NAME,
+            format!(
+                "inmanta-core {} answers after {answered:.1} s ({migrations} schema migration(s)); all {} environment(s) present and halted",
+                status.core_version,
+                inventory.environments.len()
+            ),
+        )
+        .figure("seconds_to_answer", answered)
+        .figure("schema_migrations", migrations)
+        .figure("core_version", status.core_version.to_string()))
+    }
+}
+
+/// Polls the API; watches the process and its log meanwhile.
+async fn wait_until_answering(cx: &Context, service: &Service<'_>) -> anyhow::Result<ServerStatus> {
+    let api = cx.api(Side::New);
+    let limit = cx.config.timeouts.start;
+    let start = Instant::now();
+    let restarts_at_start = service.restarts().await;
+    let spinner = cx.ui.spinner(StartServer::NAME, "waiting for the API (it opens after the schema migration)");
+    let mut tick = 0u64;
+    loop {
+        if let Some(status) = api.probe().await? {
+            return Ok(status);
+        }
+        tick += 1;
+        if tick % 2 == 0 {
+            match service.state().await? {
+                ProcessState::Running => {}
+                state => {
+                    let log = service.log_tail(40).await;
+                    bail!("the new server stopped while starting ({state:?}); the end of its log:\n{}", indent(&log));
+                }
+            }
+            if let (Some(before), Some(now)) = (restarts_at_start, service.restarts().await)
+                && now > before + 1
+            {
+                let log = service.log_tail(40).await;
+                bail!(
+                    "the new server restarts in a loop ({} restarts); the end of its log:\n{}",
+                    now - before,
+                    indent(&log)
+                );
+            }
+        }
+        if tick % 5 == 0
+            && let Some(line) =
+                service.log_tail(200).await.lines().rev().find(|l| l.contains("Updating database schema to version"))
+        {
+            let version = line.rsplit(' ').next().unwrap_or("");
+            spinner.set_message(format!("schema migration: at version {version}"));
+        }
+        if start.elapsed() > limit {
+            let log = service.log_tail(40).await;
+            bail!(
+                "the new server did not answer within {} (timeouts.start); the end of its log:\n{}",
+                humantime::format_duration(limit),
+                indent(&log)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n")
+}
+
+/// Every environment of the inventory is on the new server and halted, and
+/// there is no other.
+pub async fn verify_environments(cx: &Context, inventory: &Inventory) -> anyhow::Result<()> {
+    let live = cx.api(Side::New).environments().await.context("cannot list the environments of the new server")?;
+    let mut problems = Vec::new();
+    for record in &inventory.environments {
+        match live.iter().find(|e| e.id == record.id) {
+            None => problems.push(format!("{} is missing", record.label())),
+            Some(env) if !env.halted => problems.push(format!("{} is not halted", record.label())),
+            Some(env) if env.name != record.name || env.project_id != record.project_id => {
+                problems.push(format!("{} changed name or project (now {:?})", record.label(), env.name))
+            }
+            Some(_) => {}
+        }
+    }
+    for env in &live {
+        if inventory.environment(env.id).is_none() {
+            problems.push(format!("{} ({}) was not on the old server", env.name, env.id));
+        }
+    }
+    if !problems.is_empty() {
+        bail!("the new server's environments do not match the inventory:\n  {}", problems.join("\n  "));
+    }
+    Ok(())
+}

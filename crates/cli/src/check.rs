@@ -1,0 +1,261 @@
+//! `check`: the preflight. Everything that can be verified before anything
+//! changes, every failure reported with the next step to take.
+
+use inmanta_api::ServerVersion;
+use migrate_core::{Checks, ChecksFailed, Context, Outcome, Side, fsutil, probe, service::Service};
+use migrate_pg::Database;
+
+#[derive(Debug, Default, clap::Args)]
+pub struct CheckArgs {
+    /// Accept a new database that already holds data (restore will be run
+    /// with --replace and drop it).
+    #[arg(long)]
+    pub replace: bool,
+}
+
+pub async fn run(cx: &Context, args: &CheckArgs) -> anyhow::Result<Outcome> {
+    let checks = preflight(cx, args.replace).await;
+    checks.report(&cx.ui, "check");
+    if checks.failed() {
+        return Err(ChecksFailed(checks).into());
+    }
+    let warnings = checks.items.iter().filter(|c| c.status == migrate_core::CheckStatus::Warn).count();
+    Ok(Outcome::done("check", format!("{} checks passed, {warnings} warning(s)", checks.items.len())).details(checks))
+}
+
+pub async fn preflight(cx: &Context, replace: bool) -> Checks {
+    let mut checks = Checks::default();
+    checks.pass("config", format!("{} is valid", cx.config.path));
+
+    // APIs and versions.
+    let old = probe::api(cx, Side::Old, &mut checks).await.map(|(s, _)| s.core_version);
+    let new = new_server(cx, &mut checks).await;
+    match (old, new) {
+        (Some(old), Some(new)) if new < old => checks.fail(
+            "versions",
+            format!("the new server ({new}) is older than the old one ({old}): a downgrade"),
+            "install an inmanta-core at least as new as the old server's on the new machine",
+        ),
+        (Some(old), Some(new)) if new.major > old.major + 1 => checks.warn(
+            "versions",
+            format!("{old} -> {new} skips major versions"),
+            "Inmanta advises one major version at a time, from the latest patch release",
+        ),
+        (Some(old), Some(new)) => checks.pass("versions", format!("{old} -> {new}")),
+        _ => {}
+    }
+
+    // Services.
+    for side in [Side::Old, Side::New] {
+        let service = Service::new(cx.config.side(side));
+        match service.state().await {
+            Ok(state) => checks.pass(format!("{side} service"), format!("{}: {state:?}", service.describe())),
+            Err(e) => checks.fail(format!("{side} service"), format!("{e:#}"), format!("fix `{side}.service`")),
+        }
+    }
+
+    // Databases and tools.
+    let old_db = database(cx, Side::Old, &mut checks).await;
+    let new_db = database(cx, Side::New, &mut checks).await;
+    if let (Some((odb, _)), Some((ndb, _))) = (&old_db, &new_db)
+        && odb.target.same_database(&ndb.target)
+    {
+        checks.fail(
+            "databases",
+            format!("old and new are the same database {}", odb.target),
+            "point `new.database` at the new one",
+        );
+    }
+    if let Some((db, old_pg)) = &old_db {
+        for tool in ["pg_dump", "pg_restore", "psql", "vacuumdb"] {
+            match db.tool_major(tool).await {
+                Ok((v, major)) if major < *old_pg => checks.fail(
+                    tool,
+                    format!("{tool} {v} is older than the old PostgreSQL {old_pg}"),
+                    "install newer PostgreSQL client tools and set `pg.bin_dir`",
+                ),
+                Ok((v, _)) => checks.pass(tool, format!("{tool} {v}")),
+                Err(e) => {
+                    checks.fail(tool, format!("{e:#}"), "install the PostgreSQL client tools or set `pg.bin_dir`")
+                }
+            }
+        }
+        match (db.size_bytes().await, fsutil::available_space(&cx.config.dump_dir())) {
+            (Ok(size), Ok(free)) => {
+                let needed = step_dump::estimate(size, cx.config.dump.compress);
+                if free < needed {
+                    checks.fail(
+                        "disk space",
+                        format!(
+                            "the dump needs about {} and {} has {} free",
+                            step_dump::mib(needed),
+                            cx.config.dump_dir(),
+                            step_dump::mib(free)
+                        ),
+                        "free space, set another `dump.dir`, or raise `dump.compress`",
+                    );
+                } else {
+                    checks.pass(
+                        "disk space",
+                        format!("about {} needed, {} free", step_dump::mib(needed), step_dump::mib(free)),
+                    );
+                }
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                checks.warn("disk space", format!("{e:#}"), "check the space for the dump by hand")
+            }
+        }
+    }
+    if let (Some((_, old_pg)), Some((_, new_pg))) = (&old_db, &new_db) {
+        if new_pg < old_pg {
+            checks.fail(
+                "PostgreSQL versions",
+                format!("the new PostgreSQL {new_pg} is older than the old {old_pg}"),
+                "use a PostgreSQL of the same or a newer major version on the new side",
+            );
+        }
+        if new.is_some_and(|v| v.major >= 19) && *new_pg < 16 {
+            checks.fail(
+                "PostgreSQL versions",
+                format!("inmanta-core 19+ needs PostgreSQL 16+; the new one is {new_pg}"),
+                "upgrade the new PostgreSQL",
+            );
+        }
+    }
+    if let Some((db, _)) = &new_db {
+        match db.exists().await {
+            Ok(false) => {
+                checks.pass("new database empty", format!("{} does not exist yet; restore creates it", db.target))
+            }
+            Ok(true) => match db.user_object_count().await {
+                Ok(0) => checks.pass("new database empty", format!("{} is empty", db.target)),
+                Ok(n) if replace => checks.warn(
+                    "new database empty",
+                    format!("{} holds {n} objects", db.target),
+                    "restore will DROP them (--replace)",
+                ),
+                Ok(n) => checks.fail(
+                    "new database empty",
+                    format!("{} holds {n} objects (did the new server start on it?)", db.target),
+                    "pass --replace to let restore drop it, or point `new.database` at an empty one",
+                ),
+                Err(e) => checks.fail("new database empty", format!("{e:#}"), "check `new.database`"),
+            },
+            Err(e) => {
+                checks.fail("new database empty", format!("{e:#}"), "check `new.database.admin_user` and its password")
+            }
+        }
+    }
+
+    // Work and dump directories.
+    let mut probe_dir = cx.config.work_dir.clone();
+    while !probe_dir.exists() {
+        match probe_dir.parent() {
+            Some(p) => probe_dir = p.to_owned(),
+            None => break,
+        }
+    }
+    match tempfile::tempfile_in(&probe_dir) {
+        Ok(_) => checks.pass("work directory", format!("{} is writable", cx.config.work_dir)),
+        Err(e) => checks.fail(
+            "work directory",
+            format!("cannot write in {probe_dir}: {e}"),
+            "fix `work_dir` or its permissions",
+        ),
+    }
+    let dump_dir = cx.config.dump_dir();
+    if dump_dir.exists() {
+        let foreign: Vec<String> = dump_dir
+            .read_dir_utf8()
+            .map(|entries| entries.filter_map(Result::ok).map(|e| e.file_name().to_owned()).collect())
+            .unwrap_or_default();
+        let journal = migrate_core::journal::WorkDir::peek(&cx.config).ok().flatten();
+        let ours = journal.is_some_and(|j| j.step("dump").attempts > 0);
+        if !foreign.is_empty() && !ours {
+            checks.fail(
+                "dump directory",
+                format!("{dump_dir} is not empty: {}", foreign.join(", ")),
+                "empty it or set another `dump.dir`",
+            );
+        }
+    }
+    checks
+}
+
+/// The new server: stopped (as it must be before restore) with its version
+/// from `version_command`, or answering.
+async fn new_server(cx: &Context, checks: &mut Checks) -> Option<ServerVersion> {
+    let service = Service::new(&cx.config.new);
+    match cx.api(Side::New).probe().await {
+        Ok(Some(status)) => {
+            checks.fail(
+                "new server stopped",
+                format!(
+                    "{} answers (inmanta-core {}); restore must not replace the database under a running server",
+                    cx.config.new.api_url, status.core_version
+                ),
+                format!("stop it: {}", service.describe()),
+            );
+            Some(status.core_version)
+        }
+        Ok(None) => {
+            checks.pass("new server stopped", format!("{} does not answer", cx.config.new.api_url));
+            match service.installed_version().await {
+                Some(Ok(v)) => {
+                    checks.pass("new server version", format!("inmanta-core {v} installed"));
+                    Some(v)
+                }
+                Some(Err(e)) => {
+                    checks.fail("new server version", format!("{e:#}"), "fix `new.version_command`");
+                    None
+                }
+                None => {
+                    checks.warn(
+                        "new server version",
+                        "unknown while the new server is stopped",
+                        "set `new.version_command` so downgrades are refused before anything changes",
+                    );
+                    None
+                }
+            }
+        }
+        Err(e) => {
+            checks.fail("new server stopped", e.to_string(), "check `new.api_url`");
+            None
+        }
+    }
+}
+
+/// Connects to one side's database (the admin role for the new side, whose
+/// database may not exist yet) and reads the PostgreSQL major version.
+async fn database(cx: &Context, side: Side, checks: &mut Checks) -> Option<(Database, u32)> {
+    let name = format!("{side} database");
+    let db = match Database::open(&cx.config, side).await {
+        Ok(db) => db,
+        Err(e) => {
+            checks.fail(name, format!("{e:#}"), format!("fix `{side}.database`"));
+            return None;
+        }
+    };
+    let version = match side {
+        Side::Old => db.server_version().await,
+        Side::New => db
+            .query_admin("SELECT current_setting('server_version'), current_setting('server_version_num')")
+            .await
+            .map(|rows| {
+                let row = rows.into_iter().next().unwrap_or_default();
+                let num: u32 = row.get(1).and_then(|n| n.parse().ok()).unwrap_or(0);
+                (row.first().cloned().unwrap_or_default(), num / 10000)
+            }),
+    };
+    match version {
+        Ok((v, major)) => {
+            checks.pass(name, format!("{} answers: PostgreSQL {v}", db.target));
+            Some((db, major))
+        }
+        Err(e) => {
+            checks.fail(name, format!("{e:#}"), format!("fix `{side}.database` or start PostgreSQL"));
+            None
+        }
+    }
+}

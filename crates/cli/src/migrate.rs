@@ -1,0 +1,70 @@
+//! `migrate`: the remaining steps in order, under one lock. A fresh migration
+//! starts with the preflight; an interrupted one resumes at the first step
+//! the journal does not record as done.
+
+use std::io::{BufRead, Write};
+
+use migrate_core::{ChecksFailed, Context, Outcome, OutcomeStatus, UsageError, journal::STEPS};
+
+#[derive(Debug, Default, clap::Args)]
+pub struct MigrateArgs {
+    /// Do not ask for confirmation (required without a terminal).
+    #[arg(long, short)]
+    pub yes: bool,
+    /// Release the dry-run-clean versions (see `env-reconcile --release`).
+    #[arg(long)]
+    pub release: bool,
+    /// Let restore drop a new database that already holds data.
+    #[arg(long)]
+    pub replace: bool,
+}
+
+pub async fn run(cx: &Context, args: &MigrateArgs) -> anyhow::Result<Outcome> {
+    let work = cx.work()?;
+    let journal = work.journal();
+    let remaining: Vec<&str> = STEPS.into_iter().filter(|s| !journal.is_done(s)).collect();
+    if remaining.is_empty() {
+        return Ok(Outcome::nothing_to_do("migrate", "every step is done; see `inmanta-migrate status`"));
+    }
+    let fresh = journal.steps.values().all(|r| r.attempts == 0);
+    if fresh {
+        let checks = crate::check::preflight(cx, args.replace).await;
+        checks.report(&cx.ui, "check");
+        if checks.failed() {
+            return Err(ChecksFailed(checks).into());
+        }
+    }
+    cx.ui.info("migrate", format!("{} -> {}", cx.config.old.api_url, cx.config.new.api_url));
+    for (i, step) in remaining.iter().enumerate() {
+        cx.ui.info("migrate", format!("{}. {step}: {}", i + 1, crate::describe_step(cx, step)));
+    }
+    if !args.yes {
+        if !cx.ui.can_ask() {
+            return Err(UsageError(
+                "migrate changes both orchestrators: pass --yes to run without a terminal to confirm on".into(),
+            )
+            .into());
+        }
+        eprint!("Run these {} step(s)? [y/N] ", remaining.len());
+        std::io::stderr().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Err(UsageError("not confirmed; nothing was changed".into()).into());
+        }
+    }
+    let mut outcomes = Vec::new();
+    for step in remaining {
+        let outcome = crate::run_step(cx, step, args).await?;
+        cx.ui.info("migrate", format!("{step}: {}", outcome.summary));
+        let stop = outcome.status == OutcomeStatus::NeedsOperator;
+        outcomes.push(outcome);
+        if stop {
+            let last = outcomes.pop().expect("just pushed");
+            return Ok(Outcome::needs_operator("migrate", format!("stopped at {step}: {}", last.summary))
+                .details(last.details));
+        }
+    }
+    let report = crate::report::refresh(cx).map(|p| format!("; report: {p}")).unwrap_or_default();
+    Ok(Outcome::done("migrate", format!("migration complete{report}")).details(outcomes))
+}

@@ -1,0 +1,34 @@
+//! `plan`: what each remaining step would do, without doing it.
+
+use std::fmt::Write as _;
+
+use migrate_core::{
+    Context, Outcome,
+    journal::{STEPS, StepStatus, WorkDir},
+};
+use serde_json::json;
+
+pub async fn run(cx: &Context) -> anyhow::Result<Outcome> {
+    let journal = WorkDir::peek(&cx.config)?;
+    let mut text = format!("Migration {} -> {}\n", cx.config.old.api_url, cx.config.new.api_url);
+    let mut steps = Vec::new();
+    let mut remaining = 0;
+    for (i, name) in STEPS.iter().enumerate() {
+        let status = journal.as_ref().map(|j| j.step(name).status).unwrap_or_default();
+        let what = crate::describe_step(cx, name);
+        let mark = if status == StepStatus::Done {
+            "done"
+        } else {
+            remaining += 1;
+            "todo"
+        };
+        let _ = writeln!(text, "  {}. [{mark}] {name}: {what}", i + 1);
+        steps.push(json!({ "step": name, "status": status, "would": what }));
+    }
+    let summary = if remaining == 0 {
+        "every step is done".to_owned()
+    } else {
+        format!("{remaining} step(s) to run: inmanta-migrate migrate")
+    };
+    Ok(Outcome::done("plan", summary).text(text).details(steps))
+}

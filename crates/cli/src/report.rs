@@ -1,0 +1,106 @@
+//! The report: `report.md` and `report.json` in the work directory, made from
+//! the journal and the inventory after every command that changed something.
+
+use std::fmt::Write as _;
+
+use camino::Utf8PathBuf;
+use migrate_core::{
+    Context, fsutil,
+    inventory::Inventory,
+    journal::{Journal, STEPS},
+};
+use serde_json::json;
+
+/// Rewrites the report if this run worked in the work directory; returns the
+/// Markdown report's path.
+pub fn refresh(cx: &Context) -> Option<Utf8PathBuf> {
+    let work = cx.opened_work()?;
+    let journal = work.journal();
+    let inventory: Option<Inventory> = fsutil::read_json(&work.path(Inventory::FILE)).ok();
+    let md = work.path("report.md");
+    let written = fsutil::write_atomic(&md, markdown(&journal, inventory.as_ref()).as_bytes())
+        .and_then(|()| fsutil::write_json(&work.path("report.json"), &document(&journal, inventory.as_ref())));
+    match written {
+        Ok(()) => Some(md),
+        Err(e) => {
+            cx.ui.warn("report", format!("{e:#}"));
+            None
+        }
+    }
+}
+
+pub fn document(journal: &Journal, inventory: Option<&Inventory>) -> serde_json::Value {
+    let steps: Vec<_> = STEPS
+        .iter()
+        .map(|name| {
+            let r = journal.step(name);
+            json!({ "step": name, "status": r.status, "started": r.started, "ended": r.ended, "seconds": r.seconds(),
+                    "attempts": r.attempts, "summary": r.summary, "error": r.error, "figures": r.figures })
+        })
+        .collect();
+    let environments: Vec<_> = inventory
+        .map(|inv| {
+            inv.environments
+                .iter()
+                .map(|e| {
+                    let r = journal.environments.get(&e.id);
+                    json!({ "id": e.id, "name": e.name, "project": e.project_name,
+                            "halted_before": e.halted, "auto_deploy_before": e.auto_deploy(),
+                            "latest_released_version_before": e.latest_released_version,
+                            "status": r.map(|r| r.status), "version": r.and_then(|r| r.version),
+                            "released": r.is_some_and(|r| r.released), "seconds": r.and_then(|r| r.seconds),
+                            "message": r.and_then(|r| r.message.clone()) })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    json!({
+        "old": journal.migration.old_api, "new": journal.migration.new_api,
+        "old_version": inventory.map(|i| i.core_version.to_string()),
+        "new_version": journal.step("start-server").figures.get("core_version"),
+        "steps": steps, "environments": environments,
+    })
+}
+
+pub fn markdown(journal: &Journal, inventory: Option<&Inventory>) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "# Inmanta orchestrator migration\n");
+    let old_version = inventory.map(|i| i.core_version.to_string()).unwrap_or_else(|| "?".into());
+    let new_version = journal
+        .step("start-server")
+        .figures
+        .get("core_version")
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "?".into());
+    let _ = writeln!(md, "- from: {} (inmanta-core {old_version})", journal.migration.old_api);
+    let _ = writeln!(md, "- to: {} (inmanta-core {new_version})", journal.migration.new_api);
+    let _ = writeln!(md, "- started: {}\n", journal.created);
+    let _ = writeln!(md, "## Steps\n\n| step | status | seconds | attempts | summary |\n|---|---|---|---|---|");
+    for name in STEPS {
+        let r = journal.step(name);
+        let seconds = r.seconds().map(|s| format!("{s:.1}")).unwrap_or_default();
+        let summary = r.error.as_deref().or(r.summary.as_deref()).unwrap_or("").replace('\n', " ").replace('|', "\\|");
+        let _ = writeln!(md, "| {name} | {:?} | {seconds} | {} | {summary} |", r.status, r.attempts);
+    }
+    if let Some(inv) = inventory {
+        let _ = writeln!(
+            md,
+            "\n## Environments\n\n| environment | before | status | version | seconds | outcome |\n|---|---|---|---|---|---|"
+        );
+        for e in &inv.environments {
+            let r = journal.environments.get(&e.id);
+            let before = format!(
+                "{}, auto_deploy {}",
+                if e.halted { "halted" } else { "running" },
+                if e.auto_deploy() { "on" } else { "off" }
+            );
+            let status = r.map(|r| format!("{:?}", r.status)).unwrap_or_else(|| "Pending".into());
+            let version = r.and_then(|r| r.version).map(|v| v.to_string()).unwrap_or_default();
+            let seconds = r.and_then(|r| r.seconds).map(|s| format!("{s:.1}")).unwrap_or_default();
+            let message = r.and_then(|r| r.message.as_deref()).unwrap_or("").replace('\n', " ").replace('|', "\\|");
+            let _ =
+                writeln!(md, "| {} (`{}`) | {before} | {status} | {version} | {seconds} | {message} |", e.name, e.id);
+        }
+    }
+    md
+}

@@ -1,0 +1,152 @@
+//! Starting and stopping an orchestrator's server process: through systemd
+//! (`systemctl`, optionally `--user` and `sudo -n`), or through the explicit
+//! start/stop/status commands of the config.
+
+use std::time::Duration;
+
+use anyhow::bail;
+
+use crate::{
+    config::{Manager, Orchestrator},
+    runner::Runner,
+};
+
+/// What the service manager says about the server process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProcessState {
+    Running,
+    Stopped,
+    /// systemd only: the unit failed (a crash or a failed start).
+    Failed,
+}
+
+pub struct Service<'a> {
+    orch: &'a Orchestrator,
+    runner: Runner,
+}
+
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl<'a> Service<'a> {
+    pub fn new(orch: &'a Orchestrator) -> Self {
+        Service { orch, runner: Runner::on(&orch.host) }
+    }
+
+    fn systemctl(&self, args: &[&str]) -> Vec<String> {
+        let svc = &self.orch.service;
+        let mut argv: Vec<String> = Vec::new();
+        if svc.sudo {
+            argv.extend(["sudo".to_owned(), "-n".to_owned()]);
+        }
+        argv.push("systemctl".to_owned());
+        if svc.user {
+            argv.push("--user".to_owned());
+        }
+        argv.extend(args.iter().map(|a| a.to_string()));
+        argv.push(svc.unit().to_owned());
+        argv
+    }
+
+    /// How the server is run, for messages.
+    pub fn describe(&self) -> String {
+        let svc = &self.orch.service;
+        match svc.manager {
+            Manager::Systemd => format!("systemd unit {} on {}", svc.unit(), self.runner.place()),
+            Manager::Command => {
+                format!("`{}` on {}", shell_words::join(svc.start.as_deref().unwrap_or_default()), self.runner.place())
+            }
+        }
+    }
+
+    pub async fn start(&self) -> anyhow::Result<()> {
+        let argv = match self.orch.service.manager {
+            Manager::Systemd => self.systemctl(&["start"]),
+            Manager::Command => self.orch.service.start.clone().unwrap_or_default(),
+        };
+        self.runner.cmd(&argv).timeout(COMMAND_TIMEOUT).run().await.map(drop)
+    }
+
+    pub async fn stop(&self) -> anyhow::Result<()> {
+        let argv = match self.orch.service.manager {
+            Manager::Systemd => self.systemctl(&["stop"]),
+            Manager::Command => self.orch.service.stop.clone().unwrap_or_default(),
+        };
+        self.runner.cmd(&argv).timeout(COMMAND_TIMEOUT).run().await.map(drop)
+    }
+
+    pub async fn state(&self) -> anyhow::Result<ProcessState> {
+        match self.orch.service.manager {
+            Manager::Systemd => {
+                let out = self.runner.cmd(&self.systemctl(&["is-active"])).timeout(COMMAND_TIMEOUT).output().await?;
+                Ok(match out.stdout.trim() {
+                    "active" | "activating" | "deactivating" | "reloading" | "refreshing" => ProcessState::Running,
+                    "failed" => ProcessState::Failed,
+                    "inactive" | "" if out.code == 3 || out.code == 0 => ProcessState::Stopped,
+                    other => bail!(
+                        "cannot tell the state of {}: `systemctl is-active` said {other:?} (exit code {}){}",
+                        self.describe(),
+                        out.code,
+                        crate::runner::stderr_tail(&out.stderr)
+                    ),
+                })
+            }
+            Manager::Command => {
+                let argv = self.orch.service.status.clone().unwrap_or_default();
+                let out = self.runner.cmd(&argv).timeout(COMMAND_TIMEOUT).output().await?;
+                Ok(if out.success() { ProcessState::Running } else { ProcessState::Stopped })
+            }
+        }
+    }
+
+    /// systemd's restart counter of the unit (a restart loop shows here).
+    pub async fn restarts(&self) -> Option<u64> {
+        if self.orch.service.manager != Manager::Systemd {
+            return None;
+        }
+        let out = self.runner.cmd(&self.systemctl(&["show", "--property=NRestarts", "--value"])).output().await.ok()?;
+        out.stdout.trim().parse().ok()
+    }
+
+    /// The last lines the server logged: its log file, or the unit's journal.
+    pub async fn log_tail(&self, lines: usize) -> String {
+        let svc = &self.orch.service;
+        let n = lines.to_string();
+        let argv: Vec<String> = match (&svc.log_file, svc.manager) {
+            (Some(file), _) => vec!["tail".into(), "-n".into(), n, file.to_string()],
+            (None, Manager::Systemd) => {
+                let mut argv: Vec<String> = Vec::new();
+                if svc.sudo {
+                    argv.extend(["sudo".into(), "-n".into()]);
+                }
+                argv.push("journalctl".into());
+                if svc.user {
+                    argv.push("--user".into());
+                }
+                argv.extend(["-u".into(), svc.unit().into(), "-n".into(), n, "--no-pager".into()]);
+                argv
+            }
+            (None, Manager::Command) => {
+                return "(no `log_file` configured for this server)".to_owned();
+            }
+        };
+        match self.runner.cmd(&argv).timeout(COMMAND_TIMEOUT).output().await {
+            Ok(out) if out.success() => out.stdout,
+            Ok(out) => format!("(cannot read the log: {})", out.stderr.trim()),
+            Err(e) => format!("(cannot read the log: {e:#})"),
+        }
+    }
+
+    /// The server's version from `version_command`, when configured.
+    pub async fn installed_version(&self) -> Option<anyhow::Result<inmanta_api::ServerVersion>> {
+        let argv = self.orch.version_command.as_ref()?;
+        Some(
+            async {
+                let out = self.runner.cmd(argv).timeout(COMMAND_TIMEOUT).run().await?;
+                inmanta_api::ServerVersion::find_in(&out.stdout)
+                    .or_else(|| inmanta_api::ServerVersion::find_in(&out.stderr))
+                    .ok_or_else(|| anyhow::anyhow!("`{}` printed no version", shell_words::join(argv)))
+            }
+            .await,
+        )
+    }
+}

@@ -1,0 +1,46 @@
+//! Polling with a limit: every wait in the tool ends, with a message that
+//! says what it waited for.
+
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+
+/// Calls `probe` every `every` until it returns `Some`, or fails after
+/// `limit` saying that `what` did not happen.
+pub async fn until<T>(
+    every: Duration,
+    limit: Duration,
+    what: &str,
+    mut probe: impl AsyncFnMut() -> anyhow::Result<Option<T>>,
+) -> anyhow::Result<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = probe().await? {
+            return Ok(value);
+        }
+        if start.elapsed() >= limit {
+            bail!("gave up after {}: {what}", humantime::format_duration(Duration::from_secs(limit.as_secs())));
+        }
+        tokio::time::sleep(every.min(limit.saturating_sub(start.elapsed())).max(Duration::from_millis(10))).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn gives_up_with_the_reason() {
+        let mut n = 0;
+        let err = until(Duration::from_millis(5), Duration::from_millis(30), "the answer to appear", async || {
+            n += 1;
+            Ok(None::<()>)
+        })
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("the answer to appear"), "{err}");
+        assert!(n >= 2);
+        let v = until(Duration::from_millis(1), Duration::from_secs(1), "x", async || Ok(Some(42))).await.unwrap();
+        assert_eq!(v, 42);
+    }
+}
