@@ -1,1 +1,7 @@
-//! The one integration-test binary.
+//! The one integration-test binary: runs the real `inmanta-migrate` against
+//! fake servers (request sequences, faults, bad input) and, in the ignored
+//! e2e tests, against the real lab.
+
+mod config;
+mod halt_all;
+mod support;

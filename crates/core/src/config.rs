@@ -444,6 +444,8 @@ impl Config {
         }
         if self.dump.compress > 9 {
             problems.push(invalid("dump.compress", "must be a gzip level from 0 to 9"));
+        } else if self.dump.compress > 0 && self.dump.format == DumpFormat::Plain {
+            problems.push(invalid("dump.compress", "must be 0 with format = \"plain\" (psql reads plain SQL)"));
         }
         if self.restore.jobs == 0 {
             problems.push(invalid("restore.jobs", "must be at least 1"));
@@ -624,6 +626,13 @@ fn all_keys(text: &str) -> Vec<(usize, String)> {
 
 /// The dotted key written at, or last before, `offset`.
 fn key_at(text: &str, offset: usize) -> Option<String> {
+    // An error about a whole table points at its header.
+    if let Some(header) = text.get(offset..).and_then(|rest| rest.strip_prefix('[')) {
+        let name = header.trim_start_matches('[').split(']').next().unwrap_or("").trim();
+        if !name.is_empty() {
+            return Some(name.to_owned());
+        }
+    }
     all_keys(text).into_iter().filter(|(start, _)| *start <= offset).max_by_key(|(start, _)| *start).map(|(_, k)| k)
 }
 

@@ -1,0 +1,175 @@
+//! Bad configs: each exits 2, names the file, the line and column where TOML
+//! knows them, and the key; and changes nothing (no work directory appears).
+
+use crate::support::run_in;
+
+const GOOD: &str = r#"work_dir = "work"
+
+[old]
+api_url = "http://127.0.0.1:1"
+
+[old.service]
+manager = "systemd"
+
+[old.database]
+port = 5433
+
+[new]
+api_url = "http://127.0.0.1:2"
+
+[new.service]
+manager = "systemd"
+"#;
+
+/// (what, edit of GOOD, expected fragments of the message)
+fn cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
+    vec![
+        ("syntax error", GOOD.replace("port = 5433", "port = = 5433"), vec!["inmanta-migrate.toml:10:"]),
+        (
+            "wrong type",
+            GOOD.replace("port = 5433", "port = \"five\""),
+            vec![":10:8", "old.database.port", "expected u16"],
+        ),
+        (
+            "unknown key",
+            GOOD.replace("port = 5433", "port = 5433\nprot = 1"),
+            vec![":11:1", "old.database.prot", "unknown field"],
+        ),
+        (
+            "missing key",
+            GOOD.replace("api_url = \"http://127.0.0.1:2\"\n", ""),
+            vec![":12:1", "key `new`", "missing field `api_url`"],
+        ),
+        (
+            "missing section",
+            GOOD.replace("[new.service]\nmanager = \"systemd\"\n", ""),
+            vec!["missing field `service`"],
+        ),
+        (
+            "url without scheme",
+            GOOD.replace("http://127.0.0.1:1", "127.0.0.1:1"),
+            vec![":4:1", "old.api_url", "http://"],
+        ),
+        (
+            "same url",
+            GOOD.replace("http://127.0.0.1:2", "http://127.0.0.1:1/"),
+            vec!["new.api_url", "same as old.api_url"],
+        ),
+        ("same database", GOOD.replace("port = 5433\n", ""), vec!["new.database", "same database"]),
+        (
+            "concurrency 0",
+            format!("{GOOD}\n[reconcile]\nconcurrency = 0\n"),
+            vec!["reconcile.concurrency", "at least 1"],
+        ),
+        ("timeout 0", format!("{GOOD}\n[timeouts]\nstop = \"0s\"\n"), vec!["timeouts.stop", "longer than 0s"]),
+        ("bad duration", format!("{GOOD}\n[timeouts]\nstop = \"soon\"\n"), vec!["timeouts.stop", "not a duration"]),
+        (
+            "inline secret",
+            GOOD.replace("api_url = \"http://127.0.0.1:1\"", "api_url = \"http://127.0.0.1:1\"\ntoken = \"abc\""),
+            vec!["old.token"],
+        ),
+        (
+            "empty token file",
+            GOOD.replace(
+                "api_url = \"http://127.0.0.1:1\"",
+                "api_url = \"http://127.0.0.1:1\"\ntoken = { file = \"empty-token\" }",
+            ),
+            vec!["old.token", "is empty"],
+        ),
+        (
+            "missing token env",
+            GOOD.replace(
+                "api_url = \"http://127.0.0.1:1\"",
+                "api_url = \"http://127.0.0.1:1\"\ntoken = { env = \"NOPE_NOT_SET\" }",
+            ),
+            vec!["old.token", "NOPE_NOT_SET is not set"],
+        ),
+        (
+            "unreadable CA file",
+            GOOD.replace(
+                "api_url = \"http://127.0.0.1:1\"",
+                "api_url = \"http://127.0.0.1:1\"\nca_file = \"no-such-ca.pem\"",
+            ),
+            vec!["old.ca_file", "cannot read"],
+        ),
+        (
+            "CA file without certificate",
+            GOOD.replace(
+                "api_url = \"http://127.0.0.1:1\"",
+                "api_url = \"http://127.0.0.1:1\"\nca_file = \"empty-token\"",
+            ),
+            vec!["old.ca_file", "no PEM certificate"],
+        ),
+        (
+            "command manager without commands",
+            GOOD.replacen("manager = \"systemd\"", "manager = \"command\"", 1),
+            vec!["old.service.start", "required"],
+        ),
+        (
+            "unknown manager",
+            GOOD.replacen("manager = \"systemd\"", "manager = \"upstart\"", 1),
+            vec!["old.service.manager", "unknown variant"],
+        ),
+        (
+            "work dir inside dump dir",
+            format!("{GOOD}\n[dump]\ndir = \".\"\n"),
+            vec!["work_dir", "inside the dump directory"],
+        ),
+        ("compression out of range", format!("{GOOD}\n[dump]\ncompress = 12\n"), vec!["dump.compress"]),
+        (
+            "plain dump compressed",
+            format!("{GOOD}\n[dump]\nformat = \"plain\"\ncompress = 1\n"),
+            vec!["dump.compress", "plain"],
+        ),
+        ("bad sslmode", GOOD.replace("port = 5433", "port = 5433\nsslmode = \"maybe\""), vec!["old.database.sslmode"]),
+    ]
+}
+
+#[test]
+fn every_bad_config_exits_2_naming_the_place_and_key() {
+    for (what, text, expected) in cases() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = camino::Utf8Path::from_path(dir.path()).unwrap();
+        std::fs::write(path.join("empty-token"), "\n").unwrap();
+        std::fs::write(path.join("inmanta-migrate.toml"), &text).unwrap();
+        let run = run_in(path, &["check"], &[]);
+        assert_eq!(run.code, 2, "{what}: exit code; stderr:\n{}", run.stderr);
+        assert!(run.stderr.contains("inmanta-migrate.toml"), "{what}: names the file:\n{}", run.stderr);
+        for fragment in expected {
+            assert!(run.stderr.contains(fragment), "{what}: lacks {fragment:?}:\n{}", run.stderr);
+        }
+        assert!(!path.join("work").exists(), "{what}: nothing is created");
+    }
+}
+
+#[test]
+fn a_missing_config_file_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = run_in(camino::Utf8Path::from_path(dir.path()).unwrap(), &["status"], &[]);
+    run.code(2).stderr_has("inmanta-migrate.toml").stderr_has("cannot read it");
+}
+
+#[test]
+fn help_lists_every_subcommand_and_the_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = run_in(camino::Utf8Path::from_path(dir.path()).unwrap(), &["--help"], &[]);
+    run.success();
+    for sub in [
+        "check",
+        "plan",
+        "status",
+        "migrate",
+        "halt-all",
+        "stop-server",
+        "dump",
+        "restore",
+        "start-server",
+        "env-reconcile",
+    ] {
+        assert!(run.stdout.contains(&format!("  {sub} ")), "--help lists {sub}:\n{}", run.stdout);
+        let sub_help = run_in(camino::Utf8Path::from_path(dir.path()).unwrap(), &[sub, "--help"], &[]);
+        sub_help.success();
+        assert!(sub_help.stdout.lines().next().is_some_and(|l| l.len() > 20), "{sub} --help says what it does");
+    }
+    run.stdout_has("Exit codes:").stdout_has("3  stopped for an operator");
+}

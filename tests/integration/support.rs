@@ -1,0 +1,108 @@
+//! Helpers: a temp dir with a config pointing at fake servers, and a runner
+//! for the real `inmanta-migrate` binary, in the style of just's tests.
+
+use std::process::Command;
+
+use camino::{Utf8Path, Utf8PathBuf};
+use fake_inmanta::{FakeInmanta, Flavor};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_inmanta-migrate");
+
+/// A finished run of the binary.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    #[track_caller]
+    pub fn code(&self, expected: i32) -> &Self {
+        assert_eq!(self.code, expected, "exit code\n--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr);
+        self
+    }
+
+    #[track_caller]
+    pub fn success(&self) -> &Self {
+        self.code(0)
+    }
+
+    #[track_caller]
+    pub fn stderr_has(&self, text: &str) -> &Self {
+        assert!(self.stderr.contains(text), "stderr lacks {text:?}:\n{}", self.stderr);
+        self
+    }
+
+    #[track_caller]
+    pub fn stdout_has(&self, text: &str) -> &Self {
+        assert!(self.stdout.contains(text), "stdout lacks {text:?}:\n{}", self.stdout);
+        self
+    }
+
+    /// stdout as the JSON document of `--json`.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+    }
+}
+
+/// Runs the binary with `args` in `dir`, with a clean environment apart from
+/// `envs`.
+pub fn run_in(dir: &Utf8Path, args: &[&str], envs: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).current_dir(dir).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("the binary runs");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A temp dir with two fake servers and a config for them.
+pub struct Fakes {
+    pub dir: tempfile::TempDir,
+    pub old: FakeInmanta,
+    pub new: FakeInmanta,
+}
+
+impl Fakes {
+    pub fn new(old: Flavor, new: Flavor) -> Fakes {
+        Fakes { dir: tempfile::tempdir().unwrap(), old: FakeInmanta::start(old), new: FakeInmanta::start(new) }
+    }
+
+    pub fn path(&self) -> &Utf8Path {
+        Utf8Path::from_path(self.dir.path()).unwrap()
+    }
+
+    /// The config for both fakes; `extra` is appended (TOML tables).
+    pub fn config(&self, extra: &str) -> Utf8PathBuf {
+        let side = |name: &str, fake: &FakeInmanta, port: u16| {
+            let [start, stop, status] = fake.service_commands();
+            let q = |v: &[String]| format!("{v:?}");
+            format!(
+                "[{name}]\napi_url = \"{}\"\n\n[{name}.service]\nmanager = \"command\"\nstart = {}\nstop = {}\nstatus = {}\n\n\
+                 [{name}.database]\nport = {port}\n\n",
+                fake.url(),
+                q(&start),
+                q(&stop),
+                q(&status)
+            )
+        };
+        let text = format!(
+            "work_dir = \"work\"\n\n{}{}[reconcile]\npoll_interval = \"20ms\"\ncompile_timeout = \"5s\"\ndryrun_timeout = \"5s\"\n\n{extra}",
+            side("old", &self.old, 1),
+            side("new", &self.new, 2),
+        );
+        let path = self.path().join("inmanta-migrate.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        run_in(self.path(), args, &[])
+    }
+}
