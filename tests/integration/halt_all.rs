@@ -3,7 +3,7 @@
 
 use fake_inmanta::{Flavor, Recorded};
 
-use crate::support::Fakes;
+use crate::support::{Fakes, snapshot};
 
 #[test]
 fn halts_running_environments_after_taking_the_inventory() {
@@ -24,7 +24,7 @@ fn halts_running_environments_after_taking_the_inventory() {
     assert_eq!(out["figures"]["halted_by_this_run"], 2);
     assert_eq!(out["figures"]["halted_before"], 1);
     assert!(f.old.env(prod).halted && f.old.env(manual).halted);
-    insta::assert_json_snapshot!("halt_all_requests", f.old.requests_by_env());
+    snapshot!("halt_all_requests", f.old.requests_by_env());
 
     let inventory: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(f.path().join("work/inventory.json")).unwrap()).unwrap();
@@ -53,7 +53,7 @@ fn waits_for_a_compile_that_still_runs() {
     f.run(&["halt-all"]).success();
     let polls: Vec<Recorded> = f.old.requests().into_iter().filter(|r| r.path == "/api/v1/compilequeue").collect();
     assert_eq!(polls.len(), 3, "polled until the running compile finished");
-    insta::assert_json_snapshot!("halt_all_running_compile", f.old.requests_by_env());
+    snapshot!("halt_all_running_compile", f.old.requests_by_env());
 }
 
 #[test]

@@ -3,5 +3,7 @@
 //! e2e tests, against the real lab.
 
 mod config;
+mod env_reconcile;
 mod halt_all;
+mod stop_server;
 mod support;

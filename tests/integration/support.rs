@@ -106,3 +106,14 @@ impl Fakes {
         run_in(self.path(), args, &[])
     }
 }
+
+/// A JSON snapshot with the per-run parts masked (the run id in compile
+/// markers).
+macro_rules! snapshot {
+    ($name:expr, $value:expr) => {
+        insta::with_settings!({ filters => vec![(r"inmanta-migrate [0-9a-f]{8}:", "inmanta-migrate {run}:")] }, {
+            insta::assert_json_snapshot!($name, $value);
+        })
+    };
+}
+pub(crate) use snapshot;

@@ -187,7 +187,7 @@ fn route(
         }
         ("GET", ["api", "v2", "health"]) if flavor == Flavor::V19 => (200, json!({ "data": null })),
         ("GET", ["api", "v2", "project"]) => {
-            let envs: Vec<Value> = s.envs.iter().map(|e| env_json(e)).collect();
+            let envs: Vec<Value> = s.envs.iter().map(env_json).collect();
             (200, json!({ "data": [{ "id": s.project.0, "name": s.project.1, "environments": envs }] }))
         }
         ("GET", ["api", "v2", "environment"]) => {
@@ -430,7 +430,7 @@ fn route(
 /// Started compiles advance by one queue poll; the ones done get a result.
 fn advance_compiles(s: &mut State, id: Uuid) {
     let (model, auto_deploy, to_finish) = {
-        let env = s.envs.iter_mut().find(|e| e.id == id).expect("checked");
+        let env = s.env_mut(id).expect("checked");
         let mut finished = Vec::new();
         for (i, c) in env.compiles.iter_mut().enumerate() {
             if c.started && !c.completed {
@@ -443,9 +443,10 @@ fn advance_compiles(s: &mut State, id: Uuid) {
         }
         (env.model, env.settings.get("auto_deploy") != Some(&Value::Bool(false)), finished)
     };
+    let env = s.envs.iter_mut().find(|e| e.id == id).expect("checked");
     for i in to_finish {
-        let version = if model == Model::Broken { None } else { Some(s.new_version()) };
-        let env = s.envs.iter_mut().find(|e| e.id == id).expect("checked");
+        let next = env.versions.iter().map(|(v, _)| *v).max().unwrap_or(0) + 1;
+        let version = if model == Model::Broken { None } else { Some(next) };
         let c = &mut env.compiles[i];
         c.completed = true;
         c.success = Some(model != Model::Broken);
@@ -475,7 +476,7 @@ fn compile_json(c: &Compile, env: Uuid, flavor: Flavor) -> Value {
 /// The desired-state list, newest first, with the status rules of the flavor.
 fn desired_states(versions: &[(i64, bool)], flavor: Flavor) -> Vec<Value> {
     let mut sorted = versions.to_vec();
-    sorted.sort_by(|a, b| b.0.cmp(&a.0));
+    sorted.sort_by_key(|v| std::cmp::Reverse(v.0));
     let active = sorted.iter().find(|(_, released)| *released).map(|(v, _)| *v);
     sorted
         .iter()

@@ -141,7 +141,6 @@ pub(crate) struct State {
     pub envs: Vec<FakeEnv>,
     pub requests: Vec<Recorded>,
     pub faults: Vec<Fault>,
-    next_version: i64,
     ids: u128,
 }
 
@@ -150,11 +149,6 @@ impl State {
     pub fn new_id(&mut self) -> Uuid {
         self.ids += 1;
         Uuid::from_u128(0xf000_0000_0000_0000_0000_0000_0000_0000 | self.ids)
-    }
-
-    pub fn new_version(&mut self) -> i64 {
-        self.next_version += 1;
-        self.next_version
     }
 
     pub fn env_mut(&mut self, id: Uuid) -> Option<&mut FakeEnv> {
@@ -194,7 +188,6 @@ impl FakeInmanta {
             envs: Vec::new(),
             requests: Vec::new(),
             faults: Vec::new(),
-            next_version: 0,
             ids: 0,
         };
         state.project.0 = state.new_id();
@@ -228,7 +221,7 @@ impl FakeInmanta {
         let mut s = self.state.lock().unwrap();
         let id = s.new_id();
         let project_id = s.project.0;
-        let version = s.new_version();
+        let version = 1;
         s.envs.push(FakeEnv {
             id,
             name: name.to_owned(),

@@ -137,7 +137,7 @@ async fn wait_until_answering(cx: &Context, service: &Service<'_>) -> anyhow::Re
             return Ok(status);
         }
         tick += 1;
-        if tick % 2 == 0 {
+        if tick.is_multiple_of(2) {
             match service.state().await? {
                 ProcessState::Running => {}
                 state => {
@@ -156,7 +156,7 @@ async fn wait_until_answering(cx: &Context, service: &Service<'_>) -> anyhow::Re
                 );
             }
         }
-        if tick % 5 == 0
+        if tick.is_multiple_of(5)
             && let Some(line) =
                 service.log_tail(200).await.lines().rev().find(|l| l.contains("Updating database schema to version"))
         {

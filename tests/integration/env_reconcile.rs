@@ -1,0 +1,154 @@
+//! env-reconcile against fake servers: request sequences per environment for
+//! each server generation, and what happens on differences, failed compiles
+//! and bad --env values.
+
+use fake_inmanta::{FakeInmanta, Flavor, Model};
+use uuid::Uuid;
+
+use crate::support::{Fakes, snapshot};
+
+/// Three environments on the old server, halted by halt-all, and the same
+/// three on the new one as a restore leaves them: all halted.
+struct Setup {
+    f: Fakes,
+    prod: Uuid,
+    staging: Uuid,
+    manual: Uuid,
+}
+
+fn add_envs(fake: &FakeInmanta) -> (Uuid, Uuid, Uuid) {
+    let prod = fake.add_env("prod");
+    let staging = fake.add_env("staging");
+    let manual = fake.add_env("manual");
+    fake.with_env(manual, |e| {
+        e.settings.insert("auto_deploy".into(), false.into());
+        e.settings.insert("resource_action_logs_retention".into(), 30.into());
+    });
+    (prod, staging, manual)
+}
+
+fn setup(new: Flavor) -> Setup {
+    let f = Fakes::new(Flavor::V14, new);
+    let (prod, staging, manual) = add_envs(&f.old);
+    f.old.with_env(staging, |e| e.halted = true);
+    let ids = add_envs(&f.new);
+    assert_eq!(ids, (prod, staging, manual), "the fakes hand out the same ids");
+    for id in [prod, staging, manual] {
+        f.new.with_env(id, |e| {
+            e.halted = true;
+            for a in &mut e.agents {
+                a.paused = true;
+                a.unpause_on_resume = Some(true);
+            }
+        });
+    }
+    f.config("");
+    f.run(&["halt-all"]).success();
+    Setup { f, prod, staging, manual }
+}
+
+fn by_name(out: &serde_json::Value, name: &str) -> serde_json::Value {
+    out["details"].as_array().unwrap().iter().find(|e| e["name"] == name).unwrap().clone()
+}
+
+#[test]
+fn reconciles_every_environment_of_a_14_server() {
+    let s = setup(Flavor::V14);
+    let run = s.f.run(&["env-reconcile", "--json"]);
+    run.success();
+    let out = run.json();
+    assert_eq!(out["figures"]["reconciled"], 2);
+    assert_eq!(out["figures"]["left_halted"], 1);
+    assert_eq!(by_name(&out, "prod")["status"], "done");
+    assert_eq!(by_name(&out, "staging")["status"], "left_halted");
+    assert!(
+        by_name(&out, "staging")["message"].as_str().unwrap().contains(&format!("env-reconcile --env {}", s.staging))
+    );
+
+    let prod = s.f.new.env(s.prod);
+    assert!(!prod.halted);
+    assert_eq!(prod.settings["auto_deploy"], true, "auto_deploy back on");
+    assert_eq!(prod.versions.last().unwrap(), &(2, false), "compiled, dry-run, not released");
+    let manual = s.f.new.env(s.manual);
+    assert!(!manual.halted);
+    assert_eq!(manual.settings["auto_deploy"], false, "auto_deploy stays off as before");
+    assert!(s.f.new.env(s.staging).halted, "halted before: untouched");
+    snapshot!("reconcile_14", s.f.new.requests_by_env());
+
+    // Nothing left to do: the journal says so, the server is not asked.
+    s.f.new.clear_requests();
+    s.f.run(&["env-reconcile"]).success().stdout_has("nothing to do");
+    assert!(s.f.new.requests().is_empty());
+}
+
+#[test]
+fn release_releases_only_what_auto_deploy_would_have() {
+    let s = setup(Flavor::V11);
+    s.f.run(&["env-reconcile", "--release"]).success();
+    assert_eq!(s.f.new.env(s.prod).versions.last().unwrap(), &(2, true), "released");
+    assert!(
+        s.f.new.env(s.manual).versions.iter().all(|(v, released)| *v == 1 || !released),
+        "auto_deploy was off: not released"
+    );
+}
+
+#[test]
+fn a_19_server_adds_a_recovery_compile_and_the_newest_version_is_checked() {
+    let s = setup(Flavor::V19);
+    let run = s.f.run(&["env-reconcile", "--json"]);
+    run.success();
+    let out = run.json();
+    // Two compiles ran (ours and the recovery one): versions 2 and 3.
+    assert_eq!(by_name(&out, "prod")["version"], 3);
+    snapshot!("reconcile_19", s.f.new.requests_by_env());
+}
+
+#[test]
+fn differences_stop_that_environment_only() {
+    let s = setup(Flavor::V14);
+    s.f.new.with_env(s.prod, |e| e.model = Model::Differences);
+    let run = s.f.run(&["env-reconcile", "--json"]);
+    run.code(3);
+    let out = run.json();
+    assert_eq!(out["status"], "needs_operator");
+    let prod = by_name(&out, "prod");
+    assert_eq!(prod["status"], "needs_operator");
+    assert_eq!(
+        prod["differences"][0],
+        "std::testing::NullResource[internal,name=res-a]: modified: purged: false -> true"
+    );
+    assert_eq!(by_name(&out, "manual")["status"], "done", "the others go on");
+    let env = s.f.new.env(s.prod);
+    assert!(!env.halted, "left resumed");
+    assert_eq!(env.settings["auto_deploy"], false, "with auto_deploy off");
+    run.stderr_has("prod: std::testing::NullResource[internal,name=res-a]: modified: purged");
+    snapshot!("reconcile_differences", s.f.new.requests_by_env()["{env:prod}"]);
+}
+
+#[test]
+fn a_failed_compile_is_shown_with_its_error() {
+    let s = setup(Flavor::V14);
+    s.f.new.with_env(s.prod, |e| e.model = Model::Broken);
+    let run = s.f.run(&["env-reconcile"]);
+    run.code(1).stderr_has("prod: the update & recompile failed").stderr_has("ParserException: Syntax error");
+    let env = s.f.new.env(s.prod);
+    assert_eq!(env.settings["auto_deploy"], false, "auto_deploy stays off");
+    assert_eq!(env.versions.len(), 1, "nothing new was exported");
+    snapshot!("reconcile_broken", s.f.new.requests_by_env()["{env:prod}"]);
+}
+
+#[test]
+fn a_named_halted_environment_is_reconciled_and_resumed() {
+    let s = setup(Flavor::V14);
+    s.f.run(&["env-reconcile", "--env", "staging"]).success();
+    assert!(!s.f.new.env(s.staging).halted);
+    assert!(s.f.new.env(s.prod).halted, "not named: not touched");
+}
+
+#[test]
+fn an_unknown_environment_is_a_usage_error() {
+    let s = setup(Flavor::V14);
+    s.f.run(&["env-reconcile", "--env", "nope"]).code(2).stderr_has("--env nope: no such environment");
+    s.f.run(&["env-reconcile", "--env", &Uuid::nil().to_string()]).code(2);
+    assert!(s.f.new.requests().iter().all(|r| r.method == "GET"), "nothing changed");
+}
