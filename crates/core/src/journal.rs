@@ -262,3 +262,73 @@ impl WorkDir {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Utf8Path) -> Config {
+        let text = format!(
+            "work_dir = \"{dir}/work\"\n[old]\napi_url = \"http://127.0.0.1:1\"\n[old.service]\nmanager = \"systemd\"\n\
+             [old.database]\nport = 1\n[new]\napi_url = \"http://127.0.0.1:2\"\n[new.service]\nmanager = \"systemd\"\n"
+        );
+        Config::parse(&text, Utf8Path::new("t.toml")).unwrap()
+    }
+
+    fn temp() -> (tempfile::TempDir, Utf8PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = Utf8PathBuf::from_path_buf(dir.path().to_owned()).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn a_second_run_is_refused_while_the_first_holds_the_lock() {
+        let (_t, dir) = temp();
+        let cfg = config(&dir);
+        let first = WorkDir::open(&cfg).unwrap();
+        let err = WorkDir::open(&cfg).err().expect("refused");
+        assert!(err.to_string().contains("another inmanta-migrate run holds the lock"), "{err}");
+        assert!(err.to_string().contains(&format!("pid {}", std::process::id())), "names the holder: {err}");
+        drop(first);
+        WorkDir::open(&cfg).expect("free again");
+    }
+
+    #[test]
+    fn an_abandoned_run_is_noticed_and_its_journal_kept() {
+        let (_t, dir) = temp();
+        let cfg = config(&dir);
+        {
+            let work = WorkDir::open(&cfg).unwrap();
+            work.update(|j| j.step_mut("dump").status = StepStatus::Running).unwrap();
+            // Dropped without finishing, as a killed process would leave it;
+            // the lock file stays behind.
+        }
+        assert!(dir.join("work/lock").exists());
+        let work = WorkDir::open(&cfg).unwrap();
+        assert!(work.recovered_from.as_deref().unwrap().contains("stopped during dump"));
+        assert_eq!(work.journal().step("dump").status, StepStatus::Running);
+    }
+
+    #[test]
+    fn a_work_directory_of_another_migration_is_refused() {
+        let (_t, dir) = temp();
+        let cfg = config(&dir);
+        drop(WorkDir::open(&cfg).unwrap());
+        let mut other = cfg.clone();
+        other.new.api_url = "http://127.0.0.1:3".into();
+        let err = WorkDir::open(&other).err().expect("refused");
+        assert!(err.to_string().contains("belongs to the migration"), "{err}");
+        assert_eq!(crate::Exit::of(&err), crate::Exit::Usage);
+    }
+
+    #[test]
+    fn files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let (_t, dir) = temp();
+        let work = WorkDir::open(&config(&dir)).unwrap();
+        let mode = |p: &Utf8Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(work.dir()), 0o700);
+        assert_eq!(mode(&work.path("journal.json")), 0o600);
+        assert_eq!(mode(&work.path("lock")), 0o600);
+    }
+}
