@@ -4,6 +4,7 @@
 
 mod config;
 mod env_reconcile;
+mod faults;
 mod halt_all;
 mod stop_server;
 mod support;
