@@ -1,0 +1,152 @@
+//! The tool's config (`inmanta-migrate.toml`, format of config/example.toml)
+//! for one lab instance.
+
+use camino::Utf8PathBuf;
+
+/// What the config of one side needs.
+#[derive(Clone, Debug)]
+pub struct SideConfigInputs {
+    pub api_url: String,
+    /// `<venv>/bin/inmanta`.
+    pub inmanta: Utf8PathBuf,
+    /// The ctl script (start|stop|status).
+    pub ctl: Utf8PathBuf,
+    pub log_file: Utf8PathBuf,
+    pub db_port: u16,
+    pub db_password_file: Utf8PathBuf,
+    pub admin_password_file: Utf8PathBuf,
+}
+
+/// What the whole config needs.
+#[derive(Clone, Debug)]
+pub struct ConfigInputs {
+    pub instance: String,
+    pub work_dir: Utf8PathBuf,
+    pub pg_bin_dir: Utf8PathBuf,
+    pub old: SideConfigInputs,
+    pub new: SideConfigInputs,
+}
+
+/// A TOML basic string.
+fn q(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+fn argv(items: &[&str]) -> String {
+    let parts: Vec<String> = items.iter().map(|s| q(s)).collect();
+    format!("[{}]", parts.join(", "))
+}
+
+fn side(out: &mut String, name: &str, s: &SideConfigInputs) {
+    let ctl = s.ctl.as_str();
+    out.push_str(&format!(
+        "[{name}]\n\
+         api_url = {api}\n\
+         version_command = {version}\n\
+         \n\
+         [{name}.service]\n\
+         manager = \"command\"\n\
+         start = {start}\n\
+         stop = {stop}\n\
+         status = {status}\n\
+         log_file = {log}\n\
+         \n\
+         [{name}.database]\n\
+         host = \"127.0.0.1\"\n\
+         port = {port}\n\
+         name = \"inmanta\"\n\
+         user = \"inmanta\"\n\
+         password = {{ file = {pw} }}\n\
+         admin_user = \"postgres\"\n\
+         admin_password = {{ file = {admin} }}\n\
+         \n",
+        api = q(&s.api_url),
+        version = argv(&[s.inmanta.as_str(), "--version"]),
+        start = argv(&[ctl, "start"]),
+        stop = argv(&[ctl, "stop"]),
+        status = argv(&[ctl, "status"]),
+        log = q(s.log_file.as_str()),
+        port = s.db_port,
+        pw = q(s.db_password_file.as_str()),
+        admin = q(s.admin_password_file.as_str()),
+    ));
+}
+
+/// The text of `inmanta-migrate.toml`.
+pub fn render_tool_config(c: &ConfigInputs) -> String {
+    let mut out = format!(
+        "# inmanta-migrate configuration of the lab instance {instance}.\n\
+         # Written by `cargo xtask lab up`; the OLD server runs with seeded\n\
+         # environments, the NEW side has an empty database and a stopped server.\n\
+         \n\
+         work_dir = {work}\n\
+         \n",
+        instance = q(&c.instance),
+        work = q(c.work_dir.as_str()),
+    );
+    side(&mut out, "old", &c.old);
+    side(&mut out, "new", &c.new);
+    out.push_str(&format!("[pg]\nbin_dir = {}\n", q(c.pg_bin_dir.as_str())));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs() -> ConfigInputs {
+        let s = |n: &str, port: u16| SideConfigInputs {
+            api_url: format!("http://127.0.0.1:{}", port + 3000),
+            inmanta: format!("/lab/cache/venvs/{n}/bin/inmanta").into(),
+            ctl: format!("/lab/i/x/{n}/ctl").into(),
+            log_file: format!("/lab/i/x/{n}/log/server.log").into(),
+            db_port: port,
+            db_password_file: format!("/lab/i/x/secrets/{n}-db-password").into(),
+            admin_password_file: format!("/lab/i/x/secrets/{n}-postgres-password").into(),
+        };
+        ConfigInputs {
+            instance: "x".into(),
+            work_dir: "/lab/i/x/work".into(),
+            pg_bin_dir: "/usr/lib/postgresql/15/bin".into(),
+            old: s("old", 15431),
+            new: s("new", 15432),
+        }
+    }
+
+    #[test]
+    fn config_parses_with_the_expected_keys() {
+        let text = render_tool_config(&inputs());
+        let v: toml::Table = text.parse().unwrap();
+        assert_eq!(v["work_dir"].as_str(), Some("/lab/i/x/work"));
+        assert_eq!(v["pg"]["bin_dir"].as_str(), Some("/usr/lib/postgresql/15/bin"));
+        for (side, port) in [("old", 15431), ("new", 15432)] {
+            let s = &v[side];
+            assert_eq!(s["api_url"].as_str(), Some(format!("http://127.0.0.1:{}", port + 3000).as_str()));
+            assert_eq!(s["version_command"].as_array().unwrap()[1].as_str(), Some("--version"));
+            let svc = &s["service"];
+            assert_eq!(svc["manager"].as_str(), Some("command"));
+            for action in ["start", "stop", "status"] {
+                let a = svc[action].as_array().unwrap();
+                assert_eq!(a[0].as_str(), Some(format!("/lab/i/x/{side}/ctl").as_str()));
+                assert_eq!(a[1].as_str(), Some(action));
+            }
+            assert!(svc["log_file"].as_str().unwrap().ends_with("/log/server.log"));
+            let db = &s["database"];
+            assert_eq!(db["host"].as_str(), Some("127.0.0.1"));
+            assert_eq!(db["port"].as_integer(), Some(port));
+            assert_eq!(db["name"].as_str(), Some("inmanta"));
+            assert_eq!(db["user"].as_str(), Some("inmanta"));
+            assert_eq!(db["admin_user"].as_str(), Some("postgres"));
+            assert!(db["password"]["file"].as_str().unwrap().ends_with("-db-password"));
+            assert!(db["admin_password"]["file"].as_str().unwrap().ends_with("-postgres-password"));
+        }
+    }
+
+    #[test]
+    fn strings_are_escaped() {
+        let mut i = inputs();
+        i.work_dir = "/lab/with \"quote\" and \\".into();
+        let v: toml::Table = render_tool_config(&i).parse().unwrap();
+        assert_eq!(v["work_dir"].as_str(), Some("/lab/with \"quote\" and \\"));
+    }
+}

@@ -1,0 +1,634 @@
+//! One lab instance: `up`, `status`, `down` and what tests need in between.
+
+use std::fmt;
+use std::fs;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use camino::{Utf8Path, Utf8PathBuf};
+use serde::{Deserialize, Serialize};
+
+use crate::api::Client;
+use crate::config::{ConfigInputs, SideConfigInputs, render_tool_config};
+use crate::pg::Cluster;
+use crate::prepare::{Toolchain, prepare_timed};
+use crate::repo::{self, ModelVariant};
+use crate::seed::{self, SeededEnv};
+use crate::server::Server;
+use crate::timing::Timings;
+use crate::{LabRoot, Ports, Side, UpOptions, procs, template, util};
+
+const STATE_FORMAT: u32 = 1;
+const SERVER_START_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// `<instance>/lab.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct LabState {
+    format: u32,
+    name: String,
+    old_version: String,
+    new_version: String,
+    ports: Ports,
+    pg_bin_dir: Utf8PathBuf,
+    venv_old: Utf8PathBuf,
+    venv_new: Utf8PathBuf,
+    index_url: String,
+    project_id: Option<String>,
+    envs: Vec<SeededEnv>,
+    from_template: bool,
+    created: String,
+    timings: Timings,
+}
+
+/// A lab instance (see the crate docs for its layout).
+#[derive(Clone, Debug)]
+pub struct Instance {
+    root: LabRoot,
+    dir: Utf8PathBuf,
+    state: LabState,
+}
+
+/// What runs where; serializable for `lab status --json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Status {
+    pub name: String,
+    pub dir: Utf8PathBuf,
+    pub config: Utf8PathBuf,
+    pub old: SideStatus,
+    pub new: SideStatus,
+    pub envs: Vec<SeededEnv>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SideStatus {
+    pub side: Side,
+    pub version: String,
+    pub venv: Utf8PathBuf,
+    pub server: ServerStatus,
+    pub postgres: PgStatus,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ServerStatus {
+    pub api_url: String,
+    pub port: u16,
+    pub running: bool,
+    pub pid: Option<u32>,
+    /// `serverstatus.data.version` when it answers.
+    pub answers_version: Option<String>,
+    pub ctl: Utf8PathBuf,
+    pub config: Utf8PathBuf,
+    pub log_file: Utf8PathBuf,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PgStatus {
+    pub port: u16,
+    pub running: bool,
+    pub pid: Option<u32>,
+    /// libpq URL of the inmanta database, without password.
+    pub dsn: String,
+    /// libpq URL for the admin role, without password.
+    pub admin_dsn: String,
+    pub data_dir: Utf8PathBuf,
+    pub socket_dir: Utf8PathBuf,
+    pub log_file: Utf8PathBuf,
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "instance {} ({})", self.name, self.dir)?;
+        writeln!(f, "  config  {}", self.config)?;
+        for s in [&self.old, &self.new] {
+            let srv = &s.server;
+            let state = match (srv.running, &srv.answers_version) {
+                (true, Some(v)) => format!("running, pid {}, answers {v}", srv.pid.unwrap_or(0)),
+                (true, None) => format!("running, pid {}, not answering", srv.pid.unwrap_or(0)),
+                (false, _) => "stopped".to_string(),
+            };
+            writeln!(f, "  {} inmanta-core {}", s.side.upper(), s.version)?;
+            writeln!(f, "    server    {}  {state}", srv.api_url)?;
+            writeln!(f, "              ctl {}  log {}", srv.ctl, srv.log_file)?;
+            let pg = &s.postgres;
+            let pgstate = match pg.pid {
+                Some(pid) if pg.running => format!("running, pid {pid}"),
+                _ => "stopped".to_string(),
+            };
+            writeln!(f, "    postgres  {}  {pgstate}", pg.dsn)?;
+            writeln!(f, "              admin {}  socket {}", pg.admin_dsn, pg.socket_dir)?;
+        }
+        if !self.envs.is_empty() {
+            writeln!(f, "  environments (as seeded on the OLD server):")?;
+            for e in &self.envs {
+                writeln!(
+                    f,
+                    "    {:<10} {}  {:?}{}{} released {:?}{}",
+                    e.name,
+                    e.id,
+                    e.role,
+                    if e.halted { " halted" } else { "" },
+                    if e.auto_deploy { "" } else { " auto_deploy=false" },
+                    e.released_versions,
+                    if e.unreleased_versions.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" unreleased {:?}", e.unreleased_versions)
+                    }
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn secret_name(side: Side, role: &str) -> String {
+    format!("{side}-{role}-password")
+}
+
+impl Instance {
+    /// Opens an instance from its `lab.json`.
+    pub fn open(root: &LabRoot, name: &str) -> Result<Instance> {
+        crate::validate_instance_name(name)?;
+        let dir = root.instance_dir(name);
+        let path = dir.join("lab.json");
+        let text = fs::read_to_string(&path).with_context(|| format!("no lab instance {name:?} (reading {path})"))?;
+        let state: LabState = serde_json::from_str(&text).with_context(|| format!("parsing {path}"))?;
+        if state.format != STATE_FORMAT {
+            bail!("{path} has format {}, this lab writes {STATE_FORMAT}: `lab down --purge` it", state.format);
+        }
+        Ok(Instance { root: root.clone(), dir, state })
+    }
+
+    fn save(&self) -> Result<()> {
+        util::write_atomic(&self.dir.join("lab.json"), &serde_json::to_string_pretty(&self.state)?, 0o644)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.state.name
+    }
+    pub fn dir(&self) -> &Utf8Path {
+        &self.dir
+    }
+    pub fn root(&self) -> &LabRoot {
+        &self.root
+    }
+    /// The generated `inmanta-migrate.toml`.
+    pub fn config_path(&self) -> Utf8PathBuf {
+        self.dir.join("inmanta-migrate.toml")
+    }
+    /// The tool's work_dir.
+    pub fn work_dir(&self) -> Utf8PathBuf {
+        self.dir.join("work")
+    }
+    pub fn ports(&self) -> Ports {
+        self.state.ports
+    }
+    pub fn version(&self, side: Side) -> &str {
+        match side {
+            Side::Old => &self.state.old_version,
+            Side::New => &self.state.new_version,
+        }
+    }
+    pub fn api_url(&self, side: Side) -> String {
+        self.server(side).api_url()
+    }
+    /// A client of one side's API.
+    pub fn client(&self, side: Side) -> Result<Client> {
+        Client::new(&self.api_url(side))
+    }
+    /// The seeded environments (as they were before any migration).
+    pub fn envs(&self) -> &[SeededEnv] {
+        &self.state.envs
+    }
+    pub fn env(&self, name: &str) -> Option<&SeededEnv> {
+        self.state.envs.iter().find(|e| e.name == name)
+    }
+    pub fn project_id(&self) -> Option<&str> {
+        self.state.project_id.as_deref()
+    }
+    /// Whether the OLD database came from a template.
+    pub fn from_template(&self) -> bool {
+        self.state.from_template
+    }
+    /// Timings of the `up` that made this instance.
+    pub fn timings(&self) -> &Timings {
+        &self.state.timings
+    }
+    /// `file:///.../simple`: the package index the projects use.
+    pub fn index_url(&self) -> &str {
+        &self.state.index_url
+    }
+    pub fn venv(&self, side: Side) -> &Utf8Path {
+        match side {
+            Side::Old => &self.state.venv_old,
+            Side::New => &self.state.venv_new,
+        }
+    }
+    pub fn side_dir(&self, side: Side) -> Utf8PathBuf {
+        self.dir.join(side.as_str())
+    }
+    /// The ctl script (start|stop|status) of one side's server.
+    pub fn ctl_path(&self, side: Side) -> Utf8PathBuf {
+        self.server(side).ctl()
+    }
+    pub fn server_log(&self, side: Side) -> Utf8PathBuf {
+        self.server(side).log_file()
+    }
+
+    fn server(&self, side: Side) -> Server {
+        Server {
+            dir: self.side_dir(side),
+            venv: self.venv(side).to_path_buf(),
+            version: self.version(side).to_string(),
+            port: self.state.ports.server(side),
+        }
+    }
+
+    fn cluster(&self, side: Side) -> Cluster {
+        Cluster {
+            bin_dir: self.state.pg_bin_dir.clone(),
+            data_dir: self.side_dir(side).join("pg"),
+            port: self.state.ports.pg(side),
+        }
+    }
+
+    /// File holding a generated password (`role`: "db" for inmanta, "postgres").
+    pub fn secret_file(&self, side: Side, role: &str) -> Utf8PathBuf {
+        self.dir.join("secrets").join(secret_name(side, role))
+    }
+
+    fn read_secret(&self, side: Side, role: &str) -> Result<String> {
+        let p = self.secret_file(side, role);
+        Ok(fs::read_to_string(&p).with_context(|| format!("reading {p}"))?.trim().to_string())
+    }
+
+    /// Password of the `inmanta` role of one side's cluster.
+    pub fn db_password(&self, side: Side) -> Result<String> {
+        self.read_secret(side, "db")
+    }
+
+    /// Password of the `postgres` role of one side's cluster.
+    pub fn admin_password(&self, side: Side) -> Result<String> {
+        self.read_secret(side, "postgres")
+    }
+
+    /// Every generated secret, so tests can assert none leaks.
+    pub fn secret_values(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for side in Side::BOTH {
+            for role in ["db", "postgres"] {
+                if let Ok(s) = self.read_secret(side, role) {
+                    out.push(s);
+                }
+            }
+        }
+        out
+    }
+
+    /// Admin SQL through the cluster's unix socket (as `postgres`), `-At` output.
+    pub fn psql(&self, side: Side, db: &str, sql: &str) -> Result<String> {
+        self.cluster(side).psql("postgres", db, sql)
+    }
+
+    pub fn server_running(&self, side: Side) -> bool {
+        self.server(side).pid().is_some()
+    }
+    pub fn server_pid(&self, side: Side) -> Option<u32> {
+        self.server(side).pid()
+    }
+
+    /// Starts one side's server through its ctl script and waits until it
+    /// answers with its version. Refuses to start the NEW server on an empty
+    /// database (it would create a fresh schema there).
+    pub fn start_server(&self, side: Side) -> Result<()> {
+        let cluster = self.cluster(side);
+        if !cluster.running() {
+            bail!("the {side} PostgreSQL cluster is not running");
+        }
+        if side == Side::New {
+            let tables = self.psql(
+                side,
+                "inmanta",
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'",
+            )?;
+            if tables.trim() == "0" {
+                bail!("refusing to start the NEW server on an empty database: restore a dump into it first");
+            }
+        }
+        self.server(side).start(SERVER_START_TIMEOUT)
+    }
+
+    /// Stops one side's server (ctl stop) and what is left of its process group.
+    pub fn stop_server(&self, side: Side) -> Result<()> {
+        self.server(side).stop()
+    }
+
+    pub fn postgres_running(&self, side: Side) -> bool {
+        self.cluster(side).running()
+    }
+    pub fn postgres_pid(&self, side: Side) -> Option<u32> {
+        self.cluster(side).pid()
+    }
+    pub fn start_postgres(&self, side: Side) -> Result<()> {
+        self.cluster(side).start()
+    }
+    pub fn stop_postgres(&self, side: Side) -> Result<()> {
+        self.cluster(side).stop()
+    }
+
+    /// The bare repo of an environment.
+    pub fn repo_path(&self, env_name: &str) -> Utf8PathBuf {
+        self.dir.join("repos").join(format!("{env_name}.git"))
+    }
+    pub fn repo_url(&self, env_name: &str) -> String {
+        format!("file://{}", self.repo_path(env_name))
+    }
+
+    /// Pushes a new commit with the model `variant` to an environment's repo
+    /// (the next compile with `update` picks it up).
+    pub fn push_model(&self, env_name: &str, variant: ModelVariant) -> Result<()> {
+        let bare = self.repo_path(env_name);
+        if !bare.exists() {
+            bail!("no repository for environment {env_name:?} ({bare})");
+        }
+        repo::commit(&bare, &self.state.index_url, variant, &format!("{variant:?} model"), &self.dir.join("tmp"))
+    }
+
+    /// Checks through the OLD server's API that the seeded variety is there
+    /// (waits for deploys first). The OLD server must run.
+    pub fn verify_seed(&self) -> Result<()> {
+        seed::verify(&self.client(Side::Old)?, &self.state.envs, &mut Timings::default())
+    }
+
+    /// Every pid the lab started that still runs: servers and their process
+    /// groups (autostarted agents, compilers), postmasters and their children.
+    pub fn lab_pids(&self) -> Vec<u32> {
+        let mut pids = Vec::new();
+        for side in Side::BOTH {
+            if let Some(pid) = self.server(side).recorded_pid() {
+                if procs::pid_alive(pid) {
+                    pids.push(pid);
+                }
+                pids.extend(procs::group_members(pid));
+            }
+            if let Some(pm) = self.cluster(side).pid() {
+                pids.push(pm);
+                pids.extend(procs::children(pm));
+            }
+        }
+        pids.sort();
+        pids.dedup();
+        pids
+    }
+
+    /// What runs where.
+    pub fn status(&self) -> Status {
+        let side_status = |side: Side| {
+            let server = self.server(side);
+            let pid = server.pid();
+            let answers_version = pid.and_then(|_| {
+                Client::with_timeout(&server.api_url(), Duration::from_secs(2)).ok()?.server_version().ok()
+            });
+            let cluster = self.cluster(side);
+            let pg_pid = cluster.pid();
+            let port = self.state.ports.pg(side);
+            SideStatus {
+                side,
+                version: self.version(side).to_string(),
+                venv: self.venv(side).to_path_buf(),
+                server: ServerStatus {
+                    api_url: server.api_url(),
+                    port: server.port,
+                    running: pid.is_some(),
+                    pid,
+                    answers_version,
+                    ctl: server.ctl(),
+                    config: server.cfg(),
+                    log_file: server.log_file(),
+                },
+                postgres: PgStatus {
+                    port,
+                    running: pg_pid.is_some(),
+                    pid: pg_pid,
+                    dsn: format!("postgresql://inmanta@127.0.0.1:{port}/inmanta"),
+                    admin_dsn: format!("postgresql://postgres@127.0.0.1:{port}/postgres"),
+                    data_dir: cluster.data_dir.clone(),
+                    socket_dir: cluster.socket_dir().to_path_buf(),
+                    log_file: cluster.log_file(),
+                },
+            }
+        };
+        Status {
+            name: self.state.name.clone(),
+            dir: self.dir.clone(),
+            config: self.config_path(),
+            old: side_status(Side::Old),
+            new: side_status(Side::New),
+            envs: self.state.envs.clone(),
+        }
+    }
+
+    /// Stops both servers (ctl stop, then their process groups) and both
+    /// clusters (pg_ctl stop -m fast); with `purge`, removes the instance
+    /// directory (the cache stays).
+    pub fn down(&self, purge: bool) -> Result<()> {
+        let mut errors = Vec::new();
+        for side in Side::BOTH {
+            if let Err(e) = self.stop_server(side) {
+                errors.push(format!("{side} server: {e:#}"));
+            }
+        }
+        for side in Side::BOTH {
+            if let Err(e) = self.stop_postgres(side) {
+                errors.push(format!("{side} PostgreSQL: {e:#}"));
+            }
+        }
+        let left = self.lab_pids();
+        if !left.is_empty() {
+            errors.push(format!("processes still running: {left:?}"));
+        }
+        if !errors.is_empty() {
+            bail!("lab down {}: {}", self.name(), errors.join("; "));
+        }
+        if purge && self.dir.exists() {
+            fs::remove_dir_all(&self.dir).with_context(|| format!("removing {}", self.dir))?;
+        }
+        Ok(())
+    }
+
+    fn write_config(&self) -> Result<()> {
+        let side = |side: Side| SideConfigInputs {
+            api_url: self.api_url(side),
+            inmanta: self.venv(side).join("bin/inmanta"),
+            ctl: self.ctl_path(side),
+            log_file: self.server_log(side),
+            db_port: self.state.ports.pg(side),
+            db_password_file: self.secret_file(side, "db"),
+            admin_password_file: self.secret_file(side, "postgres"),
+        };
+        let text = render_tool_config(&ConfigInputs {
+            instance: self.state.name.clone(),
+            work_dir: self.work_dir(),
+            pg_bin_dir: self.state.pg_bin_dir.clone(),
+            old: side(Side::Old),
+            new: side(Side::New),
+        });
+        util::write_file_mode(&self.config_path(), &text, 0o644)
+    }
+
+    /// Everything of `up` after the instance directory exists.
+    fn build(&mut self, fresh: bool, envs: usize, timings: &mut Timings) -> Result<()> {
+        for side in Side::BOTH {
+            util::write_file_mode(&self.secret_file(side, "db"), &util::gen_secret(), 0o600)?;
+            util::write_file_mode(&self.secret_file(side, "postgres"), &util::gen_secret(), 0o600)?;
+        }
+        timings.time("clusters (initdb + start, both)", || -> Result<()> {
+            for side in Side::BOTH {
+                util::mkdir_mode(&self.side_dir(side), 0o755)?;
+                let c = self.cluster(side);
+                c.init()?;
+                c.start()?;
+                c.create_roles_and_db(&self.admin_password(side)?, &self.db_password(side)?)?;
+            }
+            Ok(())
+        })?;
+        for side in Side::BOTH {
+            let label =
+                format!("{} server (inmanta-core {}), instance {}", side.upper(), self.version(side), self.state.name);
+            self.server(side).write_files(self.state.ports.pg(side), &self.db_password(side)?, &label)?;
+        }
+        self.write_config()?;
+
+        let old = self.cluster(Side::Old);
+        let api = self.client(Side::Old)?;
+        let index_url = self.state.index_url.clone();
+        let tmp = self.dir.join("tmp");
+        let tpl = if fresh { None } else { template::load(&self.root, &self.state.old_version, envs) };
+        if let Some((t, dump)) = tpl {
+            eprintln!("lab: restoring the seeded template {dump}");
+            timings.time("repos", || -> Result<()> {
+                for e in &t.envs {
+                    repo::create_repo(&self.repo_path(&e.name), &index_url, &tmp)?;
+                }
+                Ok(())
+            })?;
+            timings.time("template restore", || -> Result<()> {
+                old.restore("inmanta", "inmanta", &dump)?;
+                let repos = self.dir.join("repos");
+                self.psql(
+                    Side::Old,
+                    "inmanta",
+                    &format!("UPDATE environment SET repo_url = 'file://{repos}/' || name || '.git';"),
+                )?;
+                Ok(())
+            })?;
+            self.state.project_id = Some(t.project_id.clone());
+            self.state.envs = t.envs.clone();
+            self.state.from_template = true;
+            self.save()?;
+            timings.time("server start (old)", || self.server(Side::Old).start(SERVER_START_TIMEOUT))?;
+            seed::verify(&api, &t.envs, timings).with_context(|| {
+                format!("the instance restored from the template {dump} is not as seeded (`lab up --fresh` re-seeds and replaces the template)")
+            })?;
+        } else {
+            let plan = seed::plan(envs);
+            timings.time("repos", || -> Result<()> {
+                for (name, _) in &plan {
+                    repo::create_repo(&self.repo_path(name), &index_url, &tmp)?;
+                }
+                Ok(())
+            })?;
+            timings.time("server start (old)", || self.server(Side::Old).start(SERVER_START_TIMEOUT))?;
+            let (project, seeded) = seed::seed(&api, envs, |n| self.repo_url(n), timings)?;
+            self.state.project_id = Some(project.clone());
+            self.state.envs = seeded;
+            self.state.from_template = false;
+            self.save()?;
+            let saved = timings.time("template save", || {
+                template::save(&self.root, &self.state.old_version, &old, &project, &self.state.envs)
+            })?;
+            eprintln!("lab: saved the seeded template {saved}");
+        }
+        Ok(())
+    }
+}
+
+/// Builds an instance: installs what is missing, creates both clusters,
+/// starts the OLD server with seeded environments (from a template when one
+/// exists), leaves the NEW side with an empty database and a stopped server.
+/// An instance of the same name is stopped and replaced. Prints timings.
+pub fn up(root: &LabRoot, opts: &UpOptions) -> Result<Instance> {
+    let t_total = Instant::now();
+    crate::validate_instance_name(&opts.name)?;
+    crate::validate_version(&opts.old)?;
+    crate::validate_version(&opts.new)?;
+    if opts.envs == 0 {
+        bail!("at least one environment is needed");
+    }
+    root.ensure()?;
+    let dir = root.instance_dir(&opts.name);
+    if let Ok(prev) = Instance::open(root, &opts.name)
+        && !prev.lab_pids().is_empty()
+    {
+        eprintln!("lab: instance {} is running: stopping it first", opts.name);
+        prev.down(false)?;
+    }
+    let ports = match opts.ports {
+        Some(p) => p,
+        None => Ports::pick_free()?,
+    };
+    ports.check_distinct()?;
+    for (what, port) in ports.named() {
+        procs::check_port_free(
+            what,
+            port,
+            "Stop what uses it, or choose other ports (see `cargo xtask lab up --help`).",
+        )?;
+    }
+
+    let mut timings = Timings::default();
+    let tc: Toolchain = prepare_timed(root, &[&opts.old, &opts.new], &mut timings)?;
+
+    if dir.exists() {
+        fs::remove_dir_all(&dir).with_context(|| format!("removing the previous instance {dir}"))?;
+    }
+    util::mkdir_mode(&dir, 0o755)?;
+    util::mkdir_mode(&dir.join("secrets"), 0o700)?;
+    util::mkdir_mode(&dir.join("repos"), 0o755)?;
+    util::mkdir_mode(&dir.join("work"), 0o755)?;
+    util::mkdir_mode(&dir.join("tmp"), 0o755)?;
+    let mut inst = Instance {
+        root: root.clone(),
+        dir,
+        state: LabState {
+            format: STATE_FORMAT,
+            name: opts.name.clone(),
+            old_version: opts.old.clone(),
+            new_version: opts.new.clone(),
+            ports,
+            pg_bin_dir: tc.pg_bin_dir.clone(),
+            venv_old: tc.venv(&opts.old).to_path_buf(),
+            venv_new: tc.venv(&opts.new).to_path_buf(),
+            index_url: tc.index_url.clone(),
+            project_id: None,
+            envs: Vec::new(),
+            from_template: false,
+            created: jiff::Timestamp::now().to_string(),
+            timings: Timings::default(),
+        },
+    };
+    // Written first, so `down` can clean up whatever a failed `up` started.
+    inst.save()?;
+    if let Err(e) = inst.build(opts.fresh, opts.envs, &mut timings) {
+        eprintln!("lab: up failed; stopping what it started (logs stay in {})", inst.dir);
+        if let Err(e2) = inst.down(false) {
+            eprintln!("lab: {e2:#}");
+        }
+        return Err(e);
+    }
+    timings.add("total", t_total.elapsed());
+    inst.state.timings = timings;
+    inst.save()?;
+    eprintln!("lab: timings of `up` ({}):\n{}", inst.name(), inst.state.timings.table());
+    Ok(inst)
+}

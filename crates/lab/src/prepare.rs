@@ -1,0 +1,275 @@
+//! Installs what the lab needs: Debian packages, one venv per inmanta-core
+//! version, a local package index. Idempotent; cached under `<root>/cache`.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use camino::{Utf8Path, Utf8PathBuf};
+use serde::{Deserialize, Serialize};
+use xshell::cmd;
+
+use crate::util::{self, shell};
+use crate::{LabRoot, STD_MODULE_VERSION, Timings, major};
+
+/// What `prepare` found or installed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Toolchain {
+    /// Directory of initdb, pg_ctl, psql, pg_dump, pg_restore.
+    pub pg_bin_dir: Utf8PathBuf,
+    /// version -> venv directory.
+    pub venvs: BTreeMap<String, Utf8PathBuf>,
+    /// `file:///.../simple`.
+    pub index_url: String,
+}
+
+impl Toolchain {
+    pub fn venv(&self, version: &str) -> &Utf8Path {
+        &self.venvs[version]
+    }
+}
+
+/// The pip requirements of the venv of one inmanta-core version, with the
+/// pins the rehearsal found necessary.
+pub(crate) fn venv_requirements(version: &str) -> Vec<String> {
+    let mut reqs = vec![format!("inmanta-core=={version}")];
+    let m = major(version);
+    if m <= 10 {
+        // 8.7.6 + ruamel.yaml >= 0.18: the dist-info is named ruamel_yaml-*, which
+        // 8.x's pkg_resources-based check does not match -> every server-side
+        // compile fails with "Constraint ruamel.yaml~=0.17 is not installed".
+        // (Verified for 8.7.6; 9.x/10.x assumed alike.)
+        reqs.push("ruamel.yaml==0.17.21".to_string());
+    }
+    if m >= 12 {
+        // 14.0.0 imports importlib_metadata without declaring it: the CLI does
+        // not even start without it. (Verified for 14.0.0; harmless elsewhere.)
+        reqs.push("importlib_metadata".to_string());
+    }
+    reqs
+}
+
+/// The newest `/usr/lib/postgresql/<major>/bin` that has initdb.
+pub(crate) fn find_pg_bin_dir() -> Option<Utf8PathBuf> {
+    let mut best: Option<(u32, Utf8PathBuf)> = None;
+    for entry in fs::read_dir("/usr/lib/postgresql").ok()?.flatten() {
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        let Ok(m) = name.parse::<u32>() else {
+            continue;
+        };
+        let bin = Utf8PathBuf::from(format!("/usr/lib/postgresql/{name}/bin"));
+        if bin.join("initdb").exists() && best.as_ref().is_none_or(|(b, _)| m > *b) {
+            best = Some((m, bin));
+        }
+    }
+    best.map(|(_, b)| b)
+}
+
+fn user_exists(name: &str) -> bool {
+    fs::read_to_string("/etc/passwd").map(|p| p.lines().any(|l| l.split(':').next() == Some(name))).unwrap_or(false)
+}
+
+/// Installs Debian's `postgresql` and `git` when absent.
+fn ensure_apt(timings: &mut Timings) -> Result<()> {
+    let mut missing = Vec::new();
+    if find_pg_bin_dir().is_none() || !user_exists("postgres") {
+        missing.push("postgresql");
+    }
+    if util::which("git").is_none() {
+        missing.push("git");
+    }
+    let t0 = Instant::now();
+    if !missing.is_empty() {
+        eprintln!("lab: apt-get install {}", missing.join(" "));
+        let sh = shell()?;
+        cmd!(sh, "apt-get update -q").quiet().ignore_stdout().run().context("apt-get update")?;
+        cmd!(sh, "apt-get install -y -q --no-install-recommends {missing...}")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .quiet()
+            .ignore_stdout()
+            .run()
+            .context("apt-get install")?;
+        // The package creates cluster 15/main but cannot start it without
+        // systemd ("policy-rc.d denied execution of start"); the lab ignores it.
+    }
+    timings.add("apt", t0.elapsed());
+    if find_pg_bin_dir().is_none() {
+        bail!("PostgreSQL binaries not found under /usr/lib/postgresql/*/bin after installing postgresql");
+    }
+    if util::which("runuser").is_none() || util::which("setsid").is_none() {
+        bail!("runuser and setsid (util-linux) are needed");
+    }
+    Ok(())
+}
+
+#[derive(Serialize, Deserialize, PartialEq, Eq)]
+struct VenvMarker {
+    requirements: Vec<String>,
+}
+
+/// Creates (or reuses) the venv of one inmanta-core version.
+fn ensure_venv(python: &Utf8Path, venv: &Utf8Path, version: &str, pip_cache: &Utf8Path) -> Result<Option<Duration>> {
+    let marker_path = venv.join(".lab-ready.json");
+    let want = VenvMarker { requirements: venv_requirements(version) };
+    if let Ok(text) = fs::read_to_string(&marker_path)
+        && serde_json::from_str::<VenvMarker>(&text).ok().as_ref() == Some(&want)
+        && venv.join("bin/inmanta").exists()
+    {
+        return Ok(None);
+    }
+    let t0 = Instant::now();
+    eprintln!("lab: creating venv {venv} ({})", want.requirements.join(" "));
+    if venv.exists() {
+        fs::remove_dir_all(venv).with_context(|| format!("removing the incomplete venv {venv}"))?;
+    }
+    if let Some(parent) = venv.parent() {
+        util::mkdir_mode(parent, 0o755)?;
+    }
+    let sh = shell()?;
+    cmd!(sh, "{python} -m venv {venv}").quiet().run().with_context(|| format!("creating the venv {venv}"))?;
+    let pip = venv.join("bin/pip");
+    let reqs = &want.requirements;
+    let out =
+        cmd!(sh, "{pip} install -q {reqs...}").env("PIP_CACHE_DIR", pip_cache).quiet().ignore_status().output()?;
+    if !out.status.success() {
+        bail!("pip install {} into {venv} failed:\n{}", reqs.join(" "), String::from_utf8_lossy(&out.stderr));
+    }
+    // A record of what got resolved, for reproducing a run.
+    if let Ok(freeze) = cmd!(sh, "{pip} freeze").quiet().read() {
+        fs::write(venv.join("lab-freeze.txt"), freeze + "\n")?;
+    }
+    let ver = cmd!(sh, "{venv}/bin/inmanta --version")
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .with_context(|| format!("{venv}/bin/inmanta --version does not run"))?;
+    if !ver.contains(version) {
+        bail!("{venv}/bin/inmanta --version printed {ver:?}, expected version {version}");
+    }
+    fs::write(&marker_path, serde_json::to_string_pretty(&want)?)?;
+    Ok(Some(t0.elapsed()))
+}
+
+/// Downloads `inmanta-module-std` once and builds the local index from it.
+fn ensure_index(root: &LabRoot, python: &Utf8Path) -> Result<()> {
+    let dl = root.cache_dir().join("dl");
+    util::mkdir_mode(&dl, 0o755)?;
+    let find = |dir: &Utf8Path| -> Result<Vec<Utf8PathBuf>> {
+        let prefix = format!("inmanta_module_std-{STD_MODULE_VERSION}-");
+        let sdist = format!("inmanta-module-std-{STD_MODULE_VERSION}.tar.gz");
+        let mut found = Vec::new();
+        for e in dir.read_dir_utf8()? {
+            let e = e?;
+            let n = e.file_name();
+            if (n.starts_with(&prefix) && n.ends_with(".whl")) || n == sdist {
+                found.push(e.path().to_path_buf());
+            }
+        }
+        Ok(found)
+    };
+    let mut dists = find(&dl)?;
+    if dists.is_empty() {
+        eprintln!("lab: downloading inmanta-module-std=={STD_MODULE_VERSION}");
+        let sh = shell()?;
+        let spec = format!("inmanta-module-std=={STD_MODULE_VERSION}");
+        let out = cmd!(sh, "{python} -m pip download -q --no-deps {spec} -d {dl}")
+            .env("PIP_CACHE_DIR", root.pip_cache_dir())
+            .quiet()
+            .ignore_status()
+            .output()?;
+        if !out.status.success() {
+            bail!("pip download {spec} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        }
+        dists = find(&dl)?;
+        if dists.is_empty() {
+            bail!("pip download {spec} left no distribution file in {dl}");
+        }
+    }
+    let index = root.index_dir();
+    let ok =
+        dists.iter().all(|d| index.join("simple/inmanta-module-std").join(d.file_name().unwrap_or_default()).exists())
+            && index.join("simple/index.html").exists();
+    if !ok {
+        crate::index::build_simple_index(&index, &dists)?;
+    }
+    Ok(())
+}
+
+/// A held exclusive lock on `<cache>/.lock` (released on drop).
+pub(crate) struct CacheLock {
+    _file: fs::File,
+}
+
+pub(crate) fn lock_cache(root: &LabRoot) -> Result<CacheLock> {
+    let path = root.cache_dir().join(".lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {path}"))?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).with_context(|| format!("locking {path}"))?;
+    Ok(CacheLock { _file: file })
+}
+
+/// Installs what is missing: apt packages, one venv per version, the index.
+pub fn prepare(root: &LabRoot, versions: &[&str]) -> Result<Toolchain> {
+    prepare_timed(root, versions, &mut Timings::default())
+}
+
+pub(crate) fn prepare_timed(root: &LabRoot, versions: &[&str], timings: &mut Timings) -> Result<Toolchain> {
+    for v in versions {
+        crate::validate_version(v)?;
+    }
+    root.ensure()?;
+    let _lock = lock_cache(root)?;
+    ensure_apt(timings)?;
+    let pg_bin_dir = find_pg_bin_dir().context("no PostgreSQL installation")?;
+    let python = util::which("python3").context("python3 not found on PATH")?;
+
+    let mut versions: Vec<&str> = versions.to_vec();
+    versions.sort();
+    versions.dedup();
+    // The venvs are independent: build the missing ones at the same time.
+    let results: Vec<(String, Result<Option<Duration>>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = versions
+            .iter()
+            .map(|v| {
+                let venv = root.venv_dir(v);
+                let python = &python;
+                let pip_cache = root.pip_cache_dir();
+                let v = v.to_string();
+                s.spawn(move || {
+                    let r = ensure_venv(python, &venv, &v, &pip_cache);
+                    (v, r)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("venv thread panicked")).collect()
+    });
+    let mut venvs = BTreeMap::new();
+    for (v, r) in results {
+        match r? {
+            Some(d) => timings.add(&format!("venv {v}"), d),
+            None => timings.add(&format!("venv {v} (cached)"), Duration::ZERO),
+        }
+        venvs.insert(v.clone(), root.venv_dir(&v));
+    }
+    timings.time("package index", || ensure_index(root, &python))?;
+    Ok(Toolchain { pg_bin_dir, venvs, index_url: root.index_url() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pins_per_version() {
+        assert_eq!(venv_requirements("8.7.6"), vec!["inmanta-core==8.7.6", "ruamel.yaml==0.17.21"]);
+        assert_eq!(venv_requirements("11.5.5"), vec!["inmanta-core==11.5.5"]);
+        assert_eq!(venv_requirements("14.0.0"), vec!["inmanta-core==14.0.0", "importlib_metadata"]);
+    }
+}

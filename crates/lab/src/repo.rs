@@ -1,0 +1,148 @@
+//! The environments' project repositories: bare git repos made by the lab.
+
+use anyhow::{Context, Result};
+use camino::{Utf8Path, Utf8PathBuf};
+use serde::{Deserialize, Serialize};
+use xshell::{Shell, cmd};
+
+use crate::util::{self, shell};
+
+/// Which model a commit carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ModelVariant {
+    /// Two NullResources (`res-a`, `res-b`): compiles, deploys, dry-runs clean.
+    Normal,
+    /// Normal plus `NullResource(name="res-purged", purged=true)`: compiles,
+    /// and every dry-run of it reports `res-purged` as "deleted".
+    WithDifferences,
+    /// A syntax error in main.cf: the compile fails.
+    Broken,
+}
+
+/// project.yml: both the 8.x-style `repo: type package` entry and the
+/// 11.x/14.x `pip.index_url` (each version ignores the other one).
+pub(crate) fn project_yml(index_url: &str) -> String {
+    format!(
+        "name: labproject\n\
+         description: inmanta-migrate lab project (std::testing::NullResource only)\n\
+         modulepath: libs\n\
+         downloadpath: libs\n\
+         repo:\n\
+         \x20 - type: package\n\
+         \x20   url: {index_url}\n\
+         pip:\n\
+         \x20 index_url: {index_url}\n"
+    )
+}
+
+pub(crate) const REQUIREMENTS: &str = "inmanta-module-std>=7.0.0,<8\n";
+
+/// main.cf of a variant.
+pub(crate) fn main_cf(variant: ModelVariant) -> String {
+    let normal = "import std::testing\n\n\
+                  std::testing::NullResource(name=\"res-a\")\n\
+                  std::testing::NullResource(name=\"res-b\")\n";
+    match variant {
+        ModelVariant::Normal => normal.to_string(),
+        ModelVariant::WithDifferences => {
+            format!("{normal}std::testing::NullResource(name=\"res-purged\", purged=true)\n")
+        }
+        ModelVariant::Broken => format!("{normal}std::testing::NullResource(name=\"res-c\"\n"),
+    }
+}
+
+fn git(sh: &Shell) -> xshell::Cmd<'_> {
+    cmd!(
+        sh,
+        "git -c user.name=inmanta-migrate-lab -c user.email=lab@localhost -c commit.gpgsign=false -c init.defaultBranch=main"
+    )
+    .quiet()
+}
+
+fn write_model(work: &Utf8Path, index_url: &str, variant: ModelVariant) -> Result<()> {
+    std::fs::write(work.join("project.yml"), project_yml(index_url))?;
+    std::fs::write(work.join("requirements.txt"), REQUIREMENTS)?;
+    std::fs::write(work.join("main.cf"), main_cf(variant))?;
+    std::fs::write(work.join(".gitignore"), "libs/\n.env/\n")?;
+    Ok(())
+}
+
+/// Creates the bare repo `bare` (branch main) with one Normal commit.
+pub(crate) fn create_repo(bare: &Utf8Path, index_url: &str, tmp_dir: &Utf8Path) -> Result<()> {
+    if bare.exists() {
+        std::fs::remove_dir_all(bare).with_context(|| format!("removing {bare}"))?;
+    }
+    let sh = shell()?;
+    git(&sh)
+        .args(["init", "-q", "--bare", "-b", "main"])
+        .arg(bare)
+        .run()
+        .with_context(|| format!("git init --bare {bare}"))?;
+    commit(bare, index_url, ModelVariant::Normal, "initial model", tmp_dir)
+}
+
+/// Clones `bare`, writes the model of `variant`, commits and pushes to main.
+pub(crate) fn commit(
+    bare: &Utf8Path,
+    index_url: &str,
+    variant: ModelVariant,
+    message: &str,
+    tmp_dir: &Utf8Path,
+) -> Result<()> {
+    util::mkdir_mode(tmp_dir, 0o755)?;
+    let tmp = tempfile::Builder::new().prefix("repo-").tempdir_in(tmp_dir).context("creating a temporary work tree")?;
+    let work = Utf8PathBuf::from_path_buf(tmp.path().to_path_buf())
+        .map_err(|p| anyhow::anyhow!("non UTF-8 path {}", p.display()))?;
+    let sh = shell()?;
+    sh.change_dir(&work);
+    git(&sh).args(["init", "-q", "-b", "main", "."]).run()?;
+    let url = format!("file://{bare}");
+    git(&sh).args(["remote", "add", "origin"]).arg(&url).run()?;
+    // An empty bare repo has no main yet: fetch only when it has.
+    let has_main = git(&sh).args(["ls-remote", "--heads", "origin", "main"]).read()?.contains("refs/heads/main");
+    if has_main {
+        git(&sh).args(["fetch", "-q", "origin", "main"]).run()?;
+        git(&sh).args(["reset", "-q", "--hard", "FETCH_HEAD"]).run()?;
+    }
+    write_model(&work, index_url, variant)?;
+    git(&sh).args(["add", "-A"]).run()?;
+    git(&sh).args(["commit", "-q", "--allow-empty", "-m", message]).run()?;
+    git(&sh)
+        .args(["push", "-q", "origin", "HEAD:refs/heads/main"])
+        .run()
+        .with_context(|| format!("pushing to {bare}"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn project_files() {
+        let y = project_yml("file:///lab/cache/index/simple");
+        assert!(y.contains("repo:\n  - type: package\n    url: file:///lab/cache/index/simple\n"));
+        assert!(y.contains("pip:\n  index_url: file:///lab/cache/index/simple\n"));
+        assert!(main_cf(ModelVariant::Normal).contains("import std::testing"));
+        assert!(main_cf(ModelVariant::WithDifferences).contains("purged=true"));
+        assert!(!main_cf(ModelVariant::Normal).contains("purged"));
+        assert_ne!(main_cf(ModelVariant::Broken), main_cf(ModelVariant::Normal));
+    }
+
+    #[test]
+    fn creates_and_updates_a_bare_repo() {
+        if util::which("git").is_none() {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Utf8PathBuf::from_path_buf(tmp.path().to_path_buf()).unwrap();
+        let bare = dir.join("e.git");
+        create_repo(&bare, "file:///idx/simple", &dir.join("tmp")).unwrap();
+        commit(&bare, "file:///idx/simple", ModelVariant::WithDifferences, "diff", &dir.join("tmp")).unwrap();
+        let sh = shell().unwrap();
+        let log = cmd!(sh, "git --git-dir {bare} log --format=%s main").read().unwrap();
+        assert_eq!(log, "diff\ninitial model");
+        let cf = cmd!(sh, "git --git-dir {bare} show main:main.cf").read().unwrap();
+        assert!(cf.contains("res-purged"));
+    }
+}

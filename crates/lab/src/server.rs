@@ -1,0 +1,382 @@
+//! The inmanta server of one side: its config, its control script, start/stop.
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use camino::{Utf8Path, Utf8PathBuf};
+use xshell::cmd;
+
+use crate::api::Client;
+use crate::procs;
+use crate::util::{self, shell};
+
+/// Paths and settings of one side's server.
+#[derive(Clone, Debug)]
+pub(crate) struct Server {
+    /// `<instance>/<old|new>`.
+    pub dir: Utf8PathBuf,
+    pub venv: Utf8PathBuf,
+    pub version: String,
+    pub port: u16,
+}
+
+impl Server {
+    pub fn ctl(&self) -> Utf8PathBuf {
+        self.dir.join("ctl")
+    }
+    pub fn cfg(&self) -> Utf8PathBuf {
+        self.dir.join("server.cfg")
+    }
+    pub fn pid_file(&self) -> Utf8PathBuf {
+        self.dir.join("server.pid")
+    }
+    pub fn log_file(&self) -> Utf8PathBuf {
+        self.dir.join("log/server.log")
+    }
+    pub fn stdout_file(&self) -> Utf8PathBuf {
+        self.dir.join("log/stdout.log")
+    }
+    pub fn inmanta(&self) -> Utf8PathBuf {
+        self.venv.join("bin/inmanta")
+    }
+    pub fn api_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The pid in the pid file, alive or not.
+    pub fn recorded_pid(&self) -> Option<u32> {
+        fs::read_to_string(self.pid_file()).ok()?.trim().parse().ok()
+    }
+
+    /// The server's pid while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        let pid = self.recorded_pid()?;
+        let cmd = procs::cmdline(pid)?;
+        (procs::pid_alive(pid) && cmd.contains(self.cfg().as_str())).then_some(pid)
+    }
+
+    /// Writes server.cfg (0600: it holds the DB password) and the ctl script.
+    pub fn write_files(&self, pg_port: u16, db_password: &str, label: &str) -> Result<()> {
+        util::mkdir_mode(&self.dir, 0o755)?;
+        util::mkdir_mode(&self.dir.join("log"), 0o755)?;
+        util::mkdir_mode(&self.dir.join("state"), 0o755)?;
+        util::write_file_mode(&self.cfg(), &server_cfg(&self.dir, pg_port, db_password, self.port), 0o600)?;
+        util::write_file_mode(&self.ctl(), &ctl_script(&self.dir, &self.inmanta(), label), 0o755)
+    }
+
+    /// Runs `ctl <action>`; returns its exit code and output.
+    pub fn run_ctl(&self, action: &str) -> Result<(i32, String)> {
+        let sh = shell()?;
+        let ctl = self.ctl();
+        let out = cmd!(sh, "{ctl} {action}").quiet().ignore_status().output()?;
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        Ok((out.status.code().unwrap_or(-1), text.trim().to_string()))
+    }
+
+    /// `ctl start`, then waits until this very process answers
+    /// `/api/v1/serverstatus` with the expected version.
+    pub fn start(&self, timeout: Duration) -> Result<()> {
+        if self.pid().is_some() {
+            bail!("the {} server is already running", self.dir);
+        }
+        procs::check_port_free(
+            "inmanta server",
+            self.port,
+            "Another server may be running there; stop it or choose other ports.",
+        )?;
+        let (code, out) = self.run_ctl("start")?;
+        if code != 0 {
+            bail!("{} start failed (exit {code}): {out}", self.ctl());
+        }
+        self.wait_ready(timeout)
+    }
+
+    fn wait_ready(&self, timeout: Duration) -> Result<()> {
+        let client = Client::new(&self.api_url())?;
+        let t0 = Instant::now();
+        loop {
+            let Some(_pid) = self.pid() else {
+                bail!(
+                    "the server of {} exited during startup\n--- {} ---\n{}\n--- {} ---\n{}",
+                    self.dir,
+                    self.stdout_file(),
+                    util::tail(&self.stdout_file(), 15),
+                    self.log_file(),
+                    util::tail(&self.log_file(), 25)
+                );
+            };
+            if let Ok(v) = client.server_version() {
+                if v == self.version {
+                    return Ok(());
+                }
+                bail!(
+                    "{} answers with version {v}, expected {}: another server holds the port?",
+                    self.api_url(),
+                    self.version
+                );
+            }
+            if t0.elapsed() > timeout {
+                bail!(
+                    "the server of {} did not answer within {timeout:?}\n--- {} ---\n{}",
+                    self.dir,
+                    self.log_file(),
+                    util::tail(&self.log_file(), 25)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// `ctl stop` (SIGTERM, wait, SIGKILL the group; idempotent), then makes
+    /// sure nothing of its process group is left.
+    pub fn stop(&self) -> Result<()> {
+        let pgid = self.recorded_pid();
+        if self.ctl().exists() {
+            let (code, out) = self.run_ctl("stop")?;
+            if code != 0 {
+                bail!("{} stop failed (exit {code}): {out}", self.ctl());
+            }
+        }
+        if let Some(pgid) = pgid {
+            let left = procs::kill_group_leftovers(pgid, Duration::from_secs(5));
+            if !left.is_empty() {
+                eprintln!("lab: killed leftovers of process group {pgid}: {left:?}");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The server's own config file.
+pub(crate) fn server_cfg(dir: &Utf8Path, pg_port: u16, db_password: &str, port: u16) -> String {
+    format!(
+        "# Written by the inmanta-migrate lab.\n\
+         [config]\n\
+         state_dir={dir}/state\n\
+         log_dir={dir}/log\n\
+         \n\
+         [database]\n\
+         host=127.0.0.1\n\
+         port={pg_port}\n\
+         name=inmanta\n\
+         username=inmanta\n\
+         password={db_password}\n\
+         wait_time=30\n\
+         connection_pool_min_size=2\n\
+         connection_pool_max_size=10\n\
+         \n\
+         [server]\n\
+         bind-address=127.0.0.1\n\
+         bind-port={port}\n\
+         server_address=127.0.0.1\n\
+         auth=false\n\
+         \n\
+         [agent_rest_transport]\n\
+         host=127.0.0.1\n\
+         port={port}\n\
+         \n\
+         [compiler_rest_transport]\n\
+         host=127.0.0.1\n\
+         port={port}\n\
+         \n\
+         [client_rest_transport]\n\
+         host=127.0.0.1\n\
+         port={port}\n"
+    )
+}
+
+/// Single-quotes a string for bash.
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The `start|stop|status` control script of one side's server.
+pub(crate) fn ctl_script(dir: &Utf8Path, inmanta: &Utf8Path, label: &str) -> String {
+    let template = r#"#!/bin/bash
+# Control script of the inmanta-migrate lab's @LABEL@.
+# Usage: ctl start|stop|status
+#   start   starts the server in its own session and returns at once (like
+#           systemctl start); refuses when it already runs
+#   stop    SIGTERM, waits up to 60 s, then SIGKILL of its process group;
+#           also ends what is left of the group (autostarted agents);
+#           exit 0 when it was not running
+#   status  exit 0 while the server process lives, 3 when it does not
+set -u
+DIR=@DIR@
+INMANTA=@INMANTA@
+PIDFILE="$DIR/server.pid"
+
+# state of a pid ("" when gone)
+proc_state() {
+  local line
+  read -r line 2>/dev/null < "/proc/$1/stat" || return 0
+  line=${line##*) }
+  echo "${line%% *}"
+}
+
+alive() {
+  local s
+  s=$(proc_state "$1")
+  [ -n "$s" ] && [ "$s" != Z ] && [ "$s" != X ]
+}
+
+# sets $pid; true while the server of this side runs
+running() {
+  pid=""
+  [ -s "$PIDFILE" ] || return 1
+  pid=$(cat "$PIDFILE")
+  alive "$pid" || return 1
+  tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$DIR/server.cfg"
+}
+
+# live members of process group $1
+group_members() {
+  local want=$1 p line st ppid pgrp rest
+  for p in /proc/[0-9]*; do
+    read -r line 2>/dev/null < "$p/stat" || continue
+    read -r st ppid pgrp rest <<< "${line##*) }"
+    if [ "$pgrp" = "$want" ] && [ "$st" != Z ] && [ "$st" != X ]; then
+      echo "${p#/proc/}"
+    fi
+  done
+}
+
+start() {
+  if running; then
+    echo "already running (pid $pid)" >&2
+    exit 1
+  fi
+  mkdir -p "$DIR/log" "$DIR/state"
+  cd "$DIR" || exit 1
+  # pip of the server-side compiles: keep its cache inside the lab
+  export PIP_CACHE_DIR="$DIR/state/pip-cache"
+  setsid "$INMANTA" -vv --timed-logs -c "$DIR/server.cfg" \
+    --log-file "$DIR/log/server.log" --log-file-level DEBUG server \
+    > "$DIR/log/stdout.log" 2>&1 < /dev/null &
+  echo $! > "$PIDFILE"
+  echo "started (pid $!)"
+}
+
+stop() {
+  if [ ! -s "$PIDFILE" ]; then
+    echo "not running"
+    exit 0
+  fi
+  local pgid i left
+  pgid=$(cat "$PIDFILE")
+  if running; then
+    kill -TERM "$pid" 2>/dev/null
+    for i in $(seq 1 600); do
+      running || break
+      sleep 0.1
+    done
+    if running; then
+      echo "still running after 60 s: SIGKILL of process group $pgid" >&2
+      kill -KILL -- "-$pgid" 2>/dev/null
+    fi
+  fi
+  left=$(group_members "$pgid")
+  if [ -n "$left" ]; then
+    kill -TERM $left 2>/dev/null
+    for i in $(seq 1 50); do
+      left=$(group_members "$pgid")
+      [ -z "$left" ] && break
+      sleep 0.1
+    done
+    [ -n "$left" ] && kill -KILL $left 2>/dev/null
+  fi
+  rm -f "$PIDFILE"
+  echo "stopped"
+}
+
+status() {
+  if running; then
+    echo "running (pid $pid)"
+    exit 0
+  fi
+  echo "stopped"
+  exit 3
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  status) status ;;
+  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+esac
+"#;
+    template
+        .replace("@LABEL@", label)
+        .replace("@DIR@", &sh_quote(dir.as_str()))
+        .replace("@INMANTA@", &sh_quote(inmanta.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cfg_has_ports_and_password() {
+        let cfg = server_cfg(Utf8Path::new("/lab/i/old"), 15431, "lab-secret", 18881);
+        assert!(cfg.contains("state_dir=/lab/i/old/state\n"));
+        assert!(cfg.contains("port=15431\n"));
+        assert!(cfg.contains("password=lab-secret\n"));
+        assert!(cfg.contains("bind-port=18881\n"));
+        assert_eq!(cfg.matches("port=18881\n").count(), 4);
+    }
+
+    #[test]
+    fn ctl_script_quotes_paths() {
+        let s = ctl_script(Utf8Path::new("/lab/it's/old"), Utf8Path::new("/v/bin/inmanta"), "OLD server");
+        assert!(s.starts_with("#!/bin/bash\n"));
+        assert!(s.contains(r"DIR='/lab/it'\''s/old'"));
+        assert!(s.contains("INMANTA='/v/bin/inmanta'"));
+        assert!(!s.contains('@'));
+    }
+
+    #[test]
+    fn ctl_script_status_and_stop_without_server() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Utf8PathBuf::from_path_buf(tmp.path().to_path_buf()).unwrap();
+        let server = Server { dir: dir.clone(), venv: dir.join("venv"), version: "0.0.0".into(), port: 1 };
+        server.write_files(2, "pw", "test server").unwrap();
+        assert_eq!(server.run_ctl("status").unwrap().0, 3);
+        assert_eq!(server.run_ctl("stop").unwrap().0, 0);
+        // A stale pid file (our own pid is no inmanta server) is not "running".
+        fs::write(server.pid_file(), std::process::id().to_string()).unwrap();
+        assert_eq!(server.run_ctl("status").unwrap().0, 3);
+        assert_eq!(server.run_ctl("bogus").unwrap().0, 2);
+    }
+
+    #[test]
+    fn ctl_script_starts_and_stops_a_process_group() {
+        // A fake "inmanta" that starts a child in its group and ignores nothing.
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Utf8PathBuf::from_path_buf(tmp.path().to_path_buf()).unwrap();
+        let venv = dir.join("venv");
+        fs::create_dir_all(venv.join("bin")).unwrap();
+        util::write_file_mode(
+            &venv.join("bin/inmanta"),
+            "#!/bin/bash\nsleep 300 &\nwhile true; do sleep 1; done\n",
+            0o755,
+        )
+        .unwrap();
+        let server = Server { dir: dir.clone(), venv, version: "0.0.0".into(), port: 1 };
+        server.write_files(2, "pw", "test server").unwrap();
+        let (code, out) = server.run_ctl("start").unwrap();
+        assert_eq!(code, 0, "{out}");
+        let pid = server.recorded_pid().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(procs::pid_alive(pid));
+        assert_eq!(server.run_ctl("status").unwrap().0, 0);
+        assert_eq!(server.run_ctl("start").unwrap().0, 1, "second start refused");
+        let members = procs::group_members(pid);
+        assert!(members.len() >= 2, "{members:?}");
+        let (code, out) = server.run_ctl("stop").unwrap();
+        assert_eq!(code, 0, "{out}");
+        assert!(procs::wait_gone(&members, Duration::from_secs(5)));
+        assert_eq!(server.run_ctl("status").unwrap().0, 3);
+        assert_eq!(server.run_ctl("stop").unwrap().0, 0, "stop is idempotent");
+    }
+}

@@ -1,0 +1,71 @@
+//! Seeded-database templates: a `pg_dump -Fc` of a freshly seeded OLD
+//! database plus what was seeded, keyed by (old version, env count). Restoring
+//! one takes seconds where seeding takes a minute.
+
+use std::fs;
+
+use anyhow::{Context, Result};
+use camino::Utf8PathBuf;
+use serde::{Deserialize, Serialize};
+
+use crate::pg::Cluster;
+use crate::prepare::lock_cache;
+use crate::seed::SeededEnv;
+use crate::{LabRoot, util};
+
+/// Bump when seeding changes, so old templates are not used.
+const FORMAT: u32 = 1;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Template {
+    pub format: u32,
+    pub old_version: String,
+    pub env_count: usize,
+    pub project_id: String,
+    pub envs: Vec<SeededEnv>,
+    pub created: String,
+}
+
+pub(crate) fn dir(root: &LabRoot, old: &str, n: usize) -> Utf8PathBuf {
+    root.templates_dir().join(format!("inmanta-core-{old}-{n}envs-v{FORMAT}"))
+}
+
+/// The template and its dump file, when a usable one exists.
+pub(crate) fn load(root: &LabRoot, old: &str, n: usize) -> Option<(Template, Utf8PathBuf)> {
+    let dir = dir(root, old, n);
+    let dump = dir.join("old.dump");
+    let t: Template = serde_json::from_str(&fs::read_to_string(dir.join("template.json")).ok()?).ok()?;
+    (t.format == FORMAT && t.old_version == old && t.env_count == n && dump.exists()).then_some((t, dump))
+}
+
+/// Dumps the seeded OLD database and records the environments.
+pub(crate) fn save(
+    root: &LabRoot,
+    old: &str,
+    cluster: &Cluster,
+    project_id: &str,
+    envs: &[SeededEnv],
+) -> Result<Utf8PathBuf> {
+    let _lock = lock_cache(root)?;
+    let final_dir = dir(root, old, envs.len());
+    let tmp = final_dir.with_file_name(format!(".{}.tmp-{}", final_dir.file_name().unwrap_or("t"), std::process::id()));
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp)?;
+    }
+    util::mkdir_mode(&tmp, 0o755)?;
+    cluster.dump("inmanta", &tmp.join("old.dump"))?;
+    let t = Template {
+        format: FORMAT,
+        old_version: old.to_string(),
+        env_count: envs.len(),
+        project_id: project_id.to_string(),
+        envs: envs.to_vec(),
+        created: jiff::Timestamp::now().to_string(),
+    };
+    fs::write(tmp.join("template.json"), serde_json::to_string_pretty(&t)?)?;
+    if final_dir.exists() {
+        fs::remove_dir_all(&final_dir).with_context(|| format!("removing {final_dir}"))?;
+    }
+    fs::rename(&tmp, &final_dir).with_context(|| format!("renaming {tmp} to {final_dir}"))?;
+    Ok(final_dir)
+}

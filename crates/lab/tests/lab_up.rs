@@ -1,0 +1,283 @@
+//! Brings real lab instances up and down. Needs root, PostgreSQL and the
+//! network to PyPI the first time (venvs); run with
+//! `cargo test -p lab -- --ignored`.
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use lab::{Client, EnvRole, Instance, LabRoot, ModelVariant, Side, UpOptions, pid_alive, port_is_free};
+use serde_json::json;
+
+/// One instance at a time: the machine has 2 cores.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Purges the instance when the test ends, also on panic.
+struct Cleanup(Option<Instance>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(inst) = self.0.take()
+            && let Err(e) = inst.down(true)
+        {
+            eprintln!("cleanup of {}: {e:#}", inst.name());
+        }
+    }
+}
+
+fn fresh_instance(name: &str, old: &str) -> (LabRoot, Cleanup) {
+    let root = LabRoot::from_env().unwrap();
+    if let Ok(prev) = Instance::open(&root, name) {
+        prev.down(true).unwrap();
+    }
+    let inst = lab::up(
+        &root,
+        &UpOptions { name: name.to_string(), old: old.to_string(), ports: None, ..UpOptions::default() },
+    )
+    .unwrap();
+    (root, Cleanup(Some(inst)))
+}
+
+fn wait_all_deployed(api: &Client, env: &str) {
+    let t0 = Instant::now();
+    loop {
+        let res = api.resources(env).unwrap();
+        let statuses: Vec<&str> = res.iter().map(|r| r["status"].as_str().unwrap_or("")).collect();
+        if !statuses.is_empty() && statuses.iter().all(|s| *s == "deployed") {
+            return;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(180), "resources of {env} not deployed: {statuses:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The seeded variety, read through the real API of the OLD server.
+fn check_seeded_variety(inst: &Instance) {
+    let api = inst.client(Side::Old).unwrap();
+    assert_eq!(api.server_version().unwrap(), inst.version(Side::Old));
+    let listed: BTreeSet<String> =
+        api.environments().unwrap().iter().map(|e| e["id"].as_str().unwrap().to_string()).collect();
+    let recorded: BTreeSet<String> = inst.envs().iter().map(|e| e.id.clone()).collect();
+    assert_eq!(listed, recorded);
+    assert_eq!(inst.envs().len(), lab::DEFAULT_ENVS);
+    let roles: BTreeSet<String> = inst.envs().iter().map(|e| format!("{:?}", e.role)).collect();
+    assert_eq!(roles.len(), 4, "every role is seeded: {roles:?}");
+
+    for e in inst.envs() {
+        let versions = api.versions(&e.id).unwrap();
+        let released: Vec<i64> =
+            versions.iter().filter(|v| v["released"] == json!(true)).map(|v| v["version"].as_i64().unwrap()).collect();
+        let unreleased: Vec<i64> =
+            versions.iter().filter(|v| v["released"] == json!(false)).map(|v| v["version"].as_i64().unwrap()).collect();
+        assert!(released.len() >= 2, "{}: released {released:?}", e.name);
+        let halted = api.halted(&e.id).unwrap();
+        let auto_deploy = api.setting(&e.id, "auto_deploy").unwrap();
+        match e.role {
+            EnvRole::Halted => assert!(halted, "{} is halted", e.name),
+            EnvRole::ManualDeploy => {
+                assert!(!halted);
+                assert_eq!(auto_deploy, json!(false), "{}: auto_deploy", e.name);
+                let newest = released.iter().max().unwrap();
+                assert!(
+                    unreleased.iter().any(|v| v > newest),
+                    "{}: an unreleased candidate newer than {newest}: {unreleased:?}",
+                    e.name
+                );
+            }
+            EnvRole::Tuned => {
+                assert!(!halted);
+                assert_eq!(auto_deploy, json!(true));
+                assert_eq!(api.setting(&e.id, "resource_action_logs_retention").unwrap(), json!(30));
+                assert_eq!(api.setting(&e.id, "autostart_agent_deploy_interval").unwrap(), json!("300"));
+            }
+            EnvRole::Plain => {
+                assert!(!halted);
+                assert_eq!(auto_deploy, json!(true));
+            }
+        }
+        assert_eq!(halted, e.halted);
+        if !halted {
+            wait_all_deployed(&api, &e.id);
+        }
+        assert!(api.resources(&e.id).unwrap().len() >= 2);
+    }
+    // Deploys left resource action logs.
+    let actions: i64 = inst.psql(Side::Old, "inmanta", "SELECT count(*) FROM resourceaction").unwrap().parse().unwrap();
+    assert!(actions > 0, "resource action logs");
+    // The library's own check agrees.
+    inst.verify_seed().unwrap();
+}
+
+fn mode(path: &camino::Utf8Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+fn check_config(inst: &Instance) {
+    let text = std::fs::read_to_string(inst.config_path()).unwrap();
+    let cfg: toml::Table = text.parse().unwrap();
+    assert_eq!(cfg["work_dir"].as_str(), Some(inst.work_dir().as_str()));
+    assert_eq!(cfg["pg"]["bin_dir"].as_str(), Some("/usr/lib/postgresql/15/bin"));
+    for side in Side::BOTH {
+        let s = &cfg[side.as_str()];
+        assert_eq!(s["api_url"].as_str(), Some(inst.api_url(side).as_str()));
+        let vc = s["version_command"].as_array().unwrap();
+        assert!(vc[0].as_str().unwrap().ends_with("/bin/inmanta"));
+        let svc = &s["service"];
+        assert_eq!(svc["manager"].as_str(), Some("command"));
+        for action in ["start", "stop", "status"] {
+            let argv = svc[action].as_array().unwrap();
+            assert_eq!(argv[0].as_str(), Some(inst.ctl_path(side).as_str()));
+            assert_eq!(argv[1].as_str(), Some(action));
+        }
+        assert_eq!(svc["log_file"].as_str(), Some(inst.server_log(side).as_str()));
+        let db = &s["database"];
+        assert_eq!(db["host"].as_str(), Some("127.0.0.1"));
+        assert_eq!(db["port"].as_integer(), Some(i64::from(inst.ports().pg(side))));
+        assert_eq!(db["name"].as_str(), Some("inmanta"));
+        assert_eq!(db["user"].as_str(), Some("inmanta"));
+        assert_eq!(db["admin_user"].as_str(), Some("postgres"));
+        let pw_file = camino::Utf8PathBuf::from(db["password"]["file"].as_str().unwrap());
+        let admin_file = camino::Utf8PathBuf::from(db["admin_password"]["file"].as_str().unwrap());
+        assert_eq!(mode(&pw_file), 0o600);
+        assert_eq!(mode(&admin_file), 0o600);
+        assert_eq!(std::fs::read_to_string(&pw_file).unwrap().trim(), inst.db_password(side).unwrap());
+        assert_eq!(mode(&inst.side_dir(side).join("server.cfg")), 0o600);
+    }
+    let secrets = inst.secret_values();
+    assert_eq!(secrets.len(), 4);
+    for s in &secrets {
+        assert_ne!(s, "inmanta");
+        assert!(!text.contains(s.as_str()), "a secret is in the tool config");
+    }
+    let status = serde_json::to_string(&inst.status()).unwrap();
+    for s in &secrets {
+        assert!(!status.contains(s.as_str()), "a secret is in the status");
+    }
+}
+
+/// PostgreSQL over TCP really checks passwords.
+fn psql_tcp(port: u16, user: &str, password: &str) -> bool {
+    std::process::Command::new("/usr/lib/postgresql/15/bin/psql")
+        .args(["-X", "-At", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", user, "-d", "postgres", "-c", "select 1"])
+        .env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "5")
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+fn check_new_side(inst: &Instance) {
+    assert!(inst.postgres_running(Side::New));
+    assert!(!inst.server_running(Side::New));
+    assert!(port_is_free(inst.ports().server_new));
+    let tables = inst
+        .psql(Side::New, "inmanta", "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'")
+        .unwrap();
+    assert_eq!(tables, "0", "the NEW database is empty");
+    let err = inst.start_server(Side::New).unwrap_err();
+    assert!(err.to_string().contains("empty database"), "{err:#}");
+    assert!(!inst.server_running(Side::New));
+
+    for side in Side::BOTH {
+        let port = inst.ports().pg(side);
+        assert!(psql_tcp(port, "postgres", &inst.admin_password(side).unwrap()));
+        assert!(!psql_tcp(port, "postgres", "wrong-password"));
+        assert!(!psql_tcp(port, "inmanta", "inmanta"));
+    }
+    // The ctl scripts answer like the config promises.
+    let ctl =
+        |side: Side| std::process::Command::new(inst.ctl_path(side)).arg("status").output().unwrap().status.code();
+    assert_eq!(ctl(Side::Old), Some(0));
+    assert_eq!(ctl(Side::New), Some(3));
+}
+
+/// push_model variants behave as documented, on the OLD server.
+fn check_model_variants(inst: &Instance) {
+    let api = inst.client(Side::Old).unwrap();
+    let env = inst.env("plain").unwrap().id.clone();
+    let timeout = Duration::from_secs(600);
+
+    inst.push_model("plain", ModelVariant::WithDifferences).unwrap();
+    let o = api.compile(&env, true, timeout).unwrap();
+    assert!(o.success, "{}", o.failure);
+    let v = o.version.unwrap();
+    let report = api.dryrun_and_wait(&env, v, Duration::from_secs(120)).unwrap();
+    let purged = report["diff"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["resource_id"].as_str().unwrap().contains("res-purged"))
+        .unwrap_or_else(|| panic!("no res-purged in {report}"));
+    assert_eq!(purged["status"], json!("deleted"), "{report}");
+
+    inst.push_model("plain", ModelVariant::Broken).unwrap();
+    let o = api.compile(&env, true, timeout).unwrap();
+    assert!(!o.success, "a broken model must not compile");
+    assert!(!o.failure.is_empty());
+
+    inst.push_model("plain", ModelVariant::Normal).unwrap();
+    let o = api.compile(&env, true, timeout).unwrap();
+    assert!(o.success, "{}", o.failure);
+
+    assert!(inst.push_model("no-such-env", ModelVariant::Normal).is_err());
+}
+
+fn check_down(mut cleanup: Cleanup) {
+    let inst = cleanup.0.take().unwrap();
+    let pids = inst.lab_pids();
+    assert!(pids.len() >= 3, "servers and postmasters: {pids:?}");
+    for side in Side::BOTH {
+        assert!(pids.contains(&inst.postgres_pid(side).unwrap()));
+    }
+    assert!(pids.contains(&inst.server_pid(Side::Old).unwrap()));
+    let ports = inst.ports();
+    inst.down(false).unwrap();
+    for p in &pids {
+        assert!(!pid_alive(*p), "pid {p} still runs after down");
+    }
+    assert!(inst.lab_pids().is_empty());
+    for (what, port) in ports.named() {
+        assert!(port_is_free(port), "{what} port {port} still held");
+    }
+    let status = inst.status();
+    assert!(!status.old.server.running && !status.old.postgres.running);
+    assert!(!status.new.server.running && !status.new.postgres.running);
+    // down is idempotent; purge removes the instance but not the cache.
+    inst.down(true).unwrap();
+    assert!(!inst.dir().exists());
+    assert!(inst.root().venv_dir(inst.version(Side::Old)).exists());
+}
+
+#[test]
+#[ignore = "needs real PostgreSQL and inmanta servers; run by cargo xtask ci"]
+fn up_8_7_6_seeds_variety_and_down_leaves_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (_root, cleanup) = fresh_instance("test-up-8", "8.7.6");
+    let inst = cleanup.0.as_ref().unwrap();
+    check_seeded_variety(inst);
+    check_config(inst);
+    check_new_side(inst);
+    // Stopping and starting the pieces, as fault-injection tests will.
+    inst.stop_server(Side::Old).unwrap();
+    assert!(!inst.server_running(Side::Old));
+    inst.stop_postgres(Side::New).unwrap();
+    assert!(!inst.postgres_running(Side::New));
+    inst.start_postgres(Side::New).unwrap();
+    inst.start_server(Side::Old).unwrap();
+    check_model_variants(inst);
+    check_down(cleanup);
+}
+
+#[test]
+#[ignore = "needs real PostgreSQL and inmanta servers; run by cargo xtask ci"]
+fn up_11_5_5_seeds_variety() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (_root, cleanup) = fresh_instance("test-up-11", "11.5.5");
+    let inst = cleanup.0.as_ref().unwrap();
+    check_seeded_variety(inst);
+    check_config(inst);
+    check_new_side(inst);
+    check_down(cleanup);
+}
