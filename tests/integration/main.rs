@@ -3,6 +3,7 @@
 //! e2e tests, against the real lab.
 
 mod config;
+mod e2e;
 mod env_reconcile;
 mod faults;
 mod halt_all;

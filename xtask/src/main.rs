@@ -4,6 +4,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod ci;
+mod demo;
 mod lab;
 
 #[derive(Parser)]
@@ -17,12 +19,23 @@ struct Cli {
 enum Command {
     /// The lab of real inmanta servers and PostgreSQL clusters on this machine.
     Lab(lab::Lab),
+    /// Brings the lab up and migrates it end to end, printing the report.
+    Demo(demo::Demo),
+    /// Everything CI runs: fmt, clippy, tests, tests with real servers.
+    Ci(ci::Ci),
 }
 
 fn main() -> ExitCode {
-    let result = match Cli::parse().command {
-        Command::Lab(cmd) => cmd.run(),
-    };
+    let result = xshell::Shell::new().map_err(anyhow::Error::from).and_then(|sh| {
+        // Run from the workspace root, wherever cargo was called.
+        sh.change_dir(env!("CARGO_MANIFEST_DIR"));
+        sh.change_dir("..");
+        match Cli::parse().command {
+            Command::Lab(cmd) => cmd.run(),
+            Command::Demo(cmd) => cmd.run(&sh),
+            Command::Ci(cmd) => cmd.run(&sh),
+        }
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

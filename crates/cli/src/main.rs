@@ -151,6 +151,7 @@ fn finish(ui: &Ui, result: anyhow::Result<Outcome>) -> ExitCode {
                 let mark = match outcome.status {
                     OutcomeStatus::Done => ui.paint("32", "done:"),
                     OutcomeStatus::NothingToDo => ui.paint("32", "nothing to do:"),
+                    OutcomeStatus::Partial => ui.paint("32", "done (in part):"),
                     OutcomeStatus::NeedsOperator => ui.paint("33", "needs an operator:"),
                 };
                 println!("{} {mark} {}", ui.paint("1", &outcome.step), outcome.summary);

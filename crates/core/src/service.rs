@@ -53,7 +53,8 @@ impl<'a> Service<'a> {
         match svc.manager {
             Manager::Systemd => format!("systemd unit {} on {}", svc.unit(), self.runner.place()),
             Manager::Command => {
-                format!("`{}` on {}", shell_words::join(svc.start.as_deref().unwrap_or_default()), self.runner.place())
+                let program = svc.status.as_ref().and_then(|argv| argv.first()).map(String::as_str).unwrap_or("?");
+                format!("the server's start/stop/status commands ({program}) on {}", self.runner.place())
             }
         }
     }

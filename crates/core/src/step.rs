@@ -32,6 +32,12 @@ pub trait Step {
     /// What it would do, one line for `plan`.
     fn describe(&self, cx: &Context) -> String;
 
+    /// Whether to run even though the journal records the step as done
+    /// (`env-reconcile --env` reconciles an environment left halted).
+    fn runs_when_done(&self) -> bool {
+        false
+    }
+
     /// Every precondition, all reported; changes nothing.
     async fn check(&self, cx: &Context) -> Checks;
 
@@ -43,7 +49,7 @@ pub trait Step {
 pub async fn execute<S: Step>(step: &S, cx: &Context) -> anyhow::Result<Outcome> {
     let work = cx.work()?;
     let record = work.journal().step(S::NAME);
-    if record.status == StepStatus::Done {
+    if record.status == StepStatus::Done && !step.runs_when_done() {
         let when =
             record.ended.map(|t| format!(" at {}", t.round(jiff::Unit::Second).unwrap_or(t))).unwrap_or_default();
         return Ok(Outcome::nothing_to_do(S::NAME, format!("already done{when}, says the journal")));
@@ -69,7 +75,8 @@ pub async fn execute<S: Step>(step: &S, cx: &Context) -> anyhow::Result<Outcome>
             Ok(outcome) => {
                 r.status = match outcome.status {
                     OutcomeStatus::NeedsOperator => StepStatus::NeedsOperator,
-                    _ => StepStatus::Done,
+                    OutcomeStatus::Partial => StepStatus::Pending,
+                    OutcomeStatus::Done | OutcomeStatus::NothingToDo => StepStatus::Done,
                 };
                 r.summary = Some(outcome.summary.clone());
                 r.figures.extend(outcome.figures.clone());
@@ -260,6 +267,8 @@ impl std::error::Error for ChecksFailed {}
 pub enum OutcomeStatus {
     Done,
     NothingToDo,
+    /// Done for what was asked; other parts of the step remain.
+    Partial,
     NeedsOperator,
 }
 
@@ -286,6 +295,10 @@ impl Outcome {
 
     pub fn nothing_to_do(step: &str, summary: impl Into<String>) -> Self {
         Self::new(step, OutcomeStatus::NothingToDo, summary)
+    }
+
+    pub fn partial(step: &str, summary: impl Into<String>) -> Self {
+        Self::new(step, OutcomeStatus::Partial, summary)
     }
 
     pub fn needs_operator(step: &str, summary: impl Into<String>) -> Self {

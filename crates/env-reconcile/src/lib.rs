@@ -94,6 +94,10 @@ impl Step for EnvReconcile {
     const NAME: &'static str = "env-reconcile";
     const SIDE: Side = Side::New;
 
+    fn runs_when_done(&self) -> bool {
+        !self.envs.is_empty()
+    }
+
     fn describe(&self, cx: &Context) -> String {
         let release = if self.release || cx.config.reconcile.release { ", release it" } else { "" };
         format!(
@@ -198,8 +202,20 @@ impl Step for EnvReconcile {
         if !failed.is_empty() {
             bail!("{summary}\n  {}", failed.join("\n  "));
         }
+        // With --env, other environments may still wait for a run.
+        let journal = work.journal();
+        let waiting = inventory
+            .environments
+            .iter()
+            .filter(|e| {
+                let status = journal.environments.get(&e.id).map(|r| r.status).unwrap_or_default();
+                !matches!(status, EnvStatus::Done | EnvStatus::LeftHalted)
+            })
+            .count();
         let outcome = if count(EnvStatus::NeedsOperator) > 0 {
             Outcome::needs_operator(Self::NAME, summary)
+        } else if waiting > 0 {
+            Outcome::partial(Self::NAME, format!("{summary}; {waiting} environment(s) still to reconcile"))
         } else {
             Outcome::done(Self::NAME, summary)
         };
@@ -294,9 +310,11 @@ async fn reconcile_phases(
     phase("auto_deploy_off")?;
 
     // 2. Update & recompile, queued while halted. The marker is written down
-    // first: a re-run looks for it instead of asking twice.
+    // first: a run that was interrupted looks for it instead of asking twice;
+    // a run after a failure or differences asks for a new compile.
+    let resumable = earlier.status == EnvStatus::InProgress;
     let marker = match earlier.marker {
-        Some(marker) if find_compile(api, id, &marker).await?.is_some() => marker,
+        Some(marker) if resumable && find_compile(api, id, &marker).await?.is_some() => marker,
         _ => {
             let marker = format!("inmanta-migrate {run_id}: update & recompile after the migration");
             work.update_env(id, |r| r.marker = Some(marker.clone()))?;

@@ -76,8 +76,14 @@ impl Step for StartServer {
                 status
             }
             None => {
-                cx.ui.info(Self::NAME, format!("starting {}", service.describe()));
-                service.start().await?;
+                // An interrupted run may have started it already: it then
+                // runs but does not answer while it migrates the schema.
+                if service.state().await? == ProcessState::Running {
+                    cx.ui.info(Self::NAME, "the new server runs already; waiting for it to answer");
+                } else {
+                    cx.ui.info(Self::NAME, format!("starting {}", service.describe()));
+                    service.start().await?;
+                }
                 wait_until_answering(cx, &service).await?
             }
         };

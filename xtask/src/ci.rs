@@ -1,0 +1,53 @@
+//! `cargo xtask ci`: everything CI checks, in the order that fails fastest:
+//! formatting, lints, the fast tests, then (after installing what they need)
+//! the tests against real PostgreSQL and inmanta-core servers.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use clap::Args;
+use lab::LabRoot;
+use xshell::{Shell, cmd};
+
+#[derive(Args)]
+pub struct Ci {
+    /// Skip the tests that need real servers.
+    #[arg(long)]
+    fast: bool,
+}
+
+/// The versions the end-to-end tests use.
+pub const E2E_VERSIONS: [&str; 3] = ["8.7.6", "11.5.5", "14.0.0"];
+
+impl Ci {
+    pub fn run(self, sh: &Shell) -> Result<()> {
+        let start = Instant::now();
+        let mut times = Vec::new();
+        let mut part = |name: &str, f: &mut dyn FnMut() -> Result<()>| -> Result<()> {
+            eprintln!("\n== {name}");
+            let t = Instant::now();
+            f()?;
+            times.push((name.to_owned(), t.elapsed().as_secs_f64()));
+            Ok(())
+        };
+        part("rustfmt", &mut || Ok(cmd!(sh, "cargo fmt --all -- --check").run()?))?;
+        part("clippy", &mut || Ok(cmd!(sh, "cargo clippy --workspace --all-targets --quiet -- -D warnings").run()?))?;
+        part("tests", &mut || Ok(cmd!(sh, "cargo test --workspace --quiet").run()?))?;
+        if !self.fast {
+            part("lab prerequisites", &mut || {
+                lab::prepare(&LabRoot::from_env()?, &E2E_VERSIONS)?;
+                Ok(())
+            })?;
+            // One lab instance at a time: the machine has two cores.
+            part("tests with real servers", &mut || {
+                Ok(cmd!(sh, "cargo test --workspace --quiet -- --ignored --test-threads=1").run()?)
+            })?;
+        }
+        eprintln!("\n== timings");
+        for (name, seconds) in &times {
+            eprintln!("  {name:<26} {seconds:>7.1} s");
+        }
+        eprintln!("  {:<26} {:>7.1} s", "total", start.elapsed().as_secs_f64());
+        Ok(())
+    }
+}
