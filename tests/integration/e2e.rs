@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::support::{BIN, Run, run_in};
 
 /// One lab instance at a time, also if the harness runs tests in parallel.
-static SERIAL: Mutex<()> = Mutex::new(());
+pub static SERIAL: Mutex<()> = Mutex::new(());
 
 /// A lab instance that is purged when the test ends, also on panic.
 pub struct Lab(Option<Instance>);
@@ -103,7 +103,7 @@ impl Lab {
 
 /// Everything a migration must keep, checked through the new server's API
 /// against what the old one said before.
-fn assert_migrated(lab: &Lab, before: &BTreeMap<String, Value>, outcome: &Value, released: bool) {
+pub fn assert_migrated(lab: &Lab, before: &BTreeMap<String, Value>, outcome: &Value, released: bool) {
     let after = lab.environments(Side::New);
     assert_eq!(before.keys().collect::<Vec<_>>(), after.keys().collect::<Vec<_>>(), "the same environments");
     let api = lab.client(Side::New).unwrap();

@@ -2,10 +2,14 @@
 //! fake servers (request sequences, faults, bad input) and, in the ignored
 //! e2e tests, against the real lab.
 
+mod bad_input;
 mod config;
 mod e2e;
+mod e2e_faults;
+mod e2e_secure;
 mod env_reconcile;
 mod faults;
 mod halt_all;
+mod ssh;
 mod stop_server;
 mod support;

@@ -36,6 +36,12 @@ impl Ci {
         if !self.fast {
             part("lab prerequisites", &mut || {
                 lab::prepare(&LabRoot::from_env()?, &E2E_VERSIONS)?;
+                // The ssh runner is tested against a real sshd.
+                if !sh.path_exists("/usr/sbin/sshd") {
+                    let _env = sh.push_env("DEBIAN_FRONTEND", "noninteractive");
+                    cmd!(sh, "apt-get update -q").run()?;
+                    cmd!(sh, "apt-get install -y -q openssh-server").run()?;
+                }
                 Ok(())
             })?;
             // One lab instance at a time: the machine has two cores.

@@ -163,8 +163,12 @@ impl WorkDir {
     /// Creates or opens the work directory of `config` and locks it.
     pub fn open(config: &Config) -> anyhow::Result<WorkDir> {
         let dir = config.work_dir.clone();
-        fsutil::create_private_dir(&dir)
-            .with_context(|| format!("work directory {dir} is not usable (check `work_dir` in the config)"))?;
+        if let Err(e) = fsutil::create_private_dir(&dir) {
+            return Err(UsageError(format!(
+                "work directory {dir} is not usable: {e:#} (check `work_dir` in the config)"
+            ))
+            .into());
+        }
         let lock_path = dir.join("lock");
         let mut lock = OpenOptions::new()
             .read(true)

@@ -1,0 +1,198 @@
+//! Bad input on the real lab: damaged dumps, wrong versions, unusable
+//! databases and directories. Each is refused with a clear message and exit
+//! code 2 or 3, and changes nothing. (Bad config files are in config.rs, bad
+//! URLs, tokens and --env values against the fake server elsewhere.)
+
+use camino::{Utf8Path, Utf8PathBuf};
+use lab::Side;
+
+use crate::{
+    e2e::{Lab, SERIAL, lab},
+    support::{Run, run_in},
+};
+
+/// A copy of the lab's config with `edit` applied, and a run with it.
+fn run_with(lab: &Lab, name: &str, edit: impl FnOnce(String) -> String, args: &[&str]) -> Run {
+    let text = std::fs::read_to_string(lab.config_path()).unwrap();
+    let path = lab.dir().join(format!("{name}.toml"));
+    std::fs::write(&path, edit(text)).unwrap();
+    let mut all = vec!["--config", path.as_str()];
+    all.extend_from_slice(args);
+    run_in(lab.dir(), &all, &[])
+}
+
+fn user_objects(lab: &Lab, side: Side) -> i64 {
+    lab.psql(
+        side,
+        "inmanta",
+        "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public'",
+    )
+    .unwrap()
+    .trim()
+    .parse()
+    .unwrap()
+}
+
+fn copy_dir(from: &Utf8Path, to: &Utf8Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in from.read_dir_utf8().unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A scratch copy of the good dump, damaged by `damage`, restored from.
+fn restore_damaged(lab: &Lab, name: &str, damage: impl FnOnce(&Utf8Path)) -> Run {
+    let dir = lab.dir().join(format!("dump-{name}"));
+    copy_dir(&lab.work_dir().join("dump"), &dir);
+    damage(&dir);
+    run_with(lab, name, |t| format!("{t}\n[dump]\ndir = \"{dir}\"\n"), &["restore"])
+}
+
+fn largest_data_file(dump: &Utf8Path) -> Utf8PathBuf {
+    let mut files: Vec<_> = dump.join("db").read_dir_utf8().unwrap().map(|e| e.unwrap().path().to_owned()).collect();
+    files.retain(|f| f.extension() == Some("dat"));
+    files.sort_by_key(|f| std::fs::metadata(f).unwrap().len());
+    files.pop().unwrap()
+}
+
+fn rewrite_manifest(dir: &Utf8Path, change: impl FnOnce(&mut serde_json::Value)) {
+    let path = dir.join("manifest.json");
+    let mut manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    change(&mut manifest);
+    std::fs::write(&path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+}
+
+/// Rewrites the checksum file too, as a newer tool's honest dump would have it.
+fn reseal_manifest(dir: &Utf8Path) {
+    let out = std::process::Command::new("sha256sum").arg(dir.join("manifest.json")).output().unwrap();
+    let sum = String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_owned();
+    std::fs::write(dir.join("manifest.json.sha256"), format!("{sum}  manifest.json\n")).unwrap();
+}
+
+#[test]
+#[ignore = "needs the real lab: cargo xtask ci"]
+fn bad_input_is_refused_and_changes_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = lab("e2e-bad", "8.7.6");
+    lab.run(&["halt-all"]).success();
+    lab.run(&["stop-server"]).success();
+    let dump_dir = lab.work_dir().join("dump");
+
+    // --- the old database and the dump directory ---
+    std::fs::create_dir_all(&dump_dir).unwrap();
+    std::fs::write(dump_dir.join("notes.txt"), "not a dump").unwrap();
+    lab.run(&["dump"]).code(3).stderr_has("holds files that are not a dump of this tool: notes.txt");
+    std::fs::remove_file(dump_dir.join("notes.txt")).unwrap();
+
+    let wrong_password = lab.dir().join("wrong-password");
+    std::fs::write(&wrong_password, "not-the-password\n").unwrap();
+    let old_secret = lab.secret_file(Side::Old, "db");
+    run_with(&lab, "wrong-password", |t| t.replace(old_secret.as_str(), wrong_password.as_str()), &["dump"])
+        .code(3)
+        .stderr_has("password authentication failed")
+        .stderr_has("check the database password");
+
+    let port = lab.ports().pg(Side::Old).to_string();
+    run_with(&lab, "no-database", |t| t.replacen(&format!("port = {port}"), "port = 9", 1), &["dump"])
+        .code(3)
+        .stderr_has("is PostgreSQL running and reachable");
+
+    let tiny = lab.dir().join("tiny");
+    std::fs::create_dir_all(&tiny).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs", tiny.as_str()])
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount a 1 MiB tmpfs (tests run as root)");
+    let run = run_with(&lab, "no-space", |t| format!("{t}\n[dump]\ndir = \"{tiny}/dump\"\n"), &["dump"]);
+    let _ = std::process::Command::new("umount").arg(tiny.as_str()).status();
+    run.code(3).stderr_has("disk space").stderr_has("free");
+
+    let file = lab.dir().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    run_with(&lab, "bad-workdir", |t| t.replace(lab.work_dir().as_str(), &format!("{file}/work")), &["dump"])
+        .code(2)
+        .stderr_has("is not usable");
+    assert!(!dump_dir.join("manifest.json").exists(), "nothing was dumped by the refused runs");
+
+    lab.run(&["dump"]).success();
+    assert_eq!(user_objects(&lab, Side::New), 0);
+
+    // --- damaged dumps ---
+    restore_damaged(&lab, "edited", |d| rewrite_manifest(d, |m| m["tables"]["public.environment"] = 99.into()))
+        .code(3)
+        .stderr_has("does not match its checksum");
+    restore_damaged(&lab, "truncated", |d| {
+        let f = largest_data_file(d);
+        let len = std::fs::metadata(&f).unwrap().len();
+        std::fs::OpenOptions::new().write(true).open(&f).unwrap().set_len(len / 2).unwrap();
+    })
+    .code(3)
+    .stderr_has("(truncated or replaced)");
+    restore_damaged(&lab, "flipped", |d| {
+        let f = largest_data_file(d);
+        let mut bytes = std::fs::read(&f).unwrap();
+        bytes[0] ^= 0x20;
+        std::fs::write(&f, bytes).unwrap();
+    })
+    .code(3)
+    .stderr_has("checksum mismatch");
+    restore_damaged(&lab, "partial", |d| std::fs::remove_file(d.join("manifest.json")).unwrap())
+        .code(3)
+        .stderr_has("holds no complete dump");
+    restore_damaged(&lab, "newer-schema", |d| {
+        rewrite_manifest(d, |m| m["schema_versions"]["core"].as_array_mut().unwrap().push(299912310.into()));
+        reseal_manifest(d);
+    })
+    .code(3)
+    .stderr_has("newer than inmanta-core 14.0.0 knows");
+
+    // --- versions and tools ---
+    let new_venv = lab.venv(Side::New).join("bin/inmanta");
+    run_with(
+        &lab,
+        "downgrade",
+        |t| {
+            t.replace(
+                &format!("[\"{new_venv}\", \"--version\"]"),
+                "[\"echo\", \"Inmanta Service Orchestrator: 8.0.0\"]",
+            )
+        },
+        &["restore"],
+    )
+    .code(3)
+    .stderr_has("older than the old server's 8.7.6: a downgrade");
+
+    let old_tools = lab.dir().join("old-tools");
+    std::fs::create_dir_all(&old_tools).unwrap();
+    for tool in ["psql", "pg_dump", "vacuumdb"] {
+        let _ = std::os::unix::fs::symlink(format!("/usr/lib/postgresql/15/bin/{tool}"), old_tools.join(tool));
+    }
+    let fake_restore = old_tools.join("pg_restore");
+    std::fs::write(&fake_restore, "#!/bin/sh\n[ \"$1\" = --version ] && { echo 'pg_restore (PostgreSQL) 13.0'; exit 0; }\necho 'pg_restore: error: unsupported version (1.14) in file header' >&2; exit 1\n").unwrap();
+    std::fs::set_permissions(&fake_restore, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    run_with(
+        &lab,
+        "old-pg-restore",
+        |t| t.replace("bin_dir = \"/usr/lib/postgresql/15/bin\"", &format!("bin_dir = \"{old_tools}\"")),
+        &["restore"],
+    )
+    .code(3)
+    .stderr_has("pg_restore 13.0 is older than the pg_dump 15");
+
+    // --- a target database that holds data ---
+    lab.psql(Side::New, "inmanta", "SET ROLE inmanta; CREATE TABLE precious (id int); INSERT INTO precious VALUES (1)")
+        .unwrap();
+    lab.run(&["restore"]).code(3).stderr_has("is not empty").stderr_has("--replace");
+    assert_eq!(lab.psql(Side::New, "inmanta", "SELECT count(*) FROM precious").unwrap().trim(), "1", "untouched");
+
+    assert_eq!(user_objects(&lab, Side::New), 1, "no refused run loaded anything");
+    lab.run(&["restore", "--replace"]).success().stderr_has("dropping and recreating database");
+    assert!(lab.psql(Side::New, "inmanta", "SELECT count(*) FROM precious").is_err(), "replaced, as asked");
+}
