@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod ci;
 mod demo;
 mod lab;
@@ -23,6 +24,8 @@ enum Command {
     Demo(demo::Demo),
     /// Everything CI runs: fmt, clippy, tests, tests with real servers.
     Ci(ci::Ci),
+    /// Benchmarks that print ratios against the manual procedure.
+    Bench(bench::Bench),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
             Command::Lab(cmd) => cmd.run(),
             Command::Demo(cmd) => cmd.run(&sh),
             Command::Ci(cmd) => cmd.run(&sh),
+            Command::Bench(cmd) => cmd.run(&sh),
         }
     });
     match result {

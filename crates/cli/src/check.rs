@@ -50,7 +50,14 @@ pub async fn preflight(cx: &Context, replace: bool) -> Checks {
         let service = Service::new(cx.config.side(side));
         match service.state().await {
             Ok(state) => checks.pass(format!("{side} service"), format!("{}: {state:?}", service.describe())),
-            Err(e) => checks.fail(format!("{side} service"), format!("{e:#}"), format!("fix `{side}.service`")),
+            Err(e) => {
+                let fix = if cx.config.side(side).host.ssh.is_some() {
+                    format!("fix `{side}.host` (ssh) or `{side}.service`")
+                } else {
+                    format!("fix `{side}.service`")
+                };
+                checks.fail(format!("{side} service"), format!("{e:#}"), fix)
+            }
         }
     }
 

@@ -92,10 +92,10 @@ impl Runner {
                     ssh.extend(["-i".to_owned(), key.to_string(), "-o".to_owned(), "IdentitiesOnly=yes".to_owned()]);
                 }
                 if let Some(known) = &host.known_hosts {
-                    ssh.extend(["-o".to_owned(), format!("UserKnownHostsFile={known}")]);
+                    ssh.extend(["-o".to_owned(), format!("UserKnownHostsFile={}", ssh_option_path(known.as_str()))]);
                 }
                 let dest = host.ssh.clone().unwrap_or_default();
-                ssh.extend([dest.clone(), "--".to_owned(), shown.clone()]);
+                ssh.extend([dest.clone(), "--".to_owned(), remote_command(&argv)]);
                 Cmd {
                     argv: ssh,
                     shown: format!("{shown} (on {dest})"),
@@ -215,6 +215,12 @@ impl Cmd {
         let (status, out, err) = result.with_context(|| format!("`{}` failed to run", self.shown))?;
         use std::os::unix::process::ExitStatusExt;
         let code = status.code().unwrap_or_else(|| -status.signal().unwrap_or(0));
+        // ssh exits 255 when it cannot run the command (connection, host key,
+        // authentication): that is no answer of the command, whose exit code
+        // callers read (a failing `status` means "stopped").
+        if self.remote && code == 255 {
+            bail!("`{}` could not run: ssh failed (exit code 255){}", self.shown, stderr_tail(&err));
+        }
         Ok(CmdOutput { code, stdout: String::from_utf8_lossy(&out).into_owned(), stderr: err })
     }
 }
@@ -267,6 +273,20 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// The one string ssh hands to the remote shell: every word single-quoted.
+/// (`shell_words::join` leaves words such as `{a,b}` bare, which bash and zsh
+/// brace-expand.)
+fn remote_command(argv: &[String]) -> String {
+    argv.iter().map(|word| format!("'{}'", word.replace('\'', r"'\''"))).collect::<Vec<_>>().join(" ")
+}
+
+/// A path as the value of an `ssh -o` option: ssh splits the value at
+/// whitespace (several known_hosts files) unless it is double-quoted, takes
+/// backslash escapes inside the quotes and expands `%` tokens.
+fn ssh_option_path(path: &str) -> String {
+    format!("\"{}\"", path.replace('\\', "\\\\").replace('"', "\\\"").replace('%', "%%"))
 }
 
 fn describe_code(code: i32) -> String {
@@ -330,7 +350,41 @@ mod tests {
         let cmd = Runner::on(&host).cmd(&["systemctl", "stop", "my unit's name"]);
         assert_eq!(cmd.argv[0], "ssh");
         assert!(cmd.argv.contains(&"2222".to_owned()));
-        assert_eq!(cmd.argv.last().unwrap(), "systemctl stop 'my unit'\\''s name'");
+        assert_eq!(cmd.argv.last().unwrap(), "'systemctl' 'stop' 'my unit'\\''s name'");
+        let cmd = Runner::on(&host).cmd(&["ls", "/opt/{a,b}"]);
+        assert_eq!(cmd.argv.last().unwrap(), "'ls' '/opt/{a,b}'", "no brace expansion by the remote shell");
+        assert_eq!(cmd.shown(), "ls /opt/{a,b} (on root@h)");
         assert!(cmd.env("X", "y").command().is_err(), "no environment for remote commands");
+    }
+
+    #[test]
+    fn ssh_gets_the_known_hosts_path_quoted() {
+        let host = HostConfig {
+            ssh: Some("h".into()),
+            known_hosts: Some(r#"/k/it's "a" dir\100%/known_hosts"#.into()),
+            ..Default::default()
+        };
+        let cmd = Runner::on(&host).cmd(&["true"]);
+        assert!(
+            cmd.argv.contains(&r#"UserKnownHostsFile="/k/it's \"a\" dir\\100%%/known_hosts""#.to_owned()),
+            "{:?}",
+            cmd.argv
+        );
+    }
+
+    #[tokio::test]
+    async fn ssh_failures_are_errors_not_exit_codes() {
+        // What ssh does when it cannot run the remote command.
+        let script = "echo 'Host key verification failed.' >&2; exit 255";
+        let cmd = Cmd {
+            argv: ["sh", "-c", script].map(String::from).into(),
+            shown: "ctl status (on h)".into(),
+            remote: true,
+            envs: Vec::new(),
+            stdin: None,
+            timeout: None,
+        };
+        let err = cmd.output().await.unwrap_err();
+        assert!(format!("{err:#}").contains("ssh failed (exit code 255):\n  Host key verification failed."), "{err:#}");
     }
 }

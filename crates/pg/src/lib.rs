@@ -1,9 +1,10 @@
 //! PostgreSQL through its own client tools (`psql`, `pg_dump`, `pg_restore`,
 //! `vacuumdb`), run by core's runner on this machine.
 //!
-//! Passwords reach the tools only through a private PGPASSFILE written to a
-//! 0600 temp file for the life of a [`Database`]; never on a command line, in
-//! an error or a log line.
+//! Passwords reach the tools only through PGPASSFILE pointing at an
+//! anonymous in-memory file of this process (`memfd`, 0600, reached as
+//! `/proc/<pid>/fd/<n>`): never on a command line, in an error, a log line,
+//! or on disk, and gone with the process even when it is killed.
 
 mod inmanta_cfg;
 
@@ -73,8 +74,28 @@ impl Target {
 pub struct Database {
     pub target: Target,
     tools: PgTools,
-    /// Deleted when the `Database` is dropped.
-    passfile: Option<tempfile::TempPath>,
+    /// The in-memory password file; closed (and gone) with the `Database`.
+    passfile: Option<PassFile>,
+}
+
+/// A libpq password file that exists only in this process's memory.
+struct PassFile {
+    _file: std::fs::File,
+    path: String,
+}
+
+impl PassFile {
+    fn new(content: &str) -> anyhow::Result<PassFile> {
+        use std::os::fd::AsRawFd;
+        let fd = rustix::fs::memfd_create("inmanta-migrate-pgpass", rustix::fs::MemfdFlags::CLOEXEC)
+            .context("cannot create the in-memory password file")?;
+        // libpq ignores a password file that group or others may read.
+        rustix::fs::fchmod(&fd, rustix::fs::Mode::from_raw_mode(0o600))?;
+        let mut file = std::fs::File::from(fd);
+        file.write_all(content.as_bytes())?;
+        let path = format!("/proc/{}/fd/{}", std::process::id(), file.as_raw_fd());
+        Ok(PassFile { _file: file, path })
+    }
 }
 
 /// A row of text fields.
@@ -100,15 +121,7 @@ impl Database {
         if let (Some(user), Some(password)) = (&target.admin_user, &target.admin_password) {
             lines.push_str(&format!("*:*:*:{}:{}\n", escape(user), escape(password.expose())));
         }
-        let passfile = if lines.is_empty() {
-            None
-        } else {
-            // tempfile creates it 0600.
-            let mut file = tempfile::Builder::new().prefix("inmanta-migrate-pgpass-").tempfile()?;
-            file.write_all(lines.as_bytes())?;
-            file.flush()?;
-            Some(file.into_temp_path())
-        };
+        let passfile = if lines.is_empty() { None } else { Some(PassFile::new(&lines)?) };
         Ok(Database { target, tools, passfile })
     }
 
@@ -119,8 +132,8 @@ impl Database {
 
     fn env(&self, cmd: Cmd) -> Cmd {
         let mut cmd = cmd.env("PGCONNECT_TIMEOUT", "10").env("PGAPPNAME", "inmanta-migrate");
-        if let Some(path) = &self.passfile {
-            cmd = cmd.env("PGPASSFILE", path.to_string_lossy());
+        if let Some(passfile) = &self.passfile {
+            cmd = cmd.env("PGPASSFILE", passfile.path.as_str());
         } else if let Some(path) = &self.target.passfile {
             cmd = cmd.env("PGPASSFILE", path.as_str());
         }
