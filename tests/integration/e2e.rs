@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lab::{Instance, LabRoot, ModelVariant, Side, UpOptions};
+use lab::{Instance, LabRoot, ModelVariant, Security, Side, UpOptions};
 use serde_json::Value;
 
 use crate::support::{BIN, Run, run_in};
@@ -38,12 +38,17 @@ impl std::ops::Deref for Lab {
 }
 
 pub fn lab(name: &str, old: &str) -> Lab {
+    lab_with(name, old, Security::Plain)
+}
+
+/// [`lab`], with plain or secure (auth + TLS) servers.
+pub fn lab_with(name: &str, old: &str, security: Security) -> Lab {
     let root = LabRoot::from_env().unwrap();
     if let Ok(previous) = Instance::open(&root, name) {
         previous.down(true).unwrap();
     }
     let options = UpOptions { name: name.into(), old: old.into(), ports: None, ..UpOptions::default() };
-    Lab(Some(lab::up(&root, &options).expect("the lab comes up")))
+    Lab(Some(lab::up_with(&root, &options, security).expect("the lab comes up")))
 }
 
 impl Lab {
@@ -73,6 +78,19 @@ impl Lab {
                 (table.to_owned(), self.psql(side, "inmanta", &sql).unwrap().trim().to_owned())
             })
             .collect()
+    }
+
+    /// The migration's journal (null before the first run).
+    pub fn journal(&self) -> Value {
+        std::fs::read_to_string(self.work_dir().join("journal.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(Value::Null)
+    }
+
+    /// The journal's environment records, shaped like `env-reconcile --json`.
+    pub fn reconciled(&self) -> Value {
+        serde_json::json!({ "details": self.journal()["environments"].as_object().unwrap().values().collect::<Vec<_>>() })
     }
 
     /// The environments of one side as its API lists them, by name.
@@ -186,14 +204,9 @@ fn migrate_resumes_after_being_killed() {
         .spawn()
         .unwrap();
     // Kill it as soon as the old side is stopped, between or in steps.
-    let journal = lab.work_dir().join("journal.json");
     let start = Instant::now();
     loop {
-        let text = std::fs::read_to_string(&journal).unwrap_or_default();
-        let stop_done = serde_json::from_str::<Value>(&text)
-            .map(|j| j["steps"]["stop-server"]["status"] == "done")
-            .unwrap_or(false);
-        if stop_done {
+        if lab.journal()["steps"]["stop-server"]["status"] == "done" {
             break;
         }
         assert!(start.elapsed() < Duration::from_secs(120), "migrate never got past stop-server");
@@ -211,9 +224,7 @@ fn migrate_resumes_after_being_killed() {
     assert!(steps.as_array().unwrap().iter().all(|s| s["status"] == "done"), "{steps}");
     let reconcile = lab.run(&["env-reconcile", "--json"]);
     assert_eq!(reconcile.success().json()["status"], "nothing_to_do");
-    let journal: Value = serde_json::from_str(&std::fs::read_to_string(&journal).unwrap()).unwrap();
-    let outcome =
-        serde_json::json!({ "details": journal["environments"].as_object().unwrap().values().collect::<Vec<_>>() });
+    let outcome = lab.reconciled();
     assert_migrated(&lab, &before, &outcome, true);
 }
 
@@ -230,8 +241,7 @@ fn differences_and_failed_compiles_stop_only_their_environment() {
     assert_eq!(new["plain"]["halted"], false, "left resumed");
     assert_eq!(new["plain"]["settings"]["auto_deploy"], false, "with auto_deploy off");
     assert_eq!(new["tuned"]["settings"]["auto_deploy"], false);
-    let journal: Value =
-        serde_json::from_str(&std::fs::read_to_string(lab.work_dir().join("journal.json")).unwrap()).unwrap();
+    let journal = lab.journal();
     let env =
         |name: &str| journal["environments"].as_object().unwrap().values().find(|e| e["name"] == name).unwrap().clone();
     assert_eq!(env("plain")["status"], "needs_operator");

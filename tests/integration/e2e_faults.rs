@@ -9,22 +9,14 @@ use std::{
 };
 
 use lab::Side;
-use serde_json::Value;
 
 use crate::{
     e2e::{Lab, SERIAL, assert_migrated, lab},
     support::BIN,
 };
 
-fn journal(lab: &Lab) -> Value {
-    std::fs::read_to_string(lab.work_dir().join("journal.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or(Value::Null)
-}
-
 fn step_status(lab: &Lab, step: &str) -> String {
-    journal(lab)["steps"][step]["status"].as_str().unwrap_or("pending").to_owned()
+    lab.journal()["steps"][step]["status"].as_str().unwrap_or("pending").to_owned()
 }
 
 fn spawn(lab: &Lab, args: &[&str]) -> Child {
@@ -137,7 +129,7 @@ fn killed_at_every_step_boundary_and_inside_every_step() {
         &[],
     );
     last.success();
-    let envs = serde_json::json!({ "details": journal(&lab)["environments"].as_object().unwrap().values().collect::<Vec<_>>() });
+    let envs = lab.reconciled();
     assert_migrated(&lab, &before, &envs, true);
 }
 
@@ -159,7 +151,7 @@ fn the_old_server_dying_during_halt_all() {
     }
     lab.start_server(Side::Old).unwrap();
     lab.run(&["migrate", "--yes"]).success();
-    let envs = serde_json::json!({ "details": journal(&lab)["environments"].as_object().unwrap().values().collect::<Vec<_>>() });
+    let envs = lab.reconciled();
     assert_migrated(&lab, &before, &envs, false);
 }
 
@@ -174,7 +166,7 @@ fn the_new_server_dying_during_env_reconcile() {
     }
     let mut child = spawn(&lab, &["env-reconcile", "--release"]);
     let resumed = wait_for(&mut child, "an environment resumed", || {
-        journal(&lab)["environments"].as_object().is_some_and(|envs| envs.values().any(|e| e["phase"] == "resumed"))
+        lab.journal()["environments"].as_object().is_some_and(|envs| envs.values().any(|e| e["phase"] == "resumed"))
     });
     assert!(resumed, "env-reconcile ended before resuming anything");
     kill_group(lab.server_pid(Side::New).unwrap());
@@ -182,7 +174,7 @@ fn the_new_server_dying_during_env_reconcile() {
     assert_eq!(code, Some(1), "env-reconcile fails when its server dies");
     lab.start_server(Side::New).unwrap();
     lab.run(&["env-reconcile", "--release"]).success();
-    let envs = serde_json::json!({ "details": journal(&lab)["environments"].as_object().unwrap().values().collect::<Vec<_>>() });
+    let envs = lab.reconciled();
     assert_migrated(&lab, &before, &envs, true);
 }
 
@@ -218,6 +210,6 @@ fn postgres_stopping_during_dump_and_restore() {
     lab.run(&["restore"]).success();
     assert_eq!(lab.fingerprints(Side::Old), lab.fingerprints(Side::New));
     lab.run(&["migrate", "--yes"]).success();
-    let envs = serde_json::json!({ "details": journal(&lab)["environments"].as_object().unwrap().values().collect::<Vec<_>>() });
+    let envs = lab.reconciled();
     assert_migrated(&lab, &before, &envs, false);
 }

@@ -1,0 +1,147 @@
+//! Every step and `check` against fake Inmanta APIs backed by the lab's real
+//! PostgreSQL databases: the exact request sequence of each step, snapshotted;
+//! and `check` naming each failure it meets.
+
+use fake_inmanta::{FakeInmanta, Flavor};
+use lab::Side;
+
+use crate::{
+    e2e::{Lab, SERIAL, lab},
+    support::{Run, run_in, snapshot},
+};
+
+/// The same environments on both fakes (the fakes hand out the same ids):
+/// the old running (one halted before), the new as a restore leaves them.
+fn environments(old: &FakeInmanta, new: &FakeInmanta) -> (uuid::Uuid, uuid::Uuid) {
+    let mut ids = (uuid::Uuid::nil(), uuid::Uuid::nil());
+    for fake in [old, new] {
+        let prod = fake.add_env("prod");
+        let staging = fake.add_env("staging");
+        fake.with_env(staging, |e| e.halted = true);
+        ids = (prod, staging);
+    }
+    new.with_env(ids.0, |e| e.halted = true);
+    ids
+}
+
+/// The lab's config with the APIs and services of the fakes.
+fn config_for_fakes(
+    lab: &Lab,
+    old: &FakeInmanta,
+    new: &FakeInmanta,
+    name: &str,
+    edit: impl FnOnce(String) -> String,
+) -> String {
+    let mut text = std::fs::read_to_string(lab.config_path()).unwrap();
+    for (side, fake) in [(Side::Old, old), (Side::New, new)] {
+        text = text.replace(&lab.api_url(side), &fake.url());
+        let ctl = lab.ctl_path(side);
+        let [start, stop, status] = fake.service_commands();
+        for (verb, argv) in [("start", start), ("stop", stop), ("status", status)] {
+            text = text.replace(&format!("{verb} = [\"{ctl}\", \"{verb}\"]"), &format!("{verb} = {argv:?}"));
+        }
+    }
+    let path = lab.dir().join(format!("{name}.toml"));
+    std::fs::write(&path, edit(text)).unwrap();
+    path.into_string()
+}
+
+fn run(lab: &Lab, config: &str, args: &[&str]) -> Run {
+    let mut all = vec!["--config", config];
+    all.extend_from_slice(args);
+    run_in(lab.dir(), &all, &[])
+}
+
+#[test]
+#[ignore = "needs the lab's PostgreSQL: cargo xtask ci"]
+fn every_step_against_fake_apis_and_real_databases() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = lab("e2e-sequences", "8.7.6");
+    // The fakes play the servers; the real old server must keep quiet.
+    lab.stop_server(Side::Old).unwrap();
+    let old = FakeInmanta::start(Flavor::V11);
+    let new = FakeInmanta::start(Flavor::V14);
+    let (prod, staging) = environments(&old, &new);
+    std::fs::write(new.control_dir().join("stop"), "").unwrap();
+    new.wait_stopped(true);
+    let config = config_for_fakes(&lab, &old, &new, "fakes", |t| t);
+
+    // Without a terminal, migrate refuses to start without --yes.
+    run(&lab, &config, &["migrate"]).code(2).stderr_has("pass --yes");
+    old.clear_requests();
+    new.clear_requests();
+
+    run(&lab, &config, &["check"]).success();
+    snapshot!("sequence_check_old", old.requests_by_env());
+    snapshot!("sequence_check_new", new.requests_by_env());
+    for step in ["halt-all", "stop-server", "dump", "restore", "start-server", "env-reconcile"] {
+        old.clear_requests();
+        new.clear_requests();
+        run(&lab, &config, &[step]).success();
+        let fake = if ["halt-all", "stop-server", "dump"].contains(&step) { &old } else { &new };
+        snapshot!(format!("sequence_{step}"), fake.requests_by_env());
+    }
+    assert!(old.env(prod).halted && old.env(staging).halted, "the old side is halted");
+    assert!(!new.env(prod).halted, "prod was reconciled and resumed");
+    assert!(new.env(staging).halted, "staging was halted before and stays so");
+}
+
+#[test]
+#[ignore = "needs the lab's PostgreSQL: cargo xtask ci"]
+fn check_names_each_failure() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = lab("e2e-check", "8.7.6");
+    lab.stop_server(Side::Old).unwrap();
+    let old = FakeInmanta::start(Flavor::V14);
+    let new = FakeInmanta::start(Flavor::V14);
+    environments(&old, &new);
+    std::fs::write(new.control_dir().join("stop"), "").unwrap();
+    new.wait_stopped(true);
+
+    let good = config_for_fakes(&lab, &old, &new, "good", |t| t);
+    run(&lab, &good, &["check"]).success().stdout_has("checks passed");
+
+    let wrong_url = config_for_fakes(&lab, &old, &new, "wrong-url", |t| t.replace(&old.url(), "http://127.0.0.1:9"));
+    run(&lab, &wrong_url, &["check"]).code(3).stderr_has("old API").stderr_has("old server does not answer");
+
+    old.require_token("the-right-token");
+    let token = lab.dir().join("wrong-token");
+    std::fs::write(&token, "a-wrong-token\n").unwrap();
+    let wrong_token = config_for_fakes(&lab, &old, &new, "wrong-token", |t| {
+        t.replacen("\n[old.service]", &format!("token = {{ file = \"{token}\" }}\n\n[old.service]"), 1)
+    });
+    let run_wrong = run(&lab, &wrong_token, &["check"]);
+    run_wrong.code(3).stderr_has("HTTP 401").stderr_has("fix `old.token`");
+    assert!(!run_wrong.stderr.contains("a-wrong-token"));
+
+    std::fs::write(&token, "the-right-token\n").unwrap();
+    let venv = lab.venv(Side::New).join("bin/inmanta");
+    let older = config_for_fakes(&lab, &old, &new, "older", |t| {
+        let t = t.replacen("\n[old.service]", &format!("token = {{ file = \"{token}\" }}\n\n[old.service]"), 1);
+        t.replace(&format!("[\"{venv}\", \"--version\"]"), "[\"echo\", \"Inmanta Service Orchestrator: 11.0.0\"]")
+    });
+    run(&lab, &older, &["check"])
+        .code(3)
+        .stderr_has("the new server (11.0.0) is older than the old one (14.0.0): a downgrade");
+
+    // Several problems at once are all reported.
+    let both = config_for_fakes(&lab, &old, &new, "both", |t| {
+        let t = t.replacen("\n[old.service]", "token = { file = \"/nonexistent-token\" }\n\n[old.service]", 1);
+        t.replace(&old.url(), "http://127.0.0.1:9")
+    });
+    run(&lab, &both, &["check"]).code(2).stderr_has("old.token");
+    let two = config_for_fakes(&lab, &old, &new, "two", |t| {
+        let t = t.replace(&old.url(), "http://127.0.0.1:9");
+        t.replace(&format!("[\"{venv}\", \"--version\"]"), "[\"false\"]")
+    });
+    let out = run(&lab, &two, &["--json", "check"]);
+    out.code(3);
+    let failed: Vec<String> = out.json()["checks"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == "fail")
+        .map(|c| c["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(failed, ["old API", "new server version"], "every failure, not just the first");
+}
