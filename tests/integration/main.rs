@@ -10,6 +10,8 @@ mod e2e_secure;
 mod env_reconcile;
 mod faults;
 mod halt_all;
+mod secrets;
+mod sequences;
 mod ssh;
 mod stop_server;
 mod support;

@@ -110,7 +110,11 @@ fn measure(sh: &Shell, instance: &Instance, size_mb: u64, runs: usize) -> Result
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     println!("\n| method | runs, s | mean s | ratio to manual |\n|---|---|---|---|");
     let show = |v: &[f64]| v.iter().map(|s| format!("{s:.1}")).collect::<Vec<_>>().join(", ");
-    println!("| manual: pg_dump -f x.sql, psql --single-transaction, ANALYZE | {} | {:.1} | 1.00 |", show(&manual), mean(&manual));
+    println!(
+        "| manual: pg_dump -f x.sql, psql --single-transaction, ANALYZE | {} | {:.1} | 1.00 |",
+        show(&manual),
+        mean(&manual)
+    );
     println!(
         "| inmanta-migrate dump + restore (-Fd -j2 -Z0, checksums, row counts) | {} | {:.1} | {:.2} |",
         show(&tool),

@@ -3,7 +3,7 @@
 use anyhow::{Result, bail};
 use camino::Utf8PathBuf;
 use clap::{Args, Subcommand};
-use lab::{Instance, LabRoot, Ports, UpOptions};
+use lab::{Instance, LabRoot, Ports, Security, UpOptions};
 
 #[derive(Args)]
 pub struct Lab {
@@ -58,6 +58,10 @@ struct Up {
     /// Seed from scratch, ignoring a cached template.
     #[arg(long)]
     fresh: bool,
+    /// Run both servers with auth (a JWT signing section shared by OLD and NEW) and TLS (a self-signed
+    /// CA); the tool's config then uses https://, `token = { file = ... }` and `ca_file`.
+    #[arg(long)]
+    secure: bool,
     /// Port of the OLD PostgreSQL cluster [default instance: 15431; others: a free port].
     #[arg(long)]
     pg_old_port: Option<u16>,
@@ -87,7 +91,7 @@ impl Up {
         if let Some(p) = self.server_new_port {
             ports.server_new = p;
         }
-        let inst = lab::up(
+        let inst = lab::up_with(
             root,
             &UpOptions {
                 name: self.name,
@@ -97,6 +101,7 @@ impl Up {
                 ports: Some(ports),
                 fresh: self.fresh,
             },
+            if self.secure { Security::Secure } else { Security::Plain },
         )?;
         println!("{}", inst.status());
         println!(

@@ -19,6 +19,7 @@ pub async fn api(cx: &Context, side: Side, checks: &mut Checks) -> Option<(Serve
             let next = match e.status() {
                 Some(401 | 403) => format!("fix `{side}.token`"),
                 Some(_) => format!("check `{side}.api_url`: is this an Inmanta server?"),
+                None if e.is_tls() => format!("fix `{side}.ca_file` (or `{side}.api_url`)"),
                 None => format!("start the {side} server or fix `{side}.api_url`"),
             };
             checks.fail(name, e.to_string(), next);

@@ -174,10 +174,13 @@ impl Client {
             request = request.json(body);
         }
         let describe = || call.describe();
-        let response = request.send().await.map_err(|e| Error::Unreachable {
-            server: self.server.clone(),
-            call: describe(),
-            detail: transport_detail(&e),
+        let response = request.send().await.map_err(|e| {
+            let (server, call, detail) = (self.server.clone(), describe(), transport_detail(&e));
+            if is_tls_failure(&e) {
+                Error::Tls { server, call, detail }
+            } else {
+                Error::Unreachable { server, call, detail }
+            }
         })?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(|e| Error::Unreachable {
@@ -433,6 +436,25 @@ fn warnings(body: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Whether a rustls error is in the error's chain: the TLS handshake failed,
+/// so something answered. rustls errors hide inside (nested) `io::Error`s,
+/// whose `source()` skips them: those are opened with `get_ref`.
+fn is_tls_failure(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(inner) = e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref())
+            && is_tls_failure(inner)
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
 /// The useful part of a transport error: its innermost cause
 /// ("Connection refused", "operation timed out", a TLS reason).
 fn transport_detail(error: &reqwest::Error) -> String {
@@ -443,4 +465,20 @@ fn transport_detail(error: &reqwest::Error) -> String {
         source = cause.source();
     }
     detail
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rustls_errors_are_found_inside_nested_io_errors() {
+        use std::io::{Error as IoError, ErrorKind};
+        let certificate = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        // As hyper-rustls hands it over: io::Error(Other, io::Error(InvalidData, rustls::Error)).
+        let nested = IoError::other(IoError::new(ErrorKind::InvalidData, certificate));
+        assert!(is_tls_failure(&nested));
+        assert!(!is_tls_failure(&IoError::new(ErrorKind::ConnectionRefused, "connection refused")));
+        assert!(!is_tls_failure(&IoError::other(IoError::new(ErrorKind::TimedOut, "timed out"))));
+    }
 }

@@ -8,6 +8,14 @@ pub enum Error {
     #[error("{server} server does not answer {call}: {detail}")]
     Unreachable { server: String, call: String, detail: String },
 
+    /// Something answers, but the TLS handshake failed (most often: its
+    /// certificate is not signed by the CA we trust).
+    #[error(
+        "{server} server: the TLS handshake of {call} failed: {detail} (is `{server}.api_url` an https server, and \
+         `{server}.ca_file` the CA that signed its certificate?)"
+    )]
+    Tls { server: String, call: String, detail: String },
+
     #[error("{server} server: {call}: unexpected answer: {detail}")]
     Decode { server: String, call: String, detail: String },
 
@@ -18,7 +26,10 @@ pub enum Error {
 fn hint(status: u16) -> &'static str {
     match status {
         401 => " (is the token missing or wrong? see `token` in the config)",
-        403 => " (the token is not allowed here: it needs client type `api` and must not be scoped to one environment)",
+        403 => {
+            " (the token is refused: is it expired, signed with another key or issuer, or scoped to one environment? \
+             It needs client type `api`; see `token` in the config)"
+        }
         _ => "",
     }
 }
@@ -33,7 +44,14 @@ impl Error {
     }
 
     /// True when nothing answered at all (connection refused, timeout).
+    /// A failed TLS handshake is not that: something answers there.
     pub fn is_unreachable(&self) -> bool {
         matches!(self, Error::Unreachable { .. })
+    }
+
+    /// True when the TLS handshake failed (an untrusted certificate, or TLS
+    /// spoken to a plain HTTP server).
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Error::Tls { .. })
     }
 }

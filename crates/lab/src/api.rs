@@ -9,9 +9,30 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use reqwest::Method;
 use reqwest::blocking::Client as HttpClient;
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use serde_json::{Value, json};
 
-/// Blocking client bound to one server's base URL (`http://127.0.0.1:PORT`).
+/// How the lab reaches a secure server: the only CA to trust and a bearer
+/// token. `Default` is a plain server (HTTP, no auth).
+#[derive(Clone, Default)]
+pub struct Access {
+    /// PEM of the CA that signed the server's certificate (trusted alone).
+    pub ca_pem: Option<Vec<u8>>,
+    /// Sent as `Authorization: Bearer ...`.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Access")
+            .field("ca_pem", &self.ca_pem.as_ref().map(Vec::len))
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Blocking client bound to one server's base URL (`http://127.0.0.1:PORT`,
+/// or `https://` for a secure instance).
 #[derive(Clone, Debug)]
 pub struct Client {
     base: String,
@@ -25,11 +46,25 @@ impl Client {
 
     /// A client whose requests give up after `timeout`.
     pub fn with_timeout(base: &str, timeout: Duration) -> Result<Client> {
-        let http = HttpClient::builder()
-            .timeout(timeout)
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .context("building the HTTP client")?;
+        Client::with_access(base, timeout, &Access::default())
+    }
+
+    /// A client of a server that may need a CA and a token.
+    pub fn with_access(base: &str, timeout: Duration, access: &Access) -> Result<Client> {
+        let mut builder = HttpClient::builder().timeout(timeout).connect_timeout(Duration::from_secs(5));
+        if let Some(pem) = &access.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem).context("parsing the lab's CA certificate")?;
+            builder = builder.tls_certs_only(certs);
+        }
+        if let Some(token) = &access.token {
+            let mut value = HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+                .map_err(|_| anyhow::anyhow!("the token cannot go in an HTTP header"))?;
+            value.set_sensitive(true);
+            let mut headers = HeaderMap::new();
+            headers.insert(AUTHORIZATION, value);
+            builder = builder.default_headers(headers);
+        }
+        let http = builder.build().context("building the HTTP client")?;
         Ok(Client { base: base.trim_end_matches('/').to_string(), http })
     }
 

@@ -15,6 +15,10 @@ pub struct SideConfigInputs {
     pub db_port: u16,
     pub db_password_file: Utf8PathBuf,
     pub admin_password_file: Utf8PathBuf,
+    /// The API token file (`token = { file = ... }`) of a secure instance.
+    pub token_file: Option<Utf8PathBuf>,
+    /// The CA of a secure instance's server certificate (`ca_file`).
+    pub ca_file: Option<Utf8PathBuf>,
 }
 
 /// What the whole config needs.
@@ -39,9 +43,17 @@ fn argv(items: &[&str]) -> String {
 
 fn side(out: &mut String, name: &str, s: &SideConfigInputs) {
     let ctl = s.ctl.as_str();
+    let mut access = String::new();
+    if let Some(token) = &s.token_file {
+        access.push_str(&format!("token = {{ file = {} }}\n", q(token.as_str())));
+    }
+    if let Some(ca) = &s.ca_file {
+        access.push_str(&format!("ca_file = {}\n", q(ca.as_str())));
+    }
     out.push_str(&format!(
         "[{name}]\n\
          api_url = {api}\n\
+         {access}\
          version_command = {version}\n\
          \n\
          [{name}.service]\n\
@@ -103,6 +115,8 @@ mod tests {
             db_port: port,
             db_password_file: format!("/lab/i/x/secrets/{n}-db-password").into(),
             admin_password_file: format!("/lab/i/x/secrets/{n}-postgres-password").into(),
+            token_file: None,
+            ca_file: None,
         };
         ConfigInputs {
             instance: "x".into(),
@@ -139,6 +153,25 @@ mod tests {
             assert_eq!(db["admin_user"].as_str(), Some("postgres"));
             assert!(db["password"]["file"].as_str().unwrap().ends_with("-db-password"));
             assert!(db["admin_password"]["file"].as_str().unwrap().ends_with("-postgres-password"));
+        }
+    }
+
+    #[test]
+    fn secure_config_has_token_file_and_ca_file() {
+        let plain: toml::Table = render_tool_config(&inputs()).parse().unwrap();
+        assert!(plain["old"].get("token").is_none() && plain["old"].get("ca_file").is_none());
+        let mut i = inputs();
+        for (n, s) in [("old", &mut i.old), ("new", &mut i.new)] {
+            s.api_url = s.api_url.replace("http:", "https:");
+            s.token_file = Some(format!("/lab/i/x/secrets/{n}-token").into());
+            s.ca_file = Some("/lab/i/x/secrets/ca.pem".into());
+        }
+        let v: toml::Table = render_tool_config(&i).parse().unwrap();
+        for side in ["old", "new"] {
+            assert!(v[side]["api_url"].as_str().unwrap().starts_with("https://127.0.0.1:"));
+            assert_eq!(v[side]["token"]["file"].as_str(), Some(format!("/lab/i/x/secrets/{side}-token").as_str()));
+            assert_eq!(v[side]["ca_file"].as_str(), Some("/lab/i/x/secrets/ca.pem"));
+            assert!(v[side].get("tls_verify").is_none(), "verification stays on (the default)");
         }
     }
 

@@ -13,10 +13,11 @@ use crate::config::{ConfigInputs, SideConfigInputs, render_tool_config};
 use crate::pg::Cluster;
 use crate::prepare::{Toolchain, prepare_timed};
 use crate::repo::{self, ModelVariant};
+use crate::secure::{self, JwtClaims, TokenKind};
 use crate::seed::{self, SeededEnv};
-use crate::server::Server;
+use crate::server::{Server, ServerSecurity};
 use crate::timing::Timings;
-use crate::{LabRoot, Ports, Side, UpOptions, procs, template, util};
+use crate::{LabRoot, Ports, Security, Side, UpOptions, procs, template, util};
 
 const STATE_FORMAT: u32 = 1;
 const SERVER_START_TIMEOUT: Duration = Duration::from_secs(300);
@@ -38,6 +39,9 @@ struct LabState {
     from_template: bool,
     created: String,
     timings: Timings,
+    /// Secure instances (auth + TLS): the JWT claims both servers share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    secure: Option<JwtClaims>,
 }
 
 /// A lab instance (see the crate docs for its layout).
@@ -57,6 +61,20 @@ pub struct Status {
     pub old: SideStatus,
     pub new: SideStatus,
     pub envs: Vec<SeededEnv>,
+    /// Auth and TLS of a secure instance (`None`: HTTP without auth).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secure: Option<SecureStatus>,
+}
+
+/// Where a secure instance keeps what a client needs (never the values).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SecureStatus {
+    /// The self-signed CA of both servers' certificate.
+    pub ca_file: Utf8PathBuf,
+    /// API tokens (unscoped, client type `api`) for the OLD and NEW server.
+    pub old_token_file: Utf8PathBuf,
+    pub new_token_file: Utf8PathBuf,
+    pub jwt_issuer: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -99,6 +117,10 @@ impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "instance {} ({})", self.name, self.dir)?;
         writeln!(f, "  config  {}", self.config)?;
+        if let Some(sec) = &self.secure {
+            writeln!(f, "  secure  auth=true (JWT issuer {}), TLS with CA {}", sec.jwt_issuer, sec.ca_file)?;
+            writeln!(f, "          tokens {}  {}", sec.old_token_file, sec.new_token_file)?;
+        }
         for s in [&self.old, &self.new] {
             let srv = &s.server;
             let state = match (srv.running, &srv.answers_version) {
@@ -143,6 +165,17 @@ impl fmt::Display for Status {
 
 fn secret_name(side: Side, role: &str) -> String {
     format!("{side}-{role}-password")
+}
+
+/// Files of a secure instance under `secrets/`.
+const CA_CERT: &str = "ca.pem";
+const CA_KEY: &str = "ca-key.pem";
+const SERVER_CERT: &str = "server.pem";
+const SERVER_KEY: &str = "server-key.pem";
+const JWT_KEY: &str = "jwt-key";
+
+fn token_name(side: Side) -> String {
+    format!("{side}-token")
 }
 
 impl Instance {
@@ -192,9 +225,38 @@ impl Instance {
     pub fn api_url(&self, side: Side) -> String {
         self.server(side).api_url()
     }
-    /// A client of one side's API.
+    /// A client of one side's API (with the CA and the token of a secure
+    /// instance).
     pub fn client(&self, side: Side) -> Result<Client> {
-        Client::new(&self.api_url(side))
+        self.server(side).client(Duration::from_secs(30))
+    }
+    /// Whether the servers run with auth and TLS.
+    pub fn is_secure(&self) -> bool {
+        self.state.secure.is_some()
+    }
+    /// The JWT issuer and audience both servers share (secure instances).
+    pub fn jwt_claims(&self) -> Option<&JwtClaims> {
+        self.state.secure.as_ref()
+    }
+    /// The CA of the servers' certificate (secure instances).
+    pub fn ca_file(&self) -> Option<Utf8PathBuf> {
+        self.is_secure().then(|| self.secrets_dir().join(CA_CERT))
+    }
+    /// The API token file of one side (secure instances).
+    pub fn token_file(&self, side: Side) -> Option<Utf8PathBuf> {
+        self.is_secure().then(|| self.secrets_dir().join(token_name(side)))
+    }
+    /// The API token of one side (secure instances).
+    pub fn token(&self, side: Side) -> Result<String> {
+        let path = self.token_file(side).context("a plain instance has no token")?;
+        Ok(fs::read_to_string(&path).with_context(|| format!("reading {path}"))?.trim().to_string())
+    }
+    /// A new token for either server of a secure instance (both share the
+    /// signing key): valid, expired, or signed with another key.
+    pub fn mint_token(&self, kind: TokenKind) -> Result<String> {
+        let claims = self.state.secure.as_ref().context("a plain instance has no JWT signing key")?;
+        let key = secure::decode_jwt_key(&self.read_secret_file(JWT_KEY)?)?;
+        secure::mint(&key, claims, "inmanta-migrate-lab-test", kind)
     }
     /// The seeded environments (as they were before any migration).
     pub fn envs(&self) -> &[SeededEnv] {
@@ -236,12 +298,30 @@ impl Instance {
     }
 
     fn server(&self, side: Side) -> Server {
+        let security = self.state.secure.as_ref().map(|claims| ServerSecurity {
+            ca_file: self.secrets_dir().join(CA_CERT),
+            cert_file: self.secrets_dir().join(SERVER_CERT),
+            key_file: self.secrets_dir().join(SERVER_KEY),
+            jwt_key_file: self.secrets_dir().join(JWT_KEY),
+            token_file: self.secrets_dir().join(token_name(side)),
+            claims: claims.clone(),
+        });
         Server {
             dir: self.side_dir(side),
             venv: self.venv(side).to_path_buf(),
             version: self.version(side).to_string(),
             port: self.state.ports.server(side),
+            security,
         }
+    }
+
+    fn secrets_dir(&self) -> Utf8PathBuf {
+        self.dir.join("secrets")
+    }
+
+    fn read_secret_file(&self, name: &str) -> Result<String> {
+        let p = self.secrets_dir().join(name);
+        Ok(fs::read_to_string(&p).with_context(|| format!("reading {p}"))?.trim().to_string())
     }
 
     fn cluster(&self, side: Side) -> Cluster {
@@ -272,12 +352,23 @@ impl Instance {
         self.read_secret(side, "postgres")
     }
 
-    /// Every generated secret, so tests can assert none leaks.
+    /// Every generated secret, so tests can assert none leaks: passwords
+    /// and, for a secure instance, both API tokens, the JWT signing key and
+    /// the private keys.
     pub fn secret_values(&self) -> Vec<String> {
         let mut out = Vec::new();
         for side in Side::BOTH {
             for role in ["db", "postgres"] {
                 if let Ok(s) = self.read_secret(side, role) {
+                    out.push(s);
+                }
+            }
+        }
+        if self.is_secure() {
+            let names =
+                [token_name(Side::Old), token_name(Side::New), JWT_KEY.into(), SERVER_KEY.into(), CA_KEY.into()];
+            for name in names {
+                if let Ok(s) = self.read_secret_file(&name) {
                     out.push(s);
                 }
             }
@@ -386,9 +477,7 @@ impl Instance {
         let side_status = |side: Side| {
             let server = self.server(side);
             let pid = server.pid();
-            let answers_version = pid.and_then(|_| {
-                Client::with_timeout(&server.api_url(), Duration::from_secs(2)).ok()?.server_version().ok()
-            });
+            let answers_version = pid.and_then(|_| server.client(Duration::from_secs(2)).ok()?.server_version().ok());
             let cluster = self.cluster(side);
             let pg_pid = cluster.pid();
             let port = self.state.ports.pg(side);
@@ -425,6 +514,12 @@ impl Instance {
             old: side_status(Side::Old),
             new: side_status(Side::New),
             envs: self.state.envs.clone(),
+            secure: self.state.secure.as_ref().map(|claims| SecureStatus {
+                ca_file: self.secrets_dir().join(CA_CERT),
+                old_token_file: self.secrets_dir().join(token_name(Side::Old)),
+                new_token_file: self.secrets_dir().join(token_name(Side::New)),
+                jwt_issuer: claims.issuer.clone(),
+            }),
         }
     }
 
@@ -465,6 +560,8 @@ impl Instance {
             db_port: self.state.ports.pg(side),
             db_password_file: self.secret_file(side, "db"),
             admin_password_file: self.secret_file(side, "postgres"),
+            token_file: self.token_file(side),
+            ca_file: self.ca_file(),
         };
         let text = render_tool_config(&ConfigInputs {
             instance: self.state.name.clone(),
@@ -476,11 +573,33 @@ impl Instance {
         util::write_file_mode(&self.config_path(), &text, 0o644)
     }
 
+    /// A CA, the servers' certificate and key, the JWT signing key and one
+    /// API token per side, under `secrets/` (keys and tokens 0600).
+    fn write_secure_files(&self, claims: &JwtClaims) -> Result<()> {
+        let dir = self.secrets_dir();
+        let pki = secure::generate_pki(&self.state.name)?;
+        util::write_file_mode(&dir.join(CA_CERT), &pki.ca_cert, 0o644)?;
+        util::write_file_mode(&dir.join(CA_KEY), &pki.ca_key, 0o600)?;
+        util::write_file_mode(&dir.join(SERVER_CERT), &pki.server_cert, 0o644)?;
+        util::write_file_mode(&dir.join(SERVER_KEY), &pki.server_key, 0o600)?;
+        let key = secure::gen_jwt_key()?;
+        util::write_file_mode(&dir.join(JWT_KEY), &key, 0o600)?;
+        let key = secure::decode_jwt_key(&key)?;
+        for side in Side::BOTH {
+            let token = secure::mint(&key, claims, &format!("inmanta-migrate-lab-{side}"), TokenKind::Valid)?;
+            util::write_file_mode(&dir.join(token_name(side)), &token, 0o600)?;
+        }
+        Ok(())
+    }
+
     /// Everything of `up` after the instance directory exists.
     fn build(&mut self, fresh: bool, envs: usize, timings: &mut Timings) -> Result<()> {
         for side in Side::BOTH {
             util::write_file_mode(&self.secret_file(side, "db"), &util::gen_secret(), 0o600)?;
             util::write_file_mode(&self.secret_file(side, "postgres"), &util::gen_secret(), 0o600)?;
+        }
+        if let Some(claims) = self.state.secure.clone() {
+            timings.time("certificates + tokens", || self.write_secure_files(&claims))?;
         }
         timings.time("clusters (initdb + start, both)", || -> Result<()> {
             for side in Side::BOTH {
@@ -503,7 +622,8 @@ impl Instance {
         let api = self.client(Side::Old)?;
         let index_url = self.state.index_url.clone();
         let tmp = self.dir.join("tmp");
-        let tpl = if fresh { None } else { template::load(&self.root, &self.state.old_version, envs) };
+        let secure = self.is_secure();
+        let tpl = if fresh { None } else { template::load(&self.root, &self.state.old_version, envs, secure) };
         if let Some((t, dump)) = tpl {
             eprintln!("lab: restoring the seeded template {dump}");
             timings.time("repos", || -> Result<()> {
@@ -545,7 +665,7 @@ impl Instance {
             self.state.from_template = false;
             self.save()?;
             let saved = timings.time("template save", || {
-                template::save(&self.root, &self.state.old_version, &old, &project, &self.state.envs)
+                template::save(&self.root, &self.state.old_version, &old, &project, &self.state.envs, secure)
             })?;
             eprintln!("lab: saved the seeded template {saved}");
         }
@@ -558,6 +678,11 @@ impl Instance {
 /// exists), leaves the NEW side with an empty database and a stopped server.
 /// An instance of the same name is stopped and replaced. Prints timings.
 pub fn up(root: &LabRoot, opts: &UpOptions) -> Result<Instance> {
+    up_with(root, opts, Security::Plain)
+}
+
+/// [`up`], with both servers plain (HTTP, no auth) or secure (auth + TLS).
+pub fn up_with(root: &LabRoot, opts: &UpOptions, security: Security) -> Result<Instance> {
     let t_total = Instant::now();
     crate::validate_instance_name(&opts.name)?;
     crate::validate_version(&opts.old)?;
@@ -615,6 +740,7 @@ pub fn up(root: &LabRoot, opts: &UpOptions) -> Result<Instance> {
             from_template: false,
             created: jiff::Timestamp::now().to_string(),
             timings: Timings::default(),
+            secure: (security == Security::Secure).then(|| JwtClaims::for_instance(&opts.name)),
         },
     };
     // Written first, so `down` can clean up whatever a failed `up` started.

@@ -12,11 +12,20 @@
 //!
 //! Everything is blocking; callers need no async runtime.
 //!
+//! A *secure* instance ([`up_with`] and [`Security::Secure`], `lab up
+//! --secure`) runs both servers with `[server] auth=true`, one HS256
+//! `[auth_jwt_default]` signing section shared by OLD and NEW, and HTTPS with
+//! a certificate of a self-signed CA; the tool's config then uses `https://`,
+//! `token = { file = ... }` and `ca_file`.
+//!
 //! Layout of an instance directory:
 //! ```text
 //! lab.json                 state of the instance (ports, versions, seeded environments)
 //! inmanta-migrate.toml     the tool's config for this instance
-//! secrets/                 0700; generated passwords, one file each (0600)
+//! secrets/                 0700; generated passwords, one file each (0600);
+//!                          secure instances also: ca.pem, server.pem (0644),
+//!                          ca-key.pem, server-key.pem, jwt-key, old-token,
+//!                          new-token (0600)
 //! repos/<env>.git          bare git repo of each environment's project
 //! work/                    the tool's work_dir
 //! old/ new/                per side:
@@ -34,6 +43,7 @@ mod pg;
 mod prepare;
 mod procs;
 mod repo;
+mod secure;
 mod seed;
 mod server;
 mod template;
@@ -46,13 +56,14 @@ use anyhow::{Context, Result, bail};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
-pub use api::{Client, CompileOutcome};
+pub use api::{Access, Client, CompileOutcome};
 pub use config::{ConfigInputs, SideConfigInputs, render_tool_config};
 pub use index::{build_simple_index, normalize_project_name, project_name_of_dist};
-pub use instance::{Instance, PgStatus, ServerStatus, SideStatus, Status, up};
+pub use instance::{Instance, PgStatus, SecureStatus, ServerStatus, SideStatus, Status, up, up_with};
 pub use prepare::{Toolchain, prepare};
 pub use procs::{pid_alive, port_is_free};
 pub use repo::ModelVariant;
+pub use secure::{JwtClaims, TokenKind, unrelated_ca_pem};
 pub use seed::{EnvRole, SeededEnv};
 pub use timing::Timings;
 
@@ -160,6 +171,18 @@ impl Ports {
         }
         Ok(())
     }
+}
+
+/// How the servers of an instance are reached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Security {
+    /// HTTP, `[server] auth=false`.
+    #[default]
+    Plain,
+    /// HTTPS with a self-signed CA, `[server] auth=true` with a JWT signing
+    /// section shared by OLD and NEW, an API token per side.
+    Secure,
 }
 
 /// What `up` builds.

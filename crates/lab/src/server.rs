@@ -3,13 +3,38 @@
 use std::fs;
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use camino::{Utf8Path, Utf8PathBuf};
 use xshell::cmd;
 
-use crate::api::Client;
-use crate::procs;
+use crate::api::{Access, Client};
+use crate::secure::JwtClaims;
 use crate::util::{self, shell};
+use crate::{major, procs};
+
+/// Auth and TLS of a secure side's server: files under the instance's
+/// `secrets/` (the JWT key is read only to write server.cfg).
+#[derive(Clone, Debug)]
+pub(crate) struct ServerSecurity {
+    /// The CA that signed `cert_file`.
+    pub ca_file: Utf8PathBuf,
+    pub cert_file: Utf8PathBuf,
+    pub key_file: Utf8PathBuf,
+    /// The `[auth_jwt_default]` key (base64url).
+    pub jwt_key_file: Utf8PathBuf,
+    /// The API token the lab's own client (and the tool) uses for this side.
+    pub token_file: Utf8PathBuf,
+    pub claims: JwtClaims,
+}
+
+/// What the secure parts of server.cfg need.
+pub(crate) struct SecureCfg<'a> {
+    pub ca_file: &'a Utf8Path,
+    pub cert_file: &'a Utf8Path,
+    pub key_file: &'a Utf8Path,
+    pub jwt_key: &'a str,
+    pub claims: &'a JwtClaims,
+}
 
 /// Paths and settings of one side's server.
 #[derive(Clone, Debug)]
@@ -19,6 +44,8 @@ pub(crate) struct Server {
     pub venv: Utf8PathBuf,
     pub version: String,
     pub port: u16,
+    /// `None`: HTTP without auth.
+    pub security: Option<ServerSecurity>,
 }
 
 impl Server {
@@ -41,7 +68,23 @@ impl Server {
         self.venv.join("bin/inmanta")
     }
     pub fn api_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.security.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The CA and token this server wants (nothing for a plain one).
+    pub fn access(&self) -> Result<Access> {
+        let Some(sec) = &self.security else {
+            return Ok(Access::default());
+        };
+        let ca_pem = fs::read(&sec.ca_file).with_context(|| format!("reading {}", sec.ca_file))?;
+        let token = fs::read_to_string(&sec.token_file).with_context(|| format!("reading {}", sec.token_file))?;
+        Ok(Access { ca_pem: Some(ca_pem), token: Some(token.trim().to_string()) })
+    }
+
+    /// A client of this server's API.
+    pub fn client(&self, timeout: Duration) -> Result<Client> {
+        Client::with_access(&self.api_url(), timeout, &self.access()?)
     }
 
     /// The pid in the pid file, alive or not.
@@ -56,12 +99,33 @@ impl Server {
         (procs::pid_alive(pid) && cmd.contains(self.cfg().as_str())).then_some(pid)
     }
 
-    /// Writes server.cfg (0600: it holds the DB password) and the ctl script.
+    /// Writes server.cfg (0600: it holds the DB password and, when secure,
+    /// the JWT key) and the ctl script.
     pub fn write_files(&self, pg_port: u16, db_password: &str, label: &str) -> Result<()> {
         util::mkdir_mode(&self.dir, 0o755)?;
         util::mkdir_mode(&self.dir.join("log"), 0o755)?;
         util::mkdir_mode(&self.dir.join("state"), 0o755)?;
-        util::write_file_mode(&self.cfg(), &server_cfg(&self.dir, pg_port, db_password, self.port), 0o600)?;
+        let jwt_key = match &self.security {
+            Some(sec) => Some(
+                fs::read_to_string(&sec.jwt_key_file)
+                    .with_context(|| format!("reading {}", sec.jwt_key_file))?
+                    .trim()
+                    .to_string(),
+            ),
+            None => None,
+        };
+        let secure = match (&self.security, &jwt_key) {
+            (Some(sec), Some(key)) => Some(SecureCfg {
+                ca_file: &sec.ca_file,
+                cert_file: &sec.cert_file,
+                key_file: &sec.key_file,
+                jwt_key: key,
+                claims: &sec.claims,
+            }),
+            _ => None,
+        };
+        let text = server_cfg(&self.dir, pg_port, db_password, self.port, &self.version, secure.as_ref());
+        util::write_file_mode(&self.cfg(), &text, 0o600)?;
         util::write_file_mode(&self.ctl(), &ctl_script(&self.dir, &self.inmanta(), label), 0o755)
     }
 
@@ -93,7 +157,7 @@ impl Server {
     }
 
     fn wait_ready(&self, timeout: Duration) -> Result<()> {
-        let client = Client::new(&self.api_url())?;
+        let client = self.client(Duration::from_secs(30))?;
         let t0 = Instant::now();
         loop {
             let Some(_pid) = self.pid() else {
@@ -106,19 +170,18 @@ impl Server {
                     util::tail(&self.log_file(), 25)
                 );
             };
-            if let Ok(v) = client.server_version() {
-                if v == self.version {
-                    return Ok(());
-                }
-                bail!(
+            let last_error = match client.server_version() {
+                Ok(v) if v == self.version => return Ok(()),
+                Ok(v) => bail!(
                     "{} answers with version {v}, expected {}: another server holds the port?",
                     self.api_url(),
                     self.version
-                );
-            }
+                ),
+                Err(e) => format!("{e:#}"),
+            };
             if t0.elapsed() > timeout {
                 bail!(
-                    "the server of {} did not answer within {timeout:?}\n--- {} ---\n{}",
+                    "the server of {} did not answer within {timeout:?} (last error: {last_error})\n--- {} ---\n{}",
                     self.dir,
                     self.log_file(),
                     util::tail(&self.log_file(), 25)
@@ -148,9 +211,19 @@ impl Server {
     }
 }
 
-/// The server's own config file.
-pub(crate) fn server_cfg(dir: &Utf8Path, pg_port: u16, db_password: &str, port: u16) -> String {
-    format!(
+/// The server's own config file. With `secure`: `[server] auth=true`
+/// (`auth_method=jwt` from 11.x on, where that value exists), one HS256
+/// signing section, HTTPS with the lab's certificate, and `ssl=true` with the
+/// CA for the transports the server hands to its agents and compiles.
+pub(crate) fn server_cfg(
+    dir: &Utf8Path,
+    pg_port: u16,
+    db_password: &str,
+    port: u16,
+    version: &str,
+    secure: Option<&SecureCfg<'_>>,
+) -> String {
+    let mut out = format!(
         "# Written by the inmanta-migrate lab.\n\
          [config]\n\
          state_dir={dir}/state\n\
@@ -169,21 +242,40 @@ pub(crate) fn server_cfg(dir: &Utf8Path, pg_port: u16, db_password: &str, port: 
          [server]\n\
          bind-address=127.0.0.1\n\
          bind-port={port}\n\
-         server_address=127.0.0.1\n\
-         auth=false\n\
-         \n\
-         [agent_rest_transport]\n\
-         host=127.0.0.1\n\
-         port={port}\n\
-         \n\
-         [compiler_rest_transport]\n\
-         host=127.0.0.1\n\
-         port={port}\n\
-         \n\
-         [client_rest_transport]\n\
-         host=127.0.0.1\n\
-         port={port}\n"
-    )
+         server_address=127.0.0.1\n"
+    );
+    match secure {
+        None => out.push_str("auth=false\n"),
+        Some(s) => {
+            out.push_str("auth=true\n");
+            if major(version) >= 11 {
+                // 11.x added `jwt` to oidc/database; 8.x has no such value
+                // (and needs none: JWT sections work with any auth_method).
+                out.push_str("auth_method=jwt\n");
+            }
+            out.push_str(&format!(
+                "ssl_cert_file={}\n\
+                 ssl_key_file={}\n\
+                 ssl_ca_cert_file={}\n\
+                 \n\
+                 [auth_jwt_default]\n\
+                 algorithm=HS256\n\
+                 sign=true\n\
+                 client_types=agent,compiler,api\n\
+                 key={}\n\
+                 issuer={}\n\
+                 audience={}\n",
+                s.cert_file, s.key_file, s.ca_file, s.jwt_key, s.claims.issuer, s.claims.audience
+            ));
+        }
+    }
+    for section in ["agent_rest_transport", "compiler_rest_transport", "client_rest_transport"] {
+        out.push_str(&format!("\n[{section}]\nhost=127.0.0.1\nport={port}\n"));
+        if let Some(s) = secure {
+            out.push_str(&format!("ssl=true\nssl_ca_cert_file={}\n", s.ca_file));
+        }
+    }
+    out
 }
 
 /// Single-quotes a string for bash.
@@ -318,12 +410,65 @@ mod tests {
 
     #[test]
     fn cfg_has_ports_and_password() {
-        let cfg = server_cfg(Utf8Path::new("/lab/i/old"), 15431, "lab-secret", 18881);
+        let cfg = server_cfg(Utf8Path::new("/lab/i/old"), 15431, "lab-secret", 18881, "8.7.6", None);
         assert!(cfg.contains("state_dir=/lab/i/old/state\n"));
         assert!(cfg.contains("port=15431\n"));
         assert!(cfg.contains("password=lab-secret\n"));
         assert!(cfg.contains("bind-port=18881\n"));
+        assert!(cfg.contains("auth=false\n"));
+        assert!(!cfg.contains("ssl"));
         assert_eq!(cfg.matches("port=18881\n").count(), 4);
+    }
+
+    #[test]
+    fn secure_cfg_has_auth_tls_and_the_signing_section() {
+        let claims = JwtClaims { issuer: "https://iss/".into(), audience: "aud".into() };
+        let secure = SecureCfg {
+            ca_file: Utf8Path::new("/s/ca.pem"),
+            cert_file: Utf8Path::new("/s/server.pem"),
+            key_file: Utf8Path::new("/s/server-key.pem"),
+            jwt_key: "k3y",
+            claims: &claims,
+        };
+        let parse = |version: &str| {
+            let text = server_cfg(Utf8Path::new("/lab/i/old"), 1, "pw", 2, version, Some(&secure));
+            let mut sections: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>> =
+                Default::default();
+            let mut current = String::new();
+            for line in text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
+                if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                    current = name.to_string();
+                    continue;
+                }
+                let (k, v) = line.split_once('=').unwrap();
+                assert!(
+                    sections.entry(current.clone()).or_default().insert(k.into(), v.into()).is_none(),
+                    "{k} twice in [{current}]"
+                );
+            }
+            sections
+        };
+        for version in ["8.7.6", "11.5.5", "14.0.0"] {
+            let cfg = parse(version);
+            let server = &cfg["server"];
+            assert_eq!(server["auth"], "true");
+            assert_eq!(server.get("auth_method").map(String::as_str), (version != "8.7.6").then_some("jwt"));
+            assert_eq!(server["ssl_cert_file"], "/s/server.pem");
+            assert_eq!(server["ssl_key_file"], "/s/server-key.pem");
+            assert_eq!(server["ssl_ca_cert_file"], "/s/ca.pem");
+            let jwt = &cfg["auth_jwt_default"];
+            assert_eq!(jwt["algorithm"], "HS256");
+            assert_eq!(jwt["sign"], "true");
+            assert_eq!(jwt["client_types"], "agent,compiler,api");
+            assert_eq!(jwt["key"], "k3y");
+            assert_eq!(jwt["issuer"], "https://iss/");
+            assert_eq!(jwt["audience"], "aud");
+            for t in ["agent_rest_transport", "compiler_rest_transport", "client_rest_transport"] {
+                assert_eq!(cfg[t]["ssl"], "true", "{t}");
+                assert_eq!(cfg[t]["ssl_ca_cert_file"], "/s/ca.pem", "{t}");
+                assert_eq!(cfg[t]["port"], "2", "{t}");
+            }
+        }
     }
 
     #[test]
@@ -339,7 +484,8 @@ mod tests {
     fn ctl_script_status_and_stop_without_server() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = Utf8PathBuf::from_path_buf(tmp.path().to_path_buf()).unwrap();
-        let server = Server { dir: dir.clone(), venv: dir.join("venv"), version: "0.0.0".into(), port: 1 };
+        let server =
+            Server { dir: dir.clone(), venv: dir.join("venv"), version: "0.0.0".into(), port: 1, security: None };
         server.write_files(2, "pw", "test server").unwrap();
         assert_eq!(server.run_ctl("status").unwrap().0, 3);
         assert_eq!(server.run_ctl("stop").unwrap().0, 0);
@@ -362,7 +508,7 @@ mod tests {
             0o755,
         )
         .unwrap();
-        let server = Server { dir: dir.clone(), venv, version: "0.0.0".into(), port: 1 };
+        let server = Server { dir: dir.clone(), venv, version: "0.0.0".into(), port: 1, security: None };
         server.write_files(2, "pw", "test server").unwrap();
         let (code, out) = server.run_ctl("start").unwrap();
         assert_eq!(code, 0, "{out}");

@@ -1,6 +1,12 @@
 //! Seeded-database templates: a `pg_dump -Fc` of a freshly seeded OLD
-//! database plus what was seeded, keyed by (old version, env count). Restoring
-//! one takes seconds where seeding takes a minute.
+//! database plus what was seeded, keyed by (old version, env count, plain or
+//! secure). Restoring one takes seconds where seeding takes a minute.
+//!
+//! A secure instance's database holds the compile reports of a server with
+//! auth on, whose command lines carry environment-scoped compiler tokens
+//! signed with that instance's key: it is saved apart, so plain templates
+//! never hold a token. A secure instance may restore a plain template (the
+//! database holds nothing about auth or TLS; agents get their config anew).
 
 use std::fs;
 
@@ -24,18 +30,32 @@ pub(crate) struct Template {
     pub project_id: String,
     pub envs: Vec<SeededEnv>,
     pub created: String,
+    /// Seeded by a server with auth and TLS.
+    #[serde(default)]
+    pub secure: bool,
 }
 
-pub(crate) fn dir(root: &LabRoot, old: &str, n: usize) -> Utf8PathBuf {
-    root.templates_dir().join(format!("inmanta-core-{old}-{n}envs-v{FORMAT}"))
+pub(crate) fn dir(root: &LabRoot, old: &str, n: usize, secure: bool) -> Utf8PathBuf {
+    let variant = if secure { "-secure" } else { "" };
+    root.templates_dir().join(format!("inmanta-core-{old}-{n}envs{variant}-v{FORMAT}"))
 }
 
-/// The template and its dump file, when a usable one exists.
-pub(crate) fn load(root: &LabRoot, old: &str, n: usize) -> Option<(Template, Utf8PathBuf)> {
-    let dir = dir(root, old, n);
+/// The template of one variant and its dump file, when a usable one exists.
+fn load_variant(root: &LabRoot, old: &str, n: usize, secure: bool) -> Option<(Template, Utf8PathBuf)> {
+    let dir = dir(root, old, n, secure);
     let dump = dir.join("old.dump");
     let t: Template = serde_json::from_str(&fs::read_to_string(dir.join("template.json")).ok()?).ok()?;
-    (t.format == FORMAT && t.old_version == old && t.env_count == n && dump.exists()).then_some((t, dump))
+    (t.format == FORMAT && t.old_version == old && t.env_count == n && t.secure == secure && dump.exists())
+        .then_some((t, dump))
+}
+
+/// The template for an instance: a plain one for a plain instance; for a
+/// secure one, a secure template, or else a plain one.
+pub(crate) fn load(root: &LabRoot, old: &str, n: usize, secure: bool) -> Option<(Template, Utf8PathBuf)> {
+    if secure && let Some(t) = load_variant(root, old, n, true) {
+        return Some(t);
+    }
+    load_variant(root, old, n, false)
 }
 
 /// Dumps the seeded OLD database and records the environments.
@@ -45,9 +65,10 @@ pub(crate) fn save(
     cluster: &Cluster,
     project_id: &str,
     envs: &[SeededEnv],
+    secure: bool,
 ) -> Result<Utf8PathBuf> {
     let _lock = lock_cache(root)?;
-    let final_dir = dir(root, old, envs.len());
+    let final_dir = dir(root, old, envs.len(), secure);
     let tmp = final_dir.with_file_name(format!(".{}.tmp-{}", final_dir.file_name().unwrap_or("t"), std::process::id()));
     if tmp.exists() {
         fs::remove_dir_all(&tmp)?;
@@ -61,6 +82,7 @@ pub(crate) fn save(
         project_id: project_id.to_string(),
         envs: envs.to_vec(),
         created: jiff::Timestamp::now().to_string(),
+        secure,
     };
     fs::write(tmp.join("template.json"), serde_json::to_string_pretty(&t)?)?;
     if final_dir.exists() {

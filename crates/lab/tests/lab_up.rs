@@ -7,7 +7,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use lab::{Client, EnvRole, Instance, LabRoot, ModelVariant, Side, UpOptions, pid_alive, port_is_free};
+use lab::{
+    Access, Client, EnvRole, Instance, LabRoot, ModelVariant, Security, Side, TokenKind, UpOptions, pid_alive,
+    port_is_free,
+};
 use serde_json::json;
 
 /// One instance at a time: the machine has 2 cores.
@@ -279,5 +282,71 @@ fn up_11_5_5_seeds_variety() {
     check_seeded_variety(inst);
     check_config(inst);
     check_new_side(inst);
+    check_down(cleanup);
+}
+
+#[test]
+#[ignore = "needs real PostgreSQL and inmanta servers; run by cargo xtask ci"]
+fn secure_8_7_6_seeds_under_auth_and_tls() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let root = LabRoot::from_env().unwrap();
+    let name = "test-up-secure";
+    if let Ok(prev) = Instance::open(&root, name) {
+        prev.down(true).unwrap();
+    }
+    // Fresh, so the compiles (the server hands them --ssl, its CA and a
+    // token) and the deploys of autostarted agents run under auth and TLS.
+    // One environment keeps it short.
+    let options = UpOptions { name: name.into(), old: "8.7.6".into(), envs: 1, fresh: true, ..UpOptions::default() };
+    let cleanup = Cleanup(Some(lab::up_with(&root, &options, Security::Secure).unwrap()));
+    let inst = cleanup.0.as_ref().unwrap();
+    assert!(inst.is_secure() && !inst.from_template());
+    let env = &inst.envs()[0];
+    assert_eq!(env.role, EnvRole::Plain);
+    assert!(env.released_versions.len() >= 2, "{env:?}");
+    inst.verify_seed().unwrap();
+
+    // Keys and tokens are private; the server config holds the signing key.
+    let secrets_dir = inst.dir().join("secrets");
+    assert_eq!(mode(&secrets_dir), 0o700);
+    for f in ["ca-key.pem", "server-key.pem", "jwt-key", "old-token", "new-token"] {
+        assert_eq!(mode(&secrets_dir.join(f)), 0o600, "{f}");
+    }
+    let secrets = inst.secret_values();
+    assert_eq!(secrets.len(), 9, "4 passwords, 2 tokens, the JWT key, 2 private keys");
+    let jwt_key = std::fs::read_to_string(secrets_dir.join("jwt-key")).unwrap();
+    for side in Side::BOTH {
+        let cfg = std::fs::read_to_string(inst.side_dir(side).join("server.cfg")).unwrap();
+        assert!(cfg.contains(&format!("key={}\n", jwt_key.trim())), "the same signing key on both sides");
+        assert!(cfg.contains("auth=true\n"));
+        assert_eq!(cfg.contains("auth_method=jwt\n"), side == Side::New, "{side}: only 11+ knows jwt");
+    }
+    let config = std::fs::read_to_string(inst.config_path()).unwrap();
+    let status = serde_json::to_string(&inst.status()).unwrap();
+    for s in &secrets {
+        assert!(!config.contains(s.as_str()), "a secret is in the tool config");
+        assert!(!status.contains(s.as_str()), "a secret is in the status");
+    }
+
+    // The server takes the lab's tokens and refuses bad ones.
+    let url = inst.api_url(Side::Old);
+    let ca = std::fs::read(inst.ca_file().unwrap()).unwrap();
+    let with = |token: Option<String>| {
+        Client::with_access(&url, Duration::from_secs(10), &Access { ca_pem: Some(ca.clone()), token })
+            .unwrap()
+            .environments()
+    };
+    assert_eq!(with(Some(inst.token(Side::Old).unwrap())).unwrap().len(), 1);
+    assert_eq!(with(Some(inst.token(Side::New).unwrap())).unwrap().len(), 1, "one key for both sides");
+    assert_eq!(with(Some(inst.mint_token(TokenKind::Valid).unwrap())).unwrap().len(), 1);
+    for kind in [TokenKind::Expired, TokenKind::WrongKey] {
+        let err = format!("{:#}", with(Some(inst.mint_token(kind).unwrap())).unwrap_err());
+        assert!(err.contains("HTTP 403"), "{kind:?}: {err}");
+    }
+    let err = format!("{:#}", with(None).unwrap_err());
+    assert!(err.contains("HTTP 401"), "{err}");
+    let err = format!("{:#}", Client::new(&url).unwrap().environments().unwrap_err());
+    assert!(err.contains("certificate"), "no CA: {err}");
+
     check_down(cleanup);
 }
