@@ -1,5 +1,5 @@
-//! Secrets never leak: a whole migration on the real lab with known token and
-//! password values, watched from outside.
+//! Secrets never leak: a whole migration on the real lab with auth and TLS
+//! (known tokens, database passwords, the JWT key), watched from outside.
 
 use std::{
     collections::BTreeSet,
@@ -12,7 +12,7 @@ use std::{
 
 use camino::Utf8Path;
 
-use crate::e2e::{SERIAL, lab};
+use crate::e2e::{SERIAL, lab_with};
 
 /// Every command line seen in /proc until `stop` is set.
 fn watch_command_lines(stop: Arc<AtomicBool>) -> (std::thread::JoinHandle<()>, Arc<Mutex<BTreeSet<String>>>) {
@@ -47,9 +47,9 @@ fn files_under(dir: &Utf8Path, out: &mut Vec<camino::Utf8PathBuf>) {
 #[ignore = "needs the real lab: cargo xtask ci"]
 fn secrets_appear_nowhere() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let lab = lab("e2e-secrets", "8.7.6");
+    let lab = lab_with("e2e-secrets", "8.7.6", lab::Security::Secure);
     let secrets = lab.secret_values();
-    assert!(secrets.len() >= 4, "the lab's passwords: {}", secrets.len());
+    assert!(secrets.len() >= 9, "passwords, tokens, the JWT key, private keys: {}", secrets.len());
 
     let stop = Arc::new(AtomicBool::new(false));
     let (watcher, seen) = watch_command_lines(stop.clone());
