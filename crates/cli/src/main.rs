@@ -175,15 +175,19 @@ pub(crate) async fn run_step(cx: &Context, name: &str, args: &migrate::MigrateAr
     }
 }
 
-/// What a step would do, by its name (for `plan` and `migrate`).
+/// Which side a step changes and what it would do, by its name (for `plan`
+/// and `migrate`).
 pub(crate) fn describe_step(cx: &Context, name: &str) -> String {
+    fn line<S: Step>(step: S, cx: &Context) -> String {
+        format!("[{}] {}", S::SIDE, step.describe(cx))
+    }
     match name {
-        HaltAll::NAME => HaltAll::default().describe(cx),
-        StopServer::NAME => StopServer::default().describe(cx),
-        Dump::NAME => Dump::default().describe(cx),
-        Restore::NAME => Restore::default().describe(cx),
-        StartServer::NAME => StartServer::default().describe(cx),
-        EnvReconcile::NAME => EnvReconcile::default().describe(cx),
+        HaltAll::NAME => line(HaltAll::default(), cx),
+        StopServer::NAME => line(StopServer::default(), cx),
+        Dump::NAME => line(Dump::default(), cx),
+        Restore::NAME => line(Restore::default(), cx),
+        StartServer::NAME => line(StartServer::default(), cx),
+        EnvReconcile::NAME => line(EnvReconcile::default(), cx),
         other => unreachable!("no step {other}"),
     }
 }

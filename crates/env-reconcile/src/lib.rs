@@ -388,9 +388,13 @@ async fn reconcile_phases(
     // 5. Release, and auto_deploy back as it was.
     let auto_deploy_before = env.auto_deploy();
     if release && auto_deploy_before {
-        api.release(id, newest).await.with_context(|| format!("cannot release version {newest}"))?;
+        // An interrupted run may have released it already (a second release is a 409).
+        let released = api.latest_released_version(id, server).await?.is_some_and(|v| v.version >= newest);
+        if !released {
+            api.release(id, newest).await.with_context(|| format!("cannot release version {newest}"))?;
+            say(format!("released version {newest}"));
+        }
         work.update_env(id, |r| r.released = true)?;
-        say(format!("released version {newest}"));
     }
     api.set_setting(id, "auto_deploy", Value::Bool(auto_deploy_before)).await.context("cannot restore auto_deploy")?;
     phase("auto_deploy_restored")?;

@@ -337,6 +337,8 @@ fn explain(target: &Target, admin: bool, out: &CmdOutput) -> String {
         " -> is PostgreSQL running and reachable from here?"
     } else if err.contains("does not exist") && err.contains("database") {
         " -> check the database name"
+    } else if err.contains("permission denied to create database") || err.contains("must be owner of database") {
+        " -> set `admin_user` (and `admin_password`) to a role that may create and drop databases"
     } else {
         ""
     };
