@@ -68,6 +68,27 @@ pub fn sha256_file(path: &Utf8Path) -> anyhow::Result<(u64, String)> {
     Ok((size, hex::encode(hasher.finalize())))
 }
 
+/// [`sha256_file`] of many files, on every core: a dump directory is read
+/// twice as fast on two.
+pub fn sha256_files(paths: &[&Utf8Path]) -> Vec<anyhow::Result<(u64, String)>> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<anyhow::Result<(u64, String)>>>> =
+        paths.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(paths.len().max(1));
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(path) = paths.get(i) else { break };
+                    *results[i].lock().expect("no poisoning") = Some(sha256_file(path));
+                }
+            });
+        }
+    });
+    results.into_iter().map(|r| r.into_inner().expect("no poisoning").expect("every file hashed")).collect()
+}
+
 /// Bytes available to an unprivileged writer in the file system of `path`
 /// (or of its nearest existing parent).
 pub fn available_space(path: &Utf8Path) -> anyhow::Result<u64> {

@@ -95,9 +95,10 @@ impl Manifest {
     /// missing: returns the problems, each naming its file.
     pub fn verify_files(&self, dump_dir: &Utf8Path) -> Vec<String> {
         let mut problems = Vec::new();
-        for entry in &self.files {
-            let path = dump_dir.join(&entry.path);
-            match fsutil::sha256_file(&path) {
+        let paths: Vec<Utf8PathBuf> = self.files.iter().map(|f| dump_dir.join(&f.path)).collect();
+        let refs: Vec<&Utf8Path> = paths.iter().map(|p| p.as_path()).collect();
+        for ((entry, path), hashed) in self.files.iter().zip(&paths).zip(fsutil::sha256_files(&refs)) {
+            match hashed {
                 Err(e) => problems.push(format!("{path}: {e:#}")),
                 Ok((bytes, _)) if bytes != entry.bytes => problems
                     .push(format!("{path}: {bytes} bytes, the manifest says {} (truncated or replaced)", entry.bytes)),
@@ -131,11 +132,13 @@ pub fn file_entries(dump_dir: &Utf8Path, data: &Utf8Path) -> anyhow::Result<Vec<
         paths.push(data.to_owned());
     }
     paths.sort();
+    let refs: Vec<&Utf8Path> = paths.iter().map(|p| p.as_path()).collect();
     paths
-        .into_iter()
-        .map(|path| {
-            let (bytes, sha256) = fsutil::sha256_file(&path)?;
-            let rel = path.strip_prefix(dump_dir).unwrap_or(&path).to_string();
+        .iter()
+        .zip(fsutil::sha256_files(&refs))
+        .map(|(path, hashed)| {
+            let (bytes, sha256) = hashed?;
+            let rel = path.strip_prefix(dump_dir).unwrap_or(path).to_string();
             Ok(FileEntry { path: rel, bytes, sha256 })
         })
         .collect()

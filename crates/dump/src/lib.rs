@@ -237,6 +237,12 @@ impl Step for Dump {
             DumpFormat::Custom => dump = dump.arg(format!("--compress={}", options.compress)),
             DumpFormat::Plain => dump = dump.args(["--no-owner", "--no-privileges"]),
         }
+        // The row counts run in the session, in the same snapshot, while
+        // pg_dump reads: both finish sooner than one after the other.
+        let counting = (!tables.is_empty()).then(|| migrate_pg::row_count_sql(&tables));
+        if let Some(sql) = &counting {
+            session_send(&mut session, sql).await?;
+        }
         let progress = cx.ui.progress(Self::NAME, "tables", tables.len() as u64);
         let out = dump
             .cmd()
@@ -251,8 +257,10 @@ impl Step for Dump {
             bail!("pg_dump failed (exit code {}){}", out.code, migrate_core::runner::stderr_tail(&out.stderr));
         }
 
-        let counts =
-            migrate_pg::parse_counts(&session_query(&mut session, &migrate_pg::row_count_sql(&tables)).await?)?;
+        let counts = match counting {
+            Some(_) => migrate_pg::parse_counts(&session_rows(&mut session).await?)?,
+            None => Default::default(),
+        };
         // An error would end the session, so look before asking.
         let has_schemamanager =
             session_query(&mut session, "SELECT to_regclass('public.schemamanager') IS NOT NULL").await?;
@@ -323,10 +331,21 @@ impl Step for Dump {
     }
 }
 
-/// Runs SQL in the open session and reads its rows up to a sentinel.
+const END: &str = "--inmanta-migrate-end--";
+
+/// Runs SQL in the open session and reads its rows.
 async fn session_query(session: &mut Session, sql: &str) -> anyhow::Result<Vec<Row>> {
-    const END: &str = "--inmanta-migrate-end--";
-    session.send(&format!("{sql};\nSELECT '{END}';\n")).await?;
+    session_send(session, sql).await?;
+    session_rows(session).await
+}
+
+/// Sends SQL followed by a sentinel that marks the end of its rows.
+async fn session_send(session: &mut Session, sql: &str) -> anyhow::Result<()> {
+    session.send(&format!("{sql};\nSELECT '{END}';\n")).await
+}
+
+/// Reads the rows of the query sent last, up to the sentinel.
+async fn session_rows(session: &mut Session) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
     loop {
         let line = session.read_line(Duration::from_secs(3600)).await?;

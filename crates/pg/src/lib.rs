@@ -223,6 +223,30 @@ impl Database {
         parse_counts(&self.query(&row_count_sql(tables)).await?)
     }
 
+    /// [`Self::row_counts`] over `jobs` connections at once, the biggest
+    /// tables spread first.
+    pub async fn row_counts_parallel(&self, tables: &[String], jobs: usize) -> anyhow::Result<BTreeMap<String, i64>> {
+        let sizes: BTreeMap<String, i64> = self
+            .query(
+                "SELECT format('%I.%I', n.nspname, c.relname), pg_total_relation_size(c.oid) FROM pg_class c \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p')",
+            )
+            .await?
+            .into_iter()
+            .filter_map(|r| Some((r.first()?.clone(), r.get(1)?.parse().ok()?)))
+            .collect();
+        let mut by_size: Vec<&String> = tables.iter().collect();
+        by_size.sort_by_key(|t| std::cmp::Reverse(sizes.get(*t).copied().unwrap_or(0)));
+        let mut groups: Vec<(i64, Vec<String>)> = vec![(0, Vec::new()); jobs.max(1)];
+        for table in by_size {
+            let lightest = groups.iter_mut().min_by_key(|(bytes, _)| *bytes).expect("at least one group");
+            lightest.0 += sizes.get(table).copied().unwrap_or(0);
+            lightest.1.push(table.clone());
+        }
+        let counts = futures::future::try_join_all(groups.iter().map(|(_, group)| self.row_counts(group))).await?;
+        Ok(counts.into_iter().flatten().collect())
+    }
+
     /// Objects in the database outside the system schemas.
     pub async fn user_object_count(&self) -> anyhow::Result<i64> {
         let sql = "SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \

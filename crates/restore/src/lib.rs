@@ -216,7 +216,10 @@ impl Step for Restore {
         let analyze_seconds = analyze_start.elapsed().as_secs_f64();
 
         let tables: Vec<String> = manifest.tables.keys().cloned().collect();
-        let restored = db.row_counts(&tables).await.context("cannot count the rows of the restored tables")?;
+        let restored = db
+            .row_counts_parallel(&tables, jobs as usize)
+            .await
+            .context("cannot count the rows of the restored tables")?;
         let mut differences = Vec::new();
         for (table, expected) in &manifest.tables {
             let got = restored.get(table).copied().unwrap_or(-1);
