@@ -71,9 +71,9 @@ pub fn sha256_file(path: &Utf8Path) -> anyhow::Result<(u64, String)> {
 /// [`sha256_file`] of many files, on every core: a dump directory is read
 /// twice as fast on two.
 pub fn sha256_files(paths: &[&Utf8Path]) -> Vec<anyhow::Result<(u64, String)>> {
+    type Slot = std::sync::Mutex<Option<anyhow::Result<(u64, String)>>>;
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<std::sync::Mutex<Option<anyhow::Result<(u64, String)>>>> =
-        paths.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    let results: Vec<Slot> = paths.iter().map(|_| std::sync::Mutex::new(None)).collect();
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(paths.len().max(1));
     std::thread::scope(|scope| {
         for _ in 0..threads {
