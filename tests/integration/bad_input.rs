@@ -167,7 +167,7 @@ fn bad_input_is_refused_and_changes_nothing() {
         &["restore"],
     )
     .code(3)
-    .stderr_has("older than the old server's 8.7.6: a downgrade");
+    .stderr_has("the new server (8.0.0) is older than the old one (8.7.6): a downgrade");
 
     let old_tools = lab.dir().join("old-tools");
     std::fs::create_dir_all(&old_tools).unwrap();

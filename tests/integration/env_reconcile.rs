@@ -131,6 +131,14 @@ fn a_failed_compile_is_shown_with_its_error() {
     s.f.new.with_env(s.prod, |e| e.model = Model::Broken);
     let run = s.f.run(&["env-reconcile"]);
     run.code(1).stderr_has("prod: the update & recompile failed").stderr_has("ParserException: Syntax error");
+    // The compiler's token (on its command line and in its output) is masked everywhere.
+    let journal = std::fs::read_to_string(s.f.path().join("work/journal.json")).unwrap();
+    let report = std::fs::read_to_string(s.f.path().join("work/report.md")).unwrap();
+    let events = std::fs::read_to_string(s.f.path().join("work/events.log")).unwrap();
+    for text in [&run.stdout, &run.stderr, &journal, &report, &events] {
+        assert!(!text.contains(fake_inmanta::FAKE_COMPILER_TOKEN), "a compiler token leaked:\n{text}");
+    }
+    assert!(journal.contains("--token <redacted>"), "{journal}");
     let env = s.f.new.env(s.prod);
     assert_eq!(env.settings["auto_deploy"], false, "auto_deploy stays off");
     assert_eq!(env.versions.len(), 1, "nothing new was exported");

@@ -30,19 +30,8 @@ pub async fn preflight(cx: &Context, replace: bool) -> Checks {
     // APIs and versions.
     let old = probe::api(cx, Side::Old, &mut checks).await.map(|(s, _)| s.core_version);
     let new = new_server(cx, &mut checks).await;
-    match (old, new) {
-        (Some(old), Some(new)) if new < old => checks.fail(
-            "versions",
-            format!("the new server ({new}) is older than the old one ({old}): a downgrade"),
-            "install an inmanta-core at least as new as the old server's on the new machine",
-        ),
-        (Some(old), Some(new)) if new.major > old.major + 1 => checks.warn(
-            "versions",
-            format!("{old} -> {new} skips major versions"),
-            "Inmanta advises one major version at a time, from the latest patch release",
-        ),
-        (Some(old), Some(new)) => checks.pass("versions", format!("{old} -> {new}")),
-        _ => {}
+    if let (Some(old), Some(new)) = (old, new) {
+        probe::versions(old, new, &mut checks);
     }
 
     // Services.
@@ -121,13 +110,7 @@ pub async fn preflight(cx: &Context, replace: bool) -> Checks {
                 "use a PostgreSQL of the same or a newer major version on the new side",
             );
         }
-        if new.is_some_and(|v| v.major >= 19) && *new_pg < 16 {
-            checks.fail(
-                "PostgreSQL versions",
-                format!("inmanta-core 19+ needs PostgreSQL 16+; the new one is {new_pg}"),
-                "upgrade the new PostgreSQL",
-            );
-        }
+        probe::postgres_for(new, *new_pg, &mut checks);
     }
     if let Some((db, _)) = &new_db {
         match db.exists().await {
@@ -189,45 +172,27 @@ pub async fn preflight(cx: &Context, replace: bool) -> Checks {
     checks
 }
 
-/// The new server: stopped (as it must be before restore) with its version
-/// from `version_command`, or answering.
+/// The new server: stopped (as it must be before restore), and its version
+/// from `version_command` (or from its API if it runs after all).
 async fn new_server(cx: &Context, checks: &mut Checks) -> Option<ServerVersion> {
-    let service = Service::new(&cx.config.new);
-    match cx.api(Side::New).probe().await {
-        Ok(Some(status)) => {
-            checks.fail(
-                "new server stopped",
-                format!(
-                    "{} answers (inmanta-core {}); restore must not replace the database under a running server",
-                    cx.config.new.api_url, status.core_version
-                ),
-                format!("stop it: {}", service.describe()),
+    if let Some(answering) = probe::new_server_stopped(cx, checks).await {
+        return Some(answering);
+    }
+    match Service::new(&cx.config.new).installed_version().await {
+        Some(Ok(v)) => {
+            checks.pass("new server version", format!("inmanta-core {v} installed"));
+            Some(v)
+        }
+        Some(Err(e)) => {
+            checks.fail("new server version", format!("{e:#}"), "fix `new.version_command`");
+            None
+        }
+        None => {
+            checks.warn(
+                "new server version",
+                "unknown while the new server is stopped",
+                "set `new.version_command` so downgrades are refused before anything changes",
             );
-            Some(status.core_version)
-        }
-        Ok(None) => {
-            checks.pass("new server stopped", format!("{} does not answer", cx.config.new.api_url));
-            match service.installed_version().await {
-                Some(Ok(v)) => {
-                    checks.pass("new server version", format!("inmanta-core {v} installed"));
-                    Some(v)
-                }
-                Some(Err(e)) => {
-                    checks.fail("new server version", format!("{e:#}"), "fix `new.version_command`");
-                    None
-                }
-                None => {
-                    checks.warn(
-                        "new server version",
-                        "unknown while the new server is stopped",
-                        "set `new.version_command` so downgrades are refused before anything changes",
-                    );
-                    None
-                }
-            }
-        }
-        Err(e) => {
-            checks.fail("new server stopped", e.to_string(), "check `new.api_url`");
             None
         }
     }
@@ -244,18 +209,7 @@ async fn database(cx: &Context, side: Side, checks: &mut Checks) -> Option<(Data
             return None;
         }
     };
-    let version = match side {
-        Side::Old => db.server_version().await,
-        Side::New => db
-            .query_admin("SELECT current_setting('server_version'), current_setting('server_version_num')")
-            .await
-            .map(|rows| {
-                let row = rows.into_iter().next().unwrap_or_default();
-                let num: u32 = row.get(1).and_then(|n| n.parse().ok()).unwrap_or(0);
-                (row.first().cloned().unwrap_or_default(), num / 10000)
-            }),
-    };
-    match version {
+    match db.server_version(side == Side::New).await {
         Ok((v, major)) => {
             checks.pass(name, format!("{} answers: PostgreSQL {v}", db.target));
             Some((db, major))

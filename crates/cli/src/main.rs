@@ -136,7 +136,8 @@ fn finish(ui: &Ui, result: anyhow::Result<Outcome>) -> ExitCode {
             Ok(outcome) => serde_json::to_value(outcome).expect("outcomes serialize"),
             Err(e) => {
                 let checks = e.downcast_ref::<ChecksFailed>().map(|c| &c.0);
-                serde_json::json!({ "status": "failed", "error": format!("{e:#}"), "checks": checks })
+                let status = if code == Exit::Operator { "needs_operator" } else { "failed" };
+                serde_json::json!({ "status": status, "error": format!("{e:#}"), "checks": checks })
             }
         };
         let mut document = document;

@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, Write};
 
-use migrate_core::{ChecksFailed, Context, Outcome, OutcomeStatus, UsageError, journal::STEPS};
+use migrate_core::{ChecksFailed, Context, NeedsOperator, Outcome, OutcomeStatus, UsageError, journal::STEPS};
 
 #[derive(Debug, Default, clap::Args)]
 pub struct MigrateArgs {
@@ -50,7 +50,7 @@ pub async fn run(cx: &Context, args: &MigrateArgs) -> anyhow::Result<Outcome> {
         let mut answer = String::new();
         std::io::stdin().lock().read_line(&mut answer)?;
         if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            return Err(UsageError("not confirmed; nothing was changed".into()).into());
+            return Err(NeedsOperator("not confirmed; nothing was changed".into()).into());
         }
     }
     let mut outcomes = Vec::new();

@@ -414,7 +414,7 @@ impl Config {
             };
             problems.extend(orch.validate(key));
         }
-        if normalize_url(&self.old.api_url) == normalize_url(&self.new.api_url) {
+        if same_url(&self.old.api_url, &self.new.api_url) {
             problems
                 .push(invalid("new.api_url", "is the same as old.api_url: old and new must be two different servers"));
         }
@@ -469,8 +469,27 @@ impl Config {
     }
 }
 
+/// Whether two API URLs name the same server: case, a trailing slash and a
+/// default port do not count.
+pub fn same_url(a: &str, b: &str) -> bool {
+    normalize_url(a) == normalize_url(b)
+}
+
 fn normalize_url(url: &str) -> String {
-    url.trim().trim_end_matches('/').to_ascii_lowercase()
+    let url = url.trim().trim_end_matches('/').to_ascii_lowercase();
+    match url.strip_prefix("https://") {
+        Some(rest) => format!("https://{}", strip_port(rest, ":443")),
+        None => match url.strip_prefix("http://") {
+            Some(rest) => format!("http://{}", strip_port(rest, ":80")),
+            None => url,
+        },
+    }
+}
+
+fn strip_port(rest: &str, default: &str) -> String {
+    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+    let authority = authority.strip_suffix(default).unwrap_or(authority);
+    if path.is_empty() { authority.to_owned() } else { format!("{authority}/{path}") }
 }
 
 impl Orchestrator {
@@ -703,6 +722,14 @@ status = ["ctl", "status"]
         let e = load_text(&text).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("new.database"), "{e}");
         assert!(e.message.contains("same database"), "{e}");
+    }
+
+    #[test]
+    fn urls_compare_without_default_ports_and_slashes() {
+        assert!(same_url("https://Orch:443/", "https://orch"));
+        assert!(same_url("http://orch:80", "HTTP://orch/"));
+        assert!(!same_url("http://orch:8888", "http://orch"));
+        assert!(!same_url("https://orch", "http://orch"));
     }
 
     #[test]

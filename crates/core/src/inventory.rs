@@ -57,6 +57,18 @@ impl EnvironmentRecord {
     }
 }
 
+/// A repository URL without `user:password@`, which must not be written down.
+fn without_credentials(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+            let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+            if path.is_empty() { format!("{scheme}://{host}") } else { format!("{scheme}://{host}/{path}") }
+        }
+        None => url.to_owned(),
+    }
+}
+
 impl Inventory {
     pub const FILE: &'static str = "inventory.json";
 
@@ -85,7 +97,7 @@ impl Inventory {
                         name: env.name,
                         project_id: env.project_id,
                         project_name,
-                        repo_url: env.repo_url,
+                        repo_url: without_credentials(&env.repo_url),
                         repo_branch: env.repo_branch,
                         halted: env.halted,
                         marked_for_deletion: env.is_marked_for_deletion,
@@ -110,5 +122,17 @@ impl Inventory {
             projects,
             environments: records,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn repository_credentials_are_dropped() {
+        use super::without_credentials as strip;
+        assert_eq!(strip("https://user:tok3n@git.example/p.git"), "https://git.example/p.git");
+        assert_eq!(strip("file:///var/repos/p.git"), "file:///var/repos/p.git");
+        assert_eq!(strip("ssh://git@host:22/p"), "ssh://host:22/p");
+        assert_eq!(strip("git@host:p.git"), "git@host:p.git");
     }
 }

@@ -53,6 +53,13 @@ impl Manifest {
         FORMAT
     }
 
+    /// Whether this dump was taken in the migration that took `inventory`
+    /// (not in an earlier rehearsal that used the same directory).
+    pub fn belongs_to(&self, inventory: &Inventory) -> bool {
+        self.inventory.taken_at == inventory.taken_at
+            && crate::config::same_url(&self.inventory.api_url, &inventory.api_url)
+    }
+
     pub fn data_path(&self, dump_dir: &Utf8Path) -> Utf8PathBuf {
         dump_dir.join(&self.data)
     }

@@ -4,6 +4,7 @@ use inmanta_api::{Environment, ServerStatus};
 
 use crate::{
     config::Side,
+    service::{ProcessState, Service},
     step::{Checks, Context},
 };
 
@@ -40,5 +41,85 @@ pub async fn api(cx: &Context, side: Side, checks: &mut Checks) -> Option<(Serve
             checks.fail(name, e.to_string(), format!("use an unscoped token of client type `api` in `{side}.token`"));
             None
         }
+    }
+}
+
+/// The new server is stopped: its API refuses connections and its service
+/// manager does not report it running (a server migrating a schema has no
+/// API yet, and must not see its database replaced either). Returns the
+/// version of a server that answers.
+pub async fn new_server_stopped(cx: &Context, checks: &mut Checks) -> Option<inmanta_api::ServerVersion> {
+    let name = "new server stopped";
+    let service = Service::new(&cx.config.new);
+    let stop_it = format!("stop it first: {}", service.describe());
+    match cx.api(Side::New).probe().await {
+        Ok(Some(status)) => {
+            checks.fail(
+                name,
+                format!(
+                    "{} answers (inmanta-core {}): its database must not be replaced under it",
+                    cx.config.new.api_url, status.core_version
+                ),
+                stop_it,
+            );
+            return Some(status.core_version);
+        }
+        Ok(None) => {}
+        Err(e) => {
+            checks.fail(name, format!("cannot tell whether it runs: {e}"), "check `new.api_url` and the new server");
+            return None;
+        }
+    }
+    match service.state().await {
+        Ok(ProcessState::Running) => checks.fail(
+            name,
+            format!("its API is closed, but {} reports it running (migrating a schema?)", service.describe()),
+            stop_it,
+        ),
+        Ok(state) => checks.pass(name, format!("its API does not answer and its service is {state:?}")),
+        Err(e) => checks.fail(name, format!("{e:#}"), "fix `new.service`"),
+    }
+    None
+}
+
+/// The new server's version against the old one's: a downgrade fails; a
+/// jump of several inmanta-core majors is worth a look at the upgrade notes.
+pub fn versions(old: inmanta_api::ServerVersion, new: inmanta_api::ServerVersion, checks: &mut Checks) {
+    let name = "versions";
+    if new < old {
+        checks.fail(
+            name,
+            format!("the new server ({new}) is older than the old one ({old}): a downgrade"),
+            "install an inmanta-core at least as new as the old server's on the new machine",
+        );
+    } else if new.major > old.major + 1 {
+        checks.warn(
+            name,
+            format!("inmanta-core {old} -> {new} crosses several major versions"),
+            "read Inmanta's upgrade notes of every release in between (Inmanta advises one product major version at a time)",
+        );
+    } else {
+        checks.pass(name, format!("inmanta-core {old} -> {new}"));
+    }
+}
+
+/// What the new server needs of its PostgreSQL. Measured: 19.x and 20.x
+/// migrate their schema on PostgreSQL 15, but their scheduler's SQL needs 16
+/// (shared/lab-latest.md).
+pub fn postgres_for(new: Option<inmanta_api::ServerVersion>, pg_major: u32, checks: &mut Checks) {
+    let name = "PostgreSQL for the new server";
+    match new {
+        Some(v) if v.major >= 19 && pg_major < 16 => checks.fail(
+            name,
+            format!("inmanta-core {v} needs PostgreSQL 16 or newer; the new database runs {pg_major}"),
+            "upgrade the new PostgreSQL first",
+        ),
+        Some(v) => checks.pass(name, format!("PostgreSQL {pg_major} serves inmanta-core {v}")),
+        None if pg_major < 16 => checks.warn(
+            name,
+            format!("PostgreSQL {pg_major}: fine up to inmanta-core 18, too old for 19+; the new version is unknown"),
+            "set `new.version_command` so this is checked",
+        ),
+        None => checks.pass(name, format!("PostgreSQL {pg_major}")),
     }
 }

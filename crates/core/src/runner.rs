@@ -52,6 +52,7 @@ pub struct Cmd {
     envs: Vec<(String, String)>,
     stdin: Option<Vec<u8>>,
     timeout: Option<Duration>,
+    output_to_files: bool,
 }
 
 impl Runner {
@@ -81,7 +82,9 @@ impl Runner {
         let argv: Vec<String> = argv.iter().map(|a| a.as_ref().to_owned()).collect();
         let shown = shell_words::join(&argv);
         match &self.ssh {
-            None => Cmd { argv, shown, remote: false, envs: Vec::new(), stdin: None, timeout: None },
+            None => {
+                Cmd { argv, shown, remote: false, envs: Vec::new(), stdin: None, timeout: None, output_to_files: false }
+            }
             Some(host) => {
                 let mut ssh: Vec<String> =
                     ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"].map(String::from).into();
@@ -103,6 +106,7 @@ impl Runner {
                     envs: Vec::new(),
                     stdin: None,
                     timeout: None,
+                    output_to_files: false,
                 }
             }
         }
@@ -124,6 +128,15 @@ impl Cmd {
 
     pub fn timeout(mut self, limit: Duration) -> Self {
         self.timeout = Some(limit);
+        self
+    }
+
+    /// Output to anonymous files instead of pipes, for a command that may
+    /// leave a process behind (a start script that daemonizes a server):
+    /// the wait then ends with the command, not when the daemon closes its
+    /// inherited copy of a pipe. No streaming.
+    pub fn output_to_files(mut self) -> Self {
+        self.output_to_files = true;
         self
     }
 
@@ -166,6 +179,9 @@ impl Cmd {
     /// Runs to the end, handing every stderr line to `on_line` as it comes
     /// (progress of pg_dump and pg_restore), and returns the output.
     pub async fn stream(self, mut on_line: impl FnMut(&str)) -> anyhow::Result<CmdOutput> {
+        if self.output_to_files {
+            return self.run_with_files().await;
+        }
         let mut command = self.command()?;
         tracing::debug!(command = %self.shown, "running");
         let mut child = command.spawn().map_err(|e| {
@@ -173,7 +189,7 @@ impl Cmd {
             anyhow!("cannot run `{}`: {e}{hint}", self.argv[0])
         })?;
         let stdin = child.stdin.take();
-        let input = self.stdin.unwrap_or_default();
+        let input = self.stdin.clone().unwrap_or_default();
         let mut stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
         let work = async {
@@ -213,15 +229,46 @@ impl Cmd {
             None => work.await,
         };
         let (status, out, err) = result.with_context(|| format!("`{}` failed to run", self.shown))?;
+        self.finished(status, String::from_utf8_lossy(&out).into_owned(), err)
+    }
+}
+
+impl Cmd {
+    async fn run_with_files(self) -> anyhow::Result<CmdOutput> {
+        use std::io::{Read, Seek};
+        let (mut out, mut err) = (tempfile::tempfile()?, tempfile::tempfile()?);
+        let mut command = self.command()?;
+        command.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(err.try_clone()?);
+        tracing::debug!(command = %self.shown, "running");
+        let mut child = command.spawn().with_context(|| format!("cannot run `{}`", self.argv[0]))?;
+        let status = match self.timeout {
+            Some(limit) => tokio::time::timeout(limit, child.wait())
+                .await
+                .map_err(|_| anyhow!("`{}` did not finish within {}", self.shown, humantime::format_duration(limit)))?,
+            None => child.wait().await,
+        }
+        .with_context(|| format!("`{}` failed to run", self.shown))?;
+        let read = |file: &mut std::fs::File| -> std::io::Result<String> {
+            let mut bytes = Vec::new();
+            file.rewind()?;
+            file.read_to_end(&mut bytes)?;
+            Ok(String::from_utf8_lossy(&bytes).into_owned())
+        };
+        let (stdout, stderr) = (read(&mut out)?, read(&mut err)?);
+        self.finished(status, stdout, stderr)
+    }
+
+    /// The output of a finished command. ssh exits 255 when it cannot run
+    /// the command (connection, host key, authentication): that is no answer
+    /// of the command, whose exit code callers read (a failing `status`
+    /// means "stopped"), so it is an error.
+    fn finished(&self, status: std::process::ExitStatus, stdout: String, stderr: String) -> anyhow::Result<CmdOutput> {
         use std::os::unix::process::ExitStatusExt;
         let code = status.code().unwrap_or_else(|| -status.signal().unwrap_or(0));
-        // ssh exits 255 when it cannot run the command (connection, host key,
-        // authentication): that is no answer of the command, whose exit code
-        // callers read (a failing `status` means "stopped").
         if self.remote && code == 255 {
-            bail!("`{}` could not run: ssh failed (exit code 255){}", self.shown, stderr_tail(&err));
+            bail!("`{}` could not run: ssh failed (exit code 255){}", self.shown, stderr_tail(&stderr));
         }
-        Ok(CmdOutput { code, stdout: String::from_utf8_lossy(&out).into_owned(), stderr: err })
+        Ok(CmdOutput { code, stdout, stderr })
     }
 }
 
@@ -232,17 +279,29 @@ pub struct Session {
     child: tokio::process::Child,
     stdin: tokio::process::ChildStdin,
     stdout: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    /// What it printed on stderr, for the error when it ends.
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Cmd {
     /// Starts the command with piped stdin and stdout and returns at once.
     pub fn session(self) -> anyhow::Result<Session> {
         let mut command = self.command()?;
-        command.stdin(Stdio::piped()).stderr(Stdio::inherit());
+        command.stdin(Stdio::piped());
         let mut child = command.spawn().with_context(|| format!("cannot run `{}`", self.argv[0]))?;
         let stdin = child.stdin.take().expect("stdin is piped");
         let stdout = BufReader::new(child.stdout.take().expect("stdout is piped")).lines();
-        Ok(Session { shown: self.shown, child, stdin, stdout })
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr is piped")).lines();
+        let collected = stderr.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut text = collected.lock().expect("no poisoning");
+                text.push_str(&line);
+                text.push('\n');
+            }
+        });
+        Ok(Session { shown: self.shown, child, stdin, stdout, stderr })
     }
 }
 
@@ -259,7 +318,12 @@ impl Session {
         match tokio::time::timeout(limit, self.stdout.next_line()).await {
             Err(_) => bail!("`{}` gave no answer within {}", self.shown, humantime::format_duration(limit)),
             Ok(Ok(Some(line))) => Ok(line),
-            Ok(Ok(None)) => bail!("`{}` ended unexpectedly", self.shown),
+            Ok(Ok(None)) => {
+                // Give the stderr reader a moment to catch the last lines.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let stderr = self.stderr.lock().expect("no poisoning").clone();
+                bail!("`{}` ended unexpectedly{}", self.shown, stderr_tail(&stderr))
+            }
             Ok(Err(e)) => Err(e).with_context(|| format!("cannot read from `{}`", self.shown)),
         }
     }
@@ -339,6 +403,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_daemonizing_command_does_not_hold_the_wait() {
+        // The background child keeps the inherited stdout open for 5 s.
+        let start = std::time::Instant::now();
+        let out = Runner::local()
+            .cmd(&["sh", "-c", "sleep 5 & echo started"])
+            .timeout(Duration::from_secs(3))
+            .output_to_files()
+            .run()
+            .await
+            .unwrap();
+        assert_eq!(out.stdout, "started\n");
+        assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+    }
+
+    #[tokio::test]
     async fn missing_programs_say_so() {
         let err = Runner::local().cmd(&["/nonexistent/prog"]).output().await.unwrap_err();
         assert!(format!("{err:#}").contains("is it installed"), "{err:#}");
@@ -383,6 +462,7 @@ mod tests {
             envs: Vec::new(),
             stdin: None,
             timeout: None,
+            output_to_files: false,
         };
         let err = cmd.output().await.unwrap_err();
         assert!(format!("{err:#}").contains("ssh failed (exit code 255):\n  Host key verification failed."), "{err:#}");

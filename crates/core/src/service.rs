@@ -64,7 +64,7 @@ impl<'a> Service<'a> {
             Manager::Systemd => self.systemctl(&["start"]),
             Manager::Command => self.orch.service.start.clone().unwrap_or_default(),
         };
-        self.runner.cmd(&argv).timeout(COMMAND_TIMEOUT).run().await.map(drop)
+        self.runner.cmd(&argv).timeout(COMMAND_TIMEOUT).output_to_files().run().await.map(drop)
     }
 
     pub async fn stop(&self) -> anyhow::Result<()> {
@@ -72,7 +72,7 @@ impl<'a> Service<'a> {
             Manager::Systemd => self.systemctl(&["stop"]),
             Manager::Command => self.orch.service.stop.clone().unwrap_or_default(),
         };
-        self.runner.cmd(&argv).timeout(COMMAND_TIMEOUT).run().await.map(drop)
+        self.runner.cmd(&argv).timeout(COMMAND_TIMEOUT).output_to_files().run().await.map(drop)
     }
 
     pub async fn state(&self) -> anyhow::Result<ProcessState> {
@@ -104,7 +104,8 @@ impl<'a> Service<'a> {
         if self.orch.service.manager != Manager::Systemd {
             return None;
         }
-        let out = self.runner.cmd(&self.systemctl(&["show", "--property=NRestarts", "--value"])).output().await.ok()?;
+        let argv = self.systemctl(&["show", "--property=NRestarts", "--value"]);
+        let out = self.runner.cmd(&argv).timeout(COMMAND_TIMEOUT).output().await.ok()?;
         out.stdout.trim().parse().ok()
     }
 
@@ -131,7 +132,8 @@ impl<'a> Service<'a> {
             }
         };
         match self.runner.cmd(&argv).timeout(COMMAND_TIMEOUT).output().await {
-            Ok(out) if out.success() => out.stdout,
+            // The server may log command lines with tokens on them.
+            Ok(out) if out.success() => inmanta_api::redact_tokens(&out.stdout),
             Ok(out) => format!("(cannot read the log: {})", out.stderr.trim()),
             Err(e) => format!("(cannot read the log: {e:#})"),
         }

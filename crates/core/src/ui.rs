@@ -185,10 +185,6 @@ impl Progress {
     pub fn set_message(&self, message: impl Display) {
         self.bar.set_message(message.to_string());
     }
-
-    pub fn done(&self) -> u64 {
-        self.done.load(Ordering::Relaxed)
-    }
 }
 
 impl Drop for Progress {

@@ -116,7 +116,7 @@ impl Step for Dump {
                 return checks;
             }
         };
-        let server_major = match db.server_version().await {
+        let server_major = match db.server_version(false).await {
             Ok((version, major)) => {
                 checks.pass("old database", format!("{} answers: PostgreSQL {version}", db.target));
                 Some(major)
@@ -126,6 +126,34 @@ impl Step for Dump {
                 None
             }
         };
+        // The database is the one whose environments the inventory lists.
+        if let Ok(inventory) = cx.inventory() {
+            match db.query("SELECT id FROM public.environment").await {
+                Ok(rows) => {
+                    let mut listed: Vec<String> = inventory.environments.iter().map(|e| e.id.to_string()).collect();
+                    listed.sort();
+                    let mut stored: Vec<String> = rows.into_iter().map(|r| r[0].clone()).collect();
+                    stored.sort();
+                    if stored == listed {
+                        checks.pass(
+                            "old database content",
+                            format!("holds the {} environment(s) of the inventory", listed.len()),
+                        );
+                    } else {
+                        checks.fail(
+                            "old database content",
+                            format!("holds {} environment(s), not the {} of the inventory", stored.len(), listed.len()),
+                            "is `old.database` the old orchestrator's database?",
+                        );
+                    }
+                }
+                Err(e) => checks.fail(
+                    "old database content",
+                    format!("{e:#}"),
+                    "is `old.database` the old orchestrator's database?",
+                ),
+            }
+        }
         match db.tool_major("pg_dump").await {
             Ok((version, major)) if server_major.is_some_and(|s| major < s) => checks.fail(
                 "pg_dump version",
@@ -147,14 +175,16 @@ impl Step for Dump {
                 "empty it or set another `dump.dir`",
             ),
             Ok(DumpDir::Complete(m)) => {
-                let ours = cx.inventory().map(|i| i.api_url == m.inventory.api_url).unwrap_or(false);
-                if ours {
-                    checks.pass("dump directory", format!("{dir} holds the dump of {}", m.created));
+                if cx.inventory().is_ok_and(|i| m.belongs_to(&i)) {
+                    checks.pass("dump directory", format!("{dir} holds the dump of this migration ({})", m.created));
                 } else {
                     checks.fail(
                         "dump directory",
-                        format!("{dir} holds a dump of another orchestrator ({})", m.inventory.api_url),
-                        "set another `dump.dir`",
+                        format!(
+                            "{dir} holds a dump of another run ({} of {}), not of this migration",
+                            m.created, m.inventory.api_url
+                        ),
+                        "remove it, or set another `dump.dir`",
                     );
                 }
             }
@@ -181,6 +211,9 @@ impl Step for Dump {
         let options = cx.config.dump.clone();
         match inspect(&dir)? {
             DumpDir::Complete(m) => {
+                if !m.belongs_to(&cx.inventory()?) {
+                    bail!("{dir} holds a dump of another run ({}); remove it, or set another `dump.dir`", m.created);
+                }
                 let problems = m.verify_files(&dir);
                 if problems.is_empty() {
                     return Ok(Outcome::nothing_to_do(
@@ -203,7 +236,7 @@ impl Step for Dump {
         let inventory = cx.inventory()?;
         let db = Database::open(&cx.config, Side::Old).await?;
         let (pg_dump_version, _) = db.tool_major("pg_dump").await?;
-        let (source_version, _) = db.server_version().await?;
+        let (source_version, _) = db.server_version(false).await?;
         let start = Instant::now();
 
         // One snapshot for the dump and for the row counts.
@@ -228,6 +261,8 @@ impl Step for Dump {
             .connect(false)
             .arg(format!("--format={}", options.format.flag()))
             .arg("--verbose")
+            // Never wait forever for a lock (only possible with --allow-running).
+            .arg("--lock-wait-timeout=300s")
             .arg(format!("--snapshot={snapshot}"))
             .arg(format!("--file={partial}"));
         match options.format {

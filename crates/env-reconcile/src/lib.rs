@@ -86,7 +86,12 @@ impl EnvReconcile {
                     }
                 }
             })
-            .collect()
+            .collect::<anyhow::Result<Vec<_>>>()
+            .map(|mut chosen| {
+                chosen.sort_by_key(|(e, _)| e.id);
+                chosen.dedup_by_key(|(e, _)| e.id);
+                chosen
+            })
     }
 }
 
@@ -253,7 +258,9 @@ async fn reconcile(
         result.version = earlier.version;
         return result;
     }
-    if (env.halted || env.marked_for_deletion) && !named {
+    // Only untouched ones: an environment a named run resumed is not "left halted".
+    let untouched = matches!(earlier.status, EnvStatus::Pending | EnvStatus::LeftHalted);
+    if (env.halted || env.marked_for_deletion) && !named && untouched {
         result.status = EnvStatus::LeftHalted;
         let why = if env.marked_for_deletion { "marked for deletion" } else { "halted before the migration" };
         result.message = format!(
@@ -371,9 +378,7 @@ async fn reconcile_phases(
     // 4. Dry-run.
     let report = dry_run(cx, env, newest).await?;
     work.update_env(id, |r| r.dryrun = Some(report.summary.id))?;
-    let paused_before: Vec<&str> =
-        env.agents.iter().filter(|a| a.paused && a.unpause_on_resume != Some(true)).map(|a| a.name.as_str()).collect();
-    let (differences, notes) = judge(&report, &paused_before);
+    let (differences, notes) = judge(&report, &paused_before(env));
     if !differences.is_empty() {
         result.status = EnvStatus::NeedsOperator;
         result.differences = differences;
@@ -405,11 +410,27 @@ async fn reconcile_phases(
         if release && auto_deploy_before { ", released" } else { ", not released" },
         if auto_deploy_before { "on" } else { "off" }
     );
-    for note in notes.iter().chain(compare_settings(api, env).await?.iter()) {
+    for note in &notes {
         let _ = write!(message, "; {note}");
     }
-    result.message = message;
     work.update_env(id, |r| r.status = EnvStatus::Done)?;
+    // Settings end as they were: the work is done either way, so a failed
+    // read is a note, a changed value is for an operator.
+    match compare_settings(api, env).await {
+        Ok((changed, gone)) => {
+            for note in gone {
+                let _ = write!(message, "; {note}");
+            }
+            if !changed.is_empty() {
+                result.status = EnvStatus::NeedsOperator;
+                let _ = write!(message, "; settings differ from before the migration: {}", changed.join(", "));
+            }
+        }
+        Err(e) => {
+            let _ = write!(message, "; the settings could not be compared: {e:#}");
+        }
+    }
+    result.message = message;
     Ok(())
 }
 
@@ -424,8 +445,7 @@ async fn dry_run(cx: &Context, env: &EnvironmentRecord, version: i64) -> anyhow:
     let api = cx.api(Side::New);
     let options = &cx.config.reconcile;
     let deadline = Instant::now() + options.dryrun_timeout;
-    let paused: Vec<&str> =
-        env.agents.iter().filter(|a| a.paused && a.unpause_on_resume != Some(true)).map(|a| a.name.as_str()).collect();
+    let paused = paused_before(env);
     loop {
         let id = match api.dryrun(env.id, version).await {
             Ok(id) => id,
@@ -454,6 +474,12 @@ async fn dry_run(cx: &Context, env: &EnvironmentRecord, version: i64) -> anyhow:
         }
         return Ok(report);
     }
+}
+
+/// Agents paused on purpose before the migration (halting pauses the others
+/// too, but marks those to unpause on resume): they stay paused.
+fn paused_before(env: &EnvironmentRecord) -> Vec<&str> {
+    env.agents.iter().filter(|a| a.paused && a.unpause_on_resume != Some(true)).map(|a| a.name.as_str()).collect()
 }
 
 /// Splits a dry-run report into differences (that stop the environment) and
@@ -497,18 +523,19 @@ fn describe(diff: &ResourceDiff) -> String {
 }
 
 /// Settings stored before the migration that the new server defines must
-/// have the same value now. Returns notes about those that do not.
-async fn compare_settings(api: &Client, env: &EnvironmentRecord) -> anyhow::Result<Vec<String>> {
+/// have the same value now. Returns (those that changed, those the new
+/// version no longer has).
+async fn compare_settings(api: &Client, env: &EnvironmentRecord) -> anyhow::Result<(Vec<String>, Vec<String>)> {
     let now = api.settings(env.id).await?;
-    let mut notes = Vec::new();
+    let (mut changed, mut gone) = (Vec::new(), Vec::new());
     for (name, before) in &env.settings {
         if !now.definitions.contains_key(name) {
-            notes.push(format!("setting {name} does not exist on the new server any more"));
+            gone.push(format!("setting {name} does not exist on the new server any more"));
         } else if now.effective(name) != Some(before) {
-            notes.push(format!("setting {name} was {before}, is now {}", now.effective(name).unwrap_or(&Value::Null)));
+            changed.push(format!("{name} was {before}, is now {}", now.effective(name).unwrap_or(&Value::Null)));
         }
     }
-    Ok(notes)
+    Ok((changed, gone))
 }
 
 #[cfg(test)]

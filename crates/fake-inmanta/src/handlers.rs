@@ -141,6 +141,10 @@ async fn handle(
     }
 }
 
+/// A JWT-shaped compiler token, as a server with auth puts in compile reports.
+pub const FAKE_COMPILER_TOKEN: &str =
+    "eyJhbGciOiJIUzI1NiJ9.eyJ1cm46aW5tYW50YTpjdCI6ImNvbXBpbGVyIn0.ZmFrZS1zaWduYXR1cmU";
+
 fn time(flavor: Flavor) -> &'static str {
     if flavor == Flavor::V8 { "2026-11-25T16:35:24.098842" } else { "2026-11-25T16:35:24.098842+00:00" }
 }
@@ -306,9 +310,10 @@ fn route(
                     data["compile_data"] = json!({ "errors": if failed { json!([{"type": "inmanta.parser.ParserException", "message": "Syntax error at token }"}]) } else { json!([]) } });
                     data["reports"] = json!([
                         {"name": "Init", "command": "", "returncode": 0, "outstream": "", "errstream": ""},
-                        {"name": "Recompiling configuration model", "command": "python -m inmanta.app compile",
+                        // With auth on, the real server puts an environment token on this command line.
+                        {"name": "Recompiling configuration model", "command": format!("python -m inmanta.app -vvv export --token {FAKE_COMPILER_TOKEN}"),
                          "returncode": if failed { 1 } else { 0 }, "outstream": "",
-                         "errstream": if failed { "inmanta.parser.ParserException: Syntax error at token } (main.cf:4)" } else { "" }},
+                         "errstream": if failed { format!("running export --token {FAKE_COMPILER_TOKEN}\ninmanta.parser.ParserException: Syntax error at token }} (main.cf:4)") } else { String::new() }},
                     ]);
                     (200, json!({ "data": data }))
                 }

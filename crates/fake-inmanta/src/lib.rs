@@ -13,6 +13,8 @@
 
 mod handlers;
 
+pub use handlers::FAKE_COMPILER_TOKEN;
+
 use std::{
     collections::BTreeMap,
     net::SocketAddr,

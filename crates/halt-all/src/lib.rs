@@ -44,15 +44,23 @@ impl Step for HaltAll {
     async fn run(&self, cx: &Context) -> anyhow::Result<Outcome> {
         let work = cx.work()?;
         let api = cx.api(Side::Old);
-        let inventory = take_or_extend_inventory(cx).await?;
+        let mut inventory = take_or_extend_inventory(cx).await?;
         let poll = cx.config.reconcile.poll_interval;
 
         let mut results = Vec::new();
+        let mut deleted = Vec::new();
         for record in &inventory.environments {
             let live = match api.environment(record.id).await {
                 Ok(env) => env,
                 Err(e) if e.status() == Some(404) => {
-                    cx.ui.warn(Self::NAME, format!("environment {} was deleted after the inventory", record.label()));
+                    cx.ui.warn(
+                        Self::NAME,
+                        format!(
+                            "environment {} was deleted on the old server during the migration; it is left out",
+                            record.label()
+                        ),
+                    );
+                    deleted.push(record.id);
                     continue;
                 }
                 Err(e) => return Err(e.into()),
@@ -67,6 +75,11 @@ impl Step for HaltAll {
                 "halted"
             };
             results.push(EnvResult { id: record.id, name: record.name.clone(), action, queued_compiles: 0 });
+        }
+
+        if !deleted.is_empty() {
+            inventory.environments.retain(|e| !deleted.contains(&e.id));
+            fsutil::write_json(&work.path(Inventory::FILE), &inventory)?;
         }
 
         // Halting is synchronous on the server, but check what it reports.

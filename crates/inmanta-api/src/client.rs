@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::{
-    Agent, CompileDetails, CompileReport, DeploySummary, DesiredState, DryRunReport, DryRunSummary, Environment, Error,
-    Project, Result, ServerStatus, ServerVersion, SettingDefinition, Settings,
+    Agent, CompileDetails, CompileReport, DeploySummary, DesiredState, DryRunReport, Environment, Error, Project,
+    Result, ServerStatus, ServerVersion, SettingDefinition, Settings,
 };
 
 /// How to reach one server.
@@ -179,7 +179,7 @@ impl Client {
             if is_tls_failure(&e) {
                 Error::Tls { server, call, detail }
             } else {
-                Error::Unreachable { server, call, detail }
+                Error::Unreachable { server, call, detail, refused: is_refused(&e) }
             }
         })?;
         let status = response.status();
@@ -187,6 +187,7 @@ impl Client {
             server: self.server.clone(),
             call: describe(),
             detail: transport_detail(&e),
+            refused: false,
         })?;
         let body: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
             Value::Null
@@ -250,13 +251,14 @@ impl Client {
         self.parse_status(data)
     }
 
-    /// One `serverstatus` attempt without retries: `Ok(None)` when nothing
-    /// answers (the server is stopped or still migrating its schema).
+    /// One `serverstatus` attempt without retries: `Ok(None)` when the
+    /// connection is refused (the server is stopped, or still migrating its
+    /// schema). A timeout is an error: it proves nothing.
     pub async fn probe(&self) -> Result<Option<ServerStatus>> {
         let call = Call::get("/api/v1/serverstatus");
         match self.send(&call, 1).await {
             Ok(body) => self.parse_status(body.get("data").cloned().unwrap_or(Value::Null)).map(Some),
-            Err(e) if e.is_unreachable() => Ok(None),
+            Err(e) if e.is_refused() => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -408,10 +410,6 @@ impl Client {
         self.decode(&call, body, "/data")
     }
 
-    pub async fn dryruns(&self, env: Uuid, version: i64) -> Result<Vec<DryRunSummary>> {
-        self.get(Call::get(format!("/api/v2/dryrun/{version}")).env(env), "/data").await
-    }
-
     pub async fn dryrun_report(&self, env: Uuid, version: i64, id: Uuid) -> Result<DryRunReport> {
         self.get(Call::get(format!("/api/v2/dryrun/{version}/{id}")).env(env), "/data").await
     }
@@ -449,6 +447,25 @@ fn is_tls_failure(error: &(dyn std::error::Error + 'static)) -> bool {
             && is_tls_failure(inner)
         {
             return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
+/// Whether the connection was refused (ECONNREFUSED somewhere in the chain).
+fn is_refused(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+            if let Some(inner) = io.get_ref()
+                && is_refused(inner)
+            {
+                return true;
+            }
         }
         cause = e.source();
     }

@@ -5,8 +5,11 @@ pub enum Error {
     #[error("{server} server: {call} answered HTTP {status}: {message}{}", hint(*.status))]
     Status { server: String, call: String, status: u16, message: String },
 
+    /// No answer. `refused`: the connection was refused, which is what a
+    /// stopped server looks like; anything else (a timeout, a reset) is no
+    /// proof that it is stopped.
     #[error("{server} server does not answer {call}: {detail}")]
-    Unreachable { server: String, call: String, detail: String },
+    Unreachable { server: String, call: String, detail: String, refused: bool },
 
     /// Something answers, but the TLS handshake failed (most often: its
     /// certificate is not signed by the CA we trust).
@@ -47,6 +50,11 @@ impl Error {
     /// A failed TLS handshake is not that: something answers there.
     pub fn is_unreachable(&self) -> bool {
         matches!(self, Error::Unreachable { .. })
+    }
+
+    /// True when the connection was refused: nothing listens on the port.
+    pub fn is_refused(&self) -> bool {
+        matches!(self, Error::Unreachable { refused: true, .. })
     }
 
     /// True when the TLS handshake failed (an untrusted certificate, or TLS

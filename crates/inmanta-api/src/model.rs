@@ -114,11 +114,6 @@ impl CompileReport {
     pub fn message(&self) -> Option<&str> {
         self.metadata.get("message").and_then(Value::as_str)
     }
-
-    /// `metadata.type`: "api", "console", "recovery" (18.2+), ...
-    pub fn kind(&self) -> Option<&str> {
-        self.metadata.get("type").and_then(Value::as_str)
-    }
 }
 
 /// `GET /api/v2/compilereport/<id>`: the report and its stages.
@@ -134,15 +129,13 @@ pub struct CompileDetails {
 
 impl CompileDetails {
     /// The stages that failed and what they printed, for an operator.
+    /// With `auth=true` the server puts an environment token on the
+    /// compiler's command line: the stage commands are left out and the rest
+    /// goes through [`redact_tokens`].
     pub fn failure_text(&self) -> String {
         let mut out = String::new();
         for stage in self.reports.iter().filter(|s| s.returncode.is_some_and(|rc| rc != 0)) {
-            out.push_str(&format!(
-                "stage {:?} (`{}`) exited {}:\n",
-                stage.name,
-                stage.command,
-                stage.returncode.unwrap_or(-1)
-            ));
+            out.push_str(&format!("stage {:?} exited {}:\n", stage.name, stage.returncode.unwrap_or(-1)));
             let text = if stage.errstream.trim().is_empty() { &stage.outstream } else { &stage.errstream };
             out.push_str(&tail(text, 40));
             out.push('\n');
@@ -153,8 +146,44 @@ impl CompileDetails {
                 out.push_str(&format!("compile error: {msg}\n"));
             }
         }
-        if out.is_empty() { "no failing stage was reported".to_owned() } else { out }
+        if out.is_empty() { "no failing stage was reported".to_owned() } else { redact_tokens(&out) }
     }
+}
+
+/// Masks what looks like a credential in text a server wrote (compile
+/// output, log lines): the word after `--token` or `Bearer`, `--token=...`,
+/// and anything shaped like a JWT.
+pub fn redact_tokens(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut hide_next = false;
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String, hide_next: &mut bool| {
+        if word.is_empty() {
+            return;
+        }
+        let jwt =
+            word.trim_matches(|c: char| "\"',;()[]{}".contains(c)).starts_with("eyJ") && word.matches('.').count() >= 2;
+        if *hide_next || jwt {
+            out.push_str("<redacted>");
+        } else if let Some((flag, _)) = word.split_once('=').filter(|(f, _)| *f == "--token") {
+            out.push_str(flag);
+            out.push_str("=<redacted>");
+        } else {
+            out.push_str(word);
+        }
+        *hide_next = matches!(word.as_str(), "--token" | "Bearer" | "bearer");
+        word.clear();
+    };
+    for c in text.chars() {
+        if c.is_whitespace() {
+            flush(&mut word, &mut out, &mut hide_next);
+            out.push(c);
+        } else {
+            word.push(c);
+        }
+    }
+    flush(&mut word, &mut out, &mut hide_next);
+    out
 }
 
 fn tail(text: &str, lines: usize) -> String {
@@ -263,4 +292,21 @@ pub struct Agent {
 pub struct DeploySummary {
     pub total: i64,
     pub by_state: BTreeMap<String, i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_masked() {
+        let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl";
+        let text = format!(
+            "python -m inmanta.app export --token {jwt} -e x\nAuthorization: Bearer abc.def\nx --token=secret y\nsaw '{jwt}'"
+        );
+        let masked = redact_tokens(&text);
+        assert!(!masked.contains(jwt) && !masked.contains("abc.def") && !masked.contains("secret"), "{masked}");
+        assert!(masked.contains("--token <redacted> -e x\n") && masked.contains("--token=<redacted>"), "{masked}");
+        assert_eq!(redact_tokens("plain words stay, even e.g. v1.2.3"), "plain words stay, even e.g. v1.2.3");
+    }
 }

@@ -29,12 +29,6 @@ impl ServerVersion {
         self >= Self::new(16, 0, 0) || (self.major == 15 && self.minor >= 2)
     }
 
-    /// From 15.0 a dry-run on a halted environment is refused with 409, and
-    /// dry-runs are executed by the environment's scheduler.
-    pub fn refuses_dryrun_when_halted(self) -> bool {
-        self.major >= 15
-    }
-
     /// From 18.2 (and 19.0) a resume queues a "recovery" compile of its own
     /// when the server's project checkout does not match the last compile,
     /// which is always the case right after a migration.
@@ -114,7 +108,6 @@ mod tests {
         assert!(!v("14.0.0").has_health_endpoint());
         assert!(v("15.2.0").has_health_endpoint() && !v("15.1.0").has_health_endpoint());
         assert!(v("16.0.0").has_health_endpoint());
-        assert!(!v("14.0.0").refuses_dryrun_when_halted() && v("15.0.0").refuses_dryrun_when_halted());
         assert!(!v("18.1.1").queues_recovery_compile() && v("18.2.0").queues_recovery_compile());
         assert!(v("19.0.0").queues_recovery_compile());
     }

@@ -17,11 +17,15 @@ pub struct InmantaDatabase {
     pub password: Option<Secret>,
 }
 
+/// One command on the orchestrator's host (over ssh, perhaps).
+const LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Reads the files on the orchestrator's host (through `runner`).
 pub async fn read_inmanta_database(dir: &Utf8Path, runner: &Runner) -> anyhow::Result<InmantaDatabase> {
     let main = dir.join("inmanta.cfg");
     let listing = runner
         .cmd(&["find", dir.join("inmanta.d").as_str(), "-maxdepth", "1", "-type", "f", "-name", "*.cfg"])
+        .timeout(LIMIT)
         .output()
         .await?;
     let mut files: Vec<String> = listing.stdout.lines().map(str::to_owned).collect();
@@ -30,7 +34,7 @@ pub async fn read_inmanta_database(dir: &Utf8Path, runner: &Runner) -> anyhow::R
     let mut found = InmantaDatabase::default();
     let mut read_any = false;
     for file in files {
-        let out = runner.cmd(&["cat", file.as_str()]).output().await?;
+        let out = runner.cmd(&["cat", file.as_str()]).timeout(LIMIT).output().await?;
         if !out.success() {
             continue;
         }

@@ -48,6 +48,21 @@ impl Target {
             Some(dir) => read_inmanta_database(dir, runner).await?,
             None => Default::default(),
         };
+        // The PostgreSQL tools run here: "localhost" in a remote server's
+        // file would mean this machine's database.
+        if let Some(dir) = &cfg.inmanta_config
+            && runner.is_remote()
+            && cfg.host.is_none()
+        {
+            let host = from_server.host.as_deref().unwrap_or("localhost");
+            if ["localhost", "::1"].contains(&host) || host.starts_with("127.") {
+                bail!(
+                    "{dir}/inmanta.cfg on {} puts the database on {host}, the server's own machine, but this tool runs \
+                     elsewhere: set `database.host` to the address this machine reaches that database at",
+                    runner.place()
+                );
+            }
+        }
         let read = |source: &Option<migrate_core::secret::SecretSource>| -> anyhow::Result<Option<Secret>> {
             source.as_ref().map(|s| s.read().map_err(|e| anyhow!(e))).transpose()
         };
@@ -190,12 +205,14 @@ impl Database {
         self.env(Runner::local().cmd(&argv)).session()
     }
 
-    /// `SHOW server_version` and `server_version_num`.
-    pub async fn server_version(&self) -> anyhow::Result<(String, u32)> {
-        let rows =
-            self.query("SELECT current_setting('server_version'), current_setting('server_version_num')").await?;
+    /// The server's version ("15.18") and major version (15), asked in the
+    /// target database, or with `admin` as the admin role in the maintenance
+    /// database (when the target database may not exist yet).
+    pub async fn server_version(&self, admin: bool) -> anyhow::Result<(String, u32)> {
+        let sql = "SELECT current_setting('server_version'), current_setting('server_version_num')";
+        let rows = self.psql(sql, admin).await?;
         let row = rows.first().ok_or_else(|| anyhow!("no answer to SHOW server_version"))?;
-        let num: u32 = row[1].parse().context("server_version_num")?;
+        let num: u32 = row.get(1).and_then(|n| n.parse().ok()).context("server_version_num")?;
         Ok((row[0].split_whitespace().next().unwrap_or("").to_owned(), num / 10000))
     }
 

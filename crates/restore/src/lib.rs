@@ -10,8 +10,13 @@
 use std::{collections::HashSet, time::Instant};
 
 use anyhow::{Context as _, bail};
-use inmanta_api::ServerVersion;
-use migrate_core::{Checks, Context, Outcome, Side, Step, config::DumpFormat, manifest::Manifest, service::Service};
+use migrate_core::{
+    Checks, Context, Outcome, Side, Step,
+    config::{DumpFormat, same_url},
+    manifest::Manifest,
+    probe,
+    service::Service,
+};
 use migrate_pg::Database;
 
 #[derive(Debug, Default, clap::Args)]
@@ -21,7 +26,8 @@ pub struct Restore {
     pub replace: bool,
 }
 
-/// Journal figure set once the target database may have been changed.
+/// Journal figure set, to the target's `user@host:port/name`, once this
+/// migration may have changed that database.
 const LOADING: &str = "target_touched";
 
 impl Step for Restore {
@@ -55,25 +61,25 @@ impl Step for Restore {
         } else {
             checks.fail("dump files", problems.join("; "), "the dump is damaged: run `inmanta-migrate dump` again");
         }
-        if trim(&manifest.inventory.api_url) != trim(&cx.config.old.api_url) {
-            checks.fail(
+        // With the work directory at hand, the dump must be this migration's;
+        // without it (only the dump was copied over), at least its server's.
+        match cx.inventory() {
+            Ok(inventory) if !manifest.belongs_to(&inventory) => checks.fail(
+                "dump origin",
+                format!(
+                    "the dump ({}) was taken in another run than this migration's inventory ({})",
+                    manifest.created, inventory.taken_at
+                ),
+                "point `dump.dir` at the dump of this migration, or dump again",
+            ),
+            Err(_) if !same_url(&manifest.inventory.api_url, &cx.config.old.api_url) => checks.fail(
                 "dump origin",
                 format!("the dump is of {}, not of old.api_url {}", manifest.inventory.api_url, cx.config.old.api_url),
                 "point `dump.dir` at the dump of this migration",
-            );
-        }
-        match cx.api(Side::New).probe().await {
-            Ok(None) => checks.pass("new server stopped", "its API does not answer"),
-            Ok(Some(s)) => checks.fail(
-                "new server stopped",
-                format!(
-                    "{} answers (inmanta-core {}): a running server must not see its database replaced",
-                    cx.config.new.api_url, s.core_version
-                ),
-                format!("stop it first ({})", Service::new(&cx.config.new).describe()),
             ),
-            Err(e) => checks.fail("new server stopped", e.to_string(), "check `new.api_url`"),
+            _ => {}
         }
+        migrate_core::probe::new_server_stopped(cx, &mut checks).await;
 
         let dump_major = major(&manifest.pg_dump_version);
         let db = match Database::open(&cx.config, Side::New).await {
@@ -104,10 +110,8 @@ impl Step for Restore {
                 }
             }
         }
-        let target_major = match db.query_admin("SELECT current_setting('server_version_num')").await {
-            Ok(rows) => {
-                let num: u32 = rows.first().and_then(|r| r[0].parse().ok()).unwrap_or(0);
-                let target = num / 10000;
+        let target_major = match db.server_version(true).await {
+            Ok((_, target)) => {
                 let source = major(&manifest.source_pg_version);
                 if target < source {
                     checks.fail(
@@ -149,7 +153,8 @@ impl Step for Restore {
 
         let exists = db.exists().await?;
         let objects = if exists { db.user_object_count().await? } else { 0 };
-        work.update(|j| j.step_mut(Self::NAME).figures.insert(LOADING.into(), true.into()))?;
+        let target = db.target.to_string();
+        work.update(|j| j.step_mut(Self::NAME).figures.insert(LOADING.into(), target.into()))?;
         if !exists {
             cx.ui.info(Self::NAME, format!("creating database {}", db.target));
             db.create().await?;
@@ -175,12 +180,10 @@ impl Step for Restore {
                 db.restore_list(&data).await?.iter().filter_map(|l| l.split(';').next()).map(str::to_owned).collect();
             let progress = cx.ui.progress(Self::NAME, "archive items", toc.len() as u64);
             let mut seen = HashSet::new();
-            let mut cmd =
-                db.tool("pg_restore").args(["--exit-on-error", "--no-owner", "--no-privileges", "--verbose", "-w"]);
-            if manifest.dump_format == DumpFormat::Directory || jobs > 1 {
-                cmd = cmd.arg(format!("--jobs={jobs}"));
-            }
-            let out = cmd
+            let out = db
+                .tool("pg_restore")
+                .args(["--exit-on-error", "--no-owner", "--no-privileges", "--verbose", "-w"])
+                .arg(format!("--jobs={jobs}"))
                 .connect(false)
                 .arg(data.as_str())
                 .cmd()
@@ -252,10 +255,6 @@ impl Step for Restore {
     }
 }
 
-fn trim(url: &str) -> String {
-    url.trim().trim_end_matches('/').to_ascii_lowercase()
-}
-
 fn major(version: &str) -> u32 {
     version.split('.').next().and_then(|m| m.parse().ok()).unwrap_or(0)
 }
@@ -285,12 +284,11 @@ const KNOWN_SCHEMA_MAX: &[((u64, u64), i64)] = &[
 /// The new server's version against the old one, the dump's schema and the
 /// target PostgreSQL.
 async fn version_gates(cx: &Context, manifest: &Manifest, target_pg: Option<u32>, checks: &mut Checks) {
-    let old: ServerVersion = manifest.inventory.core_version;
     let new = match Service::new(&cx.config.new).installed_version().await {
-        Some(Ok(v)) => v,
+        Some(Ok(v)) => Some(v),
         Some(Err(e)) => {
             checks.fail("new server version", format!("{e:#}"), "fix `new.version_command`");
-            return;
+            None
         }
         None => {
             checks.warn(
@@ -298,30 +296,18 @@ async fn version_gates(cx: &Context, manifest: &Manifest, target_pg: Option<u32>
                 "unknown before the new server starts",
                 "set `new.version_command` so restore can refuse a downgrade before loading",
             );
-            return;
+            None
         }
     };
-    if new < old {
-        checks.fail(
-            "new server version",
-            format!("inmanta-core {new} is older than the old server's {old}: a downgrade"),
-            "install inmanta-core at least as new as the old server on the new machine",
-        );
-        return;
-    }
-    if new.major > old.major + 1 {
-        checks.warn(
-            "new server version",
-            format!("{old} -> {new} skips major versions"),
-            "Inmanta advises moving one major version at a time",
-        );
-    } else {
-        checks.pass("new server version", format!("{old} -> {new}"));
+    if let Some(new) = new {
+        probe::versions(manifest.inventory.core_version, new, checks);
     }
     let dump_max = manifest.schema_versions.get("core").and_then(|v| v.iter().max().copied());
-    let known = KNOWN_SCHEMA_MAX.iter().find(|((ma, mi), _)| *ma == new.major && *mi == new.minor).map(|(_, m)| *m);
+    let known = new.and_then(|new| {
+        KNOWN_SCHEMA_MAX.iter().find(|((ma, mi), _)| *ma == new.major && *mi == new.minor).map(|(_, m)| (new, *m))
+    });
     match (dump_max, known) {
-        (Some(dump), Some(max)) if dump > max => checks.fail(
+        (Some(dump), Some((new, max))) if dump > max => checks.fail(
             "database schema",
             format!("the dump has core schema version {dump}, newer than inmanta-core {new} knows ({max})"),
             "install a newer inmanta-core on the new machine",
@@ -333,17 +319,8 @@ async fn version_gates(cx: &Context, manifest: &Manifest, target_pg: Option<u32>
             "check `old.database`: is this the orchestrator's database?",
         ),
     }
-    // Measured: 19.x/20.x pass their schema migrations on PostgreSQL 15, but
-    // their scheduler's SQL needs 16 (lab-latest.md).
-    if let Some(pg) = target_pg
-        && new.major >= 19
-        && pg < 16
-    {
-        checks.fail(
-            "target PostgreSQL",
-            format!("inmanta-core {new} needs PostgreSQL 16 or newer; the target runs {pg}"),
-            "upgrade the new PostgreSQL first",
-        );
+    if let Some(pg) = target_pg {
+        probe::postgres_for(new, pg, checks);
     }
 }
 
@@ -368,10 +345,9 @@ async fn target_state(cx: &Context, db: &Database, replace: bool, checks: &mut C
             return;
         }
     };
-    let ours = migrate_core::journal::WorkDir::peek(&cx.config)
-        .ok()
-        .flatten()
-        .is_some_and(|j| j.step(Restore::NAME).figures.get(LOADING).is_some_and(|v| v == true));
+    let ours = migrate_core::journal::WorkDir::peek(&cx.config).ok().flatten().is_some_and(|j| {
+        j.step(Restore::NAME).figures.get(LOADING).and_then(|v| v.as_str()) == Some(&db.target.to_string())
+    });
     if objects == 0 {
         checks.pass(name, format!("{} exists and is empty", db.target));
     } else if ours {

@@ -109,9 +109,16 @@ impl Step for StartServer {
                 Duration::from_secs(1),
                 Duration::from_secs(120),
                 "GET /api/v2/health to answer 200",
-                async || Ok(api.healthy().await?.then_some(())),
+                async || match api.healthy().await {
+                    Ok(healthy) => Ok(healthy.then_some(())),
+                    Err(e) if e.is_unreachable() => Ok(None),
+                    Err(e) => Err(e.into()),
+                },
             )
             .await?;
+        }
+        if status.database_connected == Some(false) {
+            bail!("the new server answers but says it is not connected to its database; see its log");
         }
         let schema_after = db.schema_versions().await?.get("core").map_or(0, Vec::len);
         let migrations = schema_after.saturating_sub(schema_before);
@@ -139,8 +146,12 @@ async fn wait_until_answering(cx: &Context, service: &Service<'_>) -> anyhow::Re
     let spinner = cx.ui.spinner(StartServer::NAME, "waiting for the API (it opens after the schema migration)");
     let mut tick = 0u64;
     loop {
-        if let Some(status) = api.probe().await? {
-            return Ok(status);
+        match api.probe().await {
+            Ok(Some(status)) => return Ok(status),
+            Ok(None) => {}
+            // A server busy starting may accept and not answer in time.
+            Err(e) if !e.is_tls() && e.is_unreachable() => {}
+            Err(e) => return Err(e.into()),
         }
         tick += 1;
         if tick.is_multiple_of(2) {

@@ -77,7 +77,13 @@ impl Step for StopServer {
         let what =
             format!("the old server to stop (API {} silent and {} stopped)", cx.config.old.api_url, service.describe());
         let result = wait::until(Duration::from_millis(500), cx.config.timeouts.stop, &what, async || {
-            let silent = api.probe().await?.is_none();
+            // A timeout while it shuts down is not silence yet; a TLS failure
+            // will not go away by waiting.
+            let silent = match api.probe().await {
+                Ok(answer) => answer.is_none(),
+                Err(e) if e.is_tls() => return Err(e.into()),
+                Err(_) => false,
+            };
             let state = service.state().await?;
             match (silent, state) {
                 (true, ProcessState::Running) => Ok(None),
