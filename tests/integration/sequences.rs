@@ -10,18 +10,21 @@ use crate::{
     support::{Run, run_in, snapshot},
 };
 
-/// The same environments on both fakes (the fakes hand out the same ids):
-/// the old running (one halted before), the new as a restore leaves them.
-fn environments(old: &FakeInmanta, new: &FakeInmanta) -> (uuid::Uuid, uuid::Uuid) {
-    let mut ids = (uuid::Uuid::nil(), uuid::Uuid::nil());
-    for fake in [old, new] {
-        let prod = fake.add_env("prod");
-        let staging = fake.add_env("staging");
-        fake.with_env(staging, |e| e.halted = true);
-        ids = (prod, staging);
+/// The lab database's environments on both fakes (the dump checks that the
+/// database holds the inventory's environments): the old running, apart
+/// from the one halted before, the new as a restore leaves them, all halted.
+/// Returns the ids of `plain` and `halted`.
+fn environments(lab: &Lab, old: &FakeInmanta, new: &FakeInmanta) -> (uuid::Uuid, uuid::Uuid) {
+    for seeded in lab.envs() {
+        let id: uuid::Uuid = seeded.id.parse().unwrap();
+        for fake in [old, new] {
+            fake.add_env_with_id(&seeded.name, id);
+        }
+        old.with_env(id, |e| e.halted = seeded.halted);
+        new.with_env(id, |e| e.halted = true);
     }
-    new.with_env(ids.0, |e| e.halted = true);
-    ids
+    let id = |name: &str| lab.env(name).unwrap().id.parse().unwrap();
+    (id("plain"), id("halted"))
 }
 
 /// The lab's config with the APIs and services of the fakes.
@@ -61,7 +64,7 @@ fn every_step_against_fake_apis_and_real_databases() {
     lab.stop_server(Side::Old).unwrap();
     let old = FakeInmanta::start(Flavor::V11);
     let new = FakeInmanta::start(Flavor::V14);
-    let (prod, staging) = environments(&old, &new);
+    let (plain, halted) = environments(&lab, &old, &new);
     std::fs::write(new.control_dir().join("stop"), "").unwrap();
     new.wait_stopped(true);
     let config = config_for_fakes(&lab, &old, &new, "fakes", |t| t);
@@ -81,9 +84,9 @@ fn every_step_against_fake_apis_and_real_databases() {
         let fake = if ["halt-all", "stop-server", "dump"].contains(&step) { &old } else { &new };
         snapshot!(format!("sequence_{step}"), fake.requests_by_env());
     }
-    assert!(old.env(prod).halted && old.env(staging).halted, "the old side is halted");
-    assert!(!new.env(prod).halted, "prod was reconciled and resumed");
-    assert!(new.env(staging).halted, "staging was halted before and stays so");
+    assert!(old.env(plain).halted && old.env(halted).halted, "the old side is halted");
+    assert!(!new.env(plain).halted, "plain was reconciled and resumed");
+    assert!(new.env(halted).halted, "halted was halted before and stays so");
 }
 
 #[test]
@@ -94,7 +97,7 @@ fn check_names_each_failure() {
     lab.stop_server(Side::Old).unwrap();
     let old = FakeInmanta::start(Flavor::V14);
     let new = FakeInmanta::start(Flavor::V14);
-    environments(&old, &new);
+    environments(&lab, &old, &new);
     std::fs::write(new.control_dir().join("stop"), "").unwrap();
     new.wait_stopped(true);
 

@@ -453,6 +453,15 @@ fn the_database_settings_are_read_from_inmanta_cfg_over_ssh() {
     }
     text = set(&text, "old.database", "inmanta_config", Some(&toml(&etc)));
     text += &sshd.host_table("old", &sshd.known_hosts);
+    fs::write(lab.config_path(), &text).unwrap();
+
+    // "127.0.0.1" in a remote server's file is that server's own machine, not
+    // this one, where the PostgreSQL tools run: refused, with the way out.
+    let loopback = lab.run(&["check"]);
+    loopback.code(3).stderr_has("puts the database on 127.0.0.1").stderr_has("set `database.host`");
+    // Here the "remote" host is this machine, so saying so is right; the
+    // other keys still come from the server's files.
+    text = set(&text, "old.database", "host", Some("\"127.0.0.1\""));
     fs::write(lab.config_path(), text).unwrap();
 
     let check = lab.run(&["check", "--json"]);

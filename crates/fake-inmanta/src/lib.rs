@@ -220,8 +220,13 @@ impl FakeInmanta {
     /// Adds an environment with two resources, one released version, a
     /// running agent and default settings.
     pub fn add_env(&self, name: &str) -> Uuid {
+        let id = self.state.lock().unwrap().new_id();
+        self.add_env_with_id(name, id)
+    }
+
+    /// [`Self::add_env`] with a given id (that of a real database's environment).
+    pub fn add_env_with_id(&self, name: &str, id: Uuid) -> Uuid {
         let mut s = self.state.lock().unwrap();
-        let id = s.new_id();
         let project_id = s.project.0;
         let version = 1;
         s.envs.push(FakeEnv {
