@@ -173,3 +173,14 @@ fn help_lists_every_subcommand_and_the_exit_codes() {
     }
     run.stdout_has("Exit codes:").stdout_has("3  stopped for an operator");
 }
+
+#[test]
+fn the_shipped_configs_use_only_known_keys() {
+    let root = camino::Utf8Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+    for name in ["example.toml", "lab.toml"] {
+        let path = root.join(name);
+        let text = std::fs::read_to_string(&path).unwrap();
+        // Parsing checks keys and types; secrets are only read by `load`.
+        migrate_core::Config::parse(&text, &path).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
