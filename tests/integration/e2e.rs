@@ -155,6 +155,12 @@ pub fn assert_migrated(lab: &Lab, before: &BTreeMap<String, Value>, outcome: &Va
             released && seeded.auto_deploy,
             "{name}: released only when asked and auto_deploy was on"
         );
+        // A full deploy now: the agents of the new server must load the code
+        // of the released version, also one exported by the old server (its
+        // code files are outside the database: dump and restore carry them).
+        let deploy = serde_json::json!({ "agent_trigger_method": "push_full_deploy" });
+        api.post("/api/v1/deploy", Some(&seeded.id), Some(&deploy)).unwrap();
+        std::thread::sleep(Duration::from_secs(5));
         lab.wait_deployed(&seeded.id, if is_released { Some(version) } else { None });
     }
 }

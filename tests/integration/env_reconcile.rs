@@ -28,7 +28,11 @@ fn add_envs(fake: &FakeInmanta) -> (Uuid, Uuid, Uuid) {
 }
 
 fn setup(new: Flavor) -> Setup {
-    let f = Fakes::new(Flavor::V14, new);
+    setup_from(Flavor::V14, new)
+}
+
+fn setup_from(old: Flavor, new: Flavor) -> Setup {
+    let f = Fakes::new(old, new);
     let (prod, staging, manual) = add_envs(&f.old);
     f.old.with_env(staging, |e| e.halted = true);
     let ids = add_envs(&f.new);
@@ -159,4 +163,19 @@ fn an_unknown_environment_is_a_usage_error() {
     s.f.run(&["env-reconcile", "--env", "nope"]).code(2).stderr_has("--env nope: no such environment");
     s.f.run(&["env-reconcile", "--env", &Uuid::nil().to_string()]).code(2);
     assert!(s.f.new.requests().iter().all(|r| r.method == "GET"), "nothing changed");
+}
+
+#[test]
+fn from_8_x_the_released_version_is_deployed_again() {
+    // 8.x kept code files outside the database: after the recompile has
+    // published them again, the agents must deploy the released version anew.
+    let s = setup_from(Flavor::V8, Flavor::V14);
+    s.f.run(&["env-reconcile", "--release"]).success();
+    let requests = s.f.new.requests_by_env();
+    let deploys = |env: &str| requests[env].iter().filter(|r| r.starts_with("POST /api/v1/deploy")).count();
+    assert_eq!(deploys("{env:manual}"), 1, "not released: its old version is deployed again");
+    assert_eq!(deploys("{env:prod}"), 0, "released: the new version is deployed anyway");
+    assert!(!requests.contains_key("{env:staging}") || deploys("{env:staging}") == 0, "left halted");
+    let journal = std::fs::read_to_string(s.f.path().join("work/journal.json")).unwrap();
+    assert!(journal.contains("released version 1 redeployed"), "{journal}");
 }

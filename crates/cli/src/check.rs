@@ -178,24 +178,7 @@ async fn new_server(cx: &Context, checks: &mut Checks) -> Option<ServerVersion> 
     if let Some(answering) = probe::new_server_stopped(cx, checks).await {
         return Some(answering);
     }
-    match Service::new(&cx.config.new).installed_version().await {
-        Some(Ok(v)) => {
-            checks.pass("new server version", format!("inmanta-core {v} installed"));
-            Some(v)
-        }
-        Some(Err(e)) => {
-            checks.fail("new server version", format!("{e:#}"), "fix `new.version_command`");
-            None
-        }
-        None => {
-            checks.warn(
-                "new server version",
-                "unknown while the new server is stopped",
-                "set `new.version_command` so downgrades are refused before anything changes",
-            );
-            None
-        }
-    }
+    probe::installed_new_version(cx, checks).await
 }
 
 /// Connects to one side's database (the admin role for the new side, whose

@@ -180,7 +180,19 @@ impl WorkDir {
             .with_context(|| format!("cannot open the lock file {lock_path}"))?;
         let mut previous = String::new();
         let _ = lock.read_to_string(&mut previous);
-        match lock.try_lock() {
+        // A short grace: a process that forks while holding the lock keeps
+        // it in the child until that child execs.
+        let mut tries = 0;
+        let acquired = loop {
+            match lock.try_lock() {
+                Err(TryLockError::WouldBlock) if tries < 10 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                other => break other,
+            }
+        };
+        match acquired {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => bail!(
                 "another inmanta-migrate run holds the lock on {dir} ({}); wait for it to finish",

@@ -123,3 +123,27 @@ pub fn postgres_for(new: Option<inmanta_api::ServerVersion>, pg_major: u32, chec
         None => checks.pass(name, format!("PostgreSQL {pg_major}")),
     }
 }
+
+/// The inmanta-core the new machine has installed, from `version_command`
+/// (the new server is stopped until start-server). Recorded in `checks`.
+pub async fn installed_new_version(cx: &Context, checks: &mut Checks) -> Option<inmanta_api::ServerVersion> {
+    let name = "new server version";
+    match Service::new(&cx.config.new).installed_version().await {
+        Some(Ok(v)) => {
+            checks.pass(name, format!("inmanta-core {v} installed"));
+            Some(v)
+        }
+        Some(Err(e)) => {
+            checks.fail(name, format!("{e:#}"), "fix `new.version_command`");
+            None
+        }
+        None => {
+            checks.warn(
+                name,
+                "unknown while the new server is stopped",
+                "set `new.version_command` so a downgrade is refused before anything changes",
+            );
+            None
+        }
+    }
+}

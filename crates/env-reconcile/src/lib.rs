@@ -150,16 +150,20 @@ impl Step for EnvReconcile {
         let inventory = cx.inventory()?;
         let selection = self.selection(&inventory)?;
         let release = self.release || cx.config.reconcile.release;
-        let server = cx.api(Side::New).server_status().await?.core_version;
+        let run = RunInfo {
+            release,
+            old: inventory.core_version,
+            new: cx.api(Side::New).server_status().await?.core_version,
+            id: Uuid::new_v4().simple().to_string()[..8].to_owned(),
+        };
         let work = cx.work()?;
-        let run_id = Uuid::new_v4().simple().to_string()[..8].to_owned();
 
         let results: Vec<EnvResult> = futures::stream::iter(selection)
             .map(|(env, named)| {
-                let run_id = run_id.clone();
+                let run = &run;
                 async move {
                     let start = Instant::now();
-                    let mut result = reconcile(cx, env, named, release, server, &run_id).await;
+                    let mut result = reconcile(cx, env, named, run).await;
                     result.seconds = start.elapsed().as_secs_f64();
                     let r = result.clone();
                     let record = work.update_env(env.id, |rec| {
@@ -232,16 +236,19 @@ impl Step for EnvReconcile {
     }
 }
 
+/// What every environment of one run shares.
+struct RunInfo {
+    release: bool,
+    /// inmanta-core of the old and the new server.
+    old: ServerVersion,
+    new: ServerVersion,
+    /// Part of the compile marker.
+    id: String,
+}
+
 /// The outcome of one environment; never an `Err`, so that one environment's
 /// trouble does not stop the others.
-async fn reconcile(
-    cx: &Context,
-    env: &EnvironmentRecord,
-    named: bool,
-    release: bool,
-    server: ServerVersion,
-    run_id: &str,
-) -> EnvResult {
+async fn reconcile(cx: &Context, env: &EnvironmentRecord, named: bool, run: &RunInfo) -> EnvResult {
     let mut result = EnvResult {
         id: env.id,
         name: env.name.clone(),
@@ -269,7 +276,7 @@ async fn reconcile(
         );
         return result;
     }
-    match reconcile_phases(cx, env, release, server, run_id, earlier, &mut result).await {
+    match reconcile_phases(cx, env, run, earlier, &mut result).await {
         Ok(()) => {}
         Err(e) => {
             result.status = EnvStatus::Failed;
@@ -282,12 +289,11 @@ async fn reconcile(
 async fn reconcile_phases(
     cx: &Context,
     env: &EnvironmentRecord,
-    release: bool,
-    server: ServerVersion,
-    run_id: &str,
+    run: &RunInfo,
     earlier: EnvRecord,
     result: &mut EnvResult,
 ) -> anyhow::Result<()> {
+    let (release, server) = (run.release, run.new);
     let work = cx.work()?;
     let api = cx.api(Side::New);
     let options = &cx.config.reconcile;
@@ -323,7 +329,7 @@ async fn reconcile_phases(
     let marker = match earlier.marker {
         Some(marker) if resumable && find_compile(api, id, &marker).await?.is_some() => marker,
         _ => {
-            let marker = format!("inmanta-migrate {run_id}: update & recompile after the migration");
+            let marker = format!("inmanta-migrate {}: update & recompile after the migration", run.id);
             work.update_env(id, |r| r.marker = Some(marker.clone()))?;
             let warnings = api.update_and_recompile(id, &marker).await.context("cannot request the recompile")?;
             if !warnings.is_empty() {
@@ -404,12 +410,31 @@ async fn reconcile_phases(
     api.set_setting(id, "auto_deploy", Value::Bool(auto_deploy_before)).await.context("cannot restore auto_deploy")?;
     phase("auto_deploy_restored")?;
 
+    // Across 10.0 the code files of versions exported by the old server are
+    // gone (they lived in its state directory); agents that tried to deploy
+    // the released version since the resume found none and marked its
+    // resources unavailable. The recompile published the files again: deploy.
+    let republished = !run.old.stores_code_in_database() && server.stores_code_in_database();
+    let redeploy = republished && !(release && auto_deploy_before) && env.latest_released_version.is_some();
+    if redeploy {
+        api.deploy(id).await.context("cannot ask the agents to deploy the released version again")?;
+    }
+
     let mut message = format!(
         "version {newest} compiled, dry-run clean ({} resource(s)){}; auto_deploy {}",
         report.summary.total,
         if release && auto_deploy_before { ", released" } else { ", not released" },
         if auto_deploy_before { "on" } else { "off" }
     );
+    if redeploy {
+        let _ = write!(
+            message,
+            "; released version {} redeployed (inmanta-core {} kept code files outside the database, the \
+             recompile published them again; a resource whose code changed since needs a new release)",
+            env.latest_released_version.unwrap_or_default(),
+            run.old
+        );
+    }
     for note in &notes {
         let _ = write!(message, "; {note}");
     }

@@ -405,6 +405,11 @@ fn route(
                 }
             }
         }
+        ("POST", ["api", "v1", "deploy"]) => {
+            let id = env_id!();
+            let env = s.envs.iter().find(|e| e.id == id).expect("checked");
+            (200, json!({ "agents": env.agents.iter().map(|a| a.name.clone()).collect::<Vec<_>>() }))
+        }
         ("GET", ["api", "v2", "agents"]) => {
             let id = env_id!();
             let env = s.envs.iter().find(|e| e.id == id).expect("checked");

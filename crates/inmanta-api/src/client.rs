@@ -401,6 +401,13 @@ impl Client {
         self.post(call).await.map(drop)
     }
 
+    /// Asks the agents to deploy the released version again, every resource
+    /// (`POST /api/v1/deploy`, `push_full_deploy`).
+    pub async fn deploy(&self, env: Uuid) -> Result<()> {
+        let call = Call::post("/api/v1/deploy").env(env).body(json!({ "agent_trigger_method": "push_full_deploy" }));
+        self.post(call).await.map(drop)
+    }
+
     // ---- dry-runs ---------------------------------------------------------------
 
     /// Requests a dry-run of `version`; returns its id.

@@ -36,6 +36,14 @@ impl ServerVersion {
         self >= Self::new(18, 2, 0)
     }
 
+    /// Up to 9.x the server keeps the code files of exported versions in its
+    /// state directory; from 10.0 in the database. Files of versions exported
+    /// before 10.0 do not survive an upgrade across it (Inmanta 10's upgrade
+    /// note: a recompile publishes them again).
+    pub fn stores_code_in_database(self) -> bool {
+        self.major >= 10
+    }
+
     /// From 15.1 desired-state versions carry a `released` flag and `active`
     /// means "processed by the scheduler" rather than "latest released".
     pub fn has_released_flag(self) -> bool {

@@ -614,7 +614,12 @@ impl Instance {
         for side in Side::BOTH {
             let label =
                 format!("{} server (inmanta-core {}), instance {}", side.upper(), self.version(side), self.state.name);
-            self.server(side).write_files(self.state.ports.pg(side), &self.db_password(side)?, &label)?;
+            self.server(side).write_files(
+                self.state.ports.pg(side),
+                &self.db_password(side)?,
+                &label,
+                self.index_url(),
+            )?;
         }
         self.write_config()?;
 
@@ -634,6 +639,8 @@ impl Instance {
             })?;
             timings.time("template restore", || -> Result<()> {
                 old.restore("inmanta", "inmanta", &dump)?;
+                let code = dump.with_file_name("files");
+                template::copy_dir(&code, &self.side_dir(Side::Old).join("state/server/files"))?;
                 let repos = self.dir.join("repos");
                 self.psql(
                     Side::Old,
@@ -665,7 +672,8 @@ impl Instance {
             self.state.from_template = false;
             self.save()?;
             let saved = timings.time("template save", || {
-                template::save(&self.root, &self.state.old_version, &old, &project, &self.state.envs, secure)
+                let code = self.side_dir(Side::Old).join("state/server/files");
+                template::save(&self.root, &self.state.old_version, &old, &project, &self.state.envs, secure, &code)
             })?;
             eprintln!("lab: saved the seeded template {saved}");
         }

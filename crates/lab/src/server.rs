@@ -101,7 +101,7 @@ impl Server {
 
     /// Writes server.cfg (0600: it holds the DB password and, when secure,
     /// the JWT key) and the ctl script.
-    pub fn write_files(&self, pg_port: u16, db_password: &str, label: &str) -> Result<()> {
+    pub fn write_files(&self, pg_port: u16, db_password: &str, label: &str, index_url: &str) -> Result<()> {
         util::mkdir_mode(&self.dir, 0o755)?;
         util::mkdir_mode(&self.dir.join("log"), 0o755)?;
         util::mkdir_mode(&self.dir.join("state"), 0o755)?;
@@ -126,7 +126,7 @@ impl Server {
         };
         let text = server_cfg(&self.dir, pg_port, db_password, self.port, &self.version, secure.as_ref());
         util::write_file_mode(&self.cfg(), &text, 0o600)?;
-        util::write_file_mode(&self.ctl(), &ctl_script(&self.dir, &self.inmanta(), label), 0o755)
+        util::write_file_mode(&self.ctl(), &ctl_script(&self.dir, &self.inmanta(), label, index_url), 0o755)
     }
 
     /// Runs `ctl <action>`; returns its exit code and output.
@@ -284,7 +284,7 @@ fn sh_quote(s: &str) -> String {
 }
 
 /// The `start|stop|status` control script of one side's server.
-pub(crate) fn ctl_script(dir: &Utf8Path, inmanta: &Utf8Path, label: &str) -> String {
+pub(crate) fn ctl_script(dir: &Utf8Path, inmanta: &Utf8Path, label: &str, index_url: &str) -> String {
     let template = r#"#!/bin/bash
 # Control script of the inmanta-migrate lab's @LABEL@.
 # Usage: ctl start|stop|status
@@ -297,6 +297,7 @@ pub(crate) fn ctl_script(dir: &Utf8Path, inmanta: &Utf8Path, label: &str) -> Str
 set -u
 DIR=@DIR@
 INMANTA=@INMANTA@
+INDEX=@INDEX@
 PIDFILE="$DIR/server.pid"
 
 # state of a pid ("" when gone)
@@ -343,6 +344,9 @@ start() {
   cd "$DIR" || exit 1
   # pip of the server-side compiles: keep its cache inside the lab
   export PIP_CACHE_DIR="$DIR/state/pip-cache"
+  # Versions exported by 8.x carry no pip config: their agents install code
+  # from pip's default index, which is this one (offline, deterministic).
+  export PIP_INDEX_URL="$INDEX"
   setsid "$INMANTA" -vv --timed-logs -c "$DIR/server.cfg" \
     --log-file "$DIR/log/server.log" --log-file-level DEBUG server \
     > "$DIR/log/stdout.log" 2>&1 < /dev/null &
@@ -402,6 +406,7 @@ esac
         .replace("@LABEL@", label)
         .replace("@DIR@", &sh_quote(dir.as_str()))
         .replace("@INMANTA@", &sh_quote(inmanta.as_str()))
+        .replace("@INDEX@", &sh_quote(index_url))
 }
 
 #[cfg(test)]
@@ -473,7 +478,12 @@ mod tests {
 
     #[test]
     fn ctl_script_quotes_paths() {
-        let s = ctl_script(Utf8Path::new("/lab/it's/old"), Utf8Path::new("/v/bin/inmanta"), "OLD server");
+        let s = ctl_script(
+            Utf8Path::new("/lab/it's/old"),
+            Utf8Path::new("/v/bin/inmanta"),
+            "OLD server",
+            "file:///i/simple",
+        );
         assert!(s.starts_with("#!/bin/bash\n"));
         assert!(s.contains(r"DIR='/lab/it'\''s/old'"));
         assert!(s.contains("INMANTA='/v/bin/inmanta'"));
@@ -486,7 +496,7 @@ mod tests {
         let dir = Utf8PathBuf::from_path_buf(tmp.path().to_path_buf()).unwrap();
         let server =
             Server { dir: dir.clone(), venv: dir.join("venv"), version: "0.0.0".into(), port: 1, security: None };
-        server.write_files(2, "pw", "test server").unwrap();
+        server.write_files(2, "pw", "test server", "file:///nonexistent/simple").unwrap();
         assert_eq!(server.run_ctl("status").unwrap().0, 3);
         assert_eq!(server.run_ctl("stop").unwrap().0, 0);
         // A stale pid file (our own pid is no inmanta server) is not "running".
@@ -509,7 +519,7 @@ mod tests {
         )
         .unwrap();
         let server = Server { dir: dir.clone(), venv, version: "0.0.0".into(), port: 1, security: None };
-        server.write_files(2, "pw", "test server").unwrap();
+        server.write_files(2, "pw", "test server", "file:///nonexistent/simple").unwrap();
         let (code, out) = server.run_ctl("start").unwrap();
         assert_eq!(code, 0, "{out}");
         let pid = server.recorded_pid().unwrap();

@@ -1,5 +1,6 @@
 //! Seeded-database templates: a `pg_dump -Fc` of a freshly seeded OLD
-//! database plus what was seeded, keyed by (old version, env count, plain or
+//! database, the OLD server's code files (`state/server/files`: the database
+//! only references them) and what was seeded, keyed by (old version, env count, plain or
 //! secure). Restoring one takes seconds where seeding takes a minute.
 //!
 //! A secure instance's database holds the compile reports of a server with
@@ -20,7 +21,7 @@ use crate::seed::SeededEnv;
 use crate::{LabRoot, util};
 
 /// Bump when seeding changes, so old templates are not used.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Template {
@@ -45,8 +46,13 @@ fn load_variant(root: &LabRoot, old: &str, n: usize, secure: bool) -> Option<(Te
     let dir = dir(root, old, n, secure);
     let dump = dir.join("old.dump");
     let t: Template = serde_json::from_str(&fs::read_to_string(dir.join("template.json")).ok()?).ok()?;
-    (t.format == FORMAT && t.old_version == old && t.env_count == n && t.secure == secure && dump.exists())
-        .then_some((t, dump))
+    (t.format == FORMAT
+        && t.old_version == old
+        && t.env_count == n
+        && t.secure == secure
+        && dump.exists()
+        && dir.join("files").is_dir())
+    .then_some((t, dump))
 }
 
 /// The template for an instance: a plain one for a plain instance; for a
@@ -66,6 +72,7 @@ pub(crate) fn save(
     project_id: &str,
     envs: &[SeededEnv],
     secure: bool,
+    code_files: &camino::Utf8Path,
 ) -> Result<Utf8PathBuf> {
     let _lock = lock_cache(root)?;
     let final_dir = dir(root, old, envs.len(), secure);
@@ -75,6 +82,7 @@ pub(crate) fn save(
     }
     util::mkdir_mode(&tmp, 0o755)?;
     cluster.dump("inmanta", &tmp.join("old.dump"))?;
+    copy_dir(code_files, &tmp.join("files"))?;
     let t = Template {
         format: FORMAT,
         old_version: old.to_string(),
@@ -90,4 +98,19 @@ pub(crate) fn save(
     }
     fs::rename(&tmp, &final_dir).with_context(|| format!("renaming {tmp} to {final_dir}"))?;
     Ok(final_dir)
+}
+
+/// Copies the files of `from` into `to` (created).
+pub(crate) fn copy_dir(from: &camino::Utf8Path, to: &camino::Utf8Path) -> Result<()> {
+    util::mkdir_mode(to, 0o755)?;
+    for entry in from.read_dir_utf8().with_context(|| format!("reading {from}"))? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(entry.path(), &target)?;
+        } else {
+            fs::copy(entry.path(), &target).with_context(|| format!("copying {} to {target}", entry.path()))?;
+        }
+    }
+    Ok(())
 }

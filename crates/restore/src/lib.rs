@@ -15,7 +15,6 @@ use migrate_core::{
     config::{DumpFormat, same_url},
     manifest::Manifest,
     probe,
-    service::Service,
 };
 use migrate_pg::Database;
 
@@ -284,21 +283,7 @@ const KNOWN_SCHEMA_MAX: &[((u64, u64), i64)] = &[
 /// The new server's version against the old one, the dump's schema and the
 /// target PostgreSQL.
 async fn version_gates(cx: &Context, manifest: &Manifest, target_pg: Option<u32>, checks: &mut Checks) {
-    let new = match Service::new(&cx.config.new).installed_version().await {
-        Some(Ok(v)) => Some(v),
-        Some(Err(e)) => {
-            checks.fail("new server version", format!("{e:#}"), "fix `new.version_command`");
-            None
-        }
-        None => {
-            checks.warn(
-                "new server version",
-                "unknown before the new server starts",
-                "set `new.version_command` so restore can refuse a downgrade before loading",
-            );
-            None
-        }
-    };
+    let new = probe::installed_new_version(cx, checks).await;
     if let Some(new) = new {
         probe::versions(manifest.inventory.core_version, new, checks);
     }
