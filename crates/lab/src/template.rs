@@ -82,7 +82,12 @@ pub(crate) fn save(
     }
     util::mkdir_mode(&tmp, 0o755)?;
     cluster.dump("inmanta", &tmp.join("old.dump"))?;
-    copy_dir(code_files, &tmp.join("files"))?;
+    // Servers before 10.0 keep code files outside the database; 10.0+ have none there.
+    if code_files.is_dir() {
+        copy_dir(code_files, &tmp.join("files"))?;
+    } else {
+        util::mkdir_mode(&tmp.join("files"), 0o755)?;
+    }
     let t = Template {
         format: FORMAT,
         old_version: old.to_string(),
