@@ -350,8 +350,16 @@ start() {
   setsid "$INMANTA" -vv --timed-logs -c "$DIR/server.cfg" \
     --log-file "$DIR/log/server.log" --log-file-level DEBUG server \
     > "$DIR/log/stdout.log" 2>&1 < /dev/null &
-  echo $! > "$PIDFILE"
-  echo "started (pid $!)"
+  local child=$! i
+  echo "$child" > "$PIDFILE"
+  # Return once the child has exec'd the server (its command line names
+  # server.cfg): until then `status` would call it stopped.
+  for i in $(seq 1 100); do
+    alive "$child" || break
+    tr '\0' ' ' < "/proc/$child/cmdline" 2>/dev/null | grep -qF -- "$DIR/server.cfg" && break
+    sleep 0.05
+  done
+  echo "started (pid $child)"
 }
 
 stop() {
