@@ -172,7 +172,7 @@ fn bad_input_is_refused_and_changes_nothing() {
     let old_tools = lab.dir().join("old-tools");
     std::fs::create_dir_all(&old_tools).unwrap();
     for tool in ["psql", "pg_dump", "vacuumdb"] {
-        let _ = std::os::unix::fs::symlink(format!("/usr/lib/postgresql/15/bin/{tool}"), old_tools.join(tool));
+        let _ = std::os::unix::fs::symlink(lab.pg_bin_dir().join(tool), old_tools.join(tool));
     }
     let fake_restore = old_tools.join("pg_restore");
     std::fs::write(&fake_restore, "#!/bin/sh\n[ \"$1\" = --version ] && { echo 'pg_restore (PostgreSQL) 13.0'; exit 0; }\necho 'pg_restore: error: unsupported version (1.14) in file header' >&2; exit 1\n").unwrap();
@@ -180,7 +180,11 @@ fn bad_input_is_refused_and_changes_nothing() {
     run_with(
         &lab,
         "old-pg-restore",
-        |t| t.replace("bin_dir = \"/usr/lib/postgresql/15/bin\"", &format!("bin_dir = \"{old_tools}\"")),
+        |t| {
+            let ours = format!("bin_dir = \"{}\"", lab.pg_bin_dir());
+            assert!(t.contains(&ours), "the lab's config names its PostgreSQL tools");
+            t.replace(&ours, &format!("bin_dir = \"{old_tools}\""))
+        },
         &["restore"],
     )
     .code(3)

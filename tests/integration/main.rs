@@ -10,6 +10,7 @@ mod e2e_secure;
 mod env_reconcile;
 mod faults;
 mod halt_all;
+mod output;
 mod secrets;
 mod sequences;
 mod ssh;

@@ -6,7 +6,6 @@
 use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
-use camino::Utf8PathBuf;
 use clap::{Args, Subcommand};
 use lab::{Instance, LabRoot, Side, UpOptions};
 use xshell::{Shell, cmd};
@@ -68,7 +67,7 @@ fn measure(sh: &Shell, instance: &Instance, size_mb: u64, runs: usize) -> Result
 
     let bench_dir = instance.dir().join("bench");
     sh.create_dir(&bench_dir)?;
-    let pg = Utf8PathBuf::from("/usr/lib/postgresql/15/bin");
+    let pg = instance.pg_bin_dir().to_owned();
     let (old_port, new_port) = (instance.ports().pg(Side::Old).to_string(), instance.ports().pg(Side::New).to_string());
     let old_pw = instance.db_password(Side::Old)?;
     let new_pw = instance.db_password(Side::New)?;

@@ -150,12 +150,12 @@ fn finish(ui: &Ui, result: anyhow::Result<Outcome>) -> ExitCode {
                     println!("{text}");
                 }
                 let mark = match outcome.status {
-                    OutcomeStatus::Done => ui.paint("32", "done:"),
-                    OutcomeStatus::NothingToDo => ui.paint("32", "nothing to do:"),
-                    OutcomeStatus::Partial => ui.paint("32", "done (in part):"),
-                    OutcomeStatus::NeedsOperator => ui.paint("33", "needs an operator:"),
+                    OutcomeStatus::Done => ui.paint_stdout("32", "done:"),
+                    OutcomeStatus::NothingToDo => ui.paint_stdout("32", "nothing to do:"),
+                    OutcomeStatus::Partial => ui.paint_stdout("32", "done (in part):"),
+                    OutcomeStatus::NeedsOperator => ui.paint_stdout("33", "needs an operator:"),
                 };
-                println!("{} {mark} {}", ui.paint("1", &outcome.step), outcome.summary);
+                println!("{} {mark} {}", ui.paint_stdout("1", &outcome.step), outcome.summary);
             }
             Err(e) => eprintln!("{} {e:#}", ui.paint("31", "error:")),
         }

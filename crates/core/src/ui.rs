@@ -44,7 +44,10 @@ pub struct Ui {
 
 struct Inner {
     json: bool,
+    /// Colour on stderr (events, errors) and on stdout (results): each only
+    /// on a terminal, never with `--json` or NO_COLOR.
     color: bool,
+    color_stdout: bool,
     tty: bool,
     bars: MultiProgress,
     log: Mutex<Option<File>>,
@@ -53,13 +56,15 @@ struct Inner {
 impl Ui {
     pub fn new(json: bool) -> Self {
         let tty = std::io::stderr().is_terminal();
-        let color = tty && !json && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        let wanted = !json && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        let color = tty && wanted;
+        let color_stdout = wanted && std::io::stdout().is_terminal();
         let bars = MultiProgress::with_draw_target(if tty && !json {
             ProgressDrawTarget::stderr()
         } else {
             ProgressDrawTarget::hidden()
         });
-        Ui { inner: Arc::new(Inner { json, color, tty, bars, log: Mutex::new(None) }) }
+        Ui { inner: Arc::new(Inner { json, color, color_stdout, tty, bars, log: Mutex::new(None) }) }
     }
 
     pub fn is_json(&self) -> bool {
@@ -117,8 +122,14 @@ impl Ui {
     }
 
     /// ANSI style `code` around `text`, when colour is on.
+    /// `text` in SGR colour `code`, for stderr.
     pub fn paint(&self, code: &str, text: &str) -> String {
-        if self.inner.color { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_owned() }
+        paint(self.inner.color, code, text)
+    }
+
+    /// `text` in SGR colour `code`, for stdout.
+    pub fn paint_stdout(&self, code: &str, text: &str) -> String {
+        paint(self.inner.color_stdout, code, text)
     }
 
     /// A counter of `total` things; a bar on a terminal, events otherwise.
@@ -195,4 +206,8 @@ impl Drop for Progress {
 
 fn quarter(done: u64, total: u64) -> u64 {
     done * 4 / total.max(1)
+}
+
+fn paint(on: bool, code: &str, text: &str) -> String {
+    if on { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_owned() }
 }

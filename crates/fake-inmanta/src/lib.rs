@@ -319,8 +319,14 @@ impl FakeInmanta {
         let dir = self.control_dir().to_string();
         let sh = |script: &str| vec!["sh".to_owned(), "-c".to_owned(), script.to_owned(), "sh".to_owned(), dir.clone()];
         [
-            sh(r#"rm -f "$1/stop"; touch "$1/start""#),
-            sh(r#"rm -f "$1/start"; touch "$1/stop""#),
+            // Like systemctl, start and stop return once the server has
+            // reacted (at most 5 s): request sequences do not depend on timing.
+            sh(
+                r#"rm -f "$1/stop"; touch "$1/start"; i=0; while [ -e "$1/stopped" ] && [ $i -lt 500 ]; do sleep 0.01; i=$((i+1)); done"#,
+            ),
+            sh(
+                r#"rm -f "$1/start"; touch "$1/stop"; i=0; while [ ! -e "$1/stopped" ] && [ $i -lt 500 ]; do sleep 0.01; i=$((i+1)); done"#,
+            ),
             sh(r#"test ! -e "$1/stopped""#),
         ]
     }

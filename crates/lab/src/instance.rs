@@ -216,6 +216,10 @@ impl Instance {
     pub fn ports(&self) -> Ports {
         self.state.ports
     }
+    /// The PostgreSQL server and client programs the lab uses.
+    pub fn pg_bin_dir(&self) -> &Utf8Path {
+        &self.state.pg_bin_dir
+    }
     pub fn version(&self, side: Side) -> &str {
         match side {
             Side::Old => &self.state.old_version,

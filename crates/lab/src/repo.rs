@@ -131,9 +131,7 @@ mod tests {
 
     #[test]
     fn creates_and_updates_a_bare_repo() {
-        if util::which("git").is_none() {
-            return;
-        }
+        assert!(util::which("git").is_some(), "git is needed: `cargo xtask lab prepare` installs it");
         let tmp = tempfile::tempdir().unwrap();
         let dir = Utf8PathBuf::from_path_buf(tmp.path().to_path_buf()).unwrap();
         let bare = dir.join("e.git");

@@ -120,7 +120,8 @@ fn check_config(inst: &Instance) {
     let text = std::fs::read_to_string(inst.config_path()).unwrap();
     let cfg: toml::Table = text.parse().unwrap();
     assert_eq!(cfg["work_dir"].as_str(), Some(inst.work_dir().as_str()));
-    assert_eq!(cfg["pg"]["bin_dir"].as_str(), Some("/usr/lib/postgresql/15/bin"));
+    assert_eq!(cfg["pg"]["bin_dir"].as_str(), Some(inst.pg_bin_dir().as_str()));
+    assert!(inst.pg_bin_dir().join("pg_dump").exists());
     for side in Side::BOTH {
         let s = &cfg[side.as_str()];
         assert_eq!(s["api_url"].as_str(), Some(inst.api_url(side).as_str()));
@@ -160,8 +161,8 @@ fn check_config(inst: &Instance) {
 }
 
 /// PostgreSQL over TCP really checks passwords.
-fn psql_tcp(port: u16, user: &str, password: &str) -> bool {
-    std::process::Command::new("/usr/lib/postgresql/15/bin/psql")
+fn psql_tcp(inst: &Instance, port: u16, user: &str, password: &str) -> bool {
+    std::process::Command::new(inst.pg_bin_dir().join("psql"))
         .args(["-X", "-At", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", user, "-d", "postgres", "-c", "select 1"])
         .env("PGPASSWORD", password)
         .env("PGCONNECT_TIMEOUT", "5")
@@ -185,9 +186,9 @@ fn check_new_side(inst: &Instance) {
 
     for side in Side::BOTH {
         let port = inst.ports().pg(side);
-        assert!(psql_tcp(port, "postgres", &inst.admin_password(side).unwrap()));
-        assert!(!psql_tcp(port, "postgres", "wrong-password"));
-        assert!(!psql_tcp(port, "inmanta", "inmanta"));
+        assert!(psql_tcp(inst, port, "postgres", &inst.admin_password(side).unwrap()));
+        assert!(!psql_tcp(inst, port, "postgres", "wrong-password"));
+        assert!(!psql_tcp(inst, port, "inmanta", "inmanta"));
     }
     // The ctl scripts answer like the config promises.
     let ctl =
