@@ -121,7 +121,6 @@ impl Ui {
         }
     }
 
-    /// ANSI style `code` around `text`, when colour is on.
     /// `text` in SGR colour `code`, for stderr.
     pub fn paint(&self, code: &str, text: &str) -> String {
         paint(self.inner.color, code, text)
