@@ -487,7 +487,7 @@ fn normalize_url(url: &str) -> String {
 }
 
 fn strip_port(rest: &str, default: &str) -> String {
-    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
     let authority = authority.strip_suffix(default).unwrap_or(authority);
     if path.is_empty() { authority.to_owned() } else { format!("{authority}/{path}") }
 }

@@ -61,7 +61,7 @@ impl EnvironmentRecord {
 fn without_credentials(url: &str) -> String {
     match url.split_once("://") {
         Some((scheme, rest)) => {
-            let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+            let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
             let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
             if path.is_empty() { format!("{scheme}://{host}") } else { format!("{scheme}://{host}/{path}") }
         }

@@ -161,6 +161,25 @@ impl Cmd {
         Ok(command)
     }
 
+    fn spawn(&self, command: &mut Command) -> anyhow::Result<tokio::process::Child> {
+        tracing::debug!(command = %self.shown, "running");
+        command.spawn().map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::NotFound { " (is it installed and on PATH?)" } else { "" };
+            anyhow!("cannot run `{}`: {e}{hint}", self.argv[0])
+        })
+    }
+
+    /// `work` within the command's time limit, if it has one.
+    async fn within<T>(&self, work: impl Future<Output = std::io::Result<T>>) -> anyhow::Result<T> {
+        let result = match self.timeout {
+            Some(limit) => tokio::time::timeout(limit, work)
+                .await
+                .map_err(|_| anyhow!("`{}` did not finish within {}", self.shown, humantime::format_duration(limit)))?,
+            None => work.await,
+        };
+        result.with_context(|| format!("`{}` failed to run", self.shown))
+    }
+
     /// Runs to the end and returns its output, whatever its exit code.
     pub async fn output(self) -> anyhow::Result<CmdOutput> {
         self.stream(|_| {}).await
@@ -178,18 +197,13 @@ impl Cmd {
 
     /// Runs to the end, handing every stderr line to `on_line` as it comes
     /// (progress of pg_dump and pg_restore), and returns the output.
-    pub async fn stream(self, mut on_line: impl FnMut(&str)) -> anyhow::Result<CmdOutput> {
+    pub async fn stream(mut self, mut on_line: impl FnMut(&str)) -> anyhow::Result<CmdOutput> {
         if self.output_to_files {
             return self.run_with_files().await;
         }
-        let mut command = self.command()?;
-        tracing::debug!(command = %self.shown, "running");
-        let mut child = command.spawn().map_err(|e| {
-            let hint = if e.kind() == std::io::ErrorKind::NotFound { " (is it installed and on PATH?)" } else { "" };
-            anyhow!("cannot run `{}`: {e}{hint}", self.argv[0])
-        })?;
+        let mut child = self.spawn(&mut self.command()?)?;
         let stdin = child.stdin.take();
-        let input = self.stdin.clone().unwrap_or_default();
+        let input = self.stdin.take().unwrap_or_default();
         let mut stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
         let work = async {
@@ -222,32 +236,17 @@ impl Cmd {
             let status = child.wait().await?;
             Ok::<_, std::io::Error>((status, out, err_text))
         };
-        let result = match self.timeout {
-            Some(limit) => tokio::time::timeout(limit, work)
-                .await
-                .map_err(|_| anyhow!("`{}` did not finish within {}", self.shown, humantime::format_duration(limit)))?,
-            None => work.await,
-        };
-        let (status, out, err) = result.with_context(|| format!("`{}` failed to run", self.shown))?;
+        let (status, out, err) = self.within(work).await?;
         self.finished(status, String::from_utf8_lossy(&out).into_owned(), err)
     }
-}
 
-impl Cmd {
     async fn run_with_files(self) -> anyhow::Result<CmdOutput> {
         use std::io::{Read, Seek};
         let (mut out, mut err) = (tempfile::tempfile()?, tempfile::tempfile()?);
         let mut command = self.command()?;
         command.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(err.try_clone()?);
-        tracing::debug!(command = %self.shown, "running");
-        let mut child = command.spawn().with_context(|| format!("cannot run `{}`", self.argv[0]))?;
-        let status = match self.timeout {
-            Some(limit) => tokio::time::timeout(limit, child.wait())
-                .await
-                .map_err(|_| anyhow!("`{}` did not finish within {}", self.shown, humantime::format_duration(limit)))?,
-            None => child.wait().await,
-        }
-        .with_context(|| format!("`{}` failed to run", self.shown))?;
+        let mut child = self.spawn(&mut command)?;
+        let status = self.within(child.wait()).await?;
         let read = |file: &mut std::fs::File| -> std::io::Result<String> {
             let mut bytes = Vec::new();
             file.rewind()?;
@@ -288,7 +287,7 @@ impl Cmd {
     pub fn session(self) -> anyhow::Result<Session> {
         let mut command = self.command()?;
         command.stdin(Stdio::piped());
-        let mut child = command.spawn().with_context(|| format!("cannot run `{}`", self.argv[0]))?;
+        let mut child = self.spawn(&mut command)?;
         let stdin = child.stdin.take().expect("stdin is piped");
         let stdout = BufReader::new(child.stdout.take().expect("stdout is piped")).lines();
         let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));

@@ -150,7 +150,7 @@ async fn wait_until_answering(cx: &Context, service: &Service<'_>) -> anyhow::Re
             Ok(Some(status)) => return Ok(status),
             Ok(None) => {}
             // A server busy starting may accept and not answer in time.
-            Err(e) if !e.is_tls() && e.is_unreachable() => {}
+            Err(e) if e.is_unreachable() => {}
             Err(e) => return Err(e.into()),
         }
         tick += 1;
