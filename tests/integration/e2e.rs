@@ -12,7 +12,7 @@ use std::{
 use lab::{Instance, LabRoot, ModelVariant, Security, Side, UpOptions};
 use serde_json::Value;
 
-use crate::support::{BIN, Run, run_in};
+use crate::support::{self, BIN, Run};
 
 /// One lab instance at a time, also if the harness runs tests in parallel.
 pub static SERIAL: Mutex<()> = Mutex::new(());
@@ -27,6 +27,13 @@ impl Drop for Lab {
         {
             eprintln!("cleanup of lab instance {}: {e:#}", instance.name());
         }
+    }
+}
+
+impl Lab {
+    /// Takes charge of an instance: purged when dropped.
+    pub fn new(instance: Instance) -> Lab {
+        Lab(Some(instance))
     }
 }
 
@@ -52,11 +59,17 @@ pub fn lab_with(name: &str, old: &str, security: Security) -> Lab {
 }
 
 impl Lab {
+    /// Runs the tool with this lab's config where the lab says it runs
+    /// (on the NEW side's machine).
     pub fn run(&self, args: &[&str]) -> Run {
-        let config = self.config_path();
-        let mut all = vec!["--config", config.as_str()];
-        all.extend_from_slice(args);
-        run_in(self.dir(), &all, &[])
+        support::run(self.tool(args).stdout(Stdio::piped()).stderr(Stdio::piped()))
+    }
+
+    /// The tool's command with this lab's config, not started.
+    pub fn tool(&self, args: &[&str]) -> Command {
+        let mut cmd = self.tool_command(BIN.into(), self.dir(), &[]).expect("the tool can run in the lab");
+        cmd.arg("--config").arg(self.config_path().as_str()).args(args);
+        cmd
     }
 
     /// Row count and content digest of every table of one side's database.
@@ -202,13 +215,8 @@ fn migrate_resumes_after_being_killed() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let lab = lab("e2e-11to14", "11.5.5");
     let before = lab.environments(Side::Old);
-    let config = lab.config_path();
-    let mut first = Command::new(BIN)
-        .args(["--config", config.as_str(), "migrate", "--yes", "--release"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut first =
+        lab.tool(&["migrate", "--yes", "--release"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     // Kill it as soon as the old side is stopped, between or in steps.
     let start = Instant::now();
     loop {

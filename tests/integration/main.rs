@@ -7,6 +7,7 @@ mod config;
 mod e2e;
 mod e2e_faults;
 mod e2e_secure;
+mod e2e_versions;
 mod env_reconcile;
 mod faults;
 mod halt_all;

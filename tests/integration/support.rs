@@ -50,10 +50,15 @@ impl Run {
 /// `envs`.
 pub fn run_in(dir: &Utf8Path, args: &[&str], envs: &[(&str, &str)]) -> Run {
     let mut cmd = Command::new(BIN);
-    cmd.args(args).current_dir(dir).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    cmd.current_dir(dir).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
     for (k, v) in envs {
         cmd.env(k, v);
     }
+    run(cmd.args(args))
+}
+
+/// Runs a prepared command of the binary to its end.
+pub fn run(cmd: &mut Command) -> Run {
     let out = cmd.output().expect("the binary runs");
     Run {
         code: out.status.code().unwrap_or(-1),

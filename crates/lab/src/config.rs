@@ -3,9 +3,19 @@
 
 use camino::Utf8PathBuf;
 
+/// How the tool reaches a side's machine over ssh (`[<side>.host]`).
+#[derive(Clone, Debug)]
+pub struct SshInputs {
+    pub port: u16,
+    pub identity_file: Utf8PathBuf,
+    pub known_hosts: Utf8PathBuf,
+}
+
 /// What the config of one side needs.
 #[derive(Clone, Debug)]
 pub struct SideConfigInputs {
+    /// `None`: the side's commands run where the tool runs.
+    pub ssh: Option<SshInputs>,
     pub api_url: String,
     /// `<venv>/bin/inmanta`.
     pub inmanta: Utf8PathBuf,
@@ -56,6 +66,7 @@ fn side(out: &mut String, name: &str, s: &SideConfigInputs) {
          {access}\
          version_command = {version}\n\
          \n\
+         {host}\
          [{name}.service]\n\
          manager = \"command\"\n\
          start = {start}\n\
@@ -73,6 +84,15 @@ fn side(out: &mut String, name: &str, s: &SideConfigInputs) {
          admin_password = {{ file = {admin} }}\n\
          \n",
         api = q(&s.api_url),
+        host = match &s.ssh {
+            None => String::new(),
+            Some(ssh) => format!(
+                "[{name}.host]\nssh = \"root@127.0.0.1\"\nport = {}\nidentity_file = {}\nknown_hosts = {}\n\n",
+                ssh.port,
+                q(ssh.identity_file.as_str()),
+                q(ssh.known_hosts.as_str())
+            ),
+        },
         version = argv(&[s.inmanta.as_str(), "--version"]),
         start = argv(&[ctl, "start"]),
         stop = argv(&[ctl, "stop"]),
@@ -108,6 +128,7 @@ mod tests {
 
     fn inputs() -> ConfigInputs {
         let s = |n: &str, port: u16| SideConfigInputs {
+            ssh: None,
             api_url: format!("http://127.0.0.1:{}", port + 3000),
             inmanta: format!("/lab/cache/venvs/{n}/bin/inmanta").into(),
             ctl: format!("/lab/i/x/{n}/ctl").into(),

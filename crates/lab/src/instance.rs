@@ -11,13 +11,14 @@ use serde::{Deserialize, Serialize};
 use crate::api::Client;
 use crate::config::{ConfigInputs, SideConfigInputs, render_tool_config};
 use crate::pg::Cluster;
-use crate::prepare::{Toolchain, prepare_timed};
+use crate::prepare::{Exec, Toolchain, prepare_timed};
 use crate::repo::{self, ModelVariant};
 use crate::secure::{self, JwtClaims, TokenKind};
 use crate::seed::{self, SeededEnv};
 use crate::server::{Server, ServerSecurity};
+use crate::sshd::Sshd;
 use crate::timing::Timings;
-use crate::{LabRoot, Ports, Security, Side, UpOptions, procs, template, util};
+use crate::{LabRoot, Machine, Ports, RootFs, Security, Side, UpOptions, procs, template, util};
 
 const STATE_FORMAT: u32 = 1;
 const SERVER_START_TIMEOUT: Duration = Duration::from_secs(300);
@@ -30,6 +31,15 @@ struct LabState {
     old_version: String,
     new_version: String,
     ports: Ports,
+    /// Where each side runs (older lab.json files: both on this machine).
+    #[serde(default)]
+    machine_old: Machine,
+    #[serde(default)]
+    machine_new: Machine,
+    /// The lab's sshd, when the tool runs in the root and the OLD side here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sshd_port: Option<u16>,
+    /// This machine's PostgreSQL programs.
     pg_bin_dir: Utf8PathBuf,
     venv_old: Utf8PathBuf,
     venv_new: Utf8PathBuf,
@@ -81,6 +91,7 @@ pub struct SecureStatus {
 pub struct SideStatus {
     pub side: Side,
     pub version: String,
+    pub machine: Machine,
     pub venv: Utf8PathBuf,
     pub server: ServerStatus,
     pub postgres: PgStatus,
@@ -128,7 +139,7 @@ impl fmt::Display for Status {
                 (true, None) => format!("running, pid {}, not answering", srv.pid.unwrap_or(0)),
                 (false, _) => "stopped".to_string(),
             };
-            writeln!(f, "  {} inmanta-core {}", s.side.upper(), s.version)?;
+            writeln!(f, "  {} inmanta-core {} on {}", s.side.upper(), s.version, s.machine)?;
             writeln!(f, "    server    {}  {state}", srv.api_url)?;
             writeln!(f, "              ctl {}  log {}", srv.ctl, srv.log_file)?;
             let pg = &s.postgres;
@@ -216,9 +227,69 @@ impl Instance {
     pub fn ports(&self) -> Ports {
         self.state.ports
     }
-    /// The PostgreSQL server and client programs the lab uses.
-    pub fn pg_bin_dir(&self) -> &Utf8Path {
-        &self.state.pg_bin_dir
+    /// The PostgreSQL client programs the tool uses (those of the NEW
+    /// side's machine, as seen there).
+    pub fn pg_bin_dir(&self) -> Utf8PathBuf {
+        self.exec(Side::New).pg_bin_dir
+    }
+    /// Where one side's server and PostgreSQL run.
+    pub fn machine(&self, side: Side) -> Machine {
+        match side {
+            Side::Old => self.state.machine_old,
+            Side::New => self.state.machine_new,
+        }
+    }
+    /// Where the tool runs: on the NEW side's machine, as operators run it.
+    pub fn tool_machine(&self) -> Machine {
+        self.machine(Side::New)
+    }
+    fn exec(&self, side: Side) -> Exec {
+        Exec::of(&self.root, self.machine(side), &self.state.pg_bin_dir)
+    }
+    /// The lab's sshd through which the tool (in the root) reaches the OLD
+    /// side on this machine.
+    fn sshd(&self) -> Option<Sshd> {
+        self.state.sshd_port.map(|port| Sshd { dir: self.dir.join("ssh"), port })
+    }
+    /// A command that runs the tool's binary `bin` where the tool runs, in
+    /// `cwd`, with only PATH and `envs` in its environment. In the root it
+    /// runs a copy under `<instance>/tool/` (the instance dir is shared).
+    pub fn tool_command(&self, bin: &Utf8Path, cwd: &Utf8Path, envs: &[(&str, &str)]) -> Result<std::process::Command> {
+        match self.tool_machine() {
+            Machine::Host => {
+                let mut cmd = std::process::Command::new(bin);
+                cmd.current_dir(cwd).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+                cmd.envs(envs.iter().copied());
+                Ok(cmd)
+            }
+            Machine::Trixie => {
+                let dir = self.dir.join("tool");
+                util::mkdir_mode(&dir, 0o755)?;
+                let copy = dir.join(bin.file_name().unwrap_or("inmanta-migrate"));
+                let stale = |a: &Utf8Path, b: &Utf8Path| -> bool {
+                    let (Ok(a), Ok(b)) = (fs::metadata(a), fs::metadata(b)) else { return true };
+                    a.len() != b.len() || a.modified().ok() > b.modified().ok()
+                };
+                if stale(bin, &copy) {
+                    let tmp = dir.join(".copy.tmp");
+                    fs::copy(bin, &tmp).with_context(|| format!("copying {bin} into the root"))?;
+                    fs::rename(&tmp, &copy)?;
+                }
+                self.ensure_machine(Side::New)?;
+                let argv = RootFs::of(&self.root).enter_at(Some(cwd), envs);
+                let mut cmd = std::process::Command::new(&argv[0]);
+                cmd.args(&argv[1..]).arg(&copy).env_clear();
+                Ok(cmd)
+            }
+        }
+    }
+    /// Mounts what the root of a side needs (gone after a reboot, or never
+    /// made when an earlier session built the root).
+    fn ensure_machine(&self, side: Side) -> Result<()> {
+        match self.machine(side) {
+            Machine::Host => Ok(()),
+            Machine::Trixie => RootFs::of(&self.root).mount(),
+        }
     }
     pub fn version(&self, side: Side) -> &str {
         match side {
@@ -316,6 +387,7 @@ impl Instance {
             version: self.version(side).to_string(),
             port: self.state.ports.server(side),
             security,
+            root: (self.machine(side) == Machine::Trixie).then(|| RootFs::of(&self.root).dir().to_path_buf()),
         }
     }
 
@@ -329,8 +401,10 @@ impl Instance {
     }
 
     fn cluster(&self, side: Side) -> Cluster {
+        let exec = self.exec(side);
         Cluster {
-            bin_dir: self.state.pg_bin_dir.clone(),
+            enter: exec.enter,
+            bin_dir: exec.pg_bin_dir,
             data_dir: self.side_dir(side).join("pg"),
             port: self.state.ports.pg(side),
         }
@@ -396,6 +470,7 @@ impl Instance {
     /// answers with its version. Refuses to start the NEW server on an empty
     /// database (it would create a fresh schema there).
     pub fn start_server(&self, side: Side) -> Result<()> {
+        self.ensure_machine(side)?;
         let cluster = self.cluster(side);
         if !cluster.running() {
             bail!("the {side} PostgreSQL cluster is not running");
@@ -425,6 +500,7 @@ impl Instance {
         self.cluster(side).pid()
     }
     pub fn start_postgres(&self, side: Side) -> Result<()> {
+        self.ensure_machine(side)?;
         self.cluster(side).start()
     }
     pub fn stop_postgres(&self, side: Side) -> Result<()> {
@@ -471,6 +547,9 @@ impl Instance {
                 pids.extend(procs::children(pm));
             }
         }
+        if let Some(pid) = self.sshd().and_then(|s| s.pid()) {
+            pids.push(pid);
+        }
         pids.sort();
         pids.dedup();
         pids
@@ -488,6 +567,7 @@ impl Instance {
             SideStatus {
                 side,
                 version: self.version(side).to_string(),
+                machine: self.machine(side),
                 venv: self.venv(side).to_path_buf(),
                 server: ServerStatus {
                     api_url: server.api_url(),
@@ -542,6 +622,9 @@ impl Instance {
                 errors.push(format!("{side} PostgreSQL: {e:#}"));
             }
         }
+        if let Some(Err(e)) = self.sshd().map(|s| s.stop()) {
+            errors.push(format!("sshd: {e:#}"));
+        }
         let left = self.lab_pids();
         if !left.is_empty() {
             errors.push(format!("processes still running: {left:?}"));
@@ -556,7 +639,16 @@ impl Instance {
     }
 
     fn write_config(&self) -> Result<()> {
+        let sshd = self.sshd();
         let side = |side: Side| SideConfigInputs {
+            ssh: match (side, &sshd) {
+                (Side::Old, Some(sshd)) => Some(crate::config::SshInputs {
+                    port: sshd.port,
+                    identity_file: sshd.identity(),
+                    known_hosts: sshd.known_hosts(),
+                }),
+                _ => None,
+            },
             api_url: self.api_url(side),
             inmanta: self.venv(side).join("bin/inmanta"),
             ctl: self.ctl_path(side),
@@ -570,7 +662,7 @@ impl Instance {
         let text = render_tool_config(&ConfigInputs {
             instance: self.state.name.clone(),
             work_dir: self.work_dir(),
-            pg_bin_dir: self.state.pg_bin_dir.clone(),
+            pg_bin_dir: self.pg_bin_dir(),
             old: side(Side::Old),
             new: side(Side::New),
         });
@@ -615,6 +707,12 @@ impl Instance {
             }
             Ok(())
         })?;
+        if let Some(sshd) = self.sshd() {
+            timings.time("sshd", || -> Result<()> {
+                sshd.write_files()?;
+                sshd.start()
+            })?;
+        }
         for side in Side::BOTH {
             let label =
                 format!("{} server (inmanta-core {}), instance {}", side.upper(), self.version(side), self.state.name);
@@ -714,6 +812,10 @@ pub fn up_with(root: &LabRoot, opts: &UpOptions, security: Security) -> Result<I
         Some(p) => p,
         None => Ports::pick_free()?,
     };
+    let (machine_old, machine_new) = (Machine::for_version(&opts.old), Machine::for_version(&opts.new));
+    let sshd_port = (machine_old == Machine::Host && machine_new == Machine::Trixie)
+        .then(|| procs::pick_free_ports(1).map(|p| p[0]))
+        .transpose()?;
     ports.check_distinct()?;
     for (what, port) in ports.named() {
         procs::check_port_free(
@@ -743,6 +845,9 @@ pub fn up_with(root: &LabRoot, opts: &UpOptions, security: Security) -> Result<I
             old_version: opts.old.clone(),
             new_version: opts.new.clone(),
             ports,
+            machine_old,
+            machine_new,
+            sshd_port,
             pg_bin_dir: tc.pg_bin_dir.clone(),
             venv_old: tc.venv(&opts.old).to_path_buf(),
             venv_new: tc.venv(&opts.new).to_path_buf(),

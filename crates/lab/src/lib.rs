@@ -43,9 +43,11 @@ mod pg;
 mod prepare;
 mod procs;
 mod repo;
+mod rootfs;
 mod secure;
 mod seed;
 mod server;
+mod sshd;
 mod template;
 mod timing;
 mod util;
@@ -57,12 +59,13 @@ use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use api::{Access, Client, CompileOutcome};
-pub use config::{ConfigInputs, SideConfigInputs, render_tool_config};
+pub use config::{ConfigInputs, SideConfigInputs, SshInputs, render_tool_config};
 pub use index::{build_simple_index, normalize_project_name, project_name_of_dist};
 pub use instance::{Instance, PgStatus, SecureStatus, ServerStatus, SideStatus, Status, up, up_with};
 pub use prepare::{Toolchain, prepare};
 pub use procs::{pid_alive, port_is_free};
 pub use repo::ModelVariant;
+pub use rootfs::RootFs;
 pub use secure::{JwtClaims, TokenKind, unrelated_ca_pem};
 pub use seed::{EnvRole, SeededEnv};
 pub use timing::Timings;
@@ -114,6 +117,33 @@ impl Side {
 impl fmt::Display for Side {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// Where one side's server and PostgreSQL run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Machine {
+    /// This Debian 12 machine: Python 3.11, PostgreSQL 15.
+    #[default]
+    Host,
+    /// The lab's Debian 13 root ([`RootFs`]): Python 3.13, PostgreSQL 17.
+    Trixie,
+}
+
+impl Machine {
+    /// inmanta-core 15.0 and later need Python 3.12+ (and PostgreSQL 16+).
+    pub fn for_version(version: &str) -> Machine {
+        if major(version) >= 15 { Machine::Trixie } else { Machine::Host }
+    }
+}
+
+impl fmt::Display for Machine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Machine::Host => "this machine (Debian 12)",
+            Machine::Trixie => "the lab's Debian 13 root",
+        })
     }
 }
 
@@ -285,6 +315,11 @@ impl LabRoot {
         self.cache_dir().join("pip")
     }
 
+    /// Debian roots of other releases (see [`RootFs`]): kept by `down --purge`.
+    pub fn roots_dir(&self) -> Utf8PathBuf {
+        self.dir.join("roots")
+    }
+
     pub fn templates_dir(&self) -> Utf8PathBuf {
         self.cache_dir().join("templates")
     }
@@ -306,8 +341,10 @@ impl LabRoot {
         Ok(names)
     }
 
-    /// Removes the cache (venvs, downloads, index, templates).
+    /// Removes the cache (venvs, downloads, index, templates) and the
+    /// Debian roots (unmounted first: their bind mounts are the cache).
     pub fn purge_cache(&self) -> Result<()> {
+        RootFs::of(self).purge()?;
         let cache = self.cache_dir();
         if cache.exists() {
             std::fs::remove_dir_all(&cache).with_context(|| format!("removing {cache}"))?;
@@ -376,6 +413,9 @@ mod tests {
         assert!(validate_version("14").is_err());
         assert!(validate_version("14.0.0; rm").is_err());
         assert_eq!(major("11.5.5"), 11);
+        assert_eq!(Machine::for_version("14.0.0"), Machine::Host);
+        assert_eq!(Machine::for_version("15.5.9"), Machine::Trixie);
+        assert_eq!(Machine::for_version("20.1.0"), Machine::Trixie);
     }
 
     #[test]

@@ -1,11 +1,11 @@
-//! Throw-away PostgreSQL clusters run as user `postgres` with pg_ctl (no systemd).
+//! Throw-away PostgreSQL clusters run as user `postgres` with pg_ctl (no
+//! systemd), on this machine or in the lab's Debian 13 root.
 
 use std::fs;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use camino::{Utf8Path, Utf8PathBuf};
-use xshell::cmd;
 
 use crate::procs;
 use crate::util::{self, shell};
@@ -16,6 +16,9 @@ const MAX_SOCKET_PATH: usize = 107;
 /// One cluster: data directory (also its socket directory), port, binaries.
 #[derive(Clone, Debug)]
 pub(crate) struct Cluster {
+    /// Argv prefix of the machine it runs on (empty: this one).
+    pub enter: Vec<String>,
+    /// As seen on that machine.
     pub bin_dir: Utf8PathBuf,
     pub data_dir: Utf8PathBuf,
     pub port: u16,
@@ -31,8 +34,14 @@ impl Cluster {
         &self.data_dir
     }
 
-    fn bin(&self, name: &str) -> Utf8PathBuf {
-        self.bin_dir.join(name)
+    /// A program of the cluster's machine: `name` in its bin dir, or a plain
+    /// command such as `runuser`.
+    fn cmd<'a>(&self, sh: &'a xshell::Shell, program: &str) -> xshell::Cmd<'a> {
+        util::cmd_in(sh, &self.enter, program)
+    }
+
+    fn bin(&self, name: &str) -> String {
+        self.bin_dir.join(name).into_string()
     }
 
     /// initdb as postgres: trust on the unix socket (the lab administers
@@ -48,15 +57,17 @@ impl Cluster {
         util::mkdir_mode(&self.data_dir, 0o700)?;
         let sh = shell()?;
         let data = &self.data_dir;
-        cmd!(sh, "chown postgres:postgres {data}").quiet().run()?;
+        // The postgres user of the cluster's machine (its uid differs between
+        // this machine and the root).
+        self.cmd(&sh, "chown").args(["postgres:postgres", data.as_str()]).quiet().run()?;
         let initdb = self.bin("initdb");
-        let out = cmd!(
-            sh,
-            "runuser -u postgres -- {initdb} -D {data} -U postgres --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8"
-        )
-        .quiet()
-        .ignore_status()
-        .output()?;
+        let out = self
+            .cmd(&sh, "runuser")
+            .args(["-u", "postgres", "--", &initdb, "-D", data.as_str(), "-U", "postgres"])
+            .args(["--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8"])
+            .quiet()
+            .ignore_status()
+            .output()?;
         if !out.status.success() {
             bail!(
                 "initdb {data} failed:\n{}{}",
@@ -88,7 +99,10 @@ impl Cluster {
         let (pg_ctl, data, log) = (self.bin("pg_ctl"), &self.data_dir, self.log_file());
         let opts =
             format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c jit=off", self.port, self.data_dir);
-        let out = cmd!(sh, "runuser -u postgres -- {pg_ctl} -D {data} -l {log} -w -t 60 -o {opts} start")
+        let out = self
+            .cmd(&sh, "runuser")
+            .args(["-u", "postgres", "--", &pg_ctl, "-D", data.as_str(), "-l", log.as_str()])
+            .args(["-w", "-t", "60", "-o", &opts, "start"])
             .quiet()
             .ignore_status()
             .output()?;
@@ -109,7 +123,9 @@ impl Cluster {
         };
         let sh = shell()?;
         let (pg_ctl, data) = (self.bin("pg_ctl"), &self.data_dir);
-        let out = cmd!(sh, "runuser -u postgres -- {pg_ctl} -D {data} -m fast -w -t 60 stop")
+        let out = self
+            .cmd(&sh, "runuser")
+            .args(["-u", "postgres", "--", &pg_ctl, "-D", data.as_str(), "-m", "fast", "-w", "-t", "60", "stop"])
             .quiet()
             .ignore_status()
             .output()?;
@@ -125,7 +141,10 @@ impl Cluster {
     pub fn psql(&self, user: &str, db: &str, sql: &str) -> Result<String> {
         let sh = shell()?;
         let (psql, sock, port) = (self.bin("psql"), self.socket_dir(), self.port.to_string());
-        let out = cmd!(sh, "{psql} -X -q -At -v ON_ERROR_STOP=1 -h {sock} -p {port} -U {user} -d {db} -f -")
+        let out = self
+            .cmd(&sh, &psql)
+            .args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h", sock.as_str(), "-p", &port])
+            .args(["-U", user, "-d", db, "-f", "-"])
             .env_remove("PGPASSWORD")
             .env_remove("PGSERVICE")
             .env_remove("PGOPTIONS")
@@ -158,7 +177,9 @@ impl Cluster {
     pub fn dump(&self, db: &str, file: &Utf8Path) -> Result<()> {
         let sh = shell()?;
         let (pg_dump, sock, port) = (self.bin("pg_dump"), self.socket_dir(), self.port.to_string());
-        cmd!(sh, "{pg_dump} -h {sock} -p {port} -U postgres -d {db} -Fc --no-owner --no-privileges -f {file}")
+        self.cmd(&sh, &pg_dump)
+            .args(["-h", sock.as_str(), "-p", &port, "-U", "postgres", "-d", db])
+            .args(["-Fc", "--no-owner", "--no-privileges", "-f", file.as_str()])
             .quiet()
             .run()
             .with_context(|| format!("pg_dump of {db} on port {port}"))
@@ -168,7 +189,9 @@ impl Cluster {
     pub fn restore(&self, db: &str, user: &str, file: &Utf8Path) -> Result<()> {
         let sh = shell()?;
         let (pg_restore, sock, port) = (self.bin("pg_restore"), self.socket_dir(), self.port.to_string());
-        cmd!(sh, "{pg_restore} -h {sock} -p {port} -U {user} -d {db} --no-owner --no-privileges --exit-on-error {file}")
+        self.cmd(&sh, &pg_restore)
+            .args(["-h", sock.as_str(), "-p", &port, "-U", user, "-d", db])
+            .args(["--no-owner", "--no-privileges", "--exit-on-error", file.as_str()])
             .quiet()
             .run()
             .with_context(|| format!("pg_restore of {file} into {db} on port {port}"))

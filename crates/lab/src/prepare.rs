@@ -1,5 +1,7 @@
-//! Installs what the lab needs: Debian packages, one venv per inmanta-core
-//! version, a local package index. Idempotent; cached under `<root>/cache`.
+//! Installs what the lab needs: Debian packages, the Debian 13 root when a
+//! version needs it, one venv per inmanta-core version (in the root for
+//! 15.0 and later), a local package index. Idempotent; cached under
+//! `<root>/cache` and `<root>/roots`.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -11,14 +13,16 @@ use serde::{Deserialize, Serialize};
 use xshell::cmd;
 
 use crate::util::{self, shell};
-use crate::{LabRoot, STD_MODULE_VERSION, Timings, major};
+use crate::{LabRoot, Machine, RootFs, STD_MODULE_VERSION, Timings, major};
 
 /// What `prepare` found or installed.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Toolchain {
-    /// Directory of initdb, pg_ctl, psql, pg_dump, pg_restore.
+    /// Directory of this machine's initdb, pg_ctl, psql, pg_dump, pg_restore.
     pub pg_bin_dir: Utf8PathBuf,
-    /// version -> venv directory.
+    /// The Debian 13 root, when a version needs it.
+    pub root: Option<Utf8PathBuf>,
+    /// version -> venv directory (the same path inside the root).
     pub venvs: BTreeMap<String, Utf8PathBuf>,
     /// `file:///.../simple`.
     pub index_url: String,
@@ -27,6 +31,26 @@ pub struct Toolchain {
 impl Toolchain {
     pub fn venv(&self, version: &str) -> &Utf8Path {
         &self.venvs[version]
+    }
+}
+
+/// How to run programs on one machine of the lab: the argv prefix that gets
+/// there (empty on this machine) and where PostgreSQL's programs are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Exec {
+    pub enter: Vec<String>,
+    pub pg_bin_dir: Utf8PathBuf,
+}
+
+impl Exec {
+    pub fn of(lab: &LabRoot, machine: Machine, host_pg_bin_dir: &Utf8Path) -> Exec {
+        match machine {
+            Machine::Host => Exec { enter: Vec::new(), pg_bin_dir: host_pg_bin_dir.to_path_buf() },
+            Machine::Trixie => {
+                let root = RootFs::of(lab);
+                Exec { enter: root.enter(&[]), pg_bin_dir: root.pg_bin_dir() }
+            }
+        }
     }
 }
 
@@ -72,8 +96,22 @@ fn user_exists(name: &str) -> bool {
     fs::read_to_string("/etc/passwd").map(|p| p.lines().any(|l| l.split(':').next() == Some(name))).unwrap_or(false)
 }
 
-/// Installs Debian's `postgresql` and `git` when absent.
-fn ensure_apt(timings: &mut Timings) -> Result<()> {
+/// `apt-get update` and `apt-get install` of Debian packages on this machine.
+pub(crate) fn apt_install(packages: &[&str]) -> Result<()> {
+    eprintln!("lab: apt-get install {}", packages.join(" "));
+    let sh = shell()?;
+    cmd!(sh, "apt-get update -q").quiet().ignore_stdout().run().context("apt-get update")?;
+    cmd!(sh, "apt-get install -y -q --no-install-recommends {packages...}")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .quiet()
+        .ignore_stdout()
+        .run()
+        .context("apt-get install")
+}
+
+/// Installs Debian's `postgresql`, `git` (and, for a lab with a Debian 13
+/// root, `debootstrap` and `openssh-server`) when absent.
+fn ensure_apt(with_root: bool, timings: &mut Timings) -> Result<()> {
     let mut missing = Vec::new();
     if find_pg_bin_dir().is_none() || !user_exists("postgres") {
         missing.push("postgresql");
@@ -81,19 +119,18 @@ fn ensure_apt(timings: &mut Timings) -> Result<()> {
     if util::which("git").is_none() {
         missing.push("git");
     }
+    if with_root && util::which("debootstrap").is_none() {
+        missing.push("debootstrap");
+    }
+    // A host-side server is reached from the root over ssh, as from another machine.
+    if with_root && !Utf8Path::new("/usr/sbin/sshd").exists() {
+        missing.push("openssh-server");
+    }
     let t0 = Instant::now();
     if !missing.is_empty() {
-        eprintln!("lab: apt-get install {}", missing.join(" "));
-        let sh = shell()?;
-        cmd!(sh, "apt-get update -q").quiet().ignore_stdout().run().context("apt-get update")?;
-        cmd!(sh, "apt-get install -y -q --no-install-recommends {missing...}")
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .quiet()
-            .ignore_stdout()
-            .run()
-            .context("apt-get install")?;
-        // The package creates cluster 15/main but cannot start it without
+        // postgresql creates cluster 15/main but cannot start it without
         // systemd ("policy-rc.d denied execution of start"); the lab ignores it.
+        apt_install(&missing)?;
     }
     timings.add("apt", t0.elapsed());
     if find_pg_bin_dir().is_none() {
@@ -110,8 +147,15 @@ struct VenvMarker {
     requirements: Vec<String>,
 }
 
-/// Creates (or reuses) the venv of one inmanta-core version.
-fn ensure_venv(python: &Utf8Path, venv: &Utf8Path, version: &str, pip_cache: &Utf8Path) -> Result<Option<Duration>> {
+/// Creates (or reuses) the venv of one inmanta-core version, with `python`
+/// run through `enter` (the machine the version runs on).
+fn ensure_venv(
+    enter: &[String],
+    python: &Utf8Path,
+    venv: &Utf8Path,
+    version: &str,
+    pip_cache: &Utf8Path,
+) -> Result<Option<Duration>> {
     let marker_path = venv.join(".lab-ready.json");
     let want = VenvMarker { requirements: venv_requirements(version) };
     if let Ok(text) = fs::read_to_string(&marker_path)
@@ -129,19 +173,29 @@ fn ensure_venv(python: &Utf8Path, venv: &Utf8Path, version: &str, pip_cache: &Ut
         util::mkdir_mode(parent, 0o755)?;
     }
     let sh = shell()?;
-    cmd!(sh, "{python} -m venv {venv}").quiet().run().with_context(|| format!("creating the venv {venv}"))?;
+    util::cmd_in(&sh, enter, python)
+        .args(["-m", "venv", venv.as_str()])
+        .quiet()
+        .run()
+        .with_context(|| format!("creating the venv {venv}"))?;
     let pip = venv.join("bin/pip");
     let reqs = &want.requirements;
-    let out =
-        cmd!(sh, "{pip} install -q {reqs...}").env("PIP_CACHE_DIR", pip_cache).quiet().ignore_status().output()?;
+    let cache = format!("PIP_CACHE_DIR={pip_cache}");
+    let out = util::cmd_in(&sh, enter, "env")
+        .args([cache.as_str(), pip.as_str(), "install", "-q"])
+        .args(reqs)
+        .quiet()
+        .ignore_status()
+        .output()?;
     if !out.status.success() {
         bail!("pip install {} into {venv} failed:\n{}", reqs.join(" "), String::from_utf8_lossy(&out.stderr));
     }
     // A record of what got resolved, for reproducing a run.
-    if let Ok(freeze) = cmd!(sh, "{pip} freeze").quiet().read() {
+    if let Ok(freeze) = util::cmd_in(&sh, enter, &pip).arg("freeze").quiet().read() {
         fs::write(venv.join("lab-freeze.txt"), freeze + "\n")?;
     }
-    let ver = cmd!(sh, "{venv}/bin/inmanta --version")
+    let ver = util::cmd_in(&sh, enter, venv.join("bin/inmanta"))
+        .arg("--version")
         .quiet()
         .ignore_stderr()
         .read()
@@ -226,9 +280,15 @@ pub(crate) fn prepare_timed(root: &LabRoot, versions: &[&str], timings: &mut Tim
     }
     root.ensure()?;
     let _lock = lock_cache(root)?;
-    ensure_apt(timings)?;
+    let with_root = versions.iter().any(|v| Machine::for_version(v) == Machine::Trixie);
+    ensure_apt(with_root, timings)?;
     let pg_bin_dir = find_pg_bin_dir().context("no PostgreSQL installation")?;
     let python = util::which("python3").context("python3 not found on PATH")?;
+    let rootfs = with_root.then(|| RootFs::of(root));
+    if let Some(rootfs) = &rootfs {
+        rootfs.ensure(timings)?;
+        rootfs.mount()?;
+    }
 
     let mut versions: Vec<&str> = versions.to_vec();
     versions.sort();
@@ -239,11 +299,14 @@ pub(crate) fn prepare_timed(root: &LabRoot, versions: &[&str], timings: &mut Tim
             .iter()
             .map(|v| {
                 let venv = root.venv_dir(v);
-                let python = &python;
+                let (enter, python) = match Machine::for_version(v) {
+                    Machine::Host => (Vec::new(), python.clone()),
+                    Machine::Trixie => (RootFs::of(root).enter(&[]), "/usr/bin/python3".into()),
+                };
                 let pip_cache = root.pip_cache_dir();
                 let v = v.to_string();
                 s.spawn(move || {
-                    let r = ensure_venv(python, &venv, &v, &pip_cache);
+                    let r = ensure_venv(&enter, &python, &venv, &v, &pip_cache);
                     (v, r)
                 })
             })
@@ -259,7 +322,7 @@ pub(crate) fn prepare_timed(root: &LabRoot, versions: &[&str], timings: &mut Tim
         venvs.insert(v.clone(), root.venv_dir(&v));
     }
     timings.time("package index", || ensure_index(root, &python))?;
-    Ok(Toolchain { pg_bin_dir, venvs, index_url: root.index_url() })
+    Ok(Toolchain { pg_bin_dir, root: rootfs.map(|r| r.dir().to_path_buf()), venvs, index_url: root.index_url() })
 }
 
 #[cfg(test)]

@@ -46,6 +46,8 @@ pub(crate) struct Server {
     pub port: u16,
     /// `None`: HTTP without auth.
     pub security: Option<ServerSecurity>,
+    /// The lab's Debian 13 root the server runs in (`None`: this machine).
+    pub root: Option<Utf8PathBuf>,
 }
 
 impl Server {
@@ -126,7 +128,11 @@ impl Server {
         };
         let text = server_cfg(&self.dir, pg_port, db_password, self.port, &self.version, secure.as_ref());
         util::write_file_mode(&self.cfg(), &text, 0o600)?;
-        util::write_file_mode(&self.ctl(), &ctl_script(&self.dir, &self.inmanta(), label, index_url), 0o755)
+        util::write_file_mode(
+            &self.ctl(),
+            &ctl_script(&self.dir, &self.inmanta(), label, index_url, self.root.as_deref()),
+            0o755,
+        )
     }
 
     /// Runs `ctl <action>`; returns its exit code and output.
@@ -283,8 +289,16 @@ fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// The `start|stop|status` control script of one side's server.
-pub(crate) fn ctl_script(dir: &Utf8Path, inmanta: &Utf8Path, label: &str, index_url: &str) -> String {
+/// The `start|stop|status` control script of one side's server. With a
+/// `root`, the server runs in that Debian root, whether the script is run
+/// from this machine or from inside the root (as the tool does there).
+pub(crate) fn ctl_script(
+    dir: &Utf8Path,
+    inmanta: &Utf8Path,
+    label: &str,
+    index_url: &str,
+    root: Option<&Utf8Path>,
+) -> String {
     let template = r#"#!/bin/bash
 # Control script of the inmanta-migrate lab's @LABEL@.
 # Usage: ctl start|stop|status
@@ -298,7 +312,16 @@ set -u
 DIR=@DIR@
 INMANTA=@INMANTA@
 INDEX=@INDEX@
+ROOT=@ROOT@
 PIDFILE="$DIR/server.pid"
+
+# The server's machine: its Debian root (entered with a clean environment)
+# unless this script already runs there, or this machine when ROOT is empty.
+if [ -n "$ROOT" ] && [ ! -e @MARKER@ ]; then
+  ENTER=(chroot "$ROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8)
+else
+  ENTER=(/usr/bin/env)
+fi
 
 # state of a pid ("" when gone)
 proc_state() {
@@ -342,12 +365,11 @@ start() {
   fi
   mkdir -p "$DIR/log" "$DIR/state"
   cd "$DIR" || exit 1
-  # pip of the server-side compiles: keep its cache inside the lab
-  export PIP_CACHE_DIR="$DIR/state/pip-cache"
-  # Versions exported by 8.x carry no pip config: their agents install code
-  # from pip's default index, which is this one (offline, deterministic).
-  export PIP_INDEX_URL="$INDEX"
-  setsid "$INMANTA" -vv --timed-logs -c "$DIR/server.cfg" \
+  # PIP_CACHE_DIR: pip of the server-side compiles keeps its cache in the lab.
+  # PIP_INDEX_URL: versions exported by 8.x carry no pip config, their agents
+  # install code from pip's default index, which is this one (offline).
+  setsid "${ENTER[@]}" PIP_CACHE_DIR="$DIR/state/pip-cache" PIP_INDEX_URL="$INDEX" \
+    "$INMANTA" -vv --timed-logs -c "$DIR/server.cfg" \
     --log-file "$DIR/log/server.log" --log-file-level DEBUG server \
     > "$DIR/log/stdout.log" 2>&1 < /dev/null &
   local child=$! i
@@ -415,6 +437,8 @@ esac
         .replace("@DIR@", &sh_quote(dir.as_str()))
         .replace("@INMANTA@", &sh_quote(inmanta.as_str()))
         .replace("@INDEX@", &sh_quote(index_url))
+        .replace("@ROOT@", &sh_quote(root.map_or("", |r| r.as_str())))
+        .replace("@MARKER@", crate::rootfs::INSIDE_MARKER)
 }
 
 #[cfg(test)]
@@ -491,19 +515,29 @@ mod tests {
             Utf8Path::new("/v/bin/inmanta"),
             "OLD server",
             "file:///i/simple",
+            None,
         );
         assert!(s.starts_with("#!/bin/bash\n"));
         assert!(s.contains(r"DIR='/lab/it'\''s/old'"));
         assert!(s.contains("INMANTA='/v/bin/inmanta'"));
+        assert!(s.contains("ROOT=''\n"));
         assert!(!s.contains('@'));
+        let s = ctl_script(Utf8Path::new("/l"), Utf8Path::new("/v"), "x", "file:///i", Some(Utf8Path::new("/r t")));
+        assert!(s.contains("ROOT='/r t'\n"));
     }
 
     #[test]
     fn ctl_script_status_and_stop_without_server() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = Utf8PathBuf::from_path_buf(tmp.path().to_path_buf()).unwrap();
-        let server =
-            Server { dir: dir.clone(), venv: dir.join("venv"), version: "0.0.0".into(), port: 1, security: None };
+        let server = Server {
+            dir: dir.clone(),
+            venv: dir.join("venv"),
+            version: "0.0.0".into(),
+            port: 1,
+            security: None,
+            root: None,
+        };
         server.write_files(2, "pw", "test server", "file:///nonexistent/simple").unwrap();
         assert_eq!(server.run_ctl("status").unwrap().0, 3);
         assert_eq!(server.run_ctl("stop").unwrap().0, 0);
@@ -526,7 +560,7 @@ mod tests {
             0o755,
         )
         .unwrap();
-        let server = Server { dir: dir.clone(), venv, version: "0.0.0".into(), port: 1, security: None };
+        let server = Server { dir: dir.clone(), venv, version: "0.0.0".into(), port: 1, security: None, root: None };
         server.write_files(2, "pw", "test server", "file:///nonexistent/simple").unwrap();
         let (code, out) = server.run_ctl("start").unwrap();
         assert_eq!(code, 0, "{out}");

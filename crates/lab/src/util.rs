@@ -124,3 +124,13 @@ mod tests {
         assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o640);
     }
 }
+
+/// `program` run through `enter`, an argv prefix that reaches another
+/// machine of the lab (empty: this one). xshell's `cmd!` cannot splat a
+/// program name, hence this.
+pub(crate) fn cmd_in<'a>(sh: &'a Shell, enter: &[String], program: impl AsRef<std::path::Path>) -> xshell::Cmd<'a> {
+    match enter.split_first() {
+        None => sh.cmd(program.as_ref()),
+        Some((first, rest)) => sh.cmd(first).args(rest).arg(program.as_ref()),
+    }
+}
