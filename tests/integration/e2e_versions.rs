@@ -68,3 +68,21 @@ fn migrates_step_by_step(name: &str, old: &str, new: &str) {
 fn migrates_11_5_to_15_5_across_postgresql_majors() {
     migrates_step_by_step("e2e-11to15", "11.5.5", "15.5.9");
 }
+
+#[test]
+#[ignore = "needs the real lab: cargo xtask ci"]
+fn migrates_15_5_to_18_4() {
+    migrates_step_by_step("e2e-15to18", "15.5.9", "18.4.0");
+}
+
+#[test]
+#[ignore = "needs the real lab: cargo xtask ci"]
+fn migrates_18_4_to_19_0() {
+    migrates_step_by_step("e2e-18to19", "18.4.0", "19.0.0");
+}
+
+#[test]
+#[ignore = "needs the real lab: cargo xtask ci"]
+fn migrates_19_0_to_20_1() {
+    migrates_step_by_step("e2e-19to20", "19.0.0", "20.1.0");
+}

@@ -61,7 +61,11 @@ pub async fn execute<S: Step>(step: &S, cx: &Context) -> anyhow::Result<Outcome>
     }
     work.update(|j| {
         let r = j.step_mut(S::NAME);
-        r.status = StepStatus::Running;
+        // A step done before that runs again (see `runs_when_done`) stays
+        // done while it runs: an interruption takes nothing away from it.
+        if r.status != StepStatus::Done {
+            r.status = StepStatus::Running;
+        }
         r.started = Some(Timestamp::now());
         r.ended = None;
         r.attempts += 1;

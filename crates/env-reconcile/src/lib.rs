@@ -415,9 +415,17 @@ async fn reconcile_phases(
     // the released version since the resume found none and marked its
     // resources unavailable. The recompile published the files again: deploy.
     let republished = !run.old.stores_code_in_database() && server.stores_code_in_database();
-    let redeploy = republished && !(release && auto_deploy_before) && env.latest_released_version.is_some();
+    let mut redeploy = republished && !(release && auto_deploy_before) && env.latest_released_version.is_some();
     if redeploy {
-        api.deploy(id).await.context("cannot ask the agents to deploy the released version again")?;
+        // Only agents that run: a paused one stays paused, and asking it
+        // (or only it) answers 404 "No agent could be reached".
+        let agents = api.agents(id).await.context("cannot list the agents")?;
+        let running: Vec<&str> = agents.iter().filter(|a| !a.paused).map(|a| a.name.as_str()).collect();
+        if running.is_empty() {
+            redeploy = false;
+        } else {
+            api.deploy(id, &running).await.context("cannot ask the agents to deploy the released version again")?;
+        }
     }
 
     let mut message = format!(

@@ -5,6 +5,13 @@
 //!
 //! The inventory is written before the first halt and reused by a re-run, so
 //! "halted before the migration" always means before *this tool* halted it.
+//!
+//! Run again after it is done, it takes in what changed on the old server
+//! since (the advice of `stop-server` when an environment runs again): it
+//! halts an environment resumed meanwhile (recorded as running before, as
+//! the operator left it), inventories and halts a new one, and leaves a
+//! deleted one out. Once the old server is stopped there is nothing to take
+//! in and the inventory stands.
 
 use std::time::Duration;
 
@@ -35,17 +42,30 @@ impl Step for HaltAll {
         )
     }
 
+    fn runs_when_done(&self) -> bool {
+        true
+    }
+
     async fn check(&self, cx: &Context) -> Checks {
         let mut checks = Checks::default();
-        probe::api(cx, Side::Old, &mut checks).await;
+        if stopped_after_done(cx).await {
+            checks.pass("old API", "silent: the old server is stopped and the inventory stands");
+        } else {
+            probe::api(cx, Side::Old, &mut checks).await;
+        }
         checks
     }
 
     async fn run(&self, cx: &Context) -> anyhow::Result<Outcome> {
         let work = cx.work()?;
+        if stopped_after_done(cx).await {
+            return Ok(Outcome::nothing_to_do(Self::NAME, "the old server is stopped; the inventory stands"));
+        }
+        let done_before = work.journal().is_done(Self::NAME);
         let api = cx.api(Side::Old);
-        let mut inventory = take_or_extend_inventory(cx).await?;
+        let (mut inventory, added) = take_or_extend_inventory(cx).await?;
         let poll = cx.config.reconcile.poll_interval;
+        let mut resumed = 0;
 
         let mut results = Vec::new();
         let mut deleted = Vec::new();
@@ -65,7 +85,21 @@ impl Step for HaltAll {
                 }
                 Err(e) => return Err(e.into()),
             };
-            let action = if record.halted {
+            let action = if record.halted && !live.halted {
+                // Resumed after the inventory: the operator's latest word is
+                // "running", so it is resumed again on the new side.
+                api.halt(record.id).await.with_context(|| format!("cannot halt {}", record.label()))?;
+                cx.ui.warn(
+                    Self::NAME,
+                    format!(
+                        "{} was halted before the migration but runs again: halted it; it is now recorded as \
+                         running before, so env-reconcile resumes it on the new server",
+                        record.label()
+                    ),
+                );
+                resumed += 1;
+                "halted (resumed since the inventory)"
+            } else if record.halted {
                 "was halted before"
             } else if live.halted {
                 "already halted by an earlier run"
@@ -77,8 +111,13 @@ impl Step for HaltAll {
             results.push(EnvResult { id: record.id, name: record.name.clone(), action, queued_compiles: 0 });
         }
 
-        if !deleted.is_empty() {
+        let resumed_ids: Vec<Uuid> =
+            results.iter().filter(|r| r.action.starts_with("halted (resumed")).map(|r| r.id).collect();
+        if !deleted.is_empty() || !resumed_ids.is_empty() {
             inventory.environments.retain(|e| !deleted.contains(&e.id));
+            for record in inventory.environments.iter_mut().filter(|e| resumed_ids.contains(&e.id)) {
+                record.halted = false;
+            }
             fsutil::write_json(&work.path(Inventory::FILE), &inventory)?;
         }
 
@@ -117,7 +156,13 @@ impl Step for HaltAll {
         }
         drop(spinner);
 
-        let halted_now = results.iter().filter(|r| r.action == "halted").count();
+        let halted_now = results.iter().filter(|r| r.action.starts_with("halted")).count();
+        if done_before && added + deleted.len() + halted_now + resumed == 0 {
+            return Ok(Outcome::nothing_to_do(
+                Self::NAME,
+                format!("every environment is halted and inventoried ({} in {})", results.len(), Inventory::FILE),
+            ));
+        }
         let summary = format!(
             "{} environment(s) halted: {halted_now} by this run, {} already halted; inventory in {}",
             results.len(),
@@ -132,17 +177,33 @@ impl Step for HaltAll {
     }
 }
 
+/// Whether this step is done and the old server is stopped since: then
+/// nothing on it can have changed.
+async fn stopped_after_done(cx: &Context) -> bool {
+    let done = cx.work().is_ok_and(|w| w.journal().is_done(HaltAll::NAME));
+    done && matches!(cx.api(Side::Old).probe().await, Ok(None))
+}
+
 /// The inventory of an earlier run of this step, completed with environments
-/// created since; or a new one.
-async fn take_or_extend_inventory(cx: &Context) -> anyhow::Result<Inventory> {
+/// created since (how many: the second value); or a new one.
+async fn take_or_extend_inventory(cx: &Context) -> anyhow::Result<(Inventory, usize)> {
     let path = cx.work()?.path(Inventory::FILE);
     let fresh = Inventory::take(cx.api(Side::Old)).await?;
+    let mut added = 0;
     let inventory = if path.exists() {
         let mut earlier: Inventory = fsutil::read_json(&path)?;
         for env in fresh.environments {
             if earlier.environment(env.id).is_none() {
-                cx.ui.info(HaltAll::NAME, format!("environment {} is new since the inventory; adding it", env.label()));
+                cx.ui.info(
+                    HaltAll::NAME,
+                    format!(
+                        "environment {} is new since the inventory; adding it (running before: {})",
+                        env.label(),
+                        !env.halted
+                    ),
+                );
                 earlier.environments.push(env);
+                added += 1;
             }
         }
         earlier
@@ -152,5 +213,5 @@ async fn take_or_extend_inventory(cx: &Context) -> anyhow::Result<Inventory> {
         fresh
     };
     fsutil::write_json(&path, &inventory)?;
-    Ok(inventory)
+    Ok((inventory, added))
 }

@@ -403,8 +403,9 @@ impl Client {
 
     /// Asks the agents to deploy the released version again, every resource
     /// (`POST /api/v1/deploy`, `push_full_deploy`).
-    pub async fn deploy(&self, env: Uuid) -> Result<()> {
-        let call = Call::post("/api/v1/deploy").env(env).body(json!({ "agent_trigger_method": "push_full_deploy" }));
+    pub async fn deploy(&self, env: Uuid, agents: &[&str]) -> Result<()> {
+        let body = json!({ "agent_trigger_method": "push_full_deploy", "agents": agents });
+        let call = Call::post("/api/v1/deploy").env(env).body(body);
         self.post(call).await.map(drop)
     }
 

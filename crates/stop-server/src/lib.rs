@@ -51,7 +51,7 @@ impl Step for StopServer {
                         checks.fail(
                             "environments halted",
                             format!("still running: {}", running.join(", ")),
-                            "run `inmanta-migrate halt-all` first, or pass --force",
+                            "run `inmanta-migrate halt-all` (again, if it ran: it halts them and takes in what changed), or pass --force",
                         );
                     }
                 }
