@@ -58,6 +58,9 @@ struct Up {
     /// Seed from scratch, ignoring a cached template.
     #[arg(long)]
     fresh: bool,
+    /// An intermediate NEW-side server (repeat, oldest first): each migrates the NEW database in turn.
+    #[arg(long, value_name = "VERSION")]
+    via: Vec<String>,
     /// Run both servers with auth (a JWT signing section shared by OLD and NEW) and TLS (a self-signed
     /// CA); the tool's config then uses https://, `token = { file = ... }` and `ca_file`.
     #[arg(long)]
@@ -100,6 +103,7 @@ impl Up {
                 envs: self.envs,
                 ports: Some(ports),
                 fresh: self.fresh,
+                via: self.via,
             },
             if self.secure { Security::Secure } else { Security::Plain },
         )?;

@@ -31,7 +31,7 @@ pub async fn preflight(cx: &Context, replace: bool) -> Checks {
     let old = probe::api(cx, Side::Old, &mut checks).await.map(|(s, _)| s.core_version);
     let new = new_server(cx, &mut checks).await;
     if let (Some(old), Some(new)) = (old, new) {
-        probe::versions(old, new, &mut checks);
+        probe::versions(old, new, &cx.config.intermediate_versions(), &mut checks);
     }
 
     // Services.

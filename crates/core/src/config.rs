@@ -57,6 +57,39 @@ pub struct Config {
     pub reconcile: ReconcileOptions,
     #[serde(default)]
     pub timeouts: Timeouts,
+    /// Servers started in turn on the restored database before `new`, so
+    /// that each runs its own schema migrations (one major at a time).
+    #[serde(default)]
+    pub intermediate: Vec<Intermediate>,
+}
+
+/// One server between old and new (`[[intermediate]]`): the new
+/// orchestrator's database, token and CA, with a server of its own.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Intermediate {
+    /// The inmanta-core version it must answer as, like "15.5.9".
+    pub version: String,
+    /// Default: `new.api_url` (it runs instead of the new server).
+    #[serde(default)]
+    pub api_url: Option<String>,
+    /// Default: `new.host`.
+    #[serde(default)]
+    pub host: Option<HostConfig>,
+    pub service: ServiceConfig,
+}
+
+impl Intermediate {
+    /// The new orchestrator as this server sees it.
+    pub fn orchestrator(&self, new: &Orchestrator) -> Orchestrator {
+        Orchestrator {
+            api_url: self.api_url.clone().unwrap_or_else(|| new.api_url.clone()),
+            host: self.host.clone().unwrap_or_else(|| new.host.clone()),
+            service: self.service.clone(),
+            version_command: None,
+            ..new.clone()
+        }
+    }
 }
 
 /// Which orchestrator: the source or the target of the migration.
@@ -314,6 +347,12 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration like \"30s\" or \"10m\": {e}")))
 }
 
+/// "15.5.9" -> [15, 5, 9].
+fn parse_version(text: &str) -> Option<Vec<u64>> {
+    let parts: Option<Vec<u64>> = text.split('.').map(|p| p.parse().ok()).collect();
+    parts.filter(|p| p.len() >= 2)
+}
+
 /// A problem found after parsing, tied to a key.
 struct Invalid {
     key: String,
@@ -384,6 +423,13 @@ impl Config {
                 abs(p);
             }
         }
+        for via in &mut self.intermediate {
+            if let Some(host) = &mut via.host {
+                for p in [&mut host.identity_file, &mut host.known_hosts].into_iter().flatten() {
+                    abs(p);
+                }
+            }
+        }
         if let Some(p) = &mut self.dump.dir {
             abs(p);
         }
@@ -397,6 +443,11 @@ impl Config {
             Side::Old => &self.old,
             Side::New => &self.new,
         }
+    }
+
+    /// The versions of the `[[intermediate]]` servers, in order.
+    pub fn intermediate_versions(&self) -> Vec<&str> {
+        self.intermediate.iter().map(|v| v.version.as_str()).collect()
     }
 
     /// Where the dump and its manifest live.
@@ -413,6 +464,31 @@ impl Config {
                 Side::New => &mut self.new,
             };
             problems.extend(orch.validate(key));
+        }
+        let mut previous: Option<(usize, Vec<u64>)> = None;
+        for (i, via) in self.intermediate.iter().enumerate() {
+            let key = format!("intermediate[{i}]");
+            match parse_version(&via.version) {
+                None => problems.push(invalid(
+                    format!("{key}.version"),
+                    format!("{:?} is not a version like \"15.5.9\"", via.version),
+                )),
+                Some(v) => {
+                    if let Some((j, prev)) = &previous
+                        && &v <= prev
+                    {
+                        problems.push(invalid(
+                            format!("{key}.version"),
+                            format!(
+                                "{} is not newer than intermediate[{j}] ({}): list them oldest first",
+                                via.version, self.intermediate[*j].version
+                            ),
+                        ));
+                    }
+                    previous = Some((i, v));
+                }
+            }
+            problems.extend(via.orchestrator(&self.new).validate(&key));
         }
         if same_url(&self.old.api_url, &self.new.api_url) {
             problems

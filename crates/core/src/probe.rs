@@ -82,34 +82,62 @@ pub async fn new_server_stopped(cx: &Context, checks: &mut Checks) -> Option<inm
     None
 }
 
-/// The new server's version against the old one's: a downgrade fails; a
-/// jump of several inmanta-core majors is worth a look at the upgrade notes.
-pub fn versions(old: inmanta_api::ServerVersion, new: inmanta_api::ServerVersion, checks: &mut Checks) {
+/// Inmanta's product releases and the inmanta-core major each ships
+/// (shared/versions.md: each product branch's setup.py).
+const PRODUCT_RELEASES: [(&str, u64); 4] = [("ISO7", 11), ("ISO8", 15), ("ISO9", 18), ("ISO10", 19)];
+
+/// The new server's version against the old one's: a downgrade fails. A jump
+/// over a product release is against Inmanta's rule (one product major at a
+/// time): a warning naming the releases in between, unless `via` (the
+/// `[[intermediate]]` versions) has a server of each.
+pub fn versions(old: inmanta_api::ServerVersion, new: inmanta_api::ServerVersion, via: &[&str], checks: &mut Checks) {
     let name = "versions";
-    if new < old {
+    let via_majors: Vec<u64> = via.iter().filter_map(|v| v.split('.').next()?.parse().ok()).collect();
+    let skipped: Vec<String> = PRODUCT_RELEASES
+        .iter()
+        .filter(|(_, major)| old.major < *major && *major < new.major && !via_majors.contains(major))
+        .map(|(product, major)| format!("{major}.x ({product})"))
+        .collect();
+    let through = if via.is_empty() { String::new() } else { format!(" through {}", via.join(", ")) };
+    let out_of_order: Vec<&str> = via
+        .iter()
+        .copied()
+        .filter(|v| v.parse::<inmanta_api::ServerVersion>().is_ok_and(|v| v < old || v > new))
+        .collect();
+    if !out_of_order.is_empty() {
+        checks.fail(
+            name,
+            format!("intermediate server(s) {} not between the old {old} and the new {new}", out_of_order.join(", ")),
+            "give [[intermediate]] servers newer than the old one and older than the new one, oldest first",
+        );
+    } else if new < old {
         checks.fail(
             name,
             format!("the new server ({new}) is older than the old one ({old}): a downgrade"),
             "install an inmanta-core at least as new as the old server's on the new machine",
         );
-    } else if new.major > old.major + 1 {
+    } else if !skipped.is_empty() {
         checks.warn(
             name,
-            format!("inmanta-core {old} -> {new} crosses several major versions"),
-            "read Inmanta's upgrade notes of every release in between (Inmanta advises one product major version at a time)",
+            format!("inmanta-core {old} -> {new}{through} skips {}", skipped.join(" and ")),
+            format!(
+                "Inmanta's rule is one product major at a time, each on its latest release: add an \
+                 [[intermediate]] server of {} (see config/example.toml)",
+                skipped.join(" and of ")
+            ),
         );
     } else {
-        checks.pass(name, format!("inmanta-core {old} -> {new}"));
+        checks.pass(name, format!("inmanta-core {old} -> {new}{through}"));
     }
 }
 
-/// What the new server needs of its PostgreSQL. Measured: 19.x and 20.x
-/// migrate their schema on PostgreSQL 15, but their scheduler's SQL needs 16
-/// (shared/lab-latest.md).
+/// What the new server needs of its PostgreSQL: 16 from 15.0 on (the docs
+/// of 15.0-18.0 install 16; measured: 19.x and 20.x migrate their schema on
+/// PostgreSQL 15, but their scheduler's SQL needs 16, shared/lab-latest.md).
 pub fn postgres_for(new: Option<inmanta_api::ServerVersion>, pg_major: u32, checks: &mut Checks) {
     let name = "PostgreSQL for the new server";
     match new {
-        Some(v) if v.major >= 19 && pg_major < 16 => checks.fail(
+        Some(v) if v.major >= 15 && pg_major < 16 => checks.fail(
             name,
             format!("inmanta-core {v} needs PostgreSQL 16 or newer; the new database runs {pg_major}"),
             "upgrade the new PostgreSQL first",
@@ -117,7 +145,7 @@ pub fn postgres_for(new: Option<inmanta_api::ServerVersion>, pg_major: u32, chec
         Some(v) => checks.pass(name, format!("PostgreSQL {pg_major} serves inmanta-core {v}")),
         None if pg_major < 16 => checks.warn(
             name,
-            format!("PostgreSQL {pg_major}: fine up to inmanta-core 18, too old for 19+; the new version is unknown"),
+            format!("PostgreSQL {pg_major}: fine up to inmanta-core 14, too old for 15+; the new version is unknown"),
             "set `new.version_command` so this is checked",
         ),
         None => checks.pass(name, format!("PostgreSQL {pg_major}")),

@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::{
-    config::{Config, Side},
+    config::{Config, Orchestrator, Side},
     inventory::Inventory,
     journal::{StepStatus, WorkDir},
     runner::Runner,
@@ -94,6 +94,35 @@ pub async fn execute<S: Step>(step: &S, cx: &Context) -> anyhow::Result<Outcome>
     result
 }
 
+/// The API client of one orchestrator of the config (`key`: its table).
+fn client(config: &Config, ui: &Ui, key: &str, o: &Orchestrator) -> anyhow::Result<Client> {
+    if !o.tls_verify {
+        ui.warn(
+            "config",
+            format!(
+                "TLS certificate verification is OFF for the {key} server ({}): anyone on the path can read its token",
+                o.api_url
+            ),
+        );
+    }
+    let options = ClientOptions {
+        base_url: o.api_url.clone(),
+        token: o.token_value.as_ref().map(|t| t.expose().to_owned()),
+        ca_pem: o.ca_pem.clone(),
+        tls_verify: o.tls_verify,
+        timeout: config.timeouts.api,
+        retries: 3,
+    };
+    Client::new(key, options).map_err(|e| {
+        anyhow::Error::new(crate::config::ConfigError {
+            file: config.path.clone(),
+            location: None,
+            key: Some(format!("{key}.api_url")),
+            message: e.to_string(),
+        })
+    })
+}
+
 /// The shared state of one invocation.
 pub struct Context {
     pub config: Config,
@@ -105,30 +134,15 @@ pub struct Context {
 
 impl Context {
     pub fn new(config: Config, ui: Ui) -> anyhow::Result<Self> {
-        let client = |side: Side| -> anyhow::Result<Client> {
-            let o = config.side(side);
-            if !o.tls_verify {
-                ui.warn("config", format!("TLS certificate verification is OFF for the {side} server ({}): anyone on the path can read its token", o.api_url));
-            }
-            let options = ClientOptions {
-                base_url: o.api_url.clone(),
-                token: o.token_value.as_ref().map(|t| t.expose().to_owned()),
-                ca_pem: o.ca_pem.clone(),
-                tls_verify: o.tls_verify,
-                timeout: config.timeouts.api,
-                retries: 3,
-            };
-            Client::new(side.key(), options).map_err(|e| {
-                anyhow::Error::new(crate::config::ConfigError {
-                    file: config.path.clone(),
-                    location: None,
-                    key: Some(format!("{side}.api_url")),
-                    message: e.to_string(),
-                })
-            })
-        };
-        let (old, new) = (client(Side::Old)?, client(Side::New)?);
+        let old = client(&config, &ui, "old", &config.old)?;
+        let new = client(&config, &ui, "new", &config.new)?;
         Ok(Context { config, ui, old, new, work: OnceLock::new() })
+    }
+
+    /// A client of the `index`th `[[intermediate]]` server.
+    pub fn intermediate_api(&self, index: usize) -> anyhow::Result<Client> {
+        let orch = self.config.intermediate[index].orchestrator(&self.config.new);
+        client(&self.config, &self.ui, &format!("intermediate[{index}]"), &orch)
     }
 
     pub fn api(&self, side: Side) -> &Client {

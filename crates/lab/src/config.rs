@@ -31,9 +31,18 @@ pub struct SideConfigInputs {
     pub ca_file: Option<Utf8PathBuf>,
 }
 
+/// What one `[[intermediate]]` server needs (it runs where the NEW one does).
+#[derive(Clone, Debug)]
+pub struct IntermediateInputs {
+    pub version: String,
+    pub ctl: Utf8PathBuf,
+    pub log_file: Utf8PathBuf,
+}
+
 /// What the whole config needs.
 #[derive(Clone, Debug)]
 pub struct ConfigInputs {
+    pub intermediates: Vec<IntermediateInputs>,
     pub instance: String,
     pub work_dir: Utf8PathBuf,
     pub pg_bin_dir: Utf8PathBuf,
@@ -118,6 +127,26 @@ pub fn render_tool_config(c: &ConfigInputs) -> String {
     );
     side(&mut out, "old", &c.old);
     side(&mut out, "new", &c.new);
+    for via in &c.intermediates {
+        let ctl = via.ctl.as_str();
+        out.push_str(&format!(
+            "[[intermediate]]\n\
+             version = {version}\n\
+             \n\
+             [intermediate.service]\n\
+             manager = \"command\"\n\
+             start = {start}\n\
+             stop = {stop}\n\
+             status = {status}\n\
+             log_file = {log}\n\
+             \n",
+            version = q(&via.version),
+            start = argv(&[ctl, "start"]),
+            stop = argv(&[ctl, "stop"]),
+            status = argv(&[ctl, "status"]),
+            log = q(via.log_file.as_str()),
+        ));
+    }
     out.push_str(&format!("[pg]\nbin_dir = {}\n", q(c.pg_bin_dir.as_str())));
     out
 }
@@ -140,6 +169,7 @@ mod tests {
             ca_file: None,
         };
         ConfigInputs {
+            intermediates: Vec::new(),
             instance: "x".into(),
             work_dir: "/lab/i/x/work".into(),
             pg_bin_dir: "/usr/lib/postgresql/15/bin".into(),

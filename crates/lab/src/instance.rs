@@ -39,6 +39,9 @@ struct LabState {
     /// The lab's sshd, when the tool runs in the root and the OLD side here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     sshd_port: Option<u16>,
+    /// Intermediate servers on the NEW side (`[[intermediate]]`), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    via: Vec<String>,
     /// This machine's PostgreSQL programs.
     pg_bin_dir: Utf8PathBuf,
     venv_old: Utf8PathBuf,
@@ -372,6 +375,23 @@ impl Instance {
         self.server(side).log_file()
     }
 
+    /// The intermediate servers: the NEW side's database, port and secrets,
+    /// a directory `via-<version>` of their own.
+    fn via_servers(&self) -> Vec<Server> {
+        let new = self.server(Side::New);
+        self.state
+            .via
+            .iter()
+            .map(|v| Server {
+                dir: self.dir.join(format!("via-{v}")),
+                venv: self.root.venv_dir(v),
+                version: v.clone(),
+                root: (Machine::for_version(v) == Machine::Trixie).then(|| RootFs::of(&self.root).dir().to_path_buf()),
+                ..new.clone()
+            })
+            .collect()
+    }
+
     fn server(&self, side: Side) -> Server {
         let security = self.state.secure.as_ref().map(|claims| ServerSecurity {
             ca_file: self.secrets_dir().join(CA_CERT),
@@ -547,6 +567,14 @@ impl Instance {
                 pids.extend(procs::children(pm));
             }
         }
+        for server in self.via_servers() {
+            if let Some(pid) = server.recorded_pid() {
+                if procs::pid_alive(pid) {
+                    pids.push(pid);
+                }
+                pids.extend(procs::group_members(pid));
+            }
+        }
         if let Some(pid) = self.sshd().and_then(|s| s.pid()) {
             pids.push(pid);
         }
@@ -617,6 +645,11 @@ impl Instance {
                 errors.push(format!("{side} server: {e:#}"));
             }
         }
+        for server in self.via_servers() {
+            if let Err(e) = server.stop() {
+                errors.push(format!("intermediate {} server: {e:#}", server.version));
+            }
+        }
         for side in Side::BOTH {
             if let Err(e) = self.stop_postgres(side) {
                 errors.push(format!("{side} PostgreSQL: {e:#}"));
@@ -665,6 +698,15 @@ impl Instance {
             pg_bin_dir: self.pg_bin_dir(),
             old: side(Side::Old),
             new: side(Side::New),
+            intermediates: self
+                .via_servers()
+                .iter()
+                .map(|s| crate::config::IntermediateInputs {
+                    version: s.version.clone(),
+                    ctl: s.ctl(),
+                    log_file: s.log_file(),
+                })
+                .collect(),
         });
         util::write_file_mode(&self.config_path(), &text, 0o644)
     }
@@ -719,6 +761,15 @@ impl Instance {
             self.server(side).write_files(
                 self.state.ports.pg(side),
                 &self.db_password(side)?,
+                &label,
+                self.index_url(),
+            )?;
+        }
+        for server in self.via_servers() {
+            let label = format!("intermediate server (inmanta-core {}), instance {}", server.version, self.state.name);
+            server.write_files(
+                self.state.ports.pg(Side::New),
+                &self.db_password(Side::New)?,
                 &label,
                 self.index_url(),
             )?;
@@ -826,7 +877,18 @@ pub fn up_with(root: &LabRoot, opts: &UpOptions, security: Security) -> Result<I
     }
 
     let mut timings = Timings::default();
-    let tc: Toolchain = prepare_timed(root, &[&opts.old, &opts.new], &mut timings)?;
+    for v in &opts.via {
+        crate::validate_version(v)?;
+        if Machine::for_version(v) != machine_new {
+            bail!(
+                "the intermediate inmanta-core {v} would run on {}, the new server on {machine_new}: the lab runs intermediates beside the new server only",
+                Machine::for_version(v)
+            );
+        }
+    }
+    let mut versions: Vec<&str> = vec![&opts.old, &opts.new];
+    versions.extend(opts.via.iter().map(String::as_str));
+    let tc: Toolchain = prepare_timed(root, &versions, &mut timings)?;
 
     if dir.exists() {
         fs::remove_dir_all(&dir).with_context(|| format!("removing the previous instance {dir}"))?;
@@ -848,6 +910,7 @@ pub fn up_with(root: &LabRoot, opts: &UpOptions, security: Security) -> Result<I
             machine_old,
             machine_new,
             sshd_port,
+            via: opts.via.clone(),
             pg_bin_dir: tc.pg_bin_dir.clone(),
             venv_old: tc.venv(&opts.old).to_path_buf(),
             venv_new: tc.venv(&opts.new).to_path_buf(),

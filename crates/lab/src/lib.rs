@@ -230,6 +230,9 @@ pub struct UpOptions {
     pub ports: Option<Ports>,
     /// Seed from scratch even when a template for (old, envs) exists.
     pub fresh: bool,
+    /// inmanta-core versions of intermediate servers on the NEW side, in
+    /// order (each migrates the NEW database before the next one starts).
+    pub via: Vec<String>,
 }
 
 impl Default for UpOptions {
@@ -241,6 +244,7 @@ impl Default for UpOptions {
             envs: DEFAULT_ENVS,
             ports: None,
             fresh: false,
+            via: Vec::new(),
         }
     }
 }

@@ -521,7 +521,9 @@ mod tests {
         assert!(s.contains(r"DIR='/lab/it'\''s/old'"));
         assert!(s.contains("INMANTA='/v/bin/inmanta'"));
         assert!(s.contains("ROOT=''\n"));
-        assert!(!s.contains('@'));
+        for placeholder in ["@LABEL@", "@DIR@", "@INMANTA@", "@INDEX@", "@ROOT@", "@MARKER@"] {
+            assert!(!s.contains(placeholder), "{placeholder} left");
+        }
         let s = ctl_script(Utf8Path::new("/l"), Utf8Path::new("/v"), "x", "file:///i", Some(Utf8Path::new("/r t")));
         assert!(s.contains("ROOT='/r t'\n"));
     }

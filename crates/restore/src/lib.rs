@@ -285,7 +285,7 @@ const KNOWN_SCHEMA_MAX: &[((u64, u64), i64)] = &[
 async fn version_gates(cx: &Context, manifest: &Manifest, target_pg: Option<u32>, checks: &mut Checks) {
     let new = probe::installed_new_version(cx, checks).await;
     if let Some(new) = new {
-        probe::versions(manifest.inventory.core_version, new, checks);
+        probe::versions(manifest.inventory.core_version, new, &cx.config.intermediate_versions(), checks);
     }
     let dump_max = manifest.schema_versions.get("core").and_then(|v| v.iter().max().copied());
     let known = new.and_then(|new| {

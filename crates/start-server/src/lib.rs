@@ -4,17 +4,25 @@
 //! the end of its log instead of being waited for. Done when the server
 //! answers and every environment of the inventory is there and halted,
 //! nothing missing, nothing extra.
+//!
+//! With `[[intermediate]]` servers (Inmanta's rule: one major at a time),
+//! each is started first on the same database, in order, waited for while
+//! it runs its own schema migrations, checked to be the version it says, and
+//! stopped; the journal records each one done (a re-run goes on with the
+//! next), and the figures say how many schema versions each added.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use inmanta_api::ServerStatus;
+use inmanta_api::{Client, ServerStatus};
 use migrate_core::{
     Checks, Context, Outcome, Side, Step,
     inventory::Inventory,
     service::{ProcessState, Service},
+    wait,
 };
 use migrate_pg::Database;
+use serde_json::json;
 
 #[derive(Debug, Default, clap::Args)]
 pub struct StartServer {}
@@ -24,8 +32,14 @@ impl Step for StartServer {
     const SIDE: Side = Side::New;
 
     fn describe(&self, cx: &Context) -> String {
+        let via: Vec<&str> = cx.config.intermediate.iter().map(|v| v.version.as_str()).collect();
+        let through = if via.is_empty() {
+            String::new()
+        } else {
+            format!("start, let migrate and stop inmanta-core {} in turn, then ", via.join(", then "))
+        };
         format!(
-            "start the new server ({}), wait up to {} for its schema migration, and check every environment is there, halted",
+            "{through}start the new server ({}), wait up to {} for its schema migration, and check every environment is there, halted",
             Service::new(&cx.config.new).describe(),
             humantime::format_duration(cx.config.timeouts.start)
         )
@@ -67,6 +81,7 @@ impl Step for StartServer {
         let service = Service::new(&cx.config.new);
         let api = cx.api(Side::New);
         let db = Database::open(&cx.config, Side::New).await?;
+        let intermediates = walk_intermediates(cx, &db).await?;
         let schema_before = db.schema_versions().await?.get("core").map_or(0, Vec::len);
         let start = Instant::now();
 
@@ -84,7 +99,7 @@ impl Step for StartServer {
                     cx.ui.info(Self::NAME, format!("starting {}", service.describe()));
                     service.start().await?;
                 }
-                wait_until_answering(cx, &service).await?
+                wait_until_answering(cx, api, &service, "new").await?
             }
         };
         let answered = start.elapsed().as_secs_f64();
@@ -123,23 +138,90 @@ impl Step for StartServer {
         let schema_after = db.schema_versions().await?.get("core").map_or(0, Vec::len);
         let migrations = schema_after.saturating_sub(schema_before);
         verify_environments(cx, &inventory).await?;
-        Ok(Outcome::done(
+        let via: String = intermediates.iter().map(|(v, n)| format!("{v} ({n}), ")).collect();
+        let mut outcome = Outcome::done(
             Self::NAME,
             format!(
-                "inmanta-core {} answers after {answered:.1} s ({migrations} schema migration(s)); all {} environment(s) present and halted",
+                "inmanta-core {} answers after {answered:.1} s ({via}{migrations} schema migration(s)); all {} environment(s) present and halted",
                 status.core_version,
                 inventory.environments.len()
             ),
         )
         .figure("seconds_to_answer", answered)
         .figure("schema_migrations", migrations)
-        .figure("core_version", status.core_version.to_string()))
+        .figure("core_version", status.core_version.to_string());
+        if !intermediates.is_empty() {
+            let list: Vec<_> =
+                intermediates.iter().map(|(v, n)| json!({ "version": v, "schema_migrations": n })).collect();
+            outcome = outcome.figure("intermediates", list);
+        }
+        Ok(outcome)
     }
 }
 
+/// The journal key of an intermediate server that is done.
+fn intermediate_key(version: &str) -> String {
+    format!("intermediate {version}")
+}
+
+/// Starts each `[[intermediate]]` server not yet done, waits until it
+/// answers (its schema migrations ran), checks its version and stops it.
+/// Returns (version, schema versions it added) of every intermediate.
+async fn walk_intermediates(cx: &Context, db: &Database) -> anyhow::Result<Vec<(String, u64)>> {
+    let work = cx.work()?;
+    let mut done = Vec::new();
+    for (i, via) in cx.config.intermediate.iter().enumerate() {
+        let key = intermediate_key(&via.version);
+        if let Some(n) = work.journal().step(StartServer::NAME).figures.get(&key).and_then(|v| v.as_u64()) {
+            done.push((via.version.clone(), n));
+            continue;
+        }
+        let label = format!("intermediate inmanta-core {}", via.version);
+        let orch = via.orchestrator(&cx.config.new);
+        let service = Service::new(&orch);
+        let api = cx.intermediate_api(i)?;
+        let before = db.schema_versions().await?.get("core").map_or(0, Vec::len);
+        let status = match api.probe().await? {
+            Some(status) => status,
+            None => {
+                if service.state().await? != ProcessState::Running {
+                    cx.ui.info(StartServer::NAME, format!("starting the {label} ({})", service.describe()));
+                    service.start().await?;
+                }
+                wait_until_answering(cx, &api, &service, &label).await?
+            }
+        };
+        if status.core_version.to_string() != via.version {
+            bail!(
+                "{} answers as inmanta-core {}, not {}: is another server on that port? (intermediate[{i}])",
+                orch.api_url,
+                status.core_version,
+                via.version
+            );
+        }
+        let added = db.schema_versions().await?.get("core").map_or(0, Vec::len).saturating_sub(before) as u64;
+        cx.ui.info(StartServer::NAME, format!("the {label} ran {added} schema migration(s); stopping it"));
+        service.stop().await?;
+        wait::until(Duration::from_millis(500), cx.config.timeouts.stop, &format!("the {label} to stop"), async || {
+            let silent = matches!(api.probe().await, Ok(None));
+            Ok((silent && service.state().await? != ProcessState::Running).then_some(()))
+        })
+        .await?;
+        work.update(|j| {
+            j.step_mut(StartServer::NAME).figures.insert(key.clone(), added.into());
+        })?;
+        done.push((via.version.clone(), added));
+    }
+    Ok(done)
+}
+
 /// Polls the API; watches the process and its log meanwhile.
-async fn wait_until_answering(cx: &Context, service: &Service<'_>) -> anyhow::Result<ServerStatus> {
-    let api = cx.api(Side::New);
+async fn wait_until_answering(
+    cx: &Context,
+    api: &Client,
+    service: &Service<'_>,
+    label: &str,
+) -> anyhow::Result<ServerStatus> {
     let limit = cx.config.timeouts.start;
     let start = Instant::now();
     let restarts_at_start = service.restarts().await;
@@ -159,7 +241,10 @@ async fn wait_until_answering(cx: &Context, service: &Service<'_>) -> anyhow::Re
                 ProcessState::Running => {}
                 state => {
                     let log = service.log_tail(40).await;
-                    bail!("the new server stopped while starting ({state:?}); the end of its log:\n{}", indent(&log));
+                    bail!(
+                        "the {label} server stopped while starting ({state:?}); the end of its log:\n{}",
+                        indent(&log)
+                    );
                 }
             }
             if let (Some(before), Some(now)) = (restarts_at_start, service.restarts().await)
@@ -167,7 +252,7 @@ async fn wait_until_answering(cx: &Context, service: &Service<'_>) -> anyhow::Re
             {
                 let log = service.log_tail(40).await;
                 bail!(
-                    "the new server restarts in a loop ({} restarts); the end of its log:\n{}",
+                    "the {label} server restarts in a loop ({} restarts); the end of its log:\n{}",
                     now - before,
                     indent(&log)
                 );
@@ -183,7 +268,7 @@ async fn wait_until_answering(cx: &Context, service: &Service<'_>) -> anyhow::Re
         if start.elapsed() > limit {
             let log = service.log_tail(40).await;
             bail!(
-                "the new server did not answer within {} (timeouts.start); the end of its log:\n{}",
+                "the {label} server did not answer within {} (timeouts.start); the end of its log:\n{}",
                 humantime::format_duration(limit),
                 indent(&log)
             );
