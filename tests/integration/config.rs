@@ -57,6 +57,24 @@ fn cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
         ),
         ("same database", GOOD.replace("port = 5433\n", ""), vec!["new.database", "same database"]),
         (
+            "intermediate without a version",
+            format!("{GOOD}\n[[intermediate]]\nversion = \"fifteen\"\n[intermediate.service]\nmanager = \"systemd\"\n"),
+            vec!["intermediate[0].version", "\"fifteen\" is not a version"],
+        ),
+        (
+            "intermediates out of order",
+            format!(
+                "{GOOD}\n[[intermediate]]\nversion = \"18.2.0\"\n[intermediate.service]\nmanager = \"systemd\"\n\
+                 [[intermediate]]\nversion = \"15.5.9\"\n[intermediate.service]\nmanager = \"systemd\"\n"
+            ),
+            vec!["intermediate[1].version", "not newer than intermediate[0]", "oldest first"],
+        ),
+        (
+            "intermediate with commands missing",
+            format!("{GOOD}\n[[intermediate]]\nversion = \"15.5.9\"\n[intermediate.service]\nmanager = \"command\"\n"),
+            vec!["intermediate[0].service.start", "is required with manager = \"command\""],
+        ),
+        (
             "concurrency 0",
             format!("{GOOD}\n[reconcile]\nconcurrency = 0\n"),
             vec!["reconcile.concurrency", "at least 1"],

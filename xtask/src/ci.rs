@@ -24,6 +24,7 @@ impl Ci {
     pub fn run(self, sh: &Shell) -> Result<()> {
         let start = Instant::now();
         let mut times = Vec::new();
+        let mut lab_parts = lab::Timings::default();
         let mut part = |name: &str, f: &mut dyn FnMut() -> Result<()>| -> Result<()> {
             eprintln!("\n== {name}");
             let t = Instant::now();
@@ -36,7 +37,7 @@ impl Ci {
         part("tests", &mut || Ok(cmd!(sh, "cargo test --workspace --quiet").run()?))?;
         if !self.fast {
             part("lab prerequisites", &mut || {
-                lab::prepare(&LabRoot::from_env()?, &E2E_VERSIONS)?;
+                lab::prepare_timed(&LabRoot::from_env()?, &E2E_VERSIONS, &mut lab_parts)?;
                 // The ssh runner is tested against a real sshd.
                 if !sh.path_exists("/usr/sbin/sshd") {
                     let _env = sh.push_env("DEBIAN_FRONTEND", "noninteractive");
@@ -55,6 +56,9 @@ impl Ci {
             eprintln!("  {name:<26} {seconds:>7.1} s");
         }
         eprintln!("  {:<26} {:>7.1} s", "total", start.elapsed().as_secs_f64());
+        if !lab_parts.parts.is_empty() {
+            eprintln!("  lab prerequisites, by part:\n{}", lab_parts.table());
+        }
         Ok(())
     }
 }

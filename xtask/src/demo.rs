@@ -36,13 +36,21 @@ impl Demo {
             envs: self.envs,
             ports: Some(Ports::DEFAULT),
             fresh: false,
+            via: Vec::new(),
         };
         let instance = lab::up(&root, &options)?;
         cmd!(sh, "cargo build --quiet --bin inmanta-migrate").run()?;
-        let bin = sh.current_dir().join("target/debug/inmanta-migrate");
+        let bin = camino::Utf8PathBuf::try_from(sh.current_dir().join("target/debug/inmanta-migrate"))?;
         let config = instance.config_path();
-        eprintln!("\n== inmanta-migrate migrate --config {config} --yes --release\n");
-        let migrated = cmd!(sh, "{bin} --config {config} migrate --yes --release").run();
+        eprintln!("\n== inmanta-migrate migrate --config {config} --yes --release (on {})\n", instance.tool_machine());
+        // Where operators run it: on the new machine (the lab's Debian 13
+        // root for a 15+ server).
+        let migrated = instance
+            .tool_command(&bin, instance.dir(), &[])?
+            .args(["--config", config.as_str(), "migrate", "--yes", "--release"])
+            .status()
+            .map_err(anyhow::Error::from)
+            .and_then(|s| if s.success() { Ok(()) } else { bail!("exit {s}") });
         let report = instance.work_dir().join("report.md");
         if let Ok(text) = sh.read_file(&report) {
             println!("\n{text}");

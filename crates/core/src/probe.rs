@@ -175,3 +175,45 @@ pub async fn installed_new_version(cx: &Context, checks: &mut Checks) -> Option<
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(old: &str, new: &str, via: &[&str]) -> (String, String) {
+        let mut checks = Checks::default();
+        versions(old.parse().unwrap(), new.parse().unwrap(), via, &mut checks);
+        let item = checks.items.pop().unwrap();
+        (format!("{:?}", item.status).to_lowercase(), item.detail)
+    }
+
+    #[test]
+    fn jumps_over_a_product_major_need_an_intermediate() {
+        assert_eq!(verdict("11.5.5", "15.5.9", &[]).0, "pass", "ISO7 -> ISO8 is one step");
+        assert_eq!(verdict("18.2.0", "19.0.0", &[]).0, "pass");
+        let (status, detail) = verdict("11.5.5", "19.0.0", &[]);
+        assert_eq!(status, "warn");
+        assert!(detail.contains("skips 15.x (ISO8) and 18.x (ISO9)"), "{detail}");
+        let (status, detail) = verdict("11.5.5", "19.0.0", &["15.5.9"]);
+        assert_eq!(status, "warn");
+        assert!(detail.contains("through 15.5.9 skips 18.x (ISO9)"), "{detail}");
+        assert_eq!(verdict("11.5.5", "19.0.0", &["15.5.9", "18.2.0"]).0, "pass");
+        assert_eq!(verdict("14.0.0", "11.5.5", &[]).0, "fail", "a downgrade");
+        let (status, detail) = verdict("15.5.9", "19.0.0", &["11.5.5"]);
+        assert_eq!(status, "fail", "an intermediate older than the old server");
+        assert!(detail.contains("11.5.5 not between"), "{detail}");
+    }
+
+    #[test]
+    fn servers_from_15_on_need_postgresql_16() {
+        let status = |v: &str, pg: u32| {
+            let mut checks = Checks::default();
+            postgres_for(Some(v.parse().unwrap()), pg, &mut checks);
+            format!("{:?}", checks.items.pop().unwrap().status).to_lowercase()
+        };
+        assert_eq!(status("14.0.0", 15), "pass");
+        assert_eq!(status("15.5.9", 15), "fail");
+        assert_eq!(status("15.5.9", 16), "pass");
+        assert_eq!(status("20.1.0", 17), "pass");
+    }
+}

@@ -62,7 +62,7 @@ pub use api::{Access, Client, CompileOutcome};
 pub use config::{ConfigInputs, SideConfigInputs, SshInputs, render_tool_config};
 pub use index::{build_simple_index, normalize_project_name, project_name_of_dist};
 pub use instance::{Instance, PgStatus, SecureStatus, ServerStatus, SideStatus, Status, up, up_with};
-pub use prepare::{Toolchain, prepare};
+pub use prepare::{Toolchain, prepare, prepare_timed};
 pub use procs::{pid_alive, port_is_free};
 pub use repo::ModelVariant;
 pub use rootfs::RootFs;

@@ -274,7 +274,8 @@ pub fn prepare(root: &LabRoot, versions: &[&str]) -> Result<Toolchain> {
     prepare_timed(root, versions, &mut Timings::default())
 }
 
-pub(crate) fn prepare_timed(root: &LabRoot, versions: &[&str], timings: &mut Timings) -> Result<Toolchain> {
+/// [`prepare`], adding the time of each part to `timings`.
+pub fn prepare_timed(root: &LabRoot, versions: &[&str], timings: &mut Timings) -> Result<Toolchain> {
     for v in versions {
         crate::validate_version(v)?;
     }

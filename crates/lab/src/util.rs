@@ -99,6 +99,16 @@ pub(crate) fn secs(d: std::time::Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
 }
 
+/// `program` run through `enter`, an argv prefix that reaches another
+/// machine of the lab (empty: this one). xshell's `cmd!` cannot splat a
+/// program name, hence this.
+pub(crate) fn cmd_in<'a>(sh: &'a Shell, enter: &[String], program: impl AsRef<std::path::Path>) -> xshell::Cmd<'a> {
+    match enter.split_first() {
+        None => sh.cmd(program.as_ref()),
+        Some((first, rest)) => sh.cmd(first).args(rest).arg(program.as_ref()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,15 +132,5 @@ mod tests {
         write_atomic(&p, "y", 0o640).unwrap();
         assert_eq!(fs::read_to_string(&p).unwrap(), "y");
         assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o640);
-    }
-}
-
-/// `program` run through `enter`, an argv prefix that reaches another
-/// machine of the lab (empty: this one). xshell's `cmd!` cannot splat a
-/// program name, hence this.
-pub(crate) fn cmd_in<'a>(sh: &'a Shell, enter: &[String], program: impl AsRef<std::path::Path>) -> xshell::Cmd<'a> {
-    match enter.split_first() {
-        None => sh.cmd(program.as_ref()),
-        Some((first, rest)) => sh.cmd(first).args(rest).arg(program.as_ref()),
     }
 }
