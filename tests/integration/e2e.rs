@@ -30,13 +30,6 @@ impl Drop for Lab {
     }
 }
 
-impl Lab {
-    /// Takes charge of an instance: purged when dropped.
-    pub fn new(instance: Instance) -> Lab {
-        Lab(Some(instance))
-    }
-}
-
 impl std::ops::Deref for Lab {
     type Target = Instance;
     fn deref(&self) -> &Instance {
@@ -50,11 +43,15 @@ pub fn lab(name: &str, old: &str) -> Lab {
 
 /// [`lab`], with plain or secure (auth + TLS) servers.
 pub fn lab_with(name: &str, old: &str, security: Security) -> Lab {
+    lab_from(UpOptions { name: name.into(), old: old.into(), ports: None, ..UpOptions::default() }, security)
+}
+
+/// A lab instance as `options` say, replacing one of the same name.
+pub fn lab_from(options: UpOptions, security: Security) -> Lab {
     let root = LabRoot::from_env().unwrap();
-    if let Ok(previous) = Instance::open(&root, name) {
+    if let Ok(previous) = Instance::open(&root, &options.name) {
         previous.down(true).unwrap();
     }
-    let options = UpOptions { name: name.into(), old: old.into(), ports: None, ..UpOptions::default() };
     Lab(Some(lab::up_with(&root, &options, security).expect("the lab comes up")))
 }
 

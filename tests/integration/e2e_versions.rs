@@ -6,9 +6,9 @@
 
 use std::collections::BTreeSet;
 
-use lab::{Instance, LabRoot, Machine, Security, Side, UpOptions};
+use lab::{Machine, Security, Side, UpOptions};
 
-use crate::e2e::{Lab, SERIAL, assert_migrated};
+use crate::e2e::{Lab, SERIAL, assert_migrated, lab_from};
 
 /// A lab instance migrating `old` to `new`.
 pub fn lab_pair(name: &str, old: &str, new: &str) -> Lab {
@@ -17,13 +17,11 @@ pub fn lab_pair(name: &str, old: &str, new: &str) -> Lab {
 
 /// A lab instance migrating `old` to `new` through intermediate servers.
 pub fn lab_via(name: &str, old: &str, via: &[&str], new: &str) -> Lab {
-    let root = LabRoot::from_env().unwrap();
-    if let Ok(previous) = Instance::open(&root, name) {
-        previous.down(true).unwrap();
-    }
     let via = via.iter().map(|v| v.to_string()).collect();
-    let options = UpOptions { name: name.into(), old: old.into(), new: new.into(), via, ..UpOptions::default() };
-    Lab::new(lab::up_with(&root, &options, Security::Plain).expect("the lab comes up"))
+    lab_from(
+        UpOptions { name: name.into(), old: old.into(), new: new.into(), via, ..UpOptions::default() },
+        Security::Plain,
+    )
 }
 
 /// The schema versions one side's database has installed.

@@ -347,12 +347,6 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration like \"30s\" or \"10m\": {e}")))
 }
 
-/// "15.5.9" -> [15, 5, 9].
-fn parse_version(text: &str) -> Option<Vec<u64>> {
-    let parts: Option<Vec<u64>> = text.split('.').map(|p| p.parse().ok()).collect();
-    parts.filter(|p| p.len() >= 2)
-}
-
 /// A problem found after parsing, tied to a key.
 struct Invalid {
     key: String,
@@ -465,17 +459,17 @@ impl Config {
             };
             problems.extend(orch.validate(key));
         }
-        let mut previous: Option<(usize, Vec<u64>)> = None;
+        let mut previous: Option<(usize, inmanta_api::ServerVersion)> = None;
         for (i, via) in self.intermediate.iter().enumerate() {
             let key = format!("intermediate[{i}]");
-            match parse_version(&via.version) {
+            match via.version.parse::<inmanta_api::ServerVersion>().ok() {
                 None => problems.push(invalid(
                     format!("{key}.version"),
                     format!("{:?} is not a version like \"15.5.9\"", via.version),
                 )),
                 Some(v) => {
                     if let Some((j, prev)) = &previous
-                        && &v <= prev
+                        && v <= *prev
                     {
                         problems.push(invalid(
                             format!("{key}.version"),

@@ -92,7 +92,8 @@ const PRODUCT_RELEASES: [(&str, u64); 4] = [("ISO7", 11), ("ISO8", 15), ("ISO9",
 /// `[[intermediate]]` versions) has a server of each.
 pub fn versions(old: inmanta_api::ServerVersion, new: inmanta_api::ServerVersion, via: &[&str], checks: &mut Checks) {
     let name = "versions";
-    let via_majors: Vec<u64> = via.iter().filter_map(|v| v.split('.').next()?.parse().ok()).collect();
+    let via_majors: Vec<u64> =
+        via.iter().filter_map(|v| v.parse::<inmanta_api::ServerVersion>().ok()).map(|v| v.major).collect();
     let skipped: Vec<String> = PRODUCT_RELEASES
         .iter()
         .filter(|(_, major)| old.major < *major && *major < new.major && !via_majors.contains(major))

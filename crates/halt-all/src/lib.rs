@@ -65,7 +65,7 @@ impl Step for HaltAll {
         let api = cx.api(Side::Old);
         let (mut inventory, added) = take_or_extend_inventory(cx).await?;
         let poll = cx.config.reconcile.poll_interval;
-        let mut resumed = 0;
+        let mut resumed = Vec::new();
 
         let mut results = Vec::new();
         let mut deleted = Vec::new();
@@ -97,7 +97,7 @@ impl Step for HaltAll {
                         record.label()
                     ),
                 );
-                resumed += 1;
+                resumed.push(record.id);
                 "halted (resumed since the inventory)"
             } else if record.halted {
                 "was halted before"
@@ -111,11 +111,9 @@ impl Step for HaltAll {
             results.push(EnvResult { id: record.id, name: record.name.clone(), action, queued_compiles: 0 });
         }
 
-        let resumed_ids: Vec<Uuid> =
-            results.iter().filter(|r| r.action.starts_with("halted (resumed")).map(|r| r.id).collect();
-        if !deleted.is_empty() || !resumed_ids.is_empty() {
+        if !deleted.is_empty() || !resumed.is_empty() {
             inventory.environments.retain(|e| !deleted.contains(&e.id));
-            for record in inventory.environments.iter_mut().filter(|e| resumed_ids.contains(&e.id)) {
+            for record in inventory.environments.iter_mut().filter(|e| resumed.contains(&e.id)) {
                 record.halted = false;
             }
             fsutil::write_json(&work.path(Inventory::FILE), &inventory)?;
@@ -157,7 +155,7 @@ impl Step for HaltAll {
         drop(spinner);
 
         let halted_now = results.iter().filter(|r| r.action.starts_with("halted")).count();
-        if done_before && added + deleted.len() + halted_now + resumed == 0 {
+        if done_before && added + deleted.len() + halted_now == 0 {
             return Ok(Outcome::nothing_to_do(
                 Self::NAME,
                 format!("every environment is halted and inventoried ({} in {})", results.len(), Inventory::FILE),

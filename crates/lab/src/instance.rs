@@ -386,10 +386,22 @@ impl Instance {
                 dir: self.dir.join(format!("via-{v}")),
                 venv: self.root.venv_dir(v),
                 version: v.clone(),
-                root: (Machine::for_version(v) == Machine::Trixie).then(|| RootFs::of(&self.root).dir().to_path_buf()),
+                root: self.root_dir(Machine::for_version(v)),
                 ..new.clone()
             })
             .collect()
+    }
+
+    /// Every server of the instance: OLD, NEW and the intermediates.
+    fn servers(&self) -> Vec<Server> {
+        let mut all: Vec<Server> = Side::BOTH.into_iter().map(|side| self.server(side)).collect();
+        all.extend(self.via_servers());
+        all
+    }
+
+    /// The Debian root a machine is (`None`: this machine).
+    fn root_dir(&self, machine: Machine) -> Option<Utf8PathBuf> {
+        (machine == Machine::Trixie).then(|| RootFs::of(&self.root).dir().to_path_buf())
     }
 
     fn server(&self, side: Side) -> Server {
@@ -407,7 +419,7 @@ impl Instance {
             version: self.version(side).to_string(),
             port: self.state.ports.server(side),
             security,
-            root: (self.machine(side) == Machine::Trixie).then(|| RootFs::of(&self.root).dir().to_path_buf()),
+            root: self.root_dir(self.machine(side)),
         }
     }
 
@@ -555,24 +567,18 @@ impl Instance {
     /// groups (autostarted agents, compilers), postmasters and their children.
     pub fn lab_pids(&self) -> Vec<u32> {
         let mut pids = Vec::new();
-        for side in Side::BOTH {
-            if let Some(pid) = self.server(side).recorded_pid() {
-                if procs::pid_alive(pid) {
-                    pids.push(pid);
-                }
-                pids.extend(procs::group_members(pid));
-            }
-            if let Some(pm) = self.cluster(side).pid() {
-                pids.push(pm);
-                pids.extend(procs::children(pm));
-            }
-        }
-        for server in self.via_servers() {
+        for server in self.servers() {
             if let Some(pid) = server.recorded_pid() {
                 if procs::pid_alive(pid) {
                     pids.push(pid);
                 }
                 pids.extend(procs::group_members(pid));
+            }
+        }
+        for side in Side::BOTH {
+            if let Some(pm) = self.cluster(side).pid() {
+                pids.push(pm);
+                pids.extend(procs::children(pm));
             }
         }
         if let Some(pid) = self.sshd().and_then(|s| s.pid()) {
@@ -640,14 +646,9 @@ impl Instance {
     /// directory (the cache stays).
     pub fn down(&self, purge: bool) -> Result<()> {
         let mut errors = Vec::new();
-        for side in Side::BOTH {
-            if let Err(e) = self.stop_server(side) {
-                errors.push(format!("{side} server: {e:#}"));
-            }
-        }
-        for server in self.via_servers() {
+        for server in self.servers() {
             if let Err(e) = server.stop() {
-                errors.push(format!("intermediate {} server: {e:#}", server.version));
+                errors.push(format!("{} server: {e:#}", server.dir.file_name().unwrap_or("?")));
             }
         }
         for side in Side::BOTH {

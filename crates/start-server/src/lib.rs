@@ -32,7 +32,7 @@ impl Step for StartServer {
     const SIDE: Side = Side::New;
 
     fn describe(&self, cx: &Context) -> String {
-        let via: Vec<&str> = cx.config.intermediate.iter().map(|v| v.version.as_str()).collect();
+        let via = cx.config.intermediate_versions();
         let through = if via.is_empty() {
             String::new()
         } else {
@@ -82,7 +82,7 @@ impl Step for StartServer {
         let api = cx.api(Side::New);
         let db = Database::open(&cx.config, Side::New).await?;
         let intermediates = walk_intermediates(cx, &db).await?;
-        let schema_before = db.schema_versions().await?.get("core").map_or(0, Vec::len);
+        let schema_before = core_schema_count(&db).await?;
         let start = Instant::now();
 
         let status = match api.probe().await? {
@@ -135,7 +135,7 @@ impl Step for StartServer {
         if status.database_connected == Some(false) {
             bail!("the new server answers but says it is not connected to its database; see its log");
         }
-        let schema_after = db.schema_versions().await?.get("core").map_or(0, Vec::len);
+        let schema_after = core_schema_count(&db).await?;
         let migrations = schema_after.saturating_sub(schema_before);
         verify_environments(cx, &inventory).await?;
         let via: String = intermediates.iter().map(|(v, n)| format!("{v} ({n}), ")).collect();
@@ -159,6 +159,11 @@ impl Step for StartServer {
     }
 }
 
+/// How many core schema versions the database has installed.
+async fn core_schema_count(db: &Database) -> anyhow::Result<usize> {
+    Ok(db.schema_versions().await?.get("core").map_or(0, Vec::len))
+}
+
 /// The journal key of an intermediate server that is done.
 fn intermediate_key(version: &str) -> String {
     format!("intermediate {version}")
@@ -180,7 +185,7 @@ async fn walk_intermediates(cx: &Context, db: &Database) -> anyhow::Result<Vec<(
         let orch = via.orchestrator(&cx.config.new);
         let service = Service::new(&orch);
         let api = cx.intermediate_api(i)?;
-        let before = db.schema_versions().await?.get("core").map_or(0, Vec::len);
+        let before = core_schema_count(db).await?;
         let status = match api.probe().await? {
             Some(status) => status,
             None => {
@@ -199,7 +204,7 @@ async fn walk_intermediates(cx: &Context, db: &Database) -> anyhow::Result<Vec<(
                 via.version
             );
         }
-        let added = db.schema_versions().await?.get("core").map_or(0, Vec::len).saturating_sub(before) as u64;
+        let added = core_schema_count(db).await?.saturating_sub(before) as u64;
         cx.ui.info(StartServer::NAME, format!("the {label} ran {added} schema migration(s); stopping it"));
         service.stop().await?;
         wait::until(Duration::from_millis(500), cx.config.timeouts.stop, &format!("the {label} to stop"), async || {
