@@ -11,6 +11,7 @@ mod e2e_versions;
 mod env_reconcile;
 mod faults;
 mod halt_all;
+mod intermediate;
 mod output;
 mod secrets;
 mod sequences;

@@ -49,6 +49,12 @@ pub async fn api(cx: &Context, side: Side, checks: &mut Checks) -> Option<(Serve
 /// API yet, and must not see its database replaced either). Returns the
 /// version of a server that answers.
 pub async fn new_server_stopped(cx: &Context, checks: &mut Checks) -> Option<inmanta_api::ServerVersion> {
+    let answering = new_server_alone_stopped(cx, checks).await;
+    intermediates_stopped(cx, checks).await;
+    answering
+}
+
+async fn new_server_alone_stopped(cx: &Context, checks: &mut Checks) -> Option<inmanta_api::ServerVersion> {
     let name = "new server stopped";
     let service = Service::new(&cx.config.new);
     let stop_it = format!("stop it first: {}", service.describe());
@@ -80,6 +86,25 @@ pub async fn new_server_stopped(cx: &Context, checks: &mut Checks) -> Option<inm
         Err(e) => checks.fail(name, format!("{e:#}"), "fix `new.service`"),
     }
     None
+}
+
+/// Every `[[intermediate]]` server is stopped too: they use the new
+/// database (their API is the new one's unless they name their own).
+async fn intermediates_stopped(cx: &Context, checks: &mut Checks) {
+    for (i, via) in cx.config.intermediate.iter().enumerate() {
+        let name = format!("intermediate {} stopped", via.version);
+        let orch = via.orchestrator(&cx.config.new);
+        let service = Service::new(&orch);
+        match service.state().await {
+            Ok(ProcessState::Running) => checks.fail(
+                name,
+                format!("{} reports it running: the new database must not be replaced under it", service.describe()),
+                format!("stop it first: {}", service.describe()),
+            ),
+            Ok(state) => checks.pass(name, format!("its service is {state:?}")),
+            Err(e) => checks.fail(name, format!("{e:#}"), format!("fix `intermediate[{i}].service`")),
+        }
+    }
 }
 
 /// Inmanta's product releases and the inmanta-core major each ships
