@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lab::{Instance, LabRoot, ModelVariant, Security, Side, UpOptions};
+use lab::{EnvRole, Instance, LabRoot, ModelVariant, Security, Side, UpOptions};
 use serde_json::Value;
 
 use crate::support::{self, BIN, Run};
@@ -160,11 +160,21 @@ pub fn assert_migrated(lab: &Lab, before: &BTreeMap<String, Value>, outcome: &Va
         assert!(result["message"].as_str().unwrap().contains("dry-run clean"), "{name}: {result}");
         let versions = api.versions(&seeded.id).unwrap();
         let is_released = versions.iter().find(|v| v["version"] == version).unwrap()["released"] == true;
+        // A project.yml that protects auto_deploy releases every export.
+        let protected = seeded.role == EnvRole::Protected;
         assert_eq!(
             is_released,
-            released && seeded.auto_deploy,
-            "{name}: released only when asked and auto_deploy was on"
+            (released && seeded.auto_deploy) || protected,
+            "{name}: released only when asked and auto_deploy was on, or by its protected auto_deploy"
         );
+        if seeded.role == EnvRole::PausedAgent {
+            assert_eq!(api.paused_agents(&seeded.id).unwrap(), [lab::AGENT], "{name}: still paused");
+            assert!(
+                result["message"].as_str().unwrap().contains("agent paused before the migration"),
+                "{name}: the paused agent's resources are named: {result}"
+            );
+            continue;
+        }
         // A full deploy now: the agents of the new server must load the code
         // of the released version, also one exported by the old server (its
         // code files are outside the database: dump and restore carry them).

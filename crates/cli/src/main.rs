@@ -171,7 +171,7 @@ pub(crate) async fn run_step(cx: &Context, name: &str, args: &migrate::MigrateAr
         Dump::NAME => execute(&Dump::default(), cx).await,
         Restore::NAME => execute(&Restore { replace: args.replace }, cx).await,
         StartServer::NAME => execute(&StartServer::default(), cx).await,
-        EnvReconcile::NAME => execute(&EnvReconcile { envs: Vec::new(), release: args.release }, cx).await,
+        EnvReconcile::NAME => execute(&EnvReconcile { release: args.release, ..Default::default() }, cx).await,
         other => unreachable!("no step {other}"),
     }
 }

@@ -15,6 +15,11 @@
 //! the migration is left halted and untouched unless named with `--env`.
 //! A dry-run with differences stops that environment only: it stays resumed
 //! with `auto_deploy` off, and the step ends with "needs an operator".
+//!
+//! An environment whose project.yml protects `auto_deploy` (15.3+) cannot
+//! have it turned off, so its recompile is released on export, before any
+//! dry-run: it is left halted for an operator, and `--accept-protected`
+//! reconciles it anyway (the dry-run then checks the released version).
 
 use std::{
     collections::BTreeMap,
@@ -45,6 +50,11 @@ pub struct EnvReconcile {
     /// was on before the migration (turning auto_deploy on does not).
     #[arg(long)]
     pub release: bool,
+    /// Also reconcile environments whose project.yml protects auto_deploy:
+    /// their recompile is released on export, before the dry-run, which
+    /// then checks the released version.
+    #[arg(long)]
+    pub accept_protected: bool,
 }
 
 /// How one environment ended, for the outcome and the report.
@@ -152,6 +162,7 @@ impl Step for EnvReconcile {
         let release = self.release || cx.config.reconcile.release;
         let run = RunInfo {
             release,
+            accept_protected: self.accept_protected,
             old: inventory.core_version,
             new: cx.api(Side::New).server_status().await?.core_version,
             id: Uuid::new_v4().simple().to_string()[..8].to_owned(),
@@ -239,6 +250,8 @@ impl Step for EnvReconcile {
 /// What every environment of one run shares.
 struct RunInfo {
     release: bool,
+    /// `--accept-protected`.
+    accept_protected: bool,
     /// inmanta-core of the old and the new server.
     old: ServerVersion,
     new: ServerVersion,
@@ -308,18 +321,24 @@ async fn reconcile_phases(
     let say = |text: String| cx.ui.info(EnvReconcile::NAME, format!("{}: {text}", env.name));
 
     // 1. auto_deploy off.
-    match api.set_setting(id, "auto_deploy", Value::Bool(false)).await {
-        Ok(_) => {}
+    let protected = match api.set_setting(id, "auto_deploy", Value::Bool(false)).await {
+        Ok(_) => false,
+        Err(e) if e.status() == Some(403) && run.accept_protected => {
+            say("auto_deploy is protected by the project's project.yml; going on (--accept-protected)".into());
+            true
+        }
         Err(e) if e.status() == Some(403) => {
             result.status = EnvStatus::NeedsOperator;
             result.message = format!(
                 "auto_deploy is protected (set by the project's project.yml), so the recompile would be released before any dry-run; \
-                 the environment is left halted: {e}"
+                 the environment is left halted. To reconcile it anyway (the dry-run then checks the released version): \
+                 `inmanta-migrate env-reconcile --env {} --accept-protected`. The server said: {e}",
+                env.name
             );
             return Ok(());
         }
         Err(e) => return Err(e).context("cannot turn auto_deploy off"),
-    }
+    };
     phase("auto_deploy_off")?;
 
     // 2. Update & recompile, queued while halted. The marker is written down
@@ -388,10 +407,18 @@ async fn reconcile_phases(
     if !differences.is_empty() {
         result.status = EnvStatus::NeedsOperator;
         result.differences = differences;
-        result.message = format!(
-            "the dry-run of version {newest} shows {} difference(s); left resumed with auto_deploy off, version {newest} not released",
-            result.differences.len()
-        );
+        result.message = if protected {
+            format!(
+                "the dry-run of version {newest} shows {} difference(s); left resumed, and version {newest} is released \
+                 (auto_deploy is protected by the project's project.yml)",
+                result.differences.len()
+            )
+        } else {
+            format!(
+                "the dry-run of version {newest} shows {} difference(s); left resumed with auto_deploy off, version {newest} not released",
+                result.differences.len()
+            )
+        };
         return Ok(());
     }
     phase("dry_run_clean")?;
@@ -407,7 +434,11 @@ async fn reconcile_phases(
         }
         work.update_env(id, |r| r.released = true)?;
     }
-    api.set_setting(id, "auto_deploy", Value::Bool(auto_deploy_before)).await.context("cannot restore auto_deploy")?;
+    if !protected {
+        api.set_setting(id, "auto_deploy", Value::Bool(auto_deploy_before))
+            .await
+            .context("cannot restore auto_deploy")?;
+    }
     phase("auto_deploy_restored")?;
 
     // Across 10.0 the code files of versions exported by the old server are
@@ -428,10 +459,14 @@ async fn reconcile_phases(
         }
     }
 
+    let released = match (protected, release && auto_deploy_before) {
+        (true, _) => ", released on export (auto_deploy is protected by the project's project.yml)",
+        (false, true) => ", released",
+        (false, false) => ", not released",
+    };
     let mut message = format!(
-        "version {newest} compiled, dry-run clean ({} resource(s)){}; auto_deploy {}",
+        "version {newest} compiled, dry-run clean ({} resource(s)){released}; auto_deploy {}",
         report.summary.total,
-        if release && auto_deploy_before { ", released" } else { ", not released" },
         if auto_deploy_before { "on" } else { "off" }
     );
     if redeploy {

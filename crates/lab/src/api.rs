@@ -257,6 +257,27 @@ impl Client {
         Ok(v["data"].as_array().cloned().unwrap_or_default())
     }
 
+    /// Pauses one agent of an environment, as an operator does by hand.
+    pub fn pause_agent(&self, env: &str, agent: &str) -> Result<()> {
+        self.post(&format!("/api/v2/agent/{agent}/pause"), Some(env), None)?;
+        Ok(())
+    }
+
+    /// Names of the agents paused by hand (not those a halt paused and a
+    /// resume unpauses), sorted.
+    pub fn paused_agents(&self, env: &str) -> Result<Vec<String>> {
+        let agents = self.get("/api/v2/agents", Some(env))?;
+        let mut names: Vec<String> = agents["data"]
+            .as_array()
+            .context("GET /api/v2/agents: no data list")?
+            .iter()
+            .filter(|a| a["paused"] == true && a["unpause_on_resume"] != true)
+            .filter_map(|a| a["name"].as_str().map(str::to_owned))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
     pub fn halt(&self, env: &str) -> Result<()> {
         self.post("/api/v2/actions/environment/halt", Some(env), None)?;
         Ok(())

@@ -14,7 +14,7 @@ use crate::pg::Cluster;
 use crate::prepare::{Exec, Toolchain, prepare_timed};
 use crate::repo::{self, ModelVariant};
 use crate::secure::{self, JwtClaims, TokenKind};
-use crate::seed::{self, SeededEnv};
+use crate::seed::{self, EnvRole, SeededEnv};
 use crate::server::{Server, ServerSecurity};
 use crate::sshd::Sshd;
 use crate::timing::Timings;
@@ -554,7 +554,14 @@ impl Instance {
         if !bare.exists() {
             bail!("no repository for environment {env_name:?} ({bare})");
         }
-        repo::commit(&bare, &self.state.index_url, variant, &format!("{variant:?} model"), &self.dir.join("tmp"))
+        let role = self.env(env_name).map(|e| e.role);
+        let project = self.project(role.is_some_and(EnvRole::protects_auto_deploy));
+        repo::commit(&bare, &project, variant, &format!("{variant:?} model"), &self.dir.join("tmp"))
+    }
+
+    /// What the project.yml of an environment's repository says.
+    fn project(&self, protect_auto_deploy: bool) -> repo::Project<'_> {
+        repo::Project { index_url: &self.state.index_url, protect_auto_deploy }
     }
 
     /// Checks through the OLD server's API that the seeded variety is there
@@ -779,7 +786,6 @@ impl Instance {
 
         let old = self.cluster(Side::Old);
         let api = self.client(Side::Old)?;
-        let index_url = self.state.index_url.clone();
         let tmp = self.dir.join("tmp");
         let secure = self.is_secure();
         let tpl = if fresh { None } else { template::load(&self.root, &self.state.old_version, envs, secure) };
@@ -787,7 +793,7 @@ impl Instance {
             eprintln!("lab: restoring the seeded template {dump}");
             timings.time("repos", || -> Result<()> {
                 for e in &t.envs {
-                    repo::create_repo(&self.repo_path(&e.name), &index_url, &tmp)?;
+                    repo::create_repo(&self.repo_path(&e.name), &self.project(e.role.protects_auto_deploy()), &tmp)?;
                 }
                 Ok(())
             })?;
@@ -812,15 +818,15 @@ impl Instance {
                 format!("the instance restored from the template {dump} is not as seeded (`lab up --fresh` re-seeds and replaces the template)")
             })?;
         } else {
-            let plan = seed::plan(envs);
+            let plan = seed::plan(envs, &self.state.old_version);
             timings.time("repos", || -> Result<()> {
-                for (name, _) in &plan {
-                    repo::create_repo(&self.repo_path(name), &index_url, &tmp)?;
+                for (name, role) in &plan {
+                    repo::create_repo(&self.repo_path(name), &self.project(role.protects_auto_deploy()), &tmp)?;
                 }
                 Ok(())
             })?;
             timings.time("server start (old)", || self.server(Side::Old).start(SERVER_START_TIMEOUT))?;
-            let (project, seeded) = seed::seed(&api, envs, |n| self.repo_url(n), timings)?;
+            let (project, seeded) = seed::seed(&api, &plan, |n| self.repo_url(n), timings)?;
             self.state.project_id = Some(project.clone());
             self.state.envs = seeded;
             self.state.from_template = false;

@@ -67,7 +67,7 @@ pub use procs::{pid_alive, port_is_free};
 pub use repo::ModelVariant;
 pub use rootfs::RootFs;
 pub use secure::{JwtClaims, TokenKind, unrelated_ca_pem};
-pub use seed::{EnvRole, SeededEnv};
+pub use seed::{AGENT, EnvRole, SeededEnv};
 pub use timing::Timings;
 
 /// Default OLD inmanta-core version (runs 13 schema migrations when moved to 14.0.0).

@@ -20,8 +20,11 @@ pub enum ModelVariant {
 }
 
 /// project.yml: both the 8.x-style `repo: type package` entry and the
-/// 11.x/14.x `pip.index_url` (each version ignores the other one).
-pub(crate) fn project_yml(index_url: &str) -> String {
+/// 11.x/14.x `pip.index_url` (each version ignores the other one). With
+/// `protect_auto_deploy`, `environment_settings` (15.3+) sets and protects
+/// `auto_deploy: true` on every export.
+pub(crate) fn project_yml(index_url: &str, protect_auto_deploy: bool) -> String {
+    let settings = if protect_auto_deploy { "environment_settings:\n  auto_deploy: true\n" } else { "" };
     format!(
         "name: labproject\n\
          description: inmanta-migrate lab project (std::testing::NullResource only)\n\
@@ -31,7 +34,8 @@ pub(crate) fn project_yml(index_url: &str) -> String {
          \x20 - type: package\n\
          \x20   url: {index_url}\n\
          pip:\n\
-         \x20 index_url: {index_url}\n"
+         \x20 index_url: {index_url}\n\
+         {settings}"
     )
 }
 
@@ -59,16 +63,23 @@ fn git(sh: &Shell) -> xshell::Cmd<'_> {
     .quiet()
 }
 
-fn write_model(work: &Utf8Path, index_url: &str, variant: ModelVariant) -> Result<()> {
-    std::fs::write(work.join("project.yml"), project_yml(index_url))?;
+fn write_model(work: &Utf8Path, project: &Project, variant: ModelVariant) -> Result<()> {
+    std::fs::write(work.join("project.yml"), project_yml(project.index_url, project.protect_auto_deploy))?;
     std::fs::write(work.join("requirements.txt"), REQUIREMENTS)?;
     std::fs::write(work.join("main.cf"), main_cf(variant))?;
     std::fs::write(work.join(".gitignore"), "libs/\n.env/\n")?;
     Ok(())
 }
 
+/// What an environment's project.yml says beyond its model.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Project<'a> {
+    pub index_url: &'a str,
+    pub protect_auto_deploy: bool,
+}
+
 /// Creates the bare repo `bare` (branch main) with one Normal commit.
-pub(crate) fn create_repo(bare: &Utf8Path, index_url: &str, tmp_dir: &Utf8Path) -> Result<()> {
+pub(crate) fn create_repo(bare: &Utf8Path, project: &Project, tmp_dir: &Utf8Path) -> Result<()> {
     if bare.exists() {
         std::fs::remove_dir_all(bare).with_context(|| format!("removing {bare}"))?;
     }
@@ -78,13 +89,13 @@ pub(crate) fn create_repo(bare: &Utf8Path, index_url: &str, tmp_dir: &Utf8Path) 
         .arg(bare)
         .run()
         .with_context(|| format!("git init --bare {bare}"))?;
-    commit(bare, index_url, ModelVariant::Normal, "initial model", tmp_dir)
+    commit(bare, project, ModelVariant::Normal, "initial model", tmp_dir)
 }
 
 /// Clones `bare`, writes the model of `variant`, commits and pushes to main.
 pub(crate) fn commit(
     bare: &Utf8Path,
-    index_url: &str,
+    project: &Project,
     variant: ModelVariant,
     message: &str,
     tmp_dir: &Utf8Path,
@@ -104,7 +115,7 @@ pub(crate) fn commit(
         git(&sh).args(["fetch", "-q", "origin", "main"]).run()?;
         git(&sh).args(["reset", "-q", "--hard", "FETCH_HEAD"]).run()?;
     }
-    write_model(&work, index_url, variant)?;
+    write_model(&work, project, variant)?;
     git(&sh).args(["add", "-A"]).run()?;
     git(&sh).args(["commit", "-q", "--allow-empty", "-m", message]).run()?;
     git(&sh)
@@ -120,9 +131,12 @@ mod tests {
 
     #[test]
     fn project_files() {
-        let y = project_yml("file:///lab/cache/index/simple");
+        let y = project_yml("file:///lab/cache/index/simple", false);
         assert!(y.contains("repo:\n  - type: package\n    url: file:///lab/cache/index/simple\n"));
         assert!(y.contains("pip:\n  index_url: file:///lab/cache/index/simple\n"));
+        assert!(!y.contains("environment_settings"));
+        let y = project_yml("file:///lab/cache/index/simple", true);
+        assert!(y.ends_with("environment_settings:\n  auto_deploy: true\n"), "{y}");
         assert!(main_cf(ModelVariant::Normal).contains("import std::testing"));
         assert!(main_cf(ModelVariant::WithDifferences).contains("purged=true"));
         assert!(!main_cf(ModelVariant::Normal).contains("purged"));
@@ -135,8 +149,9 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = Utf8PathBuf::from_path_buf(tmp.path().to_path_buf()).unwrap();
         let bare = dir.join("e.git");
-        create_repo(&bare, "file:///idx/simple", &dir.join("tmp")).unwrap();
-        commit(&bare, "file:///idx/simple", ModelVariant::WithDifferences, "diff", &dir.join("tmp")).unwrap();
+        let project = Project { index_url: "file:///idx/simple", protect_auto_deploy: false };
+        create_repo(&bare, &project, &dir.join("tmp")).unwrap();
+        commit(&bare, &project, ModelVariant::WithDifferences, "diff", &dir.join("tmp")).unwrap();
         let sh = shell().unwrap();
         let log = cmd!(sh, "git --git-dir {bare} log --format=%s main").read().unwrap();
         assert_eq!(log, "diff\ninitial model");

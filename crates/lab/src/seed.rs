@@ -23,7 +23,22 @@ pub enum EnvRole {
     ManualDeploy,
     /// Non-default settings of two kinds (an int and a string).
     Tuned,
+    /// 15.3+: its project.yml sets and protects `auto_deploy: true`
+    /// (`environment_settings`), so the API cannot turn it off.
+    Protected,
+    /// 15+: its agent `internal` paused by hand after its deploys.
+    PausedAgent,
 }
+
+impl EnvRole {
+    /// Whether the environment's project.yml protects `auto_deploy`.
+    pub fn protects_auto_deploy(self) -> bool {
+        self == EnvRole::Protected
+    }
+}
+
+/// The agent the lab's resources use (std::testing::NullResource's default).
+pub const AGENT: &str = "internal";
 
 /// One seeded environment and what it looked like before any migration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -43,6 +58,9 @@ pub struct SeededEnv {
     pub unreleased_versions: Vec<i64>,
     /// Resource ids of the latest released version, sorted.
     pub resources: Vec<String>,
+    /// Agents paused by hand (a halt's pause excluded), sorted.
+    #[serde(default)]
+    pub paused_agents: Vec<String>,
 }
 
 impl SeededEnv {
@@ -59,9 +77,11 @@ pub(crate) fn tuned_settings() -> BTreeMap<String, Value> {
     ])
 }
 
-/// Names and roles of `n` environments: every kind of variety from n = 4 on.
-pub(crate) fn plan(n: usize) -> Vec<(String, EnvRole)> {
-    (0..n)
+/// Names and roles of `n` environments on inmanta-core `version`: every
+/// kind of variety from n = 4 on, and on 15.3+ also the two that only
+/// those servers have (a protected setting, an agent paused by hand).
+pub(crate) fn plan(n: usize, version: &str) -> Vec<(String, EnvRole)> {
+    let mut plan: Vec<(String, EnvRole)> = (0..n)
         .map(|i| match i {
             0 => ("plain".to_string(), EnvRole::Plain),
             1 => ("halted".to_string(), EnvRole::Halted),
@@ -69,7 +89,19 @@ pub(crate) fn plan(n: usize) -> Vec<(String, EnvRole)> {
             3 => ("tuned".to_string(), EnvRole::Tuned),
             _ => (format!("plain-{}", i + 1), EnvRole::Plain),
         })
-        .collect()
+        .collect();
+    if has_protected_settings(version) {
+        plan.push(("protected".to_string(), EnvRole::Protected));
+        plan.push(("paused".to_string(), EnvRole::PausedAgent));
+    }
+    plan
+}
+
+/// `environment_settings` in project.yml exist from 15.3 (PR #9355).
+fn has_protected_settings(version: &str) -> bool {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (15, 3)
 }
 
 pub(crate) const PROJECT_NAME: &str = "lab";
@@ -199,6 +231,7 @@ pub(crate) fn observe(
         seen.insert(name.clone(), api.setting(id, name)?);
     }
     let (released_versions, unreleased_versions) = versions(api, id)?;
+    let paused_agents = api.paused_agents(id)?;
     let mut resources: Vec<String> =
         api.resources(id)?.iter().filter_map(|r| r["resource_id"].as_str().map(str::to_string)).collect();
     resources.sort();
@@ -212,6 +245,7 @@ pub(crate) fn observe(
         released_versions,
         unreleased_versions,
         resources,
+        paused_agents,
     })
 }
 
@@ -236,7 +270,16 @@ pub(crate) fn check_variety(envs: &[SeededEnv]) -> Result<()> {
                 ensure!(!e.halted && e.auto_deploy, "{}: should run with auto_deploy", ctx());
                 ensure!(e.settings == tuned_settings(), "{}: settings {:?}", ctx(), e.settings);
             }
-            EnvRole::Plain => ensure!(!e.halted && e.auto_deploy, "{}: should run with auto_deploy", ctx()),
+            EnvRole::Plain | EnvRole::Protected => {
+                ensure!(!e.halted && e.auto_deploy, "{}: should run with auto_deploy", ctx())
+            }
+            EnvRole::PausedAgent => {
+                ensure!(!e.halted && e.auto_deploy, "{}: should run with auto_deploy", ctx());
+                ensure!(e.paused_agents == [AGENT], "{}: paused agents {:?}", ctx(), e.paused_agents);
+            }
+        }
+        if e.role != EnvRole::PausedAgent {
+            ensure!(e.paused_agents.is_empty(), "{}: agents paused by hand: {:?}", ctx(), e.paused_agents);
         }
     }
     Ok(())
@@ -246,15 +289,15 @@ pub(crate) fn check_variety(envs: &[SeededEnv]) -> Result<()> {
 /// seeded state. `repo_url(name)` is the repository of environment `name`.
 pub(crate) fn seed(
     api: &Client,
-    n: usize,
+    plan: &[(String, EnvRole)],
     repo_url: impl Fn(&str) -> String,
     timings: &mut Timings,
 ) -> Result<(String, Vec<SeededEnv>)> {
     let t0 = Instant::now();
+    let n = plan.len();
     let project = api.create_project(PROJECT_NAME)?;
-    let plan = plan(n);
     let mut envs: Vec<(String, String, EnvRole)> = Vec::new();
-    for (name, role) in &plan {
+    for (name, role) in plan {
         let id = api.create_environment(&project, name, &repo_url(name), "main")?;
         if *role == EnvRole::Tuned {
             for (k, v) in tuned_settings() {
@@ -294,10 +337,12 @@ pub(crate) fn seed(
         timings.add("candidate compile (auto_deploy off)", t.elapsed());
     }
 
-    // Halt last, after its resources are deployed.
+    // Pause and halt last, after the resources are deployed.
     for (id, _, role) in &envs {
-        if *role == EnvRole::Halted {
-            api.halt(id)?;
+        match role {
+            EnvRole::Halted => api.halt(id)?,
+            EnvRole::PausedAgent => api.pause_agent(id, AGENT)?,
+            _ => {}
         }
     }
 
@@ -348,23 +393,42 @@ mod tests {
             released_versions: vec![1, 2],
             unreleased_versions: if role == EnvRole::ManualDeploy { vec![3] } else { vec![] },
             resources: vec!["a".into(), "b".into()],
+            paused_agents: if role == EnvRole::PausedAgent { vec![AGENT.into()] } else { vec![] },
         }
     }
 
     #[test]
     fn plan_covers_every_role_from_four_envs() {
-        let roles: Vec<EnvRole> = plan(4).into_iter().map(|(_, r)| r).collect();
+        let roles: Vec<EnvRole> = plan(4, "14.0.0").into_iter().map(|(_, r)| r).collect();
         assert_eq!(roles, [EnvRole::Plain, EnvRole::Halted, EnvRole::ManualDeploy, EnvRole::Tuned]);
-        let names: Vec<String> = plan(6).into_iter().map(|(n, _)| n).collect();
+        let names: Vec<String> = plan(6, "8.7.6").into_iter().map(|(n, _)| n).collect();
         assert_eq!(names[4], "plain-5");
         assert_eq!(names.len(), names.iter().collect::<BTreeSet<_>>().len());
+        let roles: Vec<EnvRole> = plan(4, "15.5.9").into_iter().map(|(_, r)| r).collect();
+        assert_eq!(roles[4..], [EnvRole::Protected, EnvRole::PausedAgent], "what only 15.3+ has");
+        assert_eq!(plan(4, "15.2.0").len(), 4);
     }
 
     #[test]
     fn variety_checks() {
-        let good: Vec<SeededEnv> =
-            [EnvRole::Plain, EnvRole::Halted, EnvRole::ManualDeploy, EnvRole::Tuned].into_iter().map(env).collect();
+        let good: Vec<SeededEnv> = [
+            EnvRole::Plain,
+            EnvRole::Halted,
+            EnvRole::ManualDeploy,
+            EnvRole::Tuned,
+            EnvRole::Protected,
+            EnvRole::PausedAgent,
+        ]
+        .into_iter()
+        .map(env)
+        .collect();
         check_variety(&good).unwrap();
+        let mut bad = env(EnvRole::PausedAgent);
+        bad.paused_agents = vec![];
+        assert!(check_variety(&[bad]).is_err());
+        let mut bad = env(EnvRole::Plain);
+        bad.paused_agents = vec![AGENT.into()];
+        assert!(check_variety(&[bad]).is_err());
         let mut bad = env(EnvRole::ManualDeploy);
         bad.unreleased_versions = vec![];
         assert!(check_variety(&[bad]).is_err());

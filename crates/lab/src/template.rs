@@ -21,7 +21,7 @@ use crate::seed::SeededEnv;
 use crate::{LabRoot, util};
 
 /// Bump when seeding changes, so old templates are not used.
-const FORMAT: u32 = 2;
+const FORMAT: u32 = 3;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Template {

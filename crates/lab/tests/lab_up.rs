@@ -98,6 +98,9 @@ fn check_seeded_variety(inst: &Instance) {
                 assert!(!halted);
                 assert_eq!(auto_deploy, json!(true));
             }
+            EnvRole::Protected | EnvRole::PausedAgent => {
+                panic!("{}: {:?} is seeded on 15.3+ only, this lab runs {}", e.name, e.role, inst.version(Side::Old))
+            }
         }
         assert_eq!(halted, e.halted);
         if !halted {
