@@ -389,7 +389,13 @@ pub fn validate_version(version: &str) -> Result<()> {
 
 /// Major version number of `8.7.6` -> 8.
 pub(crate) fn major(version: &str) -> u32 {
-    version.split('.').next().and_then(|m| m.parse().ok()).unwrap_or(0)
+    major_minor(version).0
+}
+
+/// `15.5.9` -> (15, 5); a missing or odd part is 0.
+pub(crate) fn major_minor(version: &str) -> (u32, u32) {
+    let mut parts = version.split('.').map(|p| p.parse().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
 }
 
 #[cfg(test)]

@@ -99,9 +99,7 @@ pub(crate) fn plan(n: usize, version: &str) -> Vec<(String, EnvRole)> {
 
 /// `environment_settings` in project.yml exist from 15.3 (PR #9355).
 fn has_protected_settings(version: &str) -> bool {
-    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    (major, minor) >= (15, 3)
+    crate::major_minor(version) >= (15, 3)
 }
 
 pub(crate) const PROJECT_NAME: &str = "lab";
