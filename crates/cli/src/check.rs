@@ -63,6 +63,20 @@ pub async fn preflight(cx: &Context, replace: bool) -> Checks {
         );
     }
     if let Some((db, old_pg)) = &old_db {
+        // Before anything changes: would the new server (and each
+        // intermediate) know the old database's schema? (restore checks
+        // the dump again.)
+        match db.schema_versions().await {
+            Ok(versions) => match versions.get("core").and_then(|v| v.iter().max().copied()) {
+                Some(newest) => probe::schema_chain(cx, newest, "the old database", new, &mut checks),
+                None => checks.fail(
+                    "database schema",
+                    format!("{} holds no Inmanta schema", db.target),
+                    "check `old.database`: is this the orchestrator's database?",
+                ),
+            },
+            Err(e) => checks.fail("database schema", format!("{e:#}"), "check `old.database`"),
+        }
         for tool in ["pg_dump", "pg_restore", "psql", "vacuumdb"] {
             match db.tool_major(tool).await {
                 Ok((v, major)) if major < *old_pg => checks.fail(

@@ -10,7 +10,6 @@
 use std::{collections::HashSet, time::Instant};
 
 use anyhow::{Context as _, bail};
-use inmanta_api::ServerVersion;
 use migrate_core::{
     Checks, Context, Outcome, Side, Step,
     config::{DumpFormat, same_url},
@@ -259,36 +258,6 @@ fn major(version: &str) -> u32 {
     version.split('.').next().and_then(|m| m.parse().ok()).unwrap_or(0)
 }
 
-/// The highest core schema version each release line ships (from
-/// `src/inmanta/db/versions` at each tag; 15.5 and 18.1-20.0 from the
-/// newest patch's wheel on PyPI). Lines of maintenance releases get
-/// backports, so a later release of an older line can be ahead of a newer
-/// line: 15.5.9 of 16.0, 18.3/18.4 of 19.0.
-const KNOWN_SCHEMA_MAX: &[((u64, u64), i64)] = &[
-    ((8, 7), 202403220),
-    ((11, 0), 202311170),
-    ((11, 1), 202403220),
-    ((11, 2), 202403220),
-    ((11, 3), 202403280),
-    ((11, 4), 202409090),
-    ((11, 5), 202409090),
-    ((12, 0), 202403220),
-    ((13, 0), 202403280),
-    ((14, 0), 202409090),
-    ((15, 0), 202501140),
-    ((15, 5), 202601080),
-    ((16, 0), 202506160),
-    ((17, 0), 202510150),
-    ((18, 0), 202601270),
-    ((18, 1), 202603040),
-    ((18, 2), 202607130),
-    ((18, 3), 202610050),
-    ((18, 4), 202610150),
-    ((19, 0), 202607130),
-    ((20, 0), 202610050),
-    ((20, 1), 202610150),
-];
-
 /// The new server's version against the old one, the dump's schema and the
 /// target PostgreSQL.
 async fn version_gates(cx: &Context, manifest: &Manifest, target_pg: Option<u32>, checks: &mut Checks) {
@@ -296,60 +265,17 @@ async fn version_gates(cx: &Context, manifest: &Manifest, target_pg: Option<u32>
     if let Some(new) = new {
         probe::versions(manifest.inventory.core_version, new, &cx.config.intermediate_versions(), checks);
     }
-    let dump_max = manifest.schema_versions.get("core").and_then(|v| v.iter().max().copied());
-    let Some(dump) = dump_max else {
-        checks.fail(
+    match manifest.schema_versions.get("core").and_then(|v| v.iter().max().copied()) {
+        Some(dump) => probe::schema_chain(cx, dump, "the dump", new, checks),
+        None => checks.fail(
             "database schema",
             "the dump holds no Inmanta schema (no schemamanager table)",
             "check `old.database`: is this the orchestrator's database?",
-        );
-        if let Some(pg) = target_pg {
-            probe::postgres_for(new, pg, checks);
-        }
-        return;
-    };
-    // Each server of the chain (intermediates, then the new one) starts on
-    // what the one before left: it must know every schema version there
-    // (Inmanta has no downgrade check).
-    let via = cx.config.intermediate_versions().into_iter().filter_map(|v| v.parse::<ServerVersion>().ok());
-    let chain: Vec<ServerVersion> = via.chain(new).collect();
-    match schema_chain(dump, &chain) {
-        Err((server, version, max, left_by)) => checks.fail(
-            "database schema",
-            format!("{left_by} has core schema version {version}, newer than inmanta-core {server} knows ({max})"),
-            if chain.last() == Some(&server) {
-                "install a newer inmanta-core on the new machine".to_string()
-            } else {
-                format!("pick an intermediate of that line that knows {version}, or leave inmanta-core {server} out")
-            },
         ),
-        Ok(()) => checks.pass("database schema", format!("the dump has core schema version {dump}")),
     }
     if let Some(pg) = target_pg {
         probe::postgres_for(new, pg, checks);
     }
-}
-
-/// The newest core schema version a release knows, where the table says.
-fn known_schema_max(v: ServerVersion) -> Option<i64> {
-    KNOWN_SCHEMA_MAX.iter().find(|((ma, mi), _)| *ma == v.major && *mi == v.minor).map(|(_, m)| *m)
-}
-
-/// Walks the servers that start in turn on the dump's schema: Err names the
-/// first that would meet a schema version it does not know (that server,
-/// the version, what it knows, and what left the version there).
-fn schema_chain(dump: i64, chain: &[ServerVersion]) -> Result<(), (ServerVersion, i64, i64, String)> {
-    let (mut newest, mut left_by) = (dump, "the dump".to_string());
-    for &server in chain {
-        let Some(max) = known_schema_max(server) else { continue };
-        if newest > max {
-            return Err((server, newest, max, left_by));
-        }
-        if max > newest {
-            (newest, left_by) = (max, format!("the database after inmanta-core {server}"));
-        }
-    }
-    Ok(())
 }
 
 /// The target database: missing, empty, ours half-loaded, or someone's data.
@@ -390,33 +316,5 @@ async fn target_state(cx: &Context, db: &Database, replace: bool, checks: &mut C
             format!("{} is not empty: {objects} objects{what}", db.target),
             "refusing to overwrite it: give `--replace` to drop and recreate it, or point `new.database` elsewhere",
         );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn chain(dump: i64, servers: &[&str]) -> Result<(), String> {
-        let servers: Vec<ServerVersion> = servers.iter().map(|v| v.parse().unwrap()).collect();
-        schema_chain(dump, &servers).map_err(|(server, version, max, by)| format!("{server} {version} {max} {by}"))
-    }
-
-    #[test]
-    fn every_server_of_the_chain_knows_what_the_one_before_left() {
-        // 11.5.5's schema, straight to 19.0 or through 15.5 and 18.2: fine.
-        assert_eq!(chain(202409090, &["19.0.0"]), Ok(()));
-        assert_eq!(chain(202409090, &["15.5.9", "18.2.0", "19.0.0"]), Ok(()));
-        // 18.4.0's dump (measured on the real servers) into 19.0.0.
-        assert_eq!(chain(202610150, &["19.0.0"]), Err("19.0.0 202610150 202607130 the dump".into()));
-        // Through 18.4.0, 19.0.0 meets what 18.4.0 added.
-        assert_eq!(
-            chain(202409090, &["15.5.9", "18.4.0", "19.0.0"]),
-            Err("19.0.0 202610150 202607130 the database after inmanta-core 18.4.0".into())
-        );
-        // 15.5.9 carries a backport 16.0 does not know.
-        assert!(chain(202409090, &["15.5.9", "16.0.0"]).is_err());
-        // A release the table does not know is not judged.
-        assert_eq!(chain(202409090, &["21.0.0"]), Ok(()));
     }
 }
