@@ -349,6 +349,10 @@ impl LabRoot {
     /// Debian roots (unmounted first: their bind mounts are the cache).
     pub fn purge_cache(&self) -> Result<()> {
         RootFs::of(self).purge()?;
+        let roots = self.roots_dir();
+        if roots.exists() {
+            std::fs::remove_dir_all(&roots).with_context(|| format!("removing {roots}"))?;
+        }
         let cache = self.cache_dir();
         if cache.exists() {
             std::fs::remove_dir_all(&cache).with_context(|| format!("removing {cache}"))?;
