@@ -4,15 +4,8 @@
 //! (`e2e_versions::migrates_11_5_to_19_0_through_15_5_and_18_2`).
 
 use fake_inmanta::Flavor;
-use serde_json::Value;
 
-use crate::support::Fakes;
-
-fn item(run: &crate::support::Run, name: &str) -> Value {
-    let json = run.json();
-    let items = if json["details"]["items"].is_array() { &json["details"]["items"] } else { &json["checks"]["items"] };
-    items.as_array().unwrap().iter().find(|i| i["name"] == name).cloned().unwrap_or_else(|| panic!("no {name}: {json}"))
-}
+use crate::support::{Fakes, check_items, item};
 
 fn intermediate(version: &str, status: &str) -> String {
     format!(
@@ -29,12 +22,13 @@ fn check_refuses_a_running_intermediate_and_names_it() {
     f.config(&intermediate("15.5.9", "true"));
     let run = f.run(&["check", "--json"]);
     run.code(3);
-    let running = item(&run, "intermediate 15.5.9 stopped");
+    let items = check_items(&run);
+    let running = item(&items, "intermediate 15.5.9 stopped");
     assert_eq!(running["status"], "fail", "{running}");
     assert!(running["next_step"].as_str().unwrap().starts_with("stop it first"), "{running}");
 
     f.config(&intermediate("15.5.9", "false"));
-    let run = f.run(&["check", "--json"]);
-    assert_eq!(item(&run, "intermediate 15.5.9 stopped")["status"], "pass");
-    assert_eq!(item(&run, "new server stopped")["status"], "pass", "the new server is checked as before");
+    let items = check_items(&f.run(&["check", "--json"]));
+    assert_eq!(item(&items, "intermediate 15.5.9 stopped")["status"], "pass");
+    assert_eq!(item(&items, "new server stopped")["status"], "pass", "the new server is checked as before");
 }

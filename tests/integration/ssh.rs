@@ -25,7 +25,7 @@ use serde_json::Value;
 
 use crate::{
     e2e::{SERIAL, lab},
-    support::{Fakes, Run, run_in},
+    support::{Fakes, Run, check_items, item, run_in},
 };
 
 const SSHD: &str = "/usr/sbin/sshd";
@@ -296,18 +296,6 @@ fn set(text: &str, table: &str, key: &str, value: Option<&str>) -> String {
 /// stdout and stderr of a run, for searching.
 fn output(run: &Run) -> String {
     format!("{}\n{}", run.stdout, run.stderr)
-}
-
-/// The `check` items of a `--json` run (`details` when it passed, `checks`
-/// when it failed).
-fn check_items(run: &Run) -> Vec<Value> {
-    let json = run.json();
-    let items = if json["details"]["items"].is_array() { &json["details"]["items"] } else { &json["checks"]["items"] };
-    items.as_array().unwrap_or_else(|| panic!("no check items in {json}")).clone()
-}
-
-fn item<'a>(items: &'a [Value], name: &str) -> &'a Value {
-    items.iter().find(|i| i["name"] == name).unwrap_or_else(|| panic!("no check {name:?} in {items:?}"))
 }
 
 #[test]

@@ -5,6 +5,7 @@ use std::process::Command;
 
 use camino::{Utf8Path, Utf8PathBuf};
 use fake_inmanta::{FakeInmanta, Flavor};
+use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_inmanta-migrate");
 
@@ -110,6 +111,18 @@ impl Fakes {
     pub fn run(&self, args: &[&str]) -> Run {
         run_in(self.path(), args, &[])
     }
+}
+
+/// The `check` items of a `--json` run (`details` when it passed, `checks`
+/// when it failed).
+pub fn check_items(run: &Run) -> Vec<Value> {
+    let json = run.json();
+    let items = if json["details"]["items"].is_array() { &json["details"]["items"] } else { &json["checks"]["items"] };
+    items.as_array().unwrap_or_else(|| panic!("no check items in {json}")).clone()
+}
+
+pub fn item<'a>(items: &'a [Value], name: &str) -> &'a Value {
+    items.iter().find(|i| i["name"] == name).unwrap_or_else(|| panic!("no check {name:?} in {items:?}"))
 }
 
 /// A JSON snapshot with the per-run parts masked (the run id in compile
