@@ -2,7 +2,10 @@
 //! an inmanta-core 15+ server, which runs in the lab's Debian 13 root
 //! (Python 3.13, PostgreSQL 17) and so does the tool, as on a new machine;
 //! an OLD server on this machine (Debian 12, PostgreSQL 15) is reached over
-//! the lab's sshd. Ignored by plain `cargo test`; `cargo xtask ci` runs them.
+//! the lab's sshd. Two pairs run on booted machines (`lab up --systemd`):
+//! both servers are `inmanta-server.service` under a real systemd, managed
+//! with `manager = "systemd"` (the OLD one over ssh), their journals the
+//! logs. Ignored by plain `cargo test`; `cargo xtask ci` runs them.
 
 use std::collections::BTreeSet;
 
@@ -13,6 +16,14 @@ use crate::e2e::{Lab, SERIAL, assert_migrated, lab_from};
 /// A lab instance migrating `old` to `new`.
 pub fn lab_pair(name: &str, old: &str, new: &str) -> Lab {
     lab_via(name, old, &[], new)
+}
+
+/// A lab instance migrating `old` to `new`, each side a booted machine.
+pub fn lab_booted(name: &str, old: &str, new: &str) -> Lab {
+    lab_from(
+        UpOptions { name: name.into(), old: old.into(), new: new.into(), systemd: true, ..UpOptions::default() },
+        Security::Plain,
+    )
 }
 
 /// A lab instance migrating `old` to `new` through intermediate servers.
@@ -31,12 +42,12 @@ fn schema_versions(lab: &Lab, side: Side) -> BTreeSet<String> {
 }
 
 /// Step by step, with the assertions of the 8.7.6 -> 14.0.0 e2e test, and
-/// a second run of every step that changes nothing.
-fn migrates_step_by_step(name: &str, old: &str, new: &str) {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let lab = lab_pair(name, old, new);
-    assert_eq!(lab.machine(Side::New), Machine::Trixie, "a 15+ server runs in the Debian 13 root");
-    assert_eq!(lab.tool_machine(), Machine::Trixie, "the tool runs on the new machine");
+/// a second run of every step that changes nothing; `before_start` runs
+/// after the restore, before the NEW server's first start.
+fn migrates_step_by_step(lab: Lab, before_start: fn(&Lab)) {
+    let (old, new) = (lab.version(Side::Old).to_owned(), lab.version(Side::New).to_owned());
+    assert!(lab.machine(Side::New).in_root(), "a 15+ server runs from the Debian 13 root");
+    assert_eq!(lab.tool_machine(), lab.machine(Side::New), "the tool runs on the new machine");
     let before = lab.environments(Side::Old);
 
     lab.run(&["check"]).success();
@@ -47,7 +58,9 @@ fn migrates_step_by_step(name: &str, old: &str, new: &str) {
     let old_schema = schema_versions(&lab, Side::Old);
     assert_eq!(schema_versions(&lab, Side::New), old_schema);
     assert_eq!(lab.fingerprints(Side::Old), lab.fingerprints(Side::New), "row counts and content equal");
+    assert!(!lab.server_running(Side::Old), "stop-server stopped the old server");
 
+    before_start(&lab);
     let started = lab.run(&["start-server", "--json"]);
     started.success();
     let new_schema = schema_versions(&lab, Side::New);
@@ -76,16 +89,57 @@ fn migrates_step_by_step(name: &str, old: &str, new: &str) {
     eprintln!("{old} -> {new}: {added} schema migrations; lab timings:\n{}", lab.timings().table());
 }
 
-#[test]
-#[ignore = "needs the real lab: cargo xtask ci"]
-fn migrates_11_5_to_15_5_across_postgresql_majors() {
-    migrates_step_by_step("e2e-11to15", "11.5.5", "15.5.9");
+/// Nothing to do before the NEW server's first start.
+fn nothing(_: &Lab) {}
+
+/// On a booted NEW machine, before its server's first start: a unit that
+/// fails to start, then one that restarts in a loop, each reported with
+/// the unit's journal and the way on, which leads to the start that works.
+fn unit_fails_to_start_then_restarts_in_a_loop(lab: &Lab) {
+    assert_eq!(lab.machine(Side::New), Machine::Booted);
+    // The operator's unit names a venv that was never installed.
+    let wrong_venv = "[Service]\nExecStart=\nExecStart=/opt/inmanta/bin/inmanta -c /etc/inmanta/inmanta.cfg server\n";
+    lab.set_server_dropin(Side::New, "wrong-venv", Some(wrong_venv)).unwrap();
+    lab.run(&["start-server"])
+        .code(1)
+        .stderr_has("the new server did not start: `systemctl start inmanta-server.service` failed")
+        .stderr_has("Unable to locate executable '/opt/inmanta/bin/inmanta'")
+        .stderr_has("then run `inmanta-migrate start-server` again");
+    assert!(lab.client(Side::New).unwrap().server_version().is_err(), "nothing answers");
+
+    // Fixed, but now it points at a port where no database listens: the
+    // server gives up, systemd starts it again, and again. (The loop's
+    // drop-in comes first: systemd keeps restarting the unit meanwhile.)
+    let wrong_port = "[Service]\nEnvironment=INMANTA_DATABASE_PORT=1 INMANTA_DATABASE_WAIT_TIME=1\n";
+    lab.set_server_dropin(Side::New, "wrong-db-port", Some(wrong_port)).unwrap();
+    lab.set_server_dropin(Side::New, "wrong-venv", None).unwrap();
+    lab.run(&["start-server"])
+        .code(1)
+        .stderr_has("the new server restarts in a loop")
+        .stderr_has("journalctl")
+        .stderr_has("then run `inmanta-migrate start-server` again");
+    let sql = "SELECT count(*) FROM pg_stat_activity WHERE datname = 'inmanta' AND usename = 'inmanta'";
+    assert_eq!(lab.psql(Side::New, "postgres", sql).unwrap().trim(), "0", "no server reached the database");
+
+    // Fixed for good: systemd's next restart brings it up, which the
+    // re-run (the caller's start-server) waits for.
+    lab.set_server_dropin(Side::New, "wrong-db-port", None).unwrap();
 }
 
 #[test]
 #[ignore = "needs the real lab: cargo xtask ci"]
-fn migrates_15_5_to_18_4() {
-    migrates_step_by_step("e2e-15to18", "15.5.9", "18.4.0");
+fn migrates_11_5_to_15_5_across_postgresql_majors() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    migrates_step_by_step(lab_pair("e2e-11to15", "11.5.5", "15.5.9"), nothing);
+}
+
+/// On booted machines: systemd and journald on both sides, the OLD one
+/// over ssh.
+#[test]
+#[ignore = "needs the real lab: cargo xtask ci"]
+fn migrates_15_5_to_18_4_on_systemd_machines() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    migrates_step_by_step(lab_booted("e2e-15to18", "15.5.9", "18.4.0"), nothing);
 }
 
 /// ISO9 -> ISO10 as open source has it: 19.0.0 is the only 19.x on PyPI,
@@ -94,7 +148,8 @@ fn migrates_15_5_to_18_4() {
 #[test]
 #[ignore = "needs the real lab: cargo xtask ci"]
 fn migrates_18_2_to_19_0() {
-    migrates_step_by_step("e2e-18to19", "18.2.0", "19.0.0");
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    migrates_step_by_step(lab_pair("e2e-18to19", "18.2.0", "19.0.0"), nothing);
 }
 
 /// The latest ISO9 release, 18.4.0, goes to 20.1.0: 19.0.0 is refused by
@@ -119,13 +174,17 @@ fn migrates_18_4_to_20_1_and_refuses_19_0() {
         let tables = lab.psql(Side::New, "inmanta", "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'");
         assert_eq!(tables.unwrap().trim(), "0", "nothing was restored");
     }
-    migrates_step_by_step("e2e-18to20", "18.4.0", "20.1.0");
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    migrates_step_by_step(lab_pair("e2e-18to20", "18.4.0", "20.1.0"), nothing);
 }
 
+/// On booted machines, with a NEW unit that fails to start and then one
+/// that restarts in a loop before it is right.
 #[test]
 #[ignore = "needs the real lab: cargo xtask ci"]
-fn migrates_19_0_to_20_1() {
-    migrates_step_by_step("e2e-19to20", "19.0.0", "20.1.0");
+fn migrates_19_0_to_20_1_on_systemd_machines_through_a_broken_unit() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    migrates_step_by_step(lab_booted("e2e-19to20", "19.0.0", "20.1.0"), unit_fails_to_start_then_restarts_in_a_loop);
 }
 
 /// Inmanta's rule for several majors, automated: 11.5.5 (ISO7) -> 19.0.0

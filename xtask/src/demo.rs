@@ -35,8 +35,7 @@ impl Demo {
             new: self.new,
             envs: self.envs,
             ports: Some(Ports::DEFAULT),
-            fresh: false,
-            via: Vec::new(),
+            ..UpOptions::default()
         };
         let instance = lab::up(&root, &options)?;
         cmd!(sh, "cargo build --quiet --bin inmanta-migrate").run()?;

@@ -61,6 +61,11 @@ struct Up {
     /// An intermediate NEW-side server (repeat, oldest first): each migrates the NEW database in turn.
     #[arg(long, value_name = "VERSION")]
     via: Vec<String>,
+    /// Boot each side as a machine of its own (systemd-nspawn, systemd as PID 1; both 15.0+):
+    /// PostgreSQL, inmanta-server.service and the OLD side's sshd are units, and the tool's config
+    /// uses manager = "systemd" on both sides (the OLD one over ssh).
+    #[arg(long)]
+    systemd: bool,
     /// Run both servers with auth (a JWT signing section shared by OLD and NEW) and TLS (a self-signed
     /// CA); the tool's config then uses https://, `token = { file = ... }` and `ca_file`.
     #[arg(long)]
@@ -104,6 +109,7 @@ impl Up {
                 ports: Some(ports),
                 fresh: self.fresh,
                 via: self.via,
+                systemd: self.systemd,
             },
             if self.secure { Security::Secure } else { Security::Plain },
         )?;

@@ -109,6 +109,16 @@ impl<'a> Service<'a> {
         out.stdout.trim().parse().ok()
     }
 
+    /// Where [`log_tail`](Self::log_tail) reads, for messages.
+    pub fn log_source(&self) -> String {
+        let svc = &self.orch.service;
+        match (&svc.log_file, svc.manager) {
+            (Some(file), _) => format!("{file} on {}", self.runner.place()),
+            (None, Manager::Systemd) => format!("`journalctl -u {}` on {}", svc.unit(), self.runner.place()),
+            (None, Manager::Command) => "no log_file configured".to_owned(),
+        }
+    }
+
     /// The last lines the server logged: its log file, or the unit's journal.
     pub async fn log_tail(&self, lines: usize) -> String {
         let svc = &self.orch.service;

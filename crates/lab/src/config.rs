@@ -19,9 +19,7 @@ pub struct SideConfigInputs {
     pub api_url: String,
     /// `<venv>/bin/inmanta`.
     pub inmanta: Utf8PathBuf,
-    /// The ctl script (start|stop|status).
-    pub ctl: Utf8PathBuf,
-    pub log_file: Utf8PathBuf,
+    pub service: ServiceInputs,
     pub db_port: u16,
     pub db_password_file: Utf8PathBuf,
     pub admin_password_file: Utf8PathBuf,
@@ -31,12 +29,39 @@ pub struct SideConfigInputs {
     pub ca_file: Option<Utf8PathBuf>,
 }
 
+/// How a side's server is started and stopped.
+#[derive(Clone, Debug)]
+pub enum ServiceInputs {
+    /// The lab's ctl script (start|stop|status) and the server's log file.
+    Ctl { ctl: Utf8PathBuf, log_file: Utf8PathBuf },
+    /// `inmanta-server.service` of the machine the side's commands run on,
+    /// its journal as the log.
+    Systemd,
+}
+
+impl ServiceInputs {
+    fn toml(&self) -> String {
+        match self {
+            ServiceInputs::Ctl { ctl, log_file } => {
+                let ctl = ctl.as_str();
+                format!(
+                    "manager = \"command\"\nstart = {}\nstop = {}\nstatus = {}\nlog_file = {}\n",
+                    argv(&[ctl, "start"]),
+                    argv(&[ctl, "stop"]),
+                    argv(&[ctl, "status"]),
+                    q(log_file.as_str())
+                )
+            }
+            ServiceInputs::Systemd => "manager = \"systemd\"\nunit = \"inmanta-server.service\"\n".into(),
+        }
+    }
+}
+
 /// What one `[[intermediate]]` server needs (it runs where the NEW one does).
 #[derive(Clone, Debug)]
 pub struct IntermediateInputs {
     pub version: String,
-    pub ctl: Utf8PathBuf,
-    pub log_file: Utf8PathBuf,
+    pub service: ServiceInputs,
 }
 
 /// What the whole config needs.
@@ -61,7 +86,6 @@ fn argv(items: &[&str]) -> String {
 }
 
 fn side(out: &mut String, name: &str, s: &SideConfigInputs) {
-    let ctl = s.ctl.as_str();
     let mut access = String::new();
     if let Some(token) = &s.token_file {
         access.push_str(&format!("token = {{ file = {} }}\n", q(token.as_str())));
@@ -77,11 +101,7 @@ fn side(out: &mut String, name: &str, s: &SideConfigInputs) {
          \n\
          {host}\
          [{name}.service]\n\
-         manager = \"command\"\n\
-         start = {start}\n\
-         stop = {stop}\n\
-         status = {status}\n\
-         log_file = {log}\n\
+         {service}\
          \n\
          [{name}.database]\n\
          host = \"127.0.0.1\"\n\
@@ -103,10 +123,7 @@ fn side(out: &mut String, name: &str, s: &SideConfigInputs) {
             ),
         },
         version = argv(&[s.inmanta.as_str(), "--version"]),
-        start = argv(&[ctl, "start"]),
-        stop = argv(&[ctl, "stop"]),
-        status = argv(&[ctl, "status"]),
-        log = q(s.log_file.as_str()),
+        service = s.service.toml(),
         port = s.db_port,
         pw = q(s.db_password_file.as_str()),
         admin = q(s.admin_password_file.as_str()),
@@ -128,23 +145,10 @@ pub fn render_tool_config(c: &ConfigInputs) -> String {
     side(&mut out, "old", &c.old);
     side(&mut out, "new", &c.new);
     for via in &c.intermediates {
-        let ctl = via.ctl.as_str();
         out.push_str(&format!(
-            "[[intermediate]]\n\
-             version = {version}\n\
-             \n\
-             [intermediate.service]\n\
-             manager = \"command\"\n\
-             start = {start}\n\
-             stop = {stop}\n\
-             status = {status}\n\
-             log_file = {log}\n\
-             \n",
-            version = q(&via.version),
-            start = argv(&[ctl, "start"]),
-            stop = argv(&[ctl, "stop"]),
-            status = argv(&[ctl, "status"]),
-            log = q(via.log_file.as_str()),
+            "[[intermediate]]\nversion = {}\n\n[intermediate.service]\n{}\n",
+            q(&via.version),
+            via.service.toml()
         ));
     }
     out.push_str(&format!("[pg]\nbin_dir = {}\n", q(c.pg_bin_dir.as_str())));
@@ -160,8 +164,10 @@ mod tests {
             ssh: None,
             api_url: format!("http://127.0.0.1:{}", port + 3000),
             inmanta: format!("/lab/cache/venvs/{n}/bin/inmanta").into(),
-            ctl: format!("/lab/i/x/{n}/ctl").into(),
-            log_file: format!("/lab/i/x/{n}/log/server.log").into(),
+            service: ServiceInputs::Ctl {
+                ctl: format!("/lab/i/x/{n}/ctl").into(),
+                log_file: format!("/lab/i/x/{n}/log/server.log").into(),
+            },
             db_port: port,
             db_password_file: format!("/lab/i/x/secrets/{n}-db-password").into(),
             admin_password_file: format!("/lab/i/x/secrets/{n}-postgres-password").into(),
@@ -223,6 +229,20 @@ mod tests {
             assert_eq!(v[side]["token"]["file"].as_str(), Some(format!("/lab/i/x/secrets/{side}-token").as_str()));
             assert_eq!(v[side]["ca_file"].as_str(), Some("/lab/i/x/secrets/ca.pem"));
             assert!(v[side].get("tls_verify").is_none(), "verification stays on (the default)");
+        }
+    }
+
+    #[test]
+    fn a_booted_side_is_managed_by_systemd_with_its_journal() {
+        let mut i = inputs();
+        i.old.service = ServiceInputs::Systemd;
+        i.new.service = ServiceInputs::Systemd;
+        let v: toml::Table = render_tool_config(&i).parse().unwrap();
+        for side in ["old", "new"] {
+            let svc = v[side]["service"].as_table().unwrap();
+            assert_eq!(svc["manager"].as_str(), Some("systemd"));
+            assert_eq!(svc["unit"].as_str(), Some("inmanta-server.service"));
+            assert!(svc.get("log_file").is_none() && svc.get("start").is_none(), "the journal is the log: {svc:?}");
         }
     }
 

@@ -9,7 +9,8 @@ use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::api::Client;
-use crate::config::{ConfigInputs, SideConfigInputs, render_tool_config};
+use crate::config::{ConfigInputs, ServiceInputs, SideConfigInputs, render_tool_config};
+use crate::machine::{Booted, SSHD_UNIT, sshd_unit};
 use crate::pg::Cluster;
 use crate::prepare::{Exec, Toolchain, prepare_timed};
 use crate::repo::{self, ModelVariant};
@@ -36,7 +37,9 @@ struct LabState {
     machine_old: Machine,
     #[serde(default)]
     machine_new: Machine,
-    /// The lab's sshd, when the tool runs in the root and the OLD side here.
+    /// The lab's sshd through which the tool reaches the OLD side: on this
+    /// machine when the tool runs in the root and the OLD side here, a unit
+    /// of the OLD machine when it is booted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     sshd_port: Option<u16>,
     /// Intermediate servers on the NEW side (`[[intermediate]]`), in order.
@@ -95,6 +98,9 @@ pub struct SideStatus {
     pub side: Side,
     pub version: String,
     pub machine: Machine,
+    /// The host name of a booted machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine_name: Option<String>,
     pub venv: Utf8PathBuf,
     pub server: ServerStatus,
     pub postgres: PgStatus,
@@ -144,7 +150,15 @@ impl fmt::Display for Status {
             };
             writeln!(f, "  {} inmanta-core {} on {}", s.side.upper(), s.version, s.machine)?;
             writeln!(f, "    server    {}  {state}", srv.api_url)?;
-            writeln!(f, "              ctl {}  log {}", srv.ctl, srv.log_file)?;
+            match &s.machine_name {
+                Some(name) => writeln!(
+                    f,
+                    "              unit {} of machine {name} (its journal is the log), ctl {}",
+                    crate::machine::SERVER_UNIT,
+                    srv.ctl
+                )?,
+                None => writeln!(f, "              ctl {}  log {}", srv.ctl, srv.log_file)?,
+            }
             let pg = &s.postgres;
             let pgstate = match pg.pid {
                 Some(pid) if pg.running => format!("running, pid {pid}"),
@@ -265,7 +279,7 @@ impl Instance {
                 cmd.envs(envs.iter().copied());
                 Ok(cmd)
             }
-            Machine::Trixie => {
+            machine @ (Machine::Trixie | Machine::Booted) => {
                 let dir = self.dir.join("tool");
                 util::mkdir_mode(&dir, 0o755)?;
                 let copy = dir.join(bin.file_name().unwrap_or("inmanta-migrate"));
@@ -279,7 +293,10 @@ impl Instance {
                     fs::rename(&tmp, &copy)?;
                 }
                 self.ensure_machine(Side::New)?;
-                let argv = RootFs::of(&self.root).enter_at(Some(cwd), envs);
+                let argv = match (machine, self.booted(Side::New)) {
+                    (Machine::Booted, Some(booted)) => booted.enter(Some(cwd), envs)?,
+                    _ => RootFs::of(&self.root).enter_at(Some(cwd), envs),
+                };
                 let mut cmd = std::process::Command::new(&argv[0]);
                 cmd.args(&argv[1..]).arg(&copy).env_clear();
                 Ok(cmd)
@@ -287,12 +304,37 @@ impl Instance {
         }
     }
     /// Mounts what the root of a side needs (gone after a reboot, or never
-    /// made when an earlier session built the root).
+    /// made when an earlier session built the root) and boots a booted
+    /// side's machine unless it runs.
     fn ensure_machine(&self, side: Side) -> Result<()> {
         match self.machine(side) {
             Machine::Host => Ok(()),
             Machine::Trixie => RootFs::of(&self.root).mount(),
+            Machine::Booted => {
+                RootFs::of(&self.root).mount()?;
+                self.booted(side).context("a booted side has a machine")?.boot()
+            }
         }
+    }
+    /// The machine of a booted side (`lab up --systemd`).
+    fn booted(&self, side: Side) -> Option<Booted> {
+        (self.machine(side) == Machine::Booted).then(|| Booted {
+            name: self.machine_name(side),
+            dir: self.side_dir(side).join("machine"),
+            root: RootFs::of(&self.root).dir().to_path_buf(),
+            binds: vec![self.root.cache_dir(), self.root.instances_dir()],
+        })
+    }
+    /// The host name of a side's booted machine.
+    pub fn machine_name(&self, side: Side) -> String {
+        format!("imm-{}-{side}", self.state.name.replace('_', "-"))
+    }
+    /// Adds (`Some`) or removes (`None`) a drop-in `<name>.conf` of the
+    /// unit `inmanta-server.service` on a booted side's machine, as an
+    /// operator would (gone with the machine's next boot).
+    pub fn set_server_dropin(&self, side: Side, name: &str, text: Option<&str>) -> Result<()> {
+        let machine = self.booted(side).with_context(|| format!("the {side} side is not a booted machine"))?;
+        machine.set_dropin(crate::machine::SERVER_UNIT, name, text)
     }
     pub fn version(&self, side: Side) -> &str {
         match side {
@@ -399,7 +441,8 @@ impl Instance {
         all
     }
 
-    /// The Debian root a machine is (`None`: this machine).
+    /// The Debian root a server's ctl script enters (`None`: this machine,
+    /// or a booted machine, whose ctl drives its unit).
     fn root_dir(&self, machine: Machine) -> Option<Utf8PathBuf> {
         (machine == Machine::Trixie).then(|| RootFs::of(&self.root).dir().to_path_buf())
     }
@@ -420,6 +463,7 @@ impl Instance {
             port: self.state.ports.server(side),
             security,
             root: self.root_dir(self.machine(side)),
+            machine: self.booted(side),
         }
     }
 
@@ -439,6 +483,7 @@ impl Instance {
             bin_dir: exec.pg_bin_dir,
             data_dir: self.side_dir(side).join("pg"),
             port: self.state.ports.pg(side),
+            machine: self.booted(side),
         }
     }
 
@@ -581,6 +626,8 @@ impl Instance {
                 }
                 pids.extend(procs::group_members(pid));
             }
+            // A booted machine's server has no pid file.
+            pids.extend(server.pid());
         }
         for side in Side::BOTH {
             if let Some(pm) = self.cluster(side).pid() {
@@ -590,6 +637,12 @@ impl Instance {
         }
         if let Some(pid) = self.sshd().and_then(|s| s.pid()) {
             pids.push(pid);
+        }
+        // Everything on a booted machine ends with it.
+        for side in Side::BOTH {
+            if let Some(pid) = self.booted(side).and_then(|m| m.nspawn_pid()) {
+                pids.push(pid);
+            }
         }
         pids.sort();
         pids.dedup();
@@ -609,6 +662,7 @@ impl Instance {
                 side,
                 version: self.version(side).to_string(),
                 machine: self.machine(side),
+                machine_name: self.booted(side).map(|m| m.name),
                 venv: self.venv(side).to_path_buf(),
                 server: ServerStatus {
                     api_url: server.api_url(),
@@ -666,6 +720,11 @@ impl Instance {
         if let Some(Err(e)) = self.sshd().map(|s| s.stop()) {
             errors.push(format!("sshd: {e:#}"));
         }
+        for side in Side::BOTH {
+            if let Some(Err(e)) = self.booted(side).map(|m| m.poweroff()) {
+                errors.push(format!("{side} machine: {e:#}"));
+            }
+        }
         let left = self.lab_pids();
         if !left.is_empty() {
             errors.push(format!("processes still running: {left:?}"));
@@ -692,8 +751,10 @@ impl Instance {
             },
             api_url: self.api_url(side),
             inmanta: self.venv(side).join("bin/inmanta"),
-            ctl: self.ctl_path(side),
-            log_file: self.server_log(side),
+            service: match self.machine(side) {
+                Machine::Booted => ServiceInputs::Systemd,
+                _ => ServiceInputs::Ctl { ctl: self.ctl_path(side), log_file: self.server_log(side) },
+            },
             db_port: self.state.ports.pg(side),
             db_password_file: self.secret_file(side, "db"),
             admin_password_file: self.secret_file(side, "postgres"),
@@ -711,8 +772,7 @@ impl Instance {
                 .iter()
                 .map(|s| crate::config::IntermediateInputs {
                     version: s.version.clone(),
-                    ctl: s.ctl(),
-                    log_file: s.log_file(),
+                    service: ServiceInputs::Ctl { ctl: s.ctl(), log_file: s.log_file() },
                 })
                 .collect(),
         });
@@ -747,6 +807,14 @@ impl Instance {
         if let Some(claims) = self.state.secure.clone() {
             timings.time("certificates + tokens", || self.write_secure_files(&claims))?;
         }
+        if self.state.machine_old == Machine::Booted {
+            timings.time("machines (boot, both)", || -> Result<()> {
+                for side in Side::BOTH {
+                    self.ensure_machine(side)?;
+                }
+                Ok(())
+            })?;
+        }
         timings.time("clusters (initdb + start, both)", || -> Result<()> {
             for side in Side::BOTH {
                 util::mkdir_mode(&self.side_dir(side), 0o755)?;
@@ -760,7 +828,15 @@ impl Instance {
         if let Some(sshd) = self.sshd() {
             timings.time("sshd", || -> Result<()> {
                 sshd.write_files()?;
-                sshd.start()
+                match self.booted(Side::Old) {
+                    // The OLD machine's own sshd, reached like another host's.
+                    Some(machine) => {
+                        machine.write_unit(SSHD_UNIT, &sshd_unit(&sshd.config()))?;
+                        machine.systemctl(&["start", SSHD_UNIT])?;
+                        sshd.wait_listening()
+                    }
+                    None => sshd.start(),
+                }
             })?;
         }
         for side in Side::BOTH {
@@ -833,7 +909,16 @@ impl Instance {
             self.save()?;
             let saved = timings.time("template save", || {
                 let code = self.side_dir(Side::Old).join("state/server/files");
-                template::save(&self.root, &self.state.old_version, &old, &project, &self.state.envs, secure, &code)
+                template::save(
+                    &self.root,
+                    &self.state.old_version,
+                    envs,
+                    &old,
+                    &project,
+                    &self.state.envs,
+                    secure,
+                    &code,
+                )
             })?;
             eprintln!("lab: saved the seeded template {saved}");
         }
@@ -870,10 +955,26 @@ pub fn up_with(root: &LabRoot, opts: &UpOptions, security: Security) -> Result<I
         Some(p) => p,
         None => Ports::pick_free()?,
     };
-    let (machine_old, machine_new) = (Machine::for_version(&opts.old), Machine::for_version(&opts.new));
-    let sshd_port = (machine_old == Machine::Host && machine_new == Machine::Trixie)
-        .then(|| procs::pick_free_ports(1).map(|p| p[0]))
-        .transpose()?;
+    let (mut machine_old, mut machine_new) = (Machine::for_version(&opts.old), Machine::for_version(&opts.new));
+    if opts.systemd {
+        if !machine_old.in_root() || !machine_new.in_root() {
+            bail!(
+                "--systemd boots both sides from the lab's Debian 13 root, which runs inmanta-core 15.0 and later: \
+                 {} -> {} has a side on {}",
+                opts.old,
+                opts.new,
+                Machine::Host
+            );
+        }
+        if !opts.via.is_empty() {
+            bail!("--systemd with --via is not supported: intermediate servers run beside a chroot NEW server only");
+        }
+        (machine_old, machine_new) = (Machine::Booted, Machine::Booted);
+    }
+    // The tool runs on the NEW side's machine; it reaches another machine's
+    // OLD side through an sshd.
+    let ssh_to_old = (machine_old == Machine::Host && machine_new == Machine::Trixie) || machine_old == Machine::Booted;
+    let sshd_port = ssh_to_old.then(|| procs::pick_free_ports(1).map(|p| p[0])).transpose()?;
     ports.check_distinct()?;
     for (what, port) in ports.named() {
         procs::check_port_free(
@@ -944,4 +1045,29 @@ pub fn up_with(root: &LabRoot, opts: &UpOptions, security: Security) -> Result<I
     inst.save()?;
     eprintln!("lab: timings of `up` ({}):\n{}", inst.name(), inst.state.timings.table());
     Ok(inst)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Refused before anything is installed or started.
+    #[test]
+    fn systemd_machines_need_both_sides_from_the_root_and_no_intermediates() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = LabRoot::new(Utf8PathBuf::from_path_buf(tmp.path().join("lab")).unwrap()).unwrap();
+        let opts = |old: &str, new: &str, via: &[&str]| UpOptions {
+            name: "sd".into(),
+            old: old.into(),
+            new: new.into(),
+            via: via.iter().map(|v| v.to_string()).collect(),
+            systemd: true,
+            ..UpOptions::default()
+        };
+        let err = up(&root, &opts("14.0.0", "15.5.9", &[])).unwrap_err();
+        assert!(format!("{err:#}").contains("--systemd boots both sides from the lab's Debian 13 root"), "{err:#}");
+        let err = up(&root, &opts("15.5.9", "19.0.0", &["18.2.0"])).unwrap_err();
+        assert!(format!("{err:#}").contains("--systemd with --via is not supported"), "{err:#}");
+        assert!(!root.instance_dir("sd").exists(), "no instance was made");
+    }
 }

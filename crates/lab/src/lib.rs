@@ -39,6 +39,7 @@ mod api;
 mod config;
 mod index;
 mod instance;
+mod machine;
 mod pg;
 mod prepare;
 mod procs;
@@ -59,7 +60,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use api::{Access, Client, CompileOutcome};
-pub use config::{ConfigInputs, SideConfigInputs, SshInputs, render_tool_config};
+pub use config::{ConfigInputs, ServiceInputs, SideConfigInputs, SshInputs, render_tool_config};
 pub use index::{build_simple_index, normalize_project_name, project_name_of_dist};
 pub use instance::{Instance, PgStatus, SecureStatus, ServerStatus, SideStatus, Status, up, up_with};
 pub use prepare::{Toolchain, prepare, prepare_timed};
@@ -129,12 +130,20 @@ pub enum Machine {
     Host,
     /// The lab's Debian 13 root ([`RootFs`]): Python 3.13, PostgreSQL 17.
     Trixie,
+    /// That root booted as a machine of its own, systemd as its PID 1
+    /// (`lab up --systemd`): PostgreSQL, the server and an sshd are units.
+    Booted,
 }
 
 impl Machine {
     /// inmanta-core 15.0 and later need Python 3.12+ (and PostgreSQL 16+).
     pub fn for_version(version: &str) -> Machine {
         if major(version) >= 15 { Machine::Trixie } else { Machine::Host }
+    }
+
+    /// Whether it runs from the lab's Debian 13 root (chroot or booted).
+    pub fn in_root(self) -> bool {
+        self != Machine::Host
     }
 }
 
@@ -143,6 +152,7 @@ impl fmt::Display for Machine {
         f.write_str(match self {
             Machine::Host => "this machine (Debian 12)",
             Machine::Trixie => "the lab's Debian 13 root",
+            Machine::Booted => "a Debian 13 machine of its own (systemd)",
         })
     }
 }
@@ -233,6 +243,9 @@ pub struct UpOptions {
     /// inmanta-core versions of intermediate servers on the NEW side, in
     /// order (each migrates the NEW database before the next one starts).
     pub via: Vec<String>,
+    /// Boot each side as a machine of its own with systemd (both 15.0+):
+    /// the tool then manages both servers with `manager = "systemd"`.
+    pub systemd: bool,
 }
 
 impl Default for UpOptions {
@@ -245,6 +258,7 @@ impl Default for UpOptions {
             ports: None,
             fresh: false,
             via: Vec::new(),
+            systemd: false,
         }
     }
 }

@@ -1,5 +1,6 @@
-//! Throw-away PostgreSQL clusters run as user `postgres` with pg_ctl (no
-//! systemd), on this machine or in the lab's Debian 13 root.
+//! Throw-away PostgreSQL clusters run as user `postgres` with pg_ctl, on
+//! this machine or in the lab's Debian 13 root, or as a systemd unit of a
+//! booted machine.
 
 use std::fs;
 use std::time::Duration;
@@ -7,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use camino::{Utf8Path, Utf8PathBuf};
 
+use crate::machine::{Booted, POSTGRES_UNIT, postgres_unit};
 use crate::procs;
 use crate::util::{self, shell};
 
@@ -22,6 +24,8 @@ pub(crate) struct Cluster {
     pub bin_dir: Utf8PathBuf,
     pub data_dir: Utf8PathBuf,
     pub port: u16,
+    /// The booted machine whose unit runs the cluster (`None`: pg_ctl).
+    pub machine: Option<Booted>,
 }
 
 impl Cluster {
@@ -75,11 +79,19 @@ impl Cluster {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+        if let Some(machine) = &self.machine {
+            let unit = postgres_unit(&machine.name, &self.bin_dir, &self.data_dir, self.port);
+            machine.write_unit(POSTGRES_UNIT, &unit)?;
+        }
         Ok(())
     }
 
-    /// The postmaster's pid while it runs (first line of postmaster.pid).
+    /// The postmaster's pid while it runs (first line of postmaster.pid;
+    /// the unit's main process on a booted machine).
     pub fn pid(&self) -> Option<u32> {
+        if let Some(machine) = &self.machine {
+            return machine.main_pid(POSTGRES_UNIT);
+        }
         let text = fs::read_to_string(self.data_dir.join("postmaster.pid")).ok()?;
         let pid: u32 = text.lines().next()?.trim().parse().ok()?;
         procs::pid_alive(pid).then_some(pid)
@@ -89,12 +101,18 @@ impl Cluster {
         self.pid().is_some()
     }
 
-    /// pg_ctl start (waits until it accepts connections). No-op when running.
+    /// pg_ctl start, or the unit's (waits until it accepts connections).
+    /// No-op when running.
     pub fn start(&self) -> Result<()> {
         if self.running() {
             return Ok(());
         }
         procs::check_port_free("PostgreSQL cluster", self.port, "Stop what uses it or choose other ports.")?;
+        if let Some(machine) = &self.machine {
+            return machine.systemctl(&["start", POSTGRES_UNIT]).map(drop).with_context(|| {
+                format!("the journal of {POSTGRES_UNIT}:\n{}", machine.journal_tail(POSTGRES_UNIT, 20))
+            });
+        }
         let sh = shell()?;
         let (pg_ctl, data, log) = (self.bin("pg_ctl"), &self.data_dir, self.log_file());
         let opts =
@@ -116,11 +134,15 @@ impl Cluster {
         Ok(())
     }
 
-    /// pg_ctl stop -m fast. No-op when not running.
+    /// pg_ctl stop -m fast (the unit's stop, SIGINT, on a booted machine).
+    /// No-op when not running.
     pub fn stop(&self) -> Result<()> {
         let Some(pid) = self.pid() else {
             return Ok(());
         };
+        if let Some(machine) = &self.machine {
+            return machine.systemctl(&["stop", POSTGRES_UNIT]).map(drop);
+        }
         let sh = shell()?;
         let (pg_ctl, data) = (self.bin("pg_ctl"), &self.data_dir);
         let out = self

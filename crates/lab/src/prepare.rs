@@ -35,7 +35,9 @@ impl Toolchain {
 }
 
 /// How to run programs on one machine of the lab: the argv prefix that gets
-/// there (empty on this machine) and where PostgreSQL's programs are.
+/// there (empty on this machine) and where PostgreSQL's programs are. A
+/// booted machine's files are the root's: the lab's own one-shot programs
+/// (initdb, psql through the shared socket dir) run there by chroot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Exec {
     pub enter: Vec<String>,
@@ -46,7 +48,7 @@ impl Exec {
     pub fn of(lab: &LabRoot, machine: Machine, host_pg_bin_dir: &Utf8Path) -> Exec {
         match machine {
             Machine::Host => Exec { enter: Vec::new(), pg_bin_dir: host_pg_bin_dir.to_path_buf() },
-            Machine::Trixie => {
+            Machine::Trixie | Machine::Booted => {
                 let root = RootFs::of(lab);
                 Exec { enter: root.enter(&[]), pg_bin_dir: root.pg_bin_dir() }
             }
@@ -110,7 +112,7 @@ pub(crate) fn apt_install(packages: &[&str]) -> Result<()> {
 }
 
 /// Installs Debian's `postgresql`, `git` (and, for a lab with a Debian 13
-/// root, `debootstrap` and `openssh-server`) when absent.
+/// root, `debootstrap`, `openssh-server` and `systemd-container`) when absent.
 fn ensure_apt(with_root: bool, timings: &mut Timings) -> Result<()> {
     let mut missing = Vec::new();
     if find_pg_bin_dir().is_none() || !user_exists("postgres") {
@@ -125,6 +127,10 @@ fn ensure_apt(with_root: bool, timings: &mut Timings) -> Result<()> {
     // A host-side server is reached from the root over ssh, as from another machine.
     if with_root && !Utf8Path::new("/usr/sbin/sshd").exists() {
         missing.push("openssh-server");
+    }
+    // The root also boots as machines of their own.
+    if with_root && util::which("systemd-nspawn").is_none() {
+        missing.push("systemd-container");
     }
     let t0 = Instant::now();
     if !missing.is_empty() {
@@ -281,7 +287,7 @@ pub fn prepare_timed(root: &LabRoot, versions: &[&str], timings: &mut Timings) -
     }
     root.ensure()?;
     let _lock = lock_cache(root)?;
-    let with_root = versions.iter().any(|v| Machine::for_version(v) == Machine::Trixie);
+    let with_root = versions.iter().any(|v| Machine::for_version(v).in_root());
     ensure_apt(with_root, timings)?;
     let pg_bin_dir = find_pg_bin_dir().context("no PostgreSQL installation")?;
     let python = util::which("python3").context("python3 not found on PATH")?;
@@ -302,7 +308,7 @@ pub fn prepare_timed(root: &LabRoot, versions: &[&str], timings: &mut Timings) -
                 let venv = root.venv_dir(v);
                 let (enter, python) = match Machine::for_version(v) {
                     Machine::Host => (Vec::new(), python.clone()),
-                    Machine::Trixie => (RootFs::of(root).enter(&[]), "/usr/bin/python3".into()),
+                    Machine::Trixie | Machine::Booted => (RootFs::of(root).enter(&[]), "/usr/bin/python3".into()),
                 };
                 let pip_cache = root.pip_cache_dir();
                 let v = v.to_string();

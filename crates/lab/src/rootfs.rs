@@ -31,8 +31,14 @@ pub const INSIDE_MARKER: &str = "/etc/inmanta-migrate-lab-root";
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// What debootstrap installs beyond minbase: Python with venv for the
 /// servers, git for their compiles, the CA bundle for pip, ssh to reach a
-/// host-side orchestrator like a remote one.
-const INCLUDE: &str = "python3,python3-venv,git,ca-certificates,openssh-client";
+/// host-side orchestrator like a remote one; systemd, dbus and sshd so the
+/// same root also boots as a machine of its own ([`crate::machine`]).
+const INCLUDE: &str =
+    "python3,python3-venv,git,ca-certificates,openssh-client,systemd,systemd-sysv,dbus,openssh-server";
+/// Units of the packages that a booted machine must not start: Debian's
+/// sshd would take port 22 of the network every machine shares (a machine's
+/// own sshd listens on a port of the lab's choosing).
+const MASKED: &str = "ssh.service ssh.socket";
 
 /// What a finished root was built with (`<root>/etc/inmanta-migrate-lab-root`).
 #[derive(Serialize, Deserialize, PartialEq, Eq, Debug)]
@@ -91,13 +97,8 @@ impl RootFs {
 
     /// [`enter`](Self::enter), in the directory `cwd` (a path inside).
     pub fn enter_at(&self, cwd: Option<&Utf8Path>, env: &[(&str, &str)]) -> Vec<String> {
-        let mut argv: Vec<String> =
-            ["/usr/sbin/chroot", self.dir.as_str(), "/usr/bin/env", "-i"].map(String::from).into();
-        if let Some(cwd) = cwd {
-            argv.extend(["-C".to_string(), cwd.to_string()]);
-        }
-        argv.extend([format!("PATH={PATH}"), "HOME=/root".into(), "LANG=C.UTF-8".into()]);
-        argv.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
+        let mut argv: Vec<String> = vec!["/usr/sbin/chroot".into(), self.dir.to_string()];
+        argv.extend(clean_env(cwd, env));
         argv
     }
 
@@ -155,7 +156,8 @@ impl RootFs {
         let pg = format!("postgresql-{PG_MAJOR}");
         let script = format!(
             "update-ca-certificates >/dev/null && apt-get update -q >/dev/null && \
-             apt-get install -y -q --no-install-recommends {pg} >/dev/null"
+             apt-get install -y -q --no-install-recommends {pg} >/dev/null && \
+             systemctl mask --quiet {MASKED}"
         );
         let out = util::cmd_in(&sh, &enter, "sh").args(["-c", &script]).quiet().ignore_status().output()?;
         if !out.status.success() {
@@ -236,6 +238,18 @@ impl RootFs {
         }
         Ok(())
     }
+}
+
+/// `env -i` with the root's PATH, HOME and LANG plus `env`, in `cwd` if
+/// given: how a program starts inside a lab root (chroot or booted).
+pub(crate) fn clean_env(cwd: Option<&Utf8Path>, env: &[(&str, &str)]) -> Vec<String> {
+    let mut argv: Vec<String> = vec!["/usr/bin/env".into(), "-i".into()];
+    if let Some(cwd) = cwd {
+        argv.extend(["-C".to_string(), cwd.to_string()]);
+    }
+    argv.extend([format!("PATH={PATH}"), "HOME=/root".into(), "LANG=C.UTF-8".into()]);
+    argv.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
+    argv
 }
 
 /// Mount points of this mount namespace (field 5 of /proc/self/mountinfo,

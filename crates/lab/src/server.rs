@@ -8,6 +8,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use xshell::cmd;
 
 use crate::api::{Access, Client};
+use crate::machine::{Booted, SERVER_UNIT, server_unit};
 use crate::secure::JwtClaims;
 use crate::util::{self, shell};
 use crate::{major, procs};
@@ -48,6 +49,9 @@ pub(crate) struct Server {
     pub security: Option<ServerSecurity>,
     /// The lab's Debian 13 root the server runs in (`None`: this machine).
     pub root: Option<Utf8PathBuf>,
+    /// The booted machine whose `inmanta-server.service` it is (then the
+    /// ctl script drives the unit, and the log is the unit's journal).
+    pub machine: Option<Booted>,
 }
 
 impl Server {
@@ -89,14 +93,21 @@ impl Server {
         Client::with_access(&self.api_url(), timeout, &self.access()?)
     }
 
-    /// The pid in the pid file, alive or not.
+    /// The pid in the pid file, alive or not (none on a booted machine,
+    /// whose systemd ends what the server leaves).
     pub fn recorded_pid(&self) -> Option<u32> {
+        if self.machine.is_some() {
+            return None;
+        }
         fs::read_to_string(self.pid_file()).ok()?.trim().parse().ok()
     }
 
     /// The server's pid while it runs.
     pub fn pid(&self) -> Option<u32> {
-        let pid = self.recorded_pid()?;
+        let pid = match &self.machine {
+            Some(machine) => machine.main_pid(SERVER_UNIT)?,
+            None => self.recorded_pid()?,
+        };
         let cmd = procs::cmdline(pid)?;
         (procs::pid_alive(pid) && cmd.contains(self.cfg().as_str())).then_some(pid)
     }
@@ -128,11 +139,31 @@ impl Server {
         };
         let text = server_cfg(&self.dir, pg_port, db_password, self.port, &self.version, secure.as_ref());
         util::write_file_mode(&self.cfg(), &text, 0o600)?;
-        util::write_file_mode(
-            &self.ctl(),
-            &ctl_script(&self.dir, &self.inmanta(), label, index_url, self.root.as_deref()),
-            0o755,
-        )
+        let ctl = match &self.machine {
+            Some(machine) => {
+                machine.write_unit(SERVER_UNIT, &server_unit(label, &self.dir, &self.inmanta(), index_url))?;
+                unit_ctl_script(label, machine)
+            }
+            None => ctl_script(&self.dir, &self.inmanta(), label, index_url, self.root.as_deref()),
+        };
+        util::write_file_mode(&self.ctl(), &ctl, 0o755)
+    }
+
+    /// The end of what the server logged: its unit's journal on a booted
+    /// machine, its stdout and log file elsewhere.
+    pub fn log_tail(&self) -> String {
+        match &self.machine {
+            Some(machine) => {
+                format!("--- journalctl -u {SERVER_UNIT} ---\n{}", machine.journal_tail(SERVER_UNIT, 25))
+            }
+            None => format!(
+                "--- {} ---\n{}\n--- {} ---\n{}",
+                self.stdout_file(),
+                util::tail(&self.stdout_file(), 15),
+                self.log_file(),
+                util::tail(&self.log_file(), 25)
+            ),
+        }
     }
 
     /// Runs `ctl <action>`; returns its exit code and output.
@@ -167,14 +198,7 @@ impl Server {
         let t0 = Instant::now();
         loop {
             let Some(_pid) = self.pid() else {
-                bail!(
-                    "the server of {} exited during startup\n--- {} ---\n{}\n--- {} ---\n{}",
-                    self.dir,
-                    self.stdout_file(),
-                    util::tail(&self.stdout_file(), 15),
-                    self.log_file(),
-                    util::tail(&self.log_file(), 25)
-                );
+                bail!("the server of {} exited during startup\n{}", self.dir, self.log_tail());
             };
             let last_error = match client.server_version() {
                 Ok(v) if v == self.version => return Ok(()),
@@ -187,10 +211,9 @@ impl Server {
             };
             if t0.elapsed() > timeout {
                 bail!(
-                    "the server of {} did not answer within {timeout:?} (last error: {last_error})\n--- {} ---\n{}",
+                    "the server of {} did not answer within {timeout:?} (last error: {last_error})\n{}",
                     self.dir,
-                    self.log_file(),
-                    util::tail(&self.log_file(), 25)
+                    self.log_tail()
                 );
             }
             std::thread::sleep(Duration::from_millis(200));
@@ -441,6 +464,45 @@ esac
         .replace("@MARKER@", crate::rootfs::INSIDE_MARKER)
 }
 
+/// The `start|stop|status` control script of a server that is the unit
+/// `inmanta-server.service` of a booted machine: systemctl there, entered
+/// from this machine through the machine's PID 1 (recorded at boot).
+pub(crate) fn unit_ctl_script(label: &str, machine: &Booted) -> String {
+    let template = r#"#!/bin/bash
+# Control script of the inmanta-migrate lab's @LABEL@: the unit @UNIT@
+# of the booted machine @NAME@. Usage: ctl start|stop|status (systemctl's
+# exit codes; stop and status also work while the machine is down).
+set -u
+UNIT=@UNIT@
+if [ -e @MARKER@ ]; then
+  ENTER=()
+else
+  leader=$(cat @LEADER@ 2>/dev/null)
+  if [ -z "$leader" ] || [ "$(cat "/proc/$leader/comm" 2>/dev/null)" != systemd ]; then
+    case "${1:-}" in
+      stop) echo "not running (the machine @NAME@ is down)"; exit 0 ;;
+      status) echo "stopped (the machine @NAME@ is down)"; exit 3 ;;
+      *) echo "the machine @NAME@ is not running" >&2; exit 1 ;;
+    esac
+  fi
+  ENTER=(nsenter -t "$leader" -a)
+fi
+case "${1:-}" in
+  start|stop) exec "${ENTER[@]}" systemctl "$1" "$UNIT" ;;
+  status)
+    if "${ENTER[@]}" systemctl is-active --quiet "$UNIT"; then echo running; exit 0; fi
+    echo stopped; exit 3 ;;
+  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+esac
+"#;
+    template
+        .replace("@LABEL@", label)
+        .replace("@UNIT@", SERVER_UNIT)
+        .replace("@NAME@", &machine.name)
+        .replace("@LEADER@", &sh_quote(machine.leader_file().as_str()))
+        .replace("@MARKER@", crate::rootfs::INSIDE_MARKER)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -539,6 +601,7 @@ mod tests {
             port: 1,
             security: None,
             root: None,
+            machine: None,
         };
         server.write_files(2, "pw", "test server", "file:///nonexistent/simple").unwrap();
         assert_eq!(server.run_ctl("status").unwrap().0, 3);
@@ -562,7 +625,15 @@ mod tests {
             0o755,
         )
         .unwrap();
-        let server = Server { dir: dir.clone(), venv, version: "0.0.0".into(), port: 1, security: None, root: None };
+        let server = Server {
+            dir: dir.clone(),
+            venv,
+            version: "0.0.0".into(),
+            port: 1,
+            security: None,
+            root: None,
+            machine: None,
+        };
         server.write_files(2, "pw", "test server", "file:///nonexistent/simple").unwrap();
         let (code, out) = server.run_ctl("start").unwrap();
         assert_eq!(code, 0, "{out}");

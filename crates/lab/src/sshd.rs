@@ -1,6 +1,6 @@
-//! An sshd on this machine for instances whose tool runs in the Debian 13
-//! root while the OLD server runs here: the tool reaches the OLD side's
-//! service and version the way it reaches another machine. Debian's
+//! An sshd for instances whose tool reaches the OLD side as another
+//! machine: on this machine when the tool runs in the Debian 13 root and the
+//! OLD server here, or as a unit of the OLD side's booted machine. Debian's
 //! openssh-server with a config of its own, on 127.0.0.1 only, public-key
 //! login for root with a key of the instance, strict host keys.
 //!
@@ -33,7 +33,7 @@ impl Sshd {
     pub fn known_hosts(&self) -> Utf8PathBuf {
         self.dir.join("known_hosts")
     }
-    fn config(&self) -> Utf8PathBuf {
+    pub fn config(&self) -> Utf8PathBuf {
         self.dir.join("sshd_config")
     }
     fn pid_file(&self) -> Utf8PathBuf {
@@ -98,10 +98,15 @@ impl Sshd {
                 util::tail(&log, 10)
             );
         }
+        self.wait_listening().with_context(|| util::tail(&log, 10))
+    }
+
+    /// Waits until the daemon accepts connections on its port.
+    pub fn wait_listening(&self) -> Result<()> {
         let t0 = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             if t0.elapsed() > Duration::from_secs(20) {
-                bail!("the lab's sshd does not listen on port {} after 20 s:\n{}", self.port, util::tail(&log, 10));
+                bail!("the lab's sshd does not listen on port {} after 20 s", self.port);
             }
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -1,7 +1,8 @@
 //! Seeded-database templates: a `pg_dump -Fc` of a freshly seeded OLD
 //! database, the OLD server's code files (`state/server/files`: the database
-//! only references them) and what was seeded, keyed by (old version, env count, plain or
-//! secure). Restoring one takes seconds where seeding takes a minute.
+//! only references them) and what was seeded, keyed by (old version, the
+//! environment count asked for, plain or secure): 15.3+ seeds add
+//! environments of their own to that count (`seed::plan`). Restoring one takes seconds where seeding takes a minute.
 //!
 //! A secure instance's database holds the compile reports of a server with
 //! auth on, whose command lines carry environment-scoped compiler tokens
@@ -21,7 +22,7 @@ use crate::seed::SeededEnv;
 use crate::{LabRoot, util};
 
 /// Bump when seeding changes, so old templates are not used.
-const FORMAT: u32 = 3;
+const FORMAT: u32 = 4;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Template {
@@ -64,10 +65,13 @@ pub(crate) fn load(root: &LabRoot, old: &str, n: usize, secure: bool) -> Option<
     load_variant(root, old, n, false)
 }
 
-/// Dumps the seeded OLD database and records the environments.
+/// Dumps the seeded OLD database and records the environments seeded for
+/// `asked` environments.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn save(
     root: &LabRoot,
     old: &str,
+    asked: usize,
     cluster: &Cluster,
     project_id: &str,
     envs: &[SeededEnv],
@@ -75,7 +79,7 @@ pub(crate) fn save(
     code_files: &camino::Utf8Path,
 ) -> Result<Utf8PathBuf> {
     let _lock = lock_cache(root)?;
-    let final_dir = dir(root, old, envs.len(), secure);
+    let final_dir = dir(root, old, asked, secure);
     let tmp = final_dir.with_file_name(format!(".{}.tmp-{}", final_dir.file_name().unwrap_or("t"), std::process::id()));
     if tmp.exists() {
         fs::remove_dir_all(&tmp)?;
@@ -91,7 +95,7 @@ pub(crate) fn save(
     let t = Template {
         format: FORMAT,
         old_version: old.to_string(),
-        env_count: envs.len(),
+        env_count: asked,
         project_id: project_id.to_string(),
         envs: envs.to_vec(),
         created: jiff::Timestamp::now().to_string(),

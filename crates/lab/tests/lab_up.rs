@@ -354,3 +354,51 @@ fn secure_8_7_6_seeds_under_auth_and_tls() {
 
     check_down(cleanup);
 }
+
+/// Each side a booted machine: its PostgreSQL and server are units there,
+/// seen from here with this machine's pids; stopping and starting them goes
+/// through systemd; `down` powers the machines off and leaves nothing.
+#[test]
+#[ignore = "needs real PostgreSQL and inmanta servers; run by cargo xtask ci"]
+fn systemd_machines_run_the_sides_as_units_and_down_leaves_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let root = LabRoot::from_env().unwrap();
+    let name = "test-up-systemd";
+    if let Ok(prev) = Instance::open(&root, name) {
+        prev.down(true).unwrap();
+    }
+    let opts = UpOptions {
+        name: name.into(),
+        old: "19.0.0".into(),
+        new: "20.1.0".into(),
+        systemd: true,
+        ..UpOptions::default()
+    };
+    let cleanup = Cleanup(Some(lab::up(&root, &opts).unwrap()));
+    let inst = cleanup.0.as_ref().unwrap();
+    let status = inst.status();
+    assert_eq!(status.old.machine, lab::Machine::Booted);
+    assert_eq!(status.old.machine_name.as_deref(), Some("imm-test-up-systemd-old"));
+    let config = std::fs::read_to_string(inst.config_path()).unwrap();
+    assert_eq!(config.matches("manager = \"systemd\"").count(), 2, "both sides are systemd units:\n{config}");
+
+    // The OLD server is the unit's main process, in the machine's own pid
+    // namespace, known here by this machine's pid.
+    let pid = inst.server_pid(Side::Old).expect("the OLD server runs");
+    let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap().replace('\0', " ");
+    assert!(cmdline.contains(inst.side_dir(Side::Old).join("server.cfg").as_str()), "{cmdline}");
+    let ns = |p: u32| std::fs::read_link(format!("/proc/{p}/ns/pid")).unwrap();
+    assert_ne!(ns(pid), ns(std::process::id()), "it runs in the machine's pid namespace");
+    assert_eq!(inst.client(Side::Old).unwrap().server_version().unwrap(), "19.0.0");
+
+    inst.stop_server(Side::Old).unwrap();
+    assert!(!inst.server_running(Side::Old));
+    assert!(!pid_alive(pid));
+    inst.stop_postgres(Side::New).unwrap();
+    assert!(!inst.postgres_running(Side::New));
+    assert!(port_is_free(inst.ports().pg_new), "the unit's stop ended the postmaster");
+    inst.start_postgres(Side::New).unwrap();
+    assert!(inst.psql(Side::New, "inmanta", "SELECT 1").is_ok());
+    inst.start_server(Side::Old).unwrap();
+    check_down(cleanup);
+}

@@ -97,7 +97,7 @@ impl Step for StartServer {
                     cx.ui.info(Self::NAME, "the new server runs already; waiting for it to answer");
                 } else {
                     cx.ui.info(Self::NAME, format!("starting {}", service.describe()));
-                    service.start().await?;
+                    start_service(&service, "new").await?;
                 }
                 wait_until_answering(cx, api, &service, "new").await?
             }
@@ -191,7 +191,7 @@ async fn walk_intermediates(cx: &Context, db: &Database) -> anyhow::Result<Vec<(
             None => {
                 if service.state().await? != ProcessState::Running {
                     cx.ui.info(StartServer::NAME, format!("starting the {label} ({})", service.describe()));
-                    service.start().await?;
+                    start_service(&service, &label).await?;
                 }
                 wait_until_answering(cx, &api, &service, &label).await?
             }
@@ -220,6 +220,23 @@ async fn walk_intermediates(cx: &Context, db: &Database) -> anyhow::Result<Vec<(
     Ok(done)
 }
 
+/// Asks the service manager to start a server; a start that fails comes
+/// with the end of the server's log and the way on.
+async fn start_service(service: &Service<'_>, label: &str) -> anyhow::Result<()> {
+    if let Err(e) = service.start().await {
+        bail!(
+            "the {label} server did not start: {e:#}\n{}\n{}",
+            log_end(service, 20).await,
+            AGAIN.replace("{service}", &service.describe())
+        );
+    }
+    Ok(())
+}
+
+/// What to do after a server failed to come up.
+const AGAIN: &str = "fix what the log names in {service} (its config, unit or database), \
+     then run `inmanta-migrate start-server` again: it waits for a server still (re)starting";
+
 /// Polls the API; watches the process and its log meanwhile.
 async fn wait_until_answering(
     cx: &Context,
@@ -245,21 +262,21 @@ async fn wait_until_answering(
             match service.state().await? {
                 ProcessState::Running => {}
                 state => {
-                    let log = service.log_tail(40).await;
                     bail!(
-                        "the {label} server stopped while starting ({state:?}); the end of its log:\n{}",
-                        indent(&log)
+                        "the {label} server stopped while starting ({state:?}); {}\n{}",
+                        log_end(service, 40).await,
+                        AGAIN.replace("{service}", &service.describe())
                     );
                 }
             }
             if let (Some(before), Some(now)) = (restarts_at_start, service.restarts().await)
                 && now > before + 1
             {
-                let log = service.log_tail(40).await;
                 bail!(
-                    "the {label} server restarts in a loop ({} restarts); the end of its log:\n{}",
+                    "the {label} server restarts in a loop ({} restarts); {}\n{}",
                     now - before,
-                    indent(&log)
+                    log_end(service, 40).await,
+                    AGAIN.replace("{service}", &service.describe())
                 );
             }
         }
@@ -271,15 +288,19 @@ async fn wait_until_answering(
             spinner.set_message(format!("schema migration: at version {version}"));
         }
         if start.elapsed() > limit {
-            let log = service.log_tail(40).await;
             bail!(
-                "the {label} server did not answer within {} (timeouts.start); the end of its log:\n{}",
+                "the {label} server did not answer within {} (timeouts.start); {}",
                 humantime::format_duration(limit),
-                indent(&log)
+                log_end(service, 40).await
             );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// "the end of its log (<where>):" and the last `lines` lines, indented.
+async fn log_end(service: &Service<'_>, lines: usize) -> String {
+    format!("the end of its log ({}):\n{}", service.log_source(), indent(&service.log_tail(lines).await))
 }
 
 fn indent(text: &str) -> String {

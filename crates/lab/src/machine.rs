@@ -1,0 +1,350 @@
+//! Orchestrators as machines of their own: the lab's Debian 13 root booted
+//! by systemd-nspawn with systemd as PID 1, one machine per side, managed
+//! the way Inmanta's procedure says (`systemctl stop inmanta-server.service`).
+//!
+//! Both machines boot the same root read-only with a throw-away overlay
+//! (`--volatile=overlay`), with the lab's `cache/` and `instances/` bound
+//! at the same paths, so every file the lab writes means the same inside.
+//! They share this machine's network (each service on a port of the lab's
+//! choosing) but have a pid namespace of their own: pids inside are mapped
+//! back to this machine's through `/proc/<pid>/status` (`NSpid`).
+//!
+//! A machine's units live in `<side>/machine/units/` and are copied into
+//! its `/etc/systemd/system` at every boot (the overlay forgets them).
+
+use std::fs;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use camino::{Utf8Path, Utf8PathBuf};
+
+use crate::procs;
+use crate::util::{self, shell};
+
+/// The inmanta server, named as Inmanta's packages name it.
+pub(crate) const SERVER_UNIT: &str = "inmanta-server.service";
+/// The machine's PostgreSQL cluster.
+pub(crate) const POSTGRES_UNIT: &str = "inmanta-lab-postgresql.service";
+/// The machine's sshd, on the lab's port (Debian's own is masked).
+pub(crate) const SSHD_UNIT: &str = "inmanta-lab-sshd.service";
+const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
+const POWEROFF_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One booted machine.
+#[derive(Clone, Debug)]
+pub(crate) struct Booted {
+    /// Machine (and host) name.
+    pub name: String,
+    /// `<instance>/<side>/machine`: pid file, boot log, units.
+    pub dir: Utf8PathBuf,
+    /// The root it boots (read-only lower layer).
+    pub root: Utf8PathBuf,
+    /// This machine's directories bound at the same path inside.
+    pub binds: Vec<Utf8PathBuf>,
+}
+
+impl Booted {
+    fn pid_file(&self) -> Utf8PathBuf {
+        self.dir.join("nspawn.pid")
+    }
+    pub fn boot_log(&self) -> Utf8PathBuf {
+        self.dir.join("nspawn.log")
+    }
+    /// PID 1 of the running machine, for the ctl scripts.
+    pub fn leader_file(&self) -> Utf8PathBuf {
+        self.dir.join("leader.pid")
+    }
+    fn units_dir(&self) -> Utf8PathBuf {
+        self.dir.join("units")
+    }
+
+    /// The systemd-nspawn process while the machine runs.
+    pub fn nspawn_pid(&self) -> Option<u32> {
+        let pid: u32 = fs::read_to_string(self.pid_file()).ok()?.trim().parse().ok()?;
+        let cmd = procs::cmdline(pid)?;
+        (procs::pid_alive(pid) && cmd.contains("systemd-nspawn") && cmd.contains(&self.name)).then_some(pid)
+    }
+
+    /// The machine's PID 1, as this machine numbers it.
+    pub fn leader(&self) -> Option<u32> {
+        let nspawn = self.nspawn_pid()?;
+        let ours = pid_namespace(std::process::id())?;
+        procs::children(nspawn).into_iter().find(|c| pid_namespace(*c).is_some_and(|ns| ns != ours))
+    }
+
+    pub fn running(&self) -> bool {
+        self.leader().is_some()
+    }
+
+    /// The argv prefix that runs a program on the machine (all its
+    /// namespaces, a clean environment plus `env`), in `cwd` if given.
+    pub fn enter(&self, cwd: Option<&Utf8Path>, env: &[(&str, &str)]) -> Result<Vec<String>> {
+        let leader = self.leader().with_context(|| format!("the machine {} is not running", self.name))?;
+        let mut argv: Vec<String> = ["nsenter", "-t", &leader.to_string(), "-a"].map(String::from).into();
+        argv.extend(crate::rootfs::clean_env(cwd, env));
+        Ok(argv)
+    }
+
+    /// Runs a program on the machine; (exit code, stdout + stderr).
+    pub fn run(&self, args: &[&str]) -> Result<(i32, String)> {
+        let sh = shell()?;
+        let enter = self.enter(None, &[])?;
+        let out = util::cmd_in(&sh, &enter, args[0]).args(&args[1..]).quiet().ignore_status().output()?;
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        Ok((out.status.code().unwrap_or(-1), text.trim().to_string()))
+    }
+
+    /// `systemctl <args>` on the machine, which must succeed.
+    pub fn systemctl(&self, args: &[&str]) -> Result<String> {
+        let mut argv = vec!["systemctl"];
+        argv.extend(args);
+        let (code, out) = self.run(&argv)?;
+        if code != 0 {
+            bail!("`systemctl {}` on the machine {} failed (exit {code}): {out}", args.join(" "), self.name);
+        }
+        Ok(out)
+    }
+
+    /// Boots the machine unless it runs, and waits until systemd says the
+    /// system is up; then installs its units.
+    pub fn boot(&self) -> Result<()> {
+        if self.running() {
+            return Ok(());
+        }
+        if util::which("systemd-nspawn").is_none() {
+            crate::prepare::apt_install(&["systemd-container"])?;
+        }
+        util::mkdir_mode(&self.dir, 0o755)?;
+        util::mkdir_mode(&self.units_dir(), 0o755)?;
+        let log = fs::File::create(self.boot_log()).with_context(|| format!("creating {}", self.boot_log()))?;
+        let mut cmd = std::process::Command::new("setsid");
+        cmd.args(["systemd-nspawn", "--quiet", "-D", self.root.as_str(), "-M", &self.name]).args([
+            "--boot",
+            "--volatile=overlay",
+            "--register=no",
+            "--keep-unit",
+            "--console=passive",
+        ]);
+        for dir in &self.binds {
+            cmd.arg(format!("--bind={dir}"));
+        }
+        let mut child =
+            cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).spawn().context("starting systemd-nspawn")?;
+        util::write_file_mode(&self.pid_file(), &child.id().to_string(), 0o644)?;
+        let t0 = Instant::now();
+        let state = loop {
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "systemd-nspawn of the machine {} exited ({status}):\n{}",
+                    self.name,
+                    util::tail(&self.boot_log(), 20)
+                );
+            }
+            if self.leader().is_some() {
+                let (_, out) = self.run(&["systemctl", "is-system-running"])?;
+                match out.lines().last().unwrap_or("") {
+                    "running" => break "running",
+                    "degraded" => break "degraded",
+                    _ => {}
+                }
+            }
+            if t0.elapsed() > BOOT_TIMEOUT {
+                bail!("the machine {} did not finish booting within {BOOT_TIMEOUT:?}", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        // Not waited for any longer: it lives as long as the machine.
+        drop(child);
+        let leader = self.leader().context("machine not running")?;
+        util::write_file_mode(&self.leader_file(), &leader.to_string(), 0o644)?;
+        if state == "degraded" {
+            let (_, failed) = self.run(&["systemctl", "--failed", "--no-legend"])?;
+            eprintln!("lab: the machine {} booted degraded; failed units:\n{failed}", self.name);
+        }
+        self.install_units()
+    }
+
+    /// Copies every unit of `units/` into the machine and reloads systemd.
+    fn install_units(&self) -> Result<()> {
+        let leader = self.leader().context("machine not running")?;
+        let target = Utf8PathBuf::from(format!("/proc/{leader}/root/etc/systemd/system"));
+        for entry in self.units_dir().read_dir_utf8()? {
+            let entry = entry?;
+            fs::copy(entry.path(), target.join(entry.file_name()))
+                .with_context(|| format!("installing {} on {}", entry.file_name(), self.name))?;
+        }
+        self.systemctl(&["daemon-reload"]).map(drop)
+    }
+
+    /// Writes a unit (kept in `units/`) and installs it if the machine runs.
+    pub fn write_unit(&self, name: &str, text: &str) -> Result<()> {
+        util::mkdir_mode(&self.units_dir(), 0o755)?;
+        util::write_file_mode(&self.units_dir().join(name), text, 0o644)?;
+        if self.running() { self.install_units() } else { Ok(()) }
+    }
+
+    /// Adds (`Some`) or removes (`None`) the drop-in `<name>.conf` of a
+    /// unit, as an operator would in `/etc/systemd/system/<unit>.d/`, and
+    /// reloads systemd. Gone with the next boot.
+    pub fn set_dropin(&self, unit: &str, name: &str, text: Option<&str>) -> Result<()> {
+        let leader = self.leader().with_context(|| format!("the machine {} is not running", self.name))?;
+        let dir = Utf8PathBuf::from(format!("/proc/{leader}/root/etc/systemd/system/{unit}.d"));
+        let file = dir.join(format!("{name}.conf"));
+        match text {
+            Some(text) => {
+                util::mkdir_mode(&dir, 0o755)?;
+                util::write_file_mode(&file, text, 0o644)?;
+            }
+            None if file.exists() => fs::remove_file(&file).with_context(|| format!("removing {file}"))?,
+            None => {}
+        }
+        self.systemctl(&["daemon-reload"]).map(drop)
+    }
+
+    /// The main process of a unit, as this machine numbers it.
+    pub fn main_pid(&self, unit: &str) -> Option<u32> {
+        if !self.running() {
+            return None;
+        }
+        let (code, out) = self.run(&["systemctl", "show", "--property=MainPID", "--value", unit]).ok()?;
+        let inner: u32 = out.trim().parse().ok().filter(|p| code == 0 && *p != 0)?;
+        self.host_pid(inner)
+    }
+
+    /// This machine's pid of the machine's pid `inner`.
+    fn host_pid(&self, inner: u32) -> Option<u32> {
+        let ns = pid_namespace(self.leader()?)?;
+        for entry in fs::read_dir("/proc").ok()?.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else { continue };
+            let nspid = status.lines().find_map(|l| l.strip_prefix("NSpid:"));
+            if nspid.and_then(|l| l.split_whitespace().last()).and_then(|p| p.parse().ok()) == Some(inner)
+                && pid_namespace(pid).as_ref() == Some(&ns)
+            {
+                return Some(pid);
+            }
+        }
+        None
+    }
+
+    /// The last lines of a unit's journal.
+    pub fn journal_tail(&self, unit: &str, lines: usize) -> String {
+        let n = lines.to_string();
+        match self.run(&["journalctl", "-u", unit, "-n", &n, "--no-pager"]) {
+            Ok((_, out)) => out,
+            Err(e) => format!("(cannot read the journal of {unit}: {e:#})"),
+        }
+    }
+
+    /// `systemctl poweroff` and a wait until the machine is gone (its PID 1
+    /// killed if it does not go).
+    pub fn poweroff(&self) -> Result<()> {
+        let Some(nspawn) = self.nspawn_pid() else { return Ok(()) };
+        let leader = self.leader();
+        let _ = self.run(&["systemctl", "poweroff"]);
+        if procs::wait_gone(&[nspawn], POWEROFF_TIMEOUT) {
+            return Ok(());
+        }
+        eprintln!("lab: the machine {} does not power off; killing it", self.name);
+        if let Some(leader) = leader {
+            procs::signal(leader, rustix::process::Signal::KILL);
+        }
+        procs::signal(nspawn, rustix::process::Signal::KILL);
+        if !procs::wait_gone(&[nspawn], Duration::from_secs(10)) {
+            bail!("the machine {} (systemd-nspawn pid {nspawn}) does not stop", self.name);
+        }
+        Ok(())
+    }
+}
+
+/// The pid namespace of a process (the target of `/proc/<pid>/ns/pid`).
+fn pid_namespace(pid: u32) -> Option<String> {
+    fs::read_link(format!("/proc/{pid}/ns/pid")).ok().map(|p| p.to_string_lossy().into_owned())
+}
+
+/// The unit of a machine's PostgreSQL cluster (`Type=notify`: started
+/// means it accepts connections).
+pub(crate) fn postgres_unit(label: &str, bin_dir: &Utf8Path, data_dir: &Utf8Path, port: u16) -> String {
+    format!(
+        "# Written by the inmanta-migrate lab.\n\
+         [Unit]\n\
+         Description=PostgreSQL of the inmanta-migrate lab's {label}\n\
+         \n\
+         [Service]\n\
+         Type=notify\n\
+         User=postgres\n\
+         ExecStart={bin_dir}/postgres -D {data_dir} -p {port} -k {data_dir} -c listen_addresses=127.0.0.1 \
+         -c fsync=off -c jit=off\n\
+         ExecReload=/bin/kill -HUP $MAINPID\n\
+         KillMode=mixed\n\
+         KillSignal=SIGINT\n\
+         TimeoutSec=120\n"
+    )
+}
+
+/// The unit of a machine's inmanta server, logging to the journal.
+/// `Type=exec`: `systemctl start` fails when the server cannot even be run.
+pub(crate) fn server_unit(label: &str, dir: &Utf8Path, inmanta: &Utf8Path, index_url: &str) -> String {
+    format!(
+        "# Written by the inmanta-migrate lab.\n\
+         [Unit]\n\
+         Description=The {label}\n\
+         After={POSTGRES_UNIT}\n\
+         \n\
+         [Service]\n\
+         Type=exec\n\
+         WorkingDirectory={dir}\n\
+         Environment=PIP_CACHE_DIR={dir}/state/pip-cache\n\
+         Environment=PIP_INDEX_URL={index_url}\n\
+         ExecStart={inmanta} -vv --timed-logs -c {dir}/server.cfg server\n\
+         Restart=on-failure\n\
+         RestartSec=2\n\
+         TimeoutStopSec=60\n"
+    )
+}
+
+/// The unit of a machine's sshd, on the config's port.
+pub(crate) fn sshd_unit(config: &Utf8Path) -> String {
+    format!(
+        "# Written by the inmanta-migrate lab.\n\
+         [Unit]\n\
+         Description=sshd of the inmanta-migrate lab\n\
+         \n\
+         [Service]\n\
+         RuntimeDirectory=sshd\n\
+         ExecStart=/usr/sbin/sshd -D -e -f {config} -o PidFile=none\n\
+         Restart=on-failure\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units_name_their_files() {
+        let pg = postgres_unit("OLD side", "/usr/lib/postgresql/17/bin".into(), "/lab/i/x/old/pg".into(), 5);
+        assert!(
+            pg.contains("ExecStart=/usr/lib/postgresql/17/bin/postgres -D /lab/i/x/old/pg -p 5 -k /lab/i/x/old/pg")
+        );
+        assert!(pg.contains("Type=notify") && pg.contains("User=postgres"));
+        let srv = server_unit("NEW server", "/lab/i/x/new".into(), "/v/bin/inmanta".into(), "file:///idx/simple");
+        assert!(srv.contains("ExecStart=/v/bin/inmanta -vv --timed-logs -c /lab/i/x/new/server.cfg server"));
+        assert!(srv.contains("Restart=on-failure") && srv.contains(&format!("After={POSTGRES_UNIT}")));
+        assert!(sshd_unit("/lab/i/x/ssh/sshd_config".into()).contains("-f /lab/i/x/ssh/sshd_config"));
+    }
+
+    #[test]
+    fn enter_needs_a_running_machine() {
+        let m = Booted {
+            name: "imm-nothing-here".into(),
+            dir: "/nonexistent/machine".into(),
+            root: "/nonexistent/root".into(),
+            binds: Vec::new(),
+        };
+        assert!(!m.running());
+        assert!(m.enter(None, &[]).is_err());
+        assert_eq!(m.main_pid(SERVER_UNIT), None);
+    }
+}
