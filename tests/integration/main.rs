@@ -2,6 +2,9 @@
 //! fake servers (request sequences, faults, bad input) and, in the ignored
 //! e2e tests, against the real lab.
 
+// Tests run the binary, sshd and servers themselves.
+#![allow(clippy::disallowed_methods)]
+
 mod bad_input;
 mod config;
 mod e2e;

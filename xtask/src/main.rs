@@ -8,6 +8,8 @@ mod bench;
 mod ci;
 mod demo;
 mod lab;
+#[cfg(test)]
+mod tidy;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "Developer tasks of inmanta-migrate")]

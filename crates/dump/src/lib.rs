@@ -18,9 +18,8 @@ use migrate_core::{
     config::DumpFormat,
     fsutil,
     manifest::{self, Manifest},
-    runner::Session,
 };
-use migrate_pg::{Database, Row};
+use migrate_pg::Database;
 
 #[derive(Debug, Default, clap::Args)]
 pub struct Dump {
@@ -128,12 +127,10 @@ impl Step for Dump {
         };
         // The database is the one whose environments the inventory lists.
         if let Ok(inventory) = cx.inventory() {
-            match db.query("SELECT id FROM public.environment").await {
-                Ok(rows) => {
+            match db.environment_ids().await {
+                Ok(stored) => {
                     let mut listed: Vec<String> = inventory.environments.iter().map(|e| e.id.to_string()).collect();
                     listed.sort();
-                    let mut stored: Vec<String> = rows.into_iter().map(|r| r[0].clone()).collect();
-                    stored.sort();
                     if stored == listed {
                         checks.pass(
                             "old database content",
@@ -239,20 +236,8 @@ impl Step for Dump {
         let (source_version, _) = db.server_version(false).await?;
         let start = Instant::now();
 
-        // One snapshot for the dump and for the row counts.
-        let mut session = db.session()?;
-        session.send("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\n").await?;
-        let snapshot = session_query(&mut session, "SELECT pg_export_snapshot()").await?;
-        let snapshot = snapshot.first().map(|r| r[0].clone()).context("no snapshot id")?;
-        let tables: Vec<String> = session_query(
-            &mut session,
-            "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables \
-             WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1",
-        )
-        .await?
-        .into_iter()
-        .map(|r| r[0].clone())
-        .collect();
+        // One snapshot for the dump, the row counts and the schema versions.
+        let mut snapshot = db.export_snapshot(SNAPSHOT_ANSWER_LIMIT).await?;
 
         let name = data_name(options.format);
         let partial = dir.join(format!("{PARTIAL}{name}"));
@@ -263,7 +248,7 @@ impl Step for Dump {
             .arg("--verbose")
             // Never wait forever for a lock (only possible with --allow-running).
             .arg("--lock-wait-timeout=300s")
-            .arg(format!("--snapshot={snapshot}"))
+            .arg(format!("--snapshot={}", snapshot.id))
             .arg(format!("--file={partial}"));
         match options.format {
             DumpFormat::Directory => {
@@ -272,13 +257,10 @@ impl Step for Dump {
             DumpFormat::Custom => dump = dump.arg(format!("--compress={}", options.compress)),
             DumpFormat::Plain => dump = dump.args(["--no-owner", "--no-privileges"]),
         }
-        // The row counts run in the session, in the same snapshot, while
-        // pg_dump reads: both finish sooner than one after the other.
-        let counting = (!tables.is_empty()).then(|| migrate_pg::row_count_sql(&tables));
-        if let Some(sql) = &counting {
-            session_send(&mut session, sql).await?;
-        }
-        let progress = cx.ui.progress(Self::NAME, "tables", tables.len() as u64);
+        // The row counts run in the snapshot while pg_dump reads: both
+        // finish sooner than one after the other.
+        snapshot.start_counting().await?;
+        let progress = cx.ui.progress(Self::NAME, "tables", snapshot.tables.len() as u64);
         let out = dump
             .cmd()
             .stream(|line| {
@@ -292,34 +274,9 @@ impl Step for Dump {
             bail!("pg_dump failed (exit code {}){}", out.code, migrate_core::runner::stderr_tail(&out.stderr));
         }
 
-        let counts = match counting {
-            Some(_) => migrate_pg::parse_counts(&session_rows(&mut session).await?)?,
-            None => Default::default(),
-        };
-        // An error would end the session, so look before asking.
-        let has_schemamanager =
-            session_query(&mut session, "SELECT to_regclass('public.schemamanager') IS NOT NULL").await?;
-        let schema_rows = match has_schemamanager.first().map(|r| r[0].as_str()) {
-            Some("t") => {
-                session_query(
-                    &mut session,
-                    "SELECT name, array_to_string(installed_versions, ',') FROM public.schemamanager",
-                )
-                .await?
-            }
-            _ => Vec::new(),
-        };
-        let schema_versions = schema_rows
-            .into_iter()
-            .map(|r| {
-                (
-                    r[0].clone(),
-                    r.get(1).map(|v| v.split(',').filter_map(|n| n.parse().ok()).collect()).unwrap_or_default(),
-                )
-            })
-            .collect();
-        session.send("COMMIT;\n").await?;
-        session.finish().await?;
+        let counts = snapshot.counts().await?;
+        let schema_versions = snapshot.schema_versions().await?;
+        snapshot.close().await?;
 
         if options.format == DumpFormat::Plain {
             let text = std::fs::read_to_string(&partial).with_context(|| format!("cannot read {partial}"))?;
@@ -366,32 +323,9 @@ impl Step for Dump {
     }
 }
 
-const END: &str = "--inmanta-migrate-end--";
-
-/// Runs SQL in the open session and reads its rows.
-async fn session_query(session: &mut Session, sql: &str) -> anyhow::Result<Vec<Row>> {
-    session_send(session, sql).await?;
-    session_rows(session).await
-}
-
-/// Sends SQL followed by a sentinel that marks the end of its rows.
-async fn session_send(session: &mut Session, sql: &str) -> anyhow::Result<()> {
-    session.send(&format!("{sql};\nSELECT '{END}';\n")).await
-}
-
-/// Reads the rows of the query sent last, up to the sentinel.
-async fn session_rows(session: &mut Session) -> anyhow::Result<Vec<Row>> {
-    let mut rows = Vec::new();
-    loop {
-        let line = session.read_line(Duration::from_secs(3600)).await?;
-        if line == END {
-            return Ok(rows);
-        }
-        if !line.is_empty() {
-            rows.push(line.split('\u{1f}').map(str::to_owned).collect());
-        }
-    }
-}
+/// How long the row count of the biggest table may take while pg_dump
+/// reads the same tables.
+const SNAPSHOT_ANSWER_LIMIT: Duration = Duration::from_secs(3600);
 
 fn remove(path: &Utf8Path) -> anyhow::Result<()> {
     if path.is_dir() { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) }

@@ -7,6 +7,7 @@
 //! or on disk, and gone with the process even when it is killed.
 
 mod inmanta_cfg;
+mod snapshot;
 
 use std::{collections::BTreeMap, fmt, io::Write, time::Duration};
 
@@ -19,6 +20,15 @@ use migrate_core::{
 };
 
 pub use inmanta_cfg::read_inmanta_database;
+pub use snapshot::Snapshot;
+
+/// The user tables, `schema.table`, quoted where needed.
+const TABLES: &str = "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables \
+     WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1";
+/// Whether the database holds Inmanta's schema bookkeeping.
+const SCHEMAMANAGER_EXISTS: &str = "SELECT to_regclass('public.schemamanager') IS NOT NULL";
+/// Inmanta's schema bookkeeping: name, installed versions (comma-separated).
+const SCHEMA_VERSIONS: &str = "SELECT name, array_to_string(installed_versions, ',') FROM public.schemamanager";
 
 /// Where a database is and who connects to it.
 #[derive(Clone, Debug)]
@@ -184,7 +194,7 @@ impl Database {
         if !out.success() {
             bail!("{}", explain(&self.target, admin, &out));
         }
-        Ok(out.stdout.lines().filter(|l| !l.is_empty()).map(|l| l.split(FIELD).map(str::to_owned).collect()).collect())
+        Ok(out.stdout.lines().filter(|l| !l.is_empty()).map(split_row).collect())
     }
 
     /// Runs SQL in the target database.
@@ -223,13 +233,15 @@ impl Database {
 
     /// The user tables, `schema.table`, quoted where needed.
     pub async fn tables(&self) -> anyhow::Result<Vec<String>> {
-        let rows = self
-            .query(
-                "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables \
-                 WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1",
-            )
-            .await?;
-        Ok(rows.into_iter().map(|r| r[0].clone()).collect())
+        Ok(self.query(TABLES).await?.into_iter().map(|r| r[0].clone()).collect())
+    }
+
+    /// The ids of the environments an Inmanta database holds.
+    pub async fn environment_ids(&self) -> anyhow::Result<Vec<String>> {
+        let mut ids: Vec<String> =
+            self.query("SELECT id FROM public.environment").await?.into_iter().map(|r| r[0].clone()).collect();
+        ids.sort();
+        Ok(ids)
     }
 
     /// Exact row counts of `tables`, in one statement (one snapshot).
@@ -279,20 +291,11 @@ impl Database {
     /// `schemamanager`: name -> installed schema versions (empty when the
     /// database holds no Inmanta schema).
     pub async fn schema_versions(&self) -> anyhow::Result<BTreeMap<String, Vec<i64>>> {
-        let exists = self.query("SELECT to_regclass('public.schemamanager') IS NOT NULL").await?;
+        let exists = self.query(SCHEMAMANAGER_EXISTS).await?;
         if exists.first().map(|r| r[0].as_str()) != Some("t") {
             return Ok(BTreeMap::new());
         }
-        let rows =
-            self.query("SELECT name, array_to_string(installed_versions, ',') FROM public.schemamanager").await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                let versions =
-                    r.get(1).map(|v| v.split(',').filter_map(|n| n.parse().ok()).collect()).unwrap_or_default();
-                (r[0].clone(), versions)
-            })
-            .collect())
+        Ok(parse_schema_versions(self.query(SCHEMA_VERSIONS).await?))
     }
 
     /// Whether the target database exists (asked as the admin role).
@@ -386,11 +389,26 @@ fn explain(target: &Target, admin: bool, out: &CmdOutput) -> String {
     format!("PostgreSQL {who}: {}{hint}", migrate_core::runner::stderr_tail(err).trim_start_matches(':').trim())
 }
 
-pub fn row_count_sql(tables: &[String]) -> String {
+/// One line of psql's unaligned output, split into its fields.
+fn split_row(line: &str) -> Row {
+    line.split(FIELD).map(str::to_owned).collect()
+}
+
+/// Rows of [`SCHEMA_VERSIONS`] as name -> versions.
+fn parse_schema_versions(rows: Vec<Row>) -> BTreeMap<String, Vec<i64>> {
+    rows.into_iter()
+        .map(|r| {
+            let versions = r.get(1).map(|v| v.split(',').filter_map(|n| n.parse().ok()).collect()).unwrap_or_default();
+            (r[0].clone(), versions)
+        })
+        .collect()
+}
+
+fn row_count_sql(tables: &[String]) -> String {
     tables.iter().map(|t| format!("SELECT {}, count(*) FROM {t}", literal(t))).collect::<Vec<_>>().join(" UNION ALL ")
 }
 
-pub fn parse_counts(rows: &[Row]) -> anyhow::Result<BTreeMap<String, i64>> {
+fn parse_counts(rows: &[Row]) -> anyhow::Result<BTreeMap<String, i64>> {
     rows.iter()
         .map(|r| {
             let count = r.get(1).and_then(|c| c.parse().ok()).ok_or_else(|| anyhow!("bad row count {r:?}"))?;
