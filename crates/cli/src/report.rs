@@ -7,7 +7,7 @@ use camino::Utf8PathBuf;
 use migrate_core::{
     Context, fsutil,
     inventory::Inventory,
-    journal::{Journal, STEPS},
+    journal::{EnvStatus, Journal, STEPS},
 };
 use serde_json::json;
 
@@ -47,7 +47,8 @@ pub fn document(journal: &Journal, inventory: Option<&Inventory>) -> serde_json:
                     json!({ "id": e.id, "name": e.name, "project": e.project_name,
                             "halted_before": e.halted, "auto_deploy_before": e.auto_deploy(),
                             "latest_released_version_before": e.latest_released_version,
-                            "status": r.map(|r| r.status), "version": r.and_then(|r| r.version),
+                            "status": r.map(|r| r.status), "phase": r.and_then(|r| r.phase.clone()),
+                            "version": r.and_then(|r| r.version),
                             "released": r.is_some_and(|r| r.released), "seconds": r.and_then(|r| r.seconds),
                             "message": r.and_then(|r| r.message.clone()) })
                 })
@@ -94,7 +95,14 @@ pub fn markdown(journal: &Journal, inventory: Option<&Inventory>) -> String {
                 if e.halted { "halted" } else { "running" },
                 if e.auto_deploy() { "on" } else { "off" }
             );
-            let status = r.map(|r| format!("{:?}", r.status)).unwrap_or_else(|| "Pending".into());
+            // An interrupted reconcile: how far it got.
+            let status = match r {
+                Some(r) if r.status == EnvStatus::InProgress => {
+                    format!("InProgress (after {})", r.phase.as_deref().unwrap_or("start"))
+                }
+                Some(r) => format!("{:?}", r.status),
+                None => "Pending".into(),
+            };
             let version = r.and_then(|r| r.version).map(|v| v.to_string()).unwrap_or_default();
             let seconds = r.and_then(|r| r.seconds).map(|s| format!("{s:.1}")).unwrap_or_default();
             let message = r.and_then(|r| r.message.as_deref()).unwrap_or("").replace('\n', " ").replace('|', "\\|");
@@ -103,4 +111,32 @@ pub fn markdown(journal: &Journal, inventory: Option<&Inventory>) -> String {
         }
     }
     md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An environment whose reconcile was interrupted shows how far it got.
+    #[test]
+    fn an_interrupted_reconcile_shows_its_last_phase() {
+        let id = "6c1f2a9e-0d7b-4f53-9a8e-2b1c3d4e5f60";
+        let inventory: Inventory = serde_json::from_value(json!({
+            "taken_at": "2026-12-01T00:00:00Z", "api_url": "http://old:8888", "server_version": "19.0.0",
+            "core_version": "19.0.0", "projects": [],
+            "environments": [{ "id": id, "name": "prod", "project_id": id, "project_name": "p", "repo_url": "",
+                "repo_branch": "main", "halted": false, "settings": {}, "effective_settings": {},
+                "latest_version": 3, "latest_released_version": 3,
+                "resources": { "total": 0, "by_state": {} }, "agents": [] }],
+        }))
+        .unwrap();
+        let journal: Journal = serde_json::from_value(json!({
+            "format": 1, "tool_version": "0", "created": "2026-12-01T00:00:00Z",
+            "migration": { "old_api": "http://old:8888", "new_api": "http://new:8888" },
+            "steps": {}, "environments": { id: { "name": "prod", "status": "in_progress", "phase": "resumed" } },
+        }))
+        .unwrap();
+        assert!(markdown(&journal, Some(&inventory)).contains("| InProgress (after resumed) |"));
+        assert_eq!(document(&journal, Some(&inventory))["environments"][0]["phase"], "resumed");
+    }
 }

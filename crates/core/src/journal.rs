@@ -103,7 +103,9 @@ pub enum EnvStatus {
 pub struct EnvRecord {
     pub name: String,
     pub status: EnvStatus,
-    /// The last phase that completed.
+    /// The last phase that completed: what `status` and the report show of
+    /// an interrupted reconcile. A re-run resumes from what the server says
+    /// (the compile marker, the released version), not from this.
     #[serde(default)]
     pub phase: Option<String>,
     /// The `metadata.message` of the tool's compile request.
