@@ -10,33 +10,8 @@ use std::{fmt, time::Duration};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Deserializer};
 
+pub use crate::error::ConfigError;
 use crate::secret::{Secret, SecretSource};
-
-/// A config problem: exit code 2.
-#[derive(Debug, Clone)]
-pub struct ConfigError {
-    pub file: Utf8PathBuf,
-    /// 1-based line and column, where known.
-    pub location: Option<(usize, usize)>,
-    /// Dotted key, such as `old.service.manager`, where known.
-    pub key: Option<String>,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "config {}", self.file)?;
-        if let Some((line, col)) = self.location {
-            write!(f, ":{line}:{col}")?;
-        }
-        if let Some(key) = &self.key {
-            write!(f, ": key `{key}`")?;
-        }
-        write!(f, ": {}", self.message)
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

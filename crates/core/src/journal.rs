@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::{config::Config, exit::UsageError, fsutil};
+use crate::{config::Config, error::UsageError, fsutil};
 
 /// The six steps, in the order a migration runs them.
 pub const STEPS: [&str; 6] = ["halt-all", "stop-server", "dump", "restore", "start-server", "env-reconcile"];

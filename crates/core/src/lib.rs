@@ -2,8 +2,10 @@
 //! journal and lock, the inventory and the dump manifest, the command runner,
 //! the output, and the step contract.
 
+pub mod checks;
 pub mod config;
-pub mod exit;
+pub mod context;
+pub mod error;
 pub mod fsutil;
 pub mod inventory;
 pub mod journal;
@@ -16,7 +18,9 @@ pub mod step;
 pub mod ui;
 pub mod wait;
 
+pub use checks::{Check, CheckStatus, Checks};
 pub use config::{Config, Side};
-pub use exit::{Exit, NeedsOperator, UsageError};
+pub use context::Context;
+pub use error::{ChecksFailed, ConfigError, Exit, NeedsOperator, UsageError};
 pub use secret::Secret;
-pub use step::{Check, CheckStatus, Checks, ChecksFailed, Context, Outcome, OutcomeStatus, Step, execute};
+pub use step::{Outcome, OutcomeStatus, Step, execute};

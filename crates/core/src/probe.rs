@@ -3,9 +3,10 @@
 use inmanta_api::{Environment, ServerStatus, ServerVersion};
 
 use crate::{
+    checks::Checks,
     config::Side,
+    context::Context,
     service::{ProcessState, Service},
-    step::{Checks, Context},
 };
 
 /// The API of `side` answers, accepts our token and lists environments.

@@ -1,0 +1,105 @@
+//! The shared state of one invocation: the config, the output, the API
+//! clients of both orchestrators, the work directory (locked on first use).
+
+use std::sync::OnceLock;
+
+use anyhow::Context as _;
+use inmanta_api::{Client, ClientOptions};
+
+use crate::{
+    config::{Config, Orchestrator, Side},
+    error::ConfigError,
+    inventory::Inventory,
+    journal::WorkDir,
+    runner::Runner,
+    ui::Ui,
+};
+
+/// The API client of one orchestrator of the config (`key`: its table).
+fn client(config: &Config, ui: &Ui, key: &str, o: &Orchestrator) -> anyhow::Result<Client> {
+    if !o.tls_verify {
+        ui.warn(
+            "config",
+            format!(
+                "TLS certificate verification is OFF for the {key} server ({}): anyone on the path can read its token",
+                o.api_url
+            ),
+        );
+    }
+    let options = ClientOptions {
+        base_url: o.api_url.clone(),
+        token: o.token_value.as_ref().map(|t| t.expose().to_owned()),
+        ca_pem: o.ca_pem.clone(),
+        tls_verify: o.tls_verify,
+        timeout: config.timeouts.api,
+        retries: 3,
+    };
+    Client::new(key, options).map_err(|e| {
+        anyhow::Error::new(ConfigError {
+            file: config.path.clone(),
+            location: None,
+            key: Some(format!("{key}.api_url")),
+            message: e.to_string(),
+        })
+    })
+}
+
+/// The shared state of one invocation.
+pub struct Context {
+    pub config: Config,
+    pub ui: Ui,
+    old: Client,
+    new: Client,
+    work: OnceLock<WorkDir>,
+}
+
+impl Context {
+    pub fn new(config: Config, ui: Ui) -> anyhow::Result<Self> {
+        let old = client(&config, &ui, "old", &config.old)?;
+        let new = client(&config, &ui, "new", &config.new)?;
+        Ok(Context { config, ui, old, new, work: OnceLock::new() })
+    }
+
+    /// A client of the `index`th `[[intermediate]]` server.
+    pub fn intermediate_api(&self, index: usize) -> anyhow::Result<Client> {
+        let orch = self.config.intermediate[index].orchestrator(&self.config.new);
+        client(&self.config, &self.ui, &format!("intermediate[{index}]"), &orch)
+    }
+
+    pub fn api(&self, side: Side) -> &Client {
+        match side {
+            Side::Old => &self.old,
+            Side::New => &self.new,
+        }
+    }
+
+    /// Runs commands on the host of one orchestrator.
+    pub fn runner(&self, side: Side) -> Runner {
+        Runner::on(&self.config.side(side).host)
+    }
+
+    /// The locked work directory, opened on first use.
+    pub fn work(&self) -> anyhow::Result<&WorkDir> {
+        if let Some(work) = self.work.get() {
+            return Ok(work);
+        }
+        let work = WorkDir::open(&self.config)?;
+        self.ui.attach_log(&work.path("events.log"));
+        if let Some(note) = &work.recovered_from {
+            self.ui.warn("journal", format!("{note}; continuing from the journal"));
+        }
+        Ok(self.work.get_or_init(|| work))
+    }
+
+    /// The work directory if this run has opened (and locked) it.
+    pub fn opened_work(&self) -> Option<&WorkDir> {
+        self.work.get()
+    }
+
+    /// The inventory `halt-all` took of the old orchestrator.
+    pub fn inventory(&self) -> anyhow::Result<Inventory> {
+        let path = self.config.work_dir.join(Inventory::FILE);
+        crate::fsutil::read_json(&path)
+            .context("no inventory of the old orchestrator: run `inmanta-migrate halt-all` first")
+    }
+}
