@@ -1,23 +1,18 @@
-//! The `inmanta-migrate` binary: argument parsing, one match that dispatches
-//! to the steps, and the output and exit-code contract.
+//! The `inmanta-migrate` binary: argument parsing, the commands around the
+//! steps (whose one list is `steps`), and the output and exit-code contract.
 
 mod check;
 mod migrate;
 mod plan;
 mod report;
 mod status;
+mod steps;
 
 use std::process::ExitCode;
 
 use camino::Utf8PathBuf;
 use clap::{Parser, Subcommand};
-use migrate_core::{ChecksFailed, Config, Context, Exit, Outcome, OutcomeStatus, Step, execute, ui::Ui};
-use step_dump::Dump;
-use step_env_reconcile::EnvReconcile;
-use step_halt_all::HaltAll;
-use step_restore::Restore;
-use step_start_server::StartServer;
-use step_stop_server::StopServer;
+use migrate_core::{ChecksFailed, Config, Context, Exit, Outcome, OutcomeStatus, ui::Ui};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -60,23 +55,8 @@ enum Command {
     Status,
     /// Runs the remaining steps in order (after a preflight); resumable.
     Migrate(migrate::MigrateArgs),
-    /// Old side: records the inventory, then halts every running environment
-    /// and waits for running compiles.
-    HaltAll(HaltAll),
-    /// Old side: stops the server; refuses while an environment runs.
-    StopServer(StopServer),
-    /// Old side: pg_dump of the database, with a manifest of versions, row
-    /// counts and checksums.
-    Dump(Dump),
-    /// New side: verifies the dump and loads it into an empty database, then
-    /// compares row counts.
-    Restore(Restore),
-    /// New side: starts the server, waits for its schema migration, checks
-    /// every environment is there and halted.
-    StartServer(StartServer),
-    /// New side: per environment, auto_deploy off, update & recompile,
-    /// resume, dry-run, auto_deploy back.
-    EnvReconcile(EnvReconcile),
+    #[command(flatten)]
+    Step(steps::StepCommand),
 }
 
 fn main() -> ExitCode {
@@ -113,12 +93,7 @@ async fn run(command: Command, config_path: Utf8PathBuf, ui: &Ui) -> anyhow::Res
         Command::Plan => plan::run(&cx).await,
         Command::Status => status::run(&cx),
         Command::Migrate(args) => migrate::run(&cx, &args).await,
-        Command::HaltAll(step) => execute(&step, &cx).await,
-        Command::StopServer(step) => execute(&step, &cx).await,
-        Command::Dump(step) => execute(&step, &cx).await,
-        Command::Restore(step) => execute(&step, &cx).await,
-        Command::StartServer(step) => execute(&step, &cx).await,
-        Command::EnvReconcile(step) => execute(&step, &cx).await,
+        Command::Step(step) => step.execute(&cx).await,
     };
     report::refresh(&cx);
     result
@@ -161,34 +136,4 @@ fn finish(ui: &Ui, result: anyhow::Result<Outcome>) -> ExitCode {
         }
     }
     ExitCode::from(code as u8)
-}
-
-/// Runs one step by its name (for `migrate`).
-pub(crate) async fn run_step(cx: &Context, name: &str, args: &migrate::MigrateArgs) -> anyhow::Result<Outcome> {
-    match name {
-        HaltAll::NAME => execute(&HaltAll::default(), cx).await,
-        StopServer::NAME => execute(&StopServer::default(), cx).await,
-        Dump::NAME => execute(&Dump::default(), cx).await,
-        Restore::NAME => execute(&Restore { replace: args.replace }, cx).await,
-        StartServer::NAME => execute(&StartServer::default(), cx).await,
-        EnvReconcile::NAME => execute(&EnvReconcile { release: args.release, ..Default::default() }, cx).await,
-        other => unreachable!("no step {other}"),
-    }
-}
-
-/// Which side a step changes and what it would do, by its name (for `plan`
-/// and `migrate`).
-pub(crate) fn describe_step(cx: &Context, name: &str) -> String {
-    fn line<S: Step>(step: S, cx: &Context) -> String {
-        format!("[{}] {}", S::SIDE, step.describe(cx))
-    }
-    match name {
-        HaltAll::NAME => line(HaltAll::default(), cx),
-        StopServer::NAME => line(StopServer::default(), cx),
-        Dump::NAME => line(Dump::default(), cx),
-        Restore::NAME => line(Restore::default(), cx),
-        StartServer::NAME => line(StartServer::default(), cx),
-        EnvReconcile::NAME => line(EnvReconcile::default(), cx),
-        other => unreachable!("no step {other}"),
-    }
 }

@@ -4,7 +4,9 @@
 
 use std::io::{BufRead, Write};
 
-use migrate_core::{ChecksFailed, Context, NeedsOperator, Outcome, OutcomeStatus, UsageError, journal::STEPS};
+use migrate_core::{ChecksFailed, Context, NeedsOperator, Outcome, OutcomeStatus, UsageError};
+
+use crate::steps::StepCommand;
 
 #[derive(Debug, Default, clap::Args)]
 pub struct MigrateArgs {
@@ -22,7 +24,8 @@ pub struct MigrateArgs {
 pub async fn run(cx: &Context, args: &MigrateArgs) -> anyhow::Result<Outcome> {
     let work = cx.work()?;
     let journal = work.journal();
-    let remaining: Vec<&str> = STEPS.into_iter().filter(|s| !journal.is_done(s)).collect();
+    let remaining: Vec<StepCommand> =
+        StepCommand::all(args).into_iter().filter(|s| !journal.is_done(s.name())).collect();
     if remaining.is_empty() {
         return Ok(Outcome::nothing_to_do("migrate", "every step is done; see `inmanta-migrate status`"));
     }
@@ -36,7 +39,7 @@ pub async fn run(cx: &Context, args: &MigrateArgs) -> anyhow::Result<Outcome> {
     }
     cx.ui.info("migrate", format!("{} -> {}", cx.config.old.api_url, cx.config.new.api_url));
     for (i, step) in remaining.iter().enumerate() {
-        cx.ui.info("migrate", format!("{}. {step}: {}", i + 1, crate::describe_step(cx, step)));
+        cx.ui.info("migrate", format!("{}. {}: {}", i + 1, step.name(), step.describe(cx)));
     }
     if !args.yes {
         if !cx.ui.can_ask() {
@@ -55,7 +58,8 @@ pub async fn run(cx: &Context, args: &MigrateArgs) -> anyhow::Result<Outcome> {
     }
     let mut outcomes = Vec::new();
     for step in remaining {
-        let outcome = crate::run_step(cx, step, args).await?;
+        let outcome = step.execute(cx).await?;
+        let step = step.name();
         cx.ui.info("migrate", format!("{step}: {}", outcome.summary));
         let stop = outcome.status == OutcomeStatus::NeedsOperator;
         outcomes.push(outcome);

@@ -4,18 +4,21 @@ use std::fmt::Write as _;
 
 use migrate_core::{
     Context, Outcome,
-    journal::{STEPS, StepStatus, WorkDir},
+    journal::{StepStatus, WorkDir},
 };
 use serde_json::json;
+
+use crate::{migrate::MigrateArgs, steps::StepCommand};
 
 pub async fn run(cx: &Context) -> anyhow::Result<Outcome> {
     let journal = WorkDir::peek(&cx.config)?;
     let mut text = format!("Migration {} -> {}\n", cx.config.old.api_url, cx.config.new.api_url);
     let mut steps = Vec::new();
     let mut remaining = 0;
-    for (i, name) in STEPS.iter().enumerate() {
+    for (i, step) in StepCommand::all(&MigrateArgs::default()).iter().enumerate() {
+        let name = step.name();
         let status = journal.as_ref().map(|j| j.step(name).status).unwrap_or_default();
-        let what = crate::describe_step(cx, name);
+        let what = step.describe(cx);
         let mark = if status == StepStatus::Done {
             "done"
         } else {

@@ -7,7 +7,7 @@ use camino::Utf8PathBuf;
 use migrate_core::{
     Context, fsutil,
     inventory::Inventory,
-    journal::{EnvStatus, Journal, STEPS},
+    journal::{EnvStatus, Journal},
 };
 use serde_json::json;
 
@@ -30,7 +30,7 @@ pub fn refresh(cx: &Context) -> Option<Utf8PathBuf> {
 }
 
 pub fn document(journal: &Journal, inventory: Option<&Inventory>) -> serde_json::Value {
-    let steps: Vec<_> = STEPS
+    let steps: Vec<_> = crate::steps::names()
         .iter()
         .map(|name| {
             let r = journal.step(name);
@@ -77,7 +77,7 @@ pub fn markdown(journal: &Journal, inventory: Option<&Inventory>) -> String {
     let _ = writeln!(md, "- to: {} (inmanta-core {new_version})", journal.migration.new_api);
     let _ = writeln!(md, "- started: {}\n", journal.created);
     let _ = writeln!(md, "## Steps\n\n| step | status | seconds | attempts | summary |\n|---|---|---|---|---|");
-    for name in STEPS {
+    for name in crate::steps::names() {
         let r = journal.step(name);
         let seconds = r.seconds().map(|s| format!("{s:.1}")).unwrap_or_default();
         let summary = r.error.as_deref().or(r.summary.as_deref()).unwrap_or("").replace('\n', " ").replace('|', "\\|");

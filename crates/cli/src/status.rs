@@ -9,11 +9,8 @@ pub fn run(cx: &Context) -> anyhow::Result<Outcome> {
     };
     let inventory: Option<Inventory> = fsutil::read_json(&cx.config.work_dir.join(Inventory::FILE)).ok();
     let text = crate::report::markdown(&journal, inventory.as_ref());
-    let done = migrate_core::journal::STEPS.iter().filter(|s| journal.is_done(s)).count();
-    let summary = format!(
-        "{done} of {} steps done; journal: {}",
-        migrate_core::journal::STEPS.len(),
-        cx.config.work_dir.join("journal.json")
-    );
+    let steps = crate::steps::names();
+    let done = steps.iter().filter(|s| journal.is_done(s)).count();
+    let summary = format!("{done} of {} steps done; journal: {}", steps.len(), cx.config.work_dir.join("journal.json"));
     Ok(Outcome::done("status", summary).text(text).details(crate::report::document(&journal, inventory.as_ref())))
 }

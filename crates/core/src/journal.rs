@@ -22,9 +22,6 @@ use uuid::Uuid;
 
 use crate::{config::Config, error::UsageError, fsutil};
 
-/// The six steps, in the order a migration runs them.
-pub const STEPS: [&str; 6] = ["halt-all", "stop-server", "dump", "restore", "start-server", "env-reconcile"];
-
 const FORMAT: u32 = 1;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -21,6 +21,8 @@ use migrate_core::{
 };
 use migrate_pg::Database;
 
+/// Old side: pg_dump of the database, with a manifest of versions, row
+/// counts and checksums.
 #[derive(Debug, Default, clap::Args)]
 pub struct Dump {
     /// Dump even though the old server still answers (the dump is still

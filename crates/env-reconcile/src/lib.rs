@@ -40,6 +40,8 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
+/// New side: per environment, auto_deploy off, update & recompile,
+/// resume, dry-run, auto_deploy back.
 #[derive(Debug, Default, clap::Args)]
 pub struct EnvReconcile {
     /// Only this environment (id or name; repeatable). A named environment

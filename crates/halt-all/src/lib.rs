@@ -20,6 +20,8 @@ use migrate_core::{Checks, Context, Outcome, Side, Step, fsutil, inventory::Inve
 use serde::Serialize;
 use uuid::Uuid;
 
+/// Old side: records the inventory, then halts every running environment
+/// and waits for running compiles.
 #[derive(Debug, Default, clap::Args)]
 pub struct HaltAll {}
 

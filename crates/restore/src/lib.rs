@@ -18,6 +18,8 @@ use migrate_core::{
 };
 use migrate_pg::Database;
 
+/// New side: verifies the dump and loads it into an empty database, then
+/// compares row counts.
 #[derive(Debug, Default, clap::Args)]
 pub struct Restore {
     /// Drop and recreate the target database if it already holds data.

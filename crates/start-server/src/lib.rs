@@ -24,6 +24,8 @@ use migrate_core::{
 use migrate_pg::Database;
 use serde_json::json;
 
+/// New side: starts the server, waits for its schema migration, checks
+/// every environment is there and halted.
 #[derive(Debug, Default, clap::Args)]
 pub struct StartServer {}
 

@@ -11,6 +11,7 @@ use migrate_core::{
     wait,
 };
 
+/// Old side: stops the server; refuses while an environment runs.
 #[derive(Debug, Default, clap::Args)]
 pub struct StopServer {
     /// Stop the server even if some environments are still running.
