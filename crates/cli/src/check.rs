@@ -2,7 +2,7 @@
 //! changes, every failure reported with the next step to take.
 
 use inmanta_api::ServerVersion;
-use migrate_core::{Checks, ChecksFailed, Context, Outcome, Side, fsutil, probe, service::Service};
+use migrate_core::{Checks, ChecksFailed, Context, Outcome, Side, probe, service::Service};
 use migrate_pg::Database;
 
 #[derive(Debug, Default, clap::Args)]
@@ -77,44 +77,9 @@ pub async fn preflight(cx: &Context, replace: bool) -> Checks {
             },
             Err(e) => checks.fail("database schema", format!("{e:#}"), "check `old.database`"),
         }
-        for tool in ["pg_dump", "pg_restore", "psql", "vacuumdb"] {
-            match db.tool_major(tool).await {
-                Ok((v, major)) if major < *old_pg => checks.fail(
-                    tool,
-                    format!("{tool} {v} is older than the old PostgreSQL {old_pg}"),
-                    "install newer PostgreSQL client tools and set `pg.bin_dir`",
-                ),
-                Ok((v, _)) => checks.pass(tool, format!("{tool} {v}")),
-                Err(e) => {
-                    checks.fail(tool, format!("{e:#}"), "install the PostgreSQL client tools or set `pg.bin_dir`")
-                }
-            }
-        }
-        match (db.size_bytes().await, fsutil::available_space(&cx.config.dump_dir())) {
-            (Ok(size), Ok(free)) => {
-                let needed = step_dump::estimate(size, cx.config.dump.compress);
-                if free < needed {
-                    checks.fail(
-                        "disk space",
-                        format!(
-                            "the dump needs about {} and {} has {} free",
-                            step_dump::mib(needed),
-                            cx.config.dump_dir(),
-                            step_dump::mib(free)
-                        ),
-                        "free space, set another `dump.dir`, or raise `dump.compress`",
-                    );
-                } else {
-                    checks.pass(
-                        "disk space",
-                        format!("about {} needed, {} free", step_dump::mib(needed), step_dump::mib(free)),
-                    );
-                }
-            }
-            (Err(e), _) | (_, Err(e)) => {
-                checks.warn("disk space", format!("{e:#}"), "check the space for the dump by hand")
-            }
-        }
+        let floor = format!("the old PostgreSQL {old_pg}");
+        db.check_tools(&["pg_dump", "pg_restore", "psql", "vacuumdb"], Some((*old_pg, &floor)), &mut checks).await;
+        step_dump::check_space(cx, db, &mut checks).await;
     }
     if let (Some((_, old_pg)), Some((_, new_pg))) = (&old_db, &new_db) {
         if new_pg < old_pg {
@@ -127,28 +92,7 @@ pub async fn preflight(cx: &Context, replace: bool) -> Checks {
         probe::postgres_for(new, *new_pg, &mut checks);
     }
     if let Some((db, _)) = &new_db {
-        match db.exists().await {
-            Ok(false) => {
-                checks.pass("new database empty", format!("{} does not exist yet; restore creates it", db.target))
-            }
-            Ok(true) => match db.user_object_count().await {
-                Ok(0) => checks.pass("new database empty", format!("{} is empty", db.target)),
-                Ok(n) if replace => checks.warn(
-                    "new database empty",
-                    format!("{} holds {n} objects", db.target),
-                    "restore will DROP them (--replace)",
-                ),
-                Ok(n) => checks.fail(
-                    "new database empty",
-                    format!("{} holds {n} objects (did the new server start on it?)", db.target),
-                    "pass --replace to let restore drop it, or point `new.database` at an empty one",
-                ),
-                Err(e) => checks.fail("new database empty", format!("{e:#}"), "check `new.database`"),
-            },
-            Err(e) => {
-                checks.fail("new database empty", format!("{e:#}"), "check `new.database.admin_user` and its password")
-            }
-        }
+        step_restore::check_target(cx, db, replace, &mut checks).await;
     }
 
     // Work and dump directories.
@@ -167,22 +111,7 @@ pub async fn preflight(cx: &Context, replace: bool) -> Checks {
             "fix `work_dir` or its permissions",
         ),
     }
-    let dump_dir = cx.config.dump_dir();
-    if dump_dir.exists() {
-        let foreign: Vec<String> = dump_dir
-            .read_dir_utf8()
-            .map(|entries| entries.filter_map(Result::ok).map(|e| e.file_name().to_owned()).collect())
-            .unwrap_or_default();
-        let journal = migrate_core::journal::WorkDir::peek(&cx.config).ok().flatten();
-        let ours = journal.is_some_and(|j| j.step("dump").attempts > 0);
-        if !foreign.is_empty() && !ours {
-            checks.fail(
-                "dump directory",
-                format!("{dump_dir} is not empty: {}", foreign.join(", ")),
-                "empty it or set another `dump.dir`",
-            );
-        }
-    }
+    step_dump::check_dir(cx, &mut checks);
     checks
 }
 

@@ -153,55 +153,10 @@ impl Step for Dump {
                 ),
             }
         }
-        match db.tool_major("pg_dump").await {
-            Ok((version, major)) if server_major.is_some_and(|s| major < s) => checks.fail(
-                "pg_dump version",
-                format!("pg_dump {version} is older than the server (PostgreSQL {})", server_major.unwrap_or(0)),
-                "install a newer PostgreSQL client and set `pg.bin_dir`",
-            ),
-            Ok((version, _)) => checks.pass("pg_dump version", format!("pg_dump {version}")),
-            Err(e) => checks.fail(
-                "pg_dump version",
-                format!("{e:#}"),
-                "install the PostgreSQL client tools or set `pg.bin_dir`",
-            ),
-        }
-        let dir = cx.config.dump_dir();
-        match inspect(&dir) {
-            Ok(DumpDir::Foreign(files)) => checks.fail(
-                "dump directory",
-                format!("{dir} holds files that are not a dump of this tool: {}", files.join(", ")),
-                "empty it or set another `dump.dir`",
-            ),
-            Ok(DumpDir::Complete(m)) => {
-                if cx.inventory().is_ok_and(|i| m.belongs_to(&i)) {
-                    checks.pass("dump directory", format!("{dir} holds the dump of this migration ({})", m.created));
-                } else {
-                    checks.fail(
-                        "dump directory",
-                        format!(
-                            "{dir} holds a dump of another run ({} of {}), not of this migration",
-                            m.created, m.inventory.api_url
-                        ),
-                        "remove it, or set another `dump.dir`",
-                    );
-                }
-            }
-            Ok(_) => checks.pass("dump directory", format!("{dir} is ready")),
-            Err(e) => checks.fail("dump directory", format!("{e:#}"), "fix `dump.dir`"),
-        }
-        if let (Ok(size), Ok(free)) = (db.size_bytes().await, fsutil::available_space(&dir)) {
-            let needed = estimate(size, cx.config.dump.compress);
-            if free < needed {
-                checks.fail(
-                    "disk space",
-                    format!("the dump needs about {} and {dir} has {} free", mib(needed), mib(free)),
-                    "free space, set another `dump.dir`, or raise `dump.compress`",
-                );
-            } else {
-                checks.pass("disk space", format!("about {} needed, {} free", mib(needed), mib(free)));
-            }
-        }
+        let floor = server_major.map(|m| (m, format!("the old PostgreSQL {m}")));
+        db.check_tools(&["pg_dump"], floor.as_ref().map(|(m, w)| (*m, w.as_str())), &mut checks).await;
+        check_dir(cx, &mut checks);
+        check_space(cx, &db, &mut checks).await;
         checks
     }
 
@@ -334,14 +289,66 @@ fn remove(path: &Utf8Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot remove {path}"))
 }
 
+/// The dump directory: empty, leftovers of ours, or the complete dump of
+/// this migration (`check` runs it too, before there is an inventory: then
+/// no complete dump is this migration's).
+pub fn check_dir(cx: &Context, checks: &mut Checks) {
+    let dir = cx.config.dump_dir();
+    match inspect(&dir) {
+        Ok(DumpDir::Foreign(files)) => checks.fail(
+            "dump directory",
+            format!("{dir} holds files that are not a dump of this tool: {}", files.join(", ")),
+            "empty it or set another `dump.dir`",
+        ),
+        Ok(DumpDir::Complete(m)) => {
+            if cx.inventory().is_ok_and(|i| m.belongs_to(&i)) {
+                checks.pass("dump directory", format!("{dir} holds the dump of this migration ({})", m.created));
+            } else {
+                checks.fail(
+                    "dump directory",
+                    format!(
+                        "{dir} holds a dump of another run ({} of {}), not of this migration",
+                        m.created, m.inventory.api_url
+                    ),
+                    "remove it, or set another `dump.dir`",
+                );
+            }
+        }
+        Ok(_) => checks.pass("dump directory", format!("{dir} is ready")),
+        Err(e) => checks.fail("dump directory", format!("{e:#}"), "fix `dump.dir`"),
+    }
+}
+
+/// Room for the dump of the old database in the dump directory.
+pub async fn check_space(cx: &Context, db: &Database, checks: &mut Checks) {
+    let dir = cx.config.dump_dir();
+    match (db.size_bytes().await, fsutil::available_space(&dir)) {
+        (Ok(size), Ok(free)) => {
+            let needed = estimate(size, cx.config.dump.compress);
+            if free < needed {
+                checks.fail(
+                    "disk space",
+                    format!("the dump needs about {} and {dir} has {} free", mib(needed), mib(free)),
+                    "free space, set another `dump.dir`, or raise `dump.compress`",
+                );
+            } else {
+                checks.pass("disk space", format!("about {} needed, {} free", mib(needed), mib(free)));
+            }
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            checks.warn("disk space", format!("{e:#}"), "check the space for the dump by hand")
+        }
+    }
+}
+
 /// Bytes a dump needs: up to the database size uncompressed (indexes are not
 /// dumped, so that is an upper bound), about a third compressed.
-pub fn estimate(database_bytes: i64, compress: u32) -> u64 {
+fn estimate(database_bytes: i64, compress: u32) -> u64 {
     let size = database_bytes.max(0) as u64;
     let data = if compress == 0 { size } else { size / 3 };
     data + 64 * 1024 * 1024
 }
 
-pub fn mib(bytes: u64) -> String {
+fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }

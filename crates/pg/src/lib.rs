@@ -14,7 +14,7 @@ use std::{collections::BTreeMap, fmt, io::Write, time::Duration};
 use anyhow::{Context as _, anyhow, bail};
 use camino::Utf8Path;
 use migrate_core::{
-    Secret, Side,
+    Checks, Secret, Side,
     config::{Config, DatabaseConfig, PgTools},
     runner::{Cmd, CmdOutput, Runner},
 };
@@ -316,6 +316,25 @@ impl Database {
 
     pub async fn drop_database(&self) -> anyhow::Result<()> {
         self.query_admin(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(&self.target.name))).await.map(drop)
+    }
+
+    /// Checks that each client tool runs and is at least as new as `floor`
+    /// (its major version, and what has it: "the old PostgreSQL 15").
+    pub async fn check_tools(&self, tools: &[&str], floor: Option<(u32, &str)>, checks: &mut Checks) {
+        for tool in tools {
+            let name = format!("{tool} version");
+            match (self.tool_major(tool).await, floor) {
+                (Ok((version, major)), Some((min, what))) if major < min => checks.fail(
+                    name,
+                    format!("{tool} {version} is older than {what}"),
+                    "install PostgreSQL client tools at least that new and set `pg.bin_dir`",
+                ),
+                (Ok((version, _)), _) => checks.pass(name, format!("{tool} {version}")),
+                (Err(e), _) => {
+                    checks.fail(name, format!("{e:#}"), "install the PostgreSQL client tools or set `pg.bin_dir`")
+                }
+            }
+        }
     }
 
     /// The major version of a client tool, from `<tool> --version`.

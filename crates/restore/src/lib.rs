@@ -91,18 +91,8 @@ impl Step for Restore {
             }
         };
         let tool = if manifest.dump_format == DumpFormat::Plain { "psql" } else { "pg_restore" };
-        match db.tool_major(tool).await {
-            Ok((version, m)) if m < dump_major => checks.fail(
-                format!("{tool} version"),
-                format!(
-                    "{tool} {version} is older than the pg_dump {} that wrote the archive",
-                    manifest.pg_dump_version
-                ),
-                "use PostgreSQL client tools at least as new (set `pg.bin_dir`)",
-            ),
-            Ok((version, _)) => checks.pass(format!("{tool} version"), format!("{tool} {version}")),
-            Err(e) => checks.fail(format!("{tool} version"), format!("{e:#}"), "install the PostgreSQL client tools"),
-        }
+        let writer = format!("the pg_dump {} that wrote the archive", manifest.pg_dump_version);
+        db.check_tools(&[tool], Some((dump_major, &writer)), &mut checks).await;
         if manifest.dump_format != DumpFormat::Plain {
             match db.restore_list(&manifest.data_path(&dir)).await {
                 Ok(toc) => checks.pass("archive readable", format!("pg_restore --list: {} entries", toc.len())),
@@ -141,7 +131,7 @@ impl Step for Restore {
             }
         };
         version_gates(cx, &manifest, target_major, &mut checks).await;
-        target_state(cx, &db, self.replace, &mut checks).await;
+        check_target(cx, &db, self.replace, &mut checks).await;
         checks
     }
 
@@ -280,8 +270,9 @@ async fn version_gates(cx: &Context, manifest: &Manifest, target_pg: Option<u32>
     }
 }
 
-/// The target database: missing, empty, ours half-loaded, or someone's data.
-async fn target_state(cx: &Context, db: &Database, replace: bool, checks: &mut Checks) {
+/// The target database: missing, empty, ours half-loaded, or someone's data
+/// (`check` runs it too).
+pub async fn check_target(cx: &Context, db: &Database, replace: bool, checks: &mut Checks) {
     let name = "target database";
     let exists = match db.exists().await {
         Ok(e) => e,
