@@ -3,10 +3,18 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
+/// The limit of a wait passed: callers that have more to say (the end of a
+/// log) find it in the error chain.
+#[derive(Debug, thiserror::Error)]
+#[error("gave up after {limit}: {what}")]
+pub struct GaveUp {
+    pub limit: String,
+    pub what: String,
+}
 
 /// Calls `probe` every `every` until it returns `Some`, or fails after
-/// `limit` saying that `what` did not happen.
+/// `limit` with [`GaveUp`] saying that `what` did not happen. An error of
+/// `probe` ends the wait at once.
 pub async fn until<T>(
     every: Duration,
     limit: Duration,
@@ -19,7 +27,8 @@ pub async fn until<T>(
             return Ok(value);
         }
         if start.elapsed() >= limit {
-            bail!("gave up after {}: {what}", humantime::format_duration(Duration::from_secs(limit.as_secs())));
+            let limit = humantime::format_duration(Duration::from_secs(limit.as_secs())).to_string();
+            return Err(GaveUp { limit, what: what.to_owned() }.into());
         }
         tokio::time::sleep(every.min(limit.saturating_sub(start.elapsed())).max(Duration::from_millis(10))).await;
     }
@@ -39,6 +48,7 @@ mod tests {
         .await
         .unwrap_err();
         assert!(err.to_string().contains("the answer to appear"), "{err}");
+        assert!(err.is::<GaveUp>());
         assert!(n >= 2);
         let v = until(Duration::from_millis(1), Duration::from_secs(1), "x", async || Ok(Some(42))).await.unwrap();
         assert_eq!(v, 42);

@@ -516,14 +516,13 @@ async fn dry_run(cx: &Context, env: &EnvironmentRecord, version: i64) -> anyhow:
     let options = &cx.config.reconcile;
     let deadline = Instant::now() + options.dryrun_timeout;
     let paused = paused_before(env);
-    loop {
+    let what = format!("a dry-run of version {version} of {} (reconcile.dryrun_timeout)", env.name);
+    // The probe decides by the deadline; the wait's own limit is a backstop.
+    wait::until(options.poll_interval, options.dryrun_timeout + options.poll_interval, &what, async || {
         let id = match api.dryrun(env.id, version).await {
             Ok(id) => id,
             // 15+: the scheduler may still be starting.
-            Err(e) if e.status() == Some(409) && Instant::now() < deadline => {
-                tokio::time::sleep(options.poll_interval).await;
-                continue;
-            }
+            Err(e) if e.status() == Some(409) && Instant::now() < deadline => return Ok(None),
             Err(e) => return Err(e).context("cannot request the dry-run"),
         };
         let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
@@ -539,11 +538,11 @@ async fn dry_run(cx: &Context, env: &EnvironmentRecord, version: i64) -> anyhow:
             .any(|d| d.status == "agent_down" && !paused.iter().any(|p| d.resource_id.contains(&format!("[{p},"))));
         if agent_down && Instant::now() + options.poll_interval < deadline {
             cx.ui.info(EnvReconcile::NAME, format!("{}: agents not up yet; asking for the dry-run again", env.name));
-            tokio::time::sleep(options.poll_interval).await;
-            continue;
+            return Ok(None);
         }
-        return Ok(report);
-    }
+        Ok(Some(report))
+    })
+    .await
 }
 
 /// Agents paused on purpose before the migration (halting pauses the others

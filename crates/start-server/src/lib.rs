@@ -247,13 +247,13 @@ async fn wait_until_answering(
     label: &str,
 ) -> anyhow::Result<ServerStatus> {
     let limit = cx.config.timeouts.start;
-    let start = Instant::now();
     let restarts_at_start = service.restarts().await;
     let spinner = cx.ui.spinner(StartServer::NAME, "waiting for the API (it opens after the schema migration)");
     let mut tick = 0u64;
-    loop {
+    let what = format!("the {label} server to answer (timeouts.start)");
+    let answered = wait::until(Duration::from_millis(500), limit, &what, async || {
         match api.probe().await {
-            Ok(Some(status)) => return Ok(status),
+            Ok(Some(status)) => return Ok(Some(status)),
             Ok(None) => {}
             // A server busy starting may accept and not answer in time.
             Err(e) if e.is_unreachable() => {}
@@ -263,13 +263,11 @@ async fn wait_until_answering(
         if tick.is_multiple_of(2) {
             match service.state().await? {
                 ProcessState::Running => {}
-                state => {
-                    bail!(
-                        "the {label} server stopped while starting ({state:?}); {}\n{}",
-                        log_end(service, 40).await,
-                        AGAIN.replace("{service}", &service.describe())
-                    );
-                }
+                state => bail!(
+                    "the {label} server stopped while starting ({state:?}); {}\n{}",
+                    log_end(service, 40).await,
+                    AGAIN.replace("{service}", &service.describe())
+                ),
             }
             if let (Some(before), Some(now)) = (restarts_at_start, service.restarts().await)
                 && now > before + 1
@@ -289,14 +287,16 @@ async fn wait_until_answering(
             let version = line.rsplit(' ').next().unwrap_or("");
             spinner.set_message(format!("schema migration: at version {version}"));
         }
-        if start.elapsed() > limit {
-            bail!(
-                "the {label} server did not answer within {} (timeouts.start); {}",
-                humantime::format_duration(limit),
-                log_end(service, 40).await
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        Ok(None)
+    })
+    .await;
+    match answered {
+        Err(e) if e.is::<wait::GaveUp>() => bail!(
+            "the {label} server did not answer within {} (timeouts.start); {}",
+            humantime::format_duration(limit),
+            log_end(service, 40).await
+        ),
+        answered => answered,
     }
 }
 
