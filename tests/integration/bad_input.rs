@@ -8,14 +8,12 @@ use lab::Side;
 
 use crate::{
     e2e::{Lab, SERIAL, lab},
-    support::{Run, run_in},
+    support::{Run, config_variant, get, run_in, set},
 };
 
 /// A copy of the lab's config with `edit` applied, and a run with it.
-fn run_with(lab: &Lab, name: &str, edit: impl FnOnce(String) -> String, args: &[&str]) -> Run {
-    let text = std::fs::read_to_string(lab.config_path()).unwrap();
-    let path = lab.dir().join(format!("{name}.toml"));
-    std::fs::write(&path, edit(text)).unwrap();
+fn run_with(lab: &Lab, name: &str, edit: impl FnOnce(&mut toml::Table), args: &[&str]) -> Run {
+    let path = config_variant(&lab.config_path(), name, edit);
     let mut all = vec!["--config", path.as_str()];
     all.extend_from_slice(args);
     run_in(lab.dir(), &all, &[])
@@ -51,7 +49,7 @@ fn restore_damaged(lab: &Lab, name: &str, damage: impl FnOnce(&Utf8Path)) -> Run
     let dir = lab.dir().join(format!("dump-{name}"));
     copy_dir(&lab.work_dir().join("dump"), &dir);
     damage(&dir);
-    run_with(lab, name, |t| format!("{t}\n[dump]\ndir = \"{dir}\"\n"), &["restore"])
+    run_with(lab, name, |c| set(c, "dump.dir", dir.as_str()), &["restore"])
 }
 
 fn largest_data_file(dump: &Utf8Path) -> Utf8PathBuf {
@@ -92,14 +90,12 @@ fn bad_input_is_refused_and_changes_nothing() {
 
     let wrong_password = lab.dir().join("wrong-password");
     std::fs::write(&wrong_password, "not-the-password\n").unwrap();
-    let old_secret = lab.secret_file(Side::Old, "db");
-    run_with(&lab, "wrong-password", |t| t.replace(old_secret.as_str(), wrong_password.as_str()), &["dump"])
+    run_with(&lab, "wrong-password", |c| set(c, "old.database.password.file", wrong_password.as_str()), &["dump"])
         .code(3)
         .stderr_has("password authentication failed")
         .stderr_has("check the database password");
 
-    let port = lab.ports().pg(Side::Old).to_string();
-    run_with(&lab, "no-database", |t| t.replacen(&format!("port = {port}"), "port = 9", 1), &["dump"])
+    run_with(&lab, "no-database", |c| set(c, "old.database.port", 9), &["dump"])
         .code(3)
         .stderr_has("is PostgreSQL running and reachable");
 
@@ -110,13 +106,13 @@ fn bad_input_is_refused_and_changes_nothing() {
         .status()
         .unwrap();
     assert!(mounted.success(), "mount a 1 MiB tmpfs (tests run as root)");
-    let run = run_with(&lab, "no-space", |t| format!("{t}\n[dump]\ndir = \"{tiny}/dump\"\n"), &["dump"]);
+    let run = run_with(&lab, "no-space", |c| set(c, "dump.dir", format!("{tiny}/dump")), &["dump"]);
     let _ = std::process::Command::new("umount").arg(tiny.as_str()).status();
     run.code(3).stderr_has("disk space").stderr_has("free");
 
     let file = lab.dir().join("a-file");
     std::fs::write(&file, "").unwrap();
-    run_with(&lab, "bad-workdir", |t| t.replace(lab.work_dir().as_str(), &format!("{file}/work")), &["dump"])
+    run_with(&lab, "bad-workdir", |c| set(c, "work_dir", format!("{file}/work")), &["dump"])
         .code(2)
         .stderr_has("is not usable");
     assert!(!dump_dir.join("manifest.json").exists(), "nothing was dumped by the refused runs");
@@ -154,20 +150,10 @@ fn bad_input_is_refused_and_changes_nothing() {
     .stderr_has("newer than inmanta-core 14.0.0 knows");
 
     // --- versions and tools ---
-    let new_venv = lab.venv(Side::New).join("bin/inmanta");
-    run_with(
-        &lab,
-        "downgrade",
-        |t| {
-            t.replace(
-                &format!("[\"{new_venv}\", \"--version\"]"),
-                "[\"echo\", \"Inmanta Service Orchestrator: 8.0.0\"]",
-            )
-        },
-        &["restore"],
-    )
-    .code(3)
-    .stderr_has("the new server (8.0.0) is older than the old one (8.7.6): a downgrade");
+    let says_8_0 = vec!["echo", "Inmanta Service Orchestrator: 8.0.0"];
+    run_with(&lab, "downgrade", |c| set(c, "new.version_command", says_8_0), &["restore"])
+        .code(3)
+        .stderr_has("the new server (8.0.0) is older than the old one (8.7.6): a downgrade");
 
     let old_tools = lab.dir().join("old-tools");
     std::fs::create_dir_all(&old_tools).unwrap();
@@ -180,10 +166,13 @@ fn bad_input_is_refused_and_changes_nothing() {
     run_with(
         &lab,
         "old-pg-restore",
-        |t| {
-            let ours = format!("bin_dir = \"{}\"", lab.pg_bin_dir());
-            assert!(t.contains(&ours), "the lab's config names its PostgreSQL tools");
-            t.replace(&ours, &format!("bin_dir = \"{old_tools}\""))
+        |c| {
+            assert_eq!(
+                get(c, "pg.bin_dir").as_str(),
+                Some(lab.pg_bin_dir().as_str()),
+                "the lab's config names its tools"
+            );
+            set(c, "pg.bin_dir", old_tools.as_str())
         },
         &["restore"],
     )

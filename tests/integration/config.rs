@@ -202,3 +202,24 @@ fn the_shipped_configs_use_only_known_keys() {
         migrate_core::Config::parse(&text, &path).unwrap_or_else(|e| panic!("{e}"));
     }
 }
+
+/// The tests' typed config edits write a config the tool reads as edited.
+#[test]
+fn typed_config_edits_change_what_the_tool_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = camino::Utf8Path::from_path(dir.path()).unwrap();
+    let path = dir.join("inmanta-migrate.toml");
+    std::fs::write(&path, GOOD).unwrap();
+    let edited = crate::support::config_variant(&path, "edited", |c| {
+        crate::support::set(c, "old.database.port", 9);
+        crate::support::set(c, "dump.dir", "/elsewhere");
+        crate::support::remove(c, "new.service");
+    });
+    let text = std::fs::read_to_string(&edited).unwrap();
+    let table: toml::Table = text.parse().unwrap();
+    assert_eq!(crate::support::get(&table, "old.database.port").as_integer(), Some(9));
+    assert_eq!(crate::support::get(&table, "dump.dir").as_str(), Some("/elsewhere"));
+    assert!(table["new"].get("service").is_none());
+    // Without [new.service] the tool names the missing key.
+    run_in(dir, &["--config", edited.as_str(), "plan"], &[]).code(2).stderr_has("new");
+}

@@ -12,7 +12,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use lab::{Security, Side, TokenKind};
 
 use crate::e2e::{Lab, SERIAL, assert_migrated, lab_with};
-use crate::support::{Run, run_in};
+use crate::support::{self, Run, get, remove, run_in, set};
 
 /// Writes a 0600 file in the instance's directory.
 fn private_file(lab: &Lab, name: &str, text: &str) -> Utf8PathBuf {
@@ -26,13 +26,8 @@ fn private_file(lab: &Lab, name: &str, text: &str) -> Utf8PathBuf {
 }
 
 /// A variant of the instance's config: `edit` changes its text.
-fn config_variant(lab: &Lab, name: &str, edit: impl FnOnce(String) -> String) -> Utf8PathBuf {
-    let text = std::fs::read_to_string(lab.config_path()).unwrap();
-    let changed = edit(text.clone());
-    assert_ne!(changed, text, "{name}: the edit changed nothing");
-    let path = lab.dir().join(format!("{name}.toml"));
-    std::fs::write(&path, changed).unwrap();
-    path
+fn config_variant(lab: &Lab, name: &str, edit: impl FnOnce(&mut toml::Table)) -> Utf8PathBuf {
+    support::config_variant(&lab.config_path(), name, edit)
 }
 
 fn run_with(lab: &Lab, config: &Utf8Path, args: &[&str]) -> Run {
@@ -142,17 +137,23 @@ fn a_wrong_ca_or_a_bad_token_is_refused_and_verification_is_off_only_loudly() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let lab = lab_with("sec-e2e-refuse", "8.7.6", Security::Secure);
     let mut secrets = lab.secret_values();
-    let ca_file = lab.ca_file().unwrap();
-    let old_token_file = lab.token_file(Side::Old).unwrap();
-
-    // The generated config passes.
+    // The generated config names the lab's CA and tokens, and passes.
+    let config: toml::Table = std::fs::read_to_string(lab.config_path()).unwrap().parse().unwrap();
+    for side in [Side::Old, Side::New] {
+        assert_eq!(get(&config, &format!("{side}.ca_file")).as_str(), lab.ca_file().as_ref().map(|f| f.as_str()));
+        let token = lab.token_file(side);
+        assert_eq!(get(&config, &format!("{side}.token.file")).as_str(), token.as_ref().map(|f| f.as_str()));
+    }
     let ok = lab.run(&["check"]);
     ok.success();
     assert_no_secret(&ok, &secrets, "check");
 
     // (b) A CA that did not sign the servers' certificate.
     let other_ca = private_file(&lab, "other-ca.pem", &lab::unrelated_ca_pem("not the lab's CA").unwrap());
-    let wrong_ca = config_variant(&lab, "wrong-ca", |t| t.replace(ca_file.as_str(), other_ca.as_str()));
+    let wrong_ca = config_variant(&lab, "wrong-ca", |c| {
+        set(c, "old.ca_file", other_ca.as_str());
+        set(c, "new.ca_file", other_ca.as_str());
+    });
     let run = run_with(&lab, &wrong_ca, &["check"]);
     run.code(3)
         .stderr_has("old API")
@@ -167,15 +168,15 @@ fn a_wrong_ca_or_a_bad_token_is_refused_and_verification_is_off_only_loudly() {
         let token = lab.mint_token(kind).unwrap();
         secrets.push(token.clone());
         let file = private_file(&lab, &format!("{kind:?}-token"), &token);
-        let config =
-            config_variant(&lab, &format!("{kind:?}-token"), |t| t.replace(old_token_file.as_str(), file.as_str()));
+        let config = config_variant(&lab, &format!("{kind:?}-token"), |c| set(c, "old.token.file", file.as_str()));
         let run = run_with(&lab, &config, &["check"]);
         run.code(3).stderr_has("old API").stderr_has("HTTP 403").stderr_has(says).stderr_has("`old.token`");
         assert_no_secret(&run, &secrets, &format!("check with a {kind:?} token"));
     }
     // No token at all.
-    let config = config_variant(&lab, "no-token", |t| {
-        t.lines().filter(|l| !l.starts_with("token = ")).collect::<Vec<_>>().join("\n")
+    let config = config_variant(&lab, "no-token", |c| {
+        remove(c, "old.token");
+        remove(c, "new.token");
     });
     let run = run_with(&lab, &config, &["check"]);
     run.code(3).stderr_has("HTTP 401").stderr_has("token");
@@ -184,12 +185,15 @@ fn a_wrong_ca_or_a_bad_token_is_refused_and_verification_is_off_only_loudly() {
     let fresh = lab.mint_token(TokenKind::Valid).unwrap();
     secrets.push(fresh.clone());
     let file = private_file(&lab, "fresh-token", &fresh);
-    let config = config_variant(&lab, "fresh-token", |t| t.replace(old_token_file.as_str(), file.as_str()));
+    let config = config_variant(&lab, "fresh-token", |c| set(c, "old.token.file", file.as_str()));
     run_with(&lab, &config, &["check"]).success();
 
     // (d) The wrong CA with verification off: it works, and says so loudly.
-    let no_verify = config_variant(&lab, "no-verify", |t| {
-        t.replace(&format!("ca_file = \"{ca_file}\"\n"), &format!("ca_file = \"{other_ca}\"\ntls_verify = false\n"))
+    let no_verify = config_variant(&lab, "no-verify", |c| {
+        for side in ["old", "new"] {
+            set(c, &format!("{side}.ca_file"), other_ca.as_str());
+            set(c, &format!("{side}.tls_verify"), false);
+        }
     });
     let text = std::fs::read_to_string(&no_verify).unwrap();
     assert_eq!(text.matches("tls_verify = false").count(), 2, "both sides: {text}");
@@ -208,11 +212,7 @@ fn a_wrong_ca_or_a_bad_token_is_refused_and_verification_is_off_only_loudly() {
     // server is stopped, but start-server stops at once with the TLS error
     // (it does not wait its 30-minute limit for a server that "does not
     // answer").
-    let new_section = |t: String| {
-        let at = t.find("[new]").unwrap();
-        format!("{}{}", &t[..at], t[at..].replacen(ca_file.as_str(), other_ca.as_str(), 1))
-    };
-    let new_wrong = config_variant(&lab, "new-wrong-ca", new_section);
+    let new_wrong = config_variant(&lab, "new-wrong-ca", |c| set(c, "new.ca_file", other_ca.as_str()));
     run_with(&lab, &new_wrong, &["check"]).success();
     let t = Instant::now();
     let run = run_with(&lab, &new_wrong, &["migrate", "--yes"]);

@@ -135,3 +135,47 @@ macro_rules! snapshot {
     };
 }
 pub(crate) use snapshot;
+
+/// A copy of the tool config `config` with `edit` applied to its TOML tree,
+/// written beside it as `<name>.toml`. The edit must change something.
+pub fn config_variant(config: &Utf8Path, name: &str, edit: impl FnOnce(&mut toml::Table)) -> Utf8PathBuf {
+    let mut table: toml::Table = std::fs::read_to_string(config).unwrap().parse().unwrap();
+    let before = table.clone();
+    edit(&mut table);
+    assert_ne!(table, before, "{name}: the edit changed nothing");
+    let path = config.with_file_name(format!("{name}.toml"));
+    std::fs::write(&path, toml::to_string(&table).unwrap()).unwrap();
+    path
+}
+
+/// Sets the dotted key (`old.database.port`) of a config, making the tables
+/// on the way.
+pub fn set(table: &mut toml::Table, dotted: &str, value: impl Into<toml::Value>) {
+    let (parents, key) = dotted.rsplit_once('.').map_or(("", dotted), |(p, k)| (p, k));
+    let mut at = table;
+    for part in parents.split('.').filter(|p| !p.is_empty()) {
+        at = at
+            .entry(part)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .unwrap_or_else(|| panic!("{dotted}: {part} is not a table"));
+    }
+    at.insert(key.to_owned(), value.into());
+}
+
+/// Removes the dotted key of a config; it must be there.
+pub fn remove(table: &mut toml::Table, dotted: &str) {
+    let (parents, key) = dotted.rsplit_once('.').map_or(("", dotted), |(p, k)| (p, k));
+    let mut at = table;
+    for part in parents.split('.').filter(|p| !p.is_empty()) {
+        at = at.get_mut(part).and_then(toml::Value::as_table_mut).unwrap_or_else(|| panic!("no table {part}"));
+    }
+    assert!(at.remove(key).is_some(), "{dotted} is not in the config");
+}
+
+/// The value of a dotted key of a config.
+pub fn get<'a>(table: &'a toml::Table, dotted: &str) -> &'a toml::Value {
+    let mut parts = dotted.split('.');
+    let first = parts.next().unwrap();
+    parts.fold(&table[first], |v, part| &v[part])
+}
