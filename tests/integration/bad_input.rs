@@ -73,6 +73,33 @@ fn reseal_manifest(dir: &Utf8Path) {
     std::fs::write(dir.join("manifest.json.sha256"), format!("{sum}  manifest.json\n")).unwrap();
 }
 
+/// Each bad input on its own: one that is not refused as it should be does
+/// not hide the others; the test fails at the end, naming every one.
+#[derive(Default)]
+struct Cases(Vec<String>);
+
+impl Cases {
+    fn case(&mut self, name: &str, check: impl FnOnce()) {
+        if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(check)) {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            self.0.push(format!("{name}: {message}"));
+        }
+    }
+
+    fn finish(self) {
+        assert!(
+            self.0.is_empty(),
+            "{} bad input(s) not refused as they should be:\n{}",
+            self.0.len(),
+            self.0.join("\n\n")
+        );
+    }
+}
+
 #[test]
 #[ignore = "needs the real lab: cargo xtask ci"]
 fn bad_input_is_refused_and_changes_nothing() {
@@ -81,111 +108,135 @@ fn bad_input_is_refused_and_changes_nothing() {
     lab.run(&["halt-all"]).success();
     lab.run(&["stop-server"]).success();
     let dump_dir = lab.work_dir().join("dump");
+    let mut cases = Cases::default();
 
     // --- the old database and the dump directory ---
-    std::fs::create_dir_all(&dump_dir).unwrap();
-    std::fs::write(dump_dir.join("notes.txt"), "not a dump").unwrap();
-    lab.run(&["dump"]).code(3).stderr_has("holds files that are not a dump of this tool: notes.txt");
-    std::fs::remove_file(dump_dir.join("notes.txt")).unwrap();
-
-    let wrong_password = lab.dir().join("wrong-password");
-    std::fs::write(&wrong_password, "not-the-password\n").unwrap();
-    run_with(&lab, "wrong-password", |c| set(c, "old.database.password.file", wrong_password.as_str()), &["dump"])
-        .code(3)
-        .stderr_has("password authentication failed")
-        .stderr_has("check the database password");
-
-    run_with(&lab, "no-database", |c| set(c, "old.database.port", 9), &["dump"])
-        .code(3)
-        .stderr_has("is PostgreSQL running and reachable");
-
-    let tiny = lab.dir().join("tiny");
-    std::fs::create_dir_all(&tiny).unwrap();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs", tiny.as_str()])
-        .status()
-        .unwrap();
-    assert!(mounted.success(), "mount a 1 MiB tmpfs (tests run as root)");
-    let run = run_with(&lab, "no-space", |c| set(c, "dump.dir", format!("{tiny}/dump")), &["dump"]);
-    let _ = std::process::Command::new("umount").arg(tiny.as_str()).status();
-    run.code(3).stderr_has("disk space").stderr_has("free");
-
-    let file = lab.dir().join("a-file");
-    std::fs::write(&file, "").unwrap();
-    run_with(&lab, "bad-workdir", |c| set(c, "work_dir", format!("{file}/work")), &["dump"])
-        .code(2)
-        .stderr_has("is not usable");
+    cases.case("foreign file in the dump directory", || {
+        std::fs::create_dir_all(&dump_dir).unwrap();
+        std::fs::write(dump_dir.join("notes.txt"), "not a dump").unwrap();
+        let run = lab.run(&["dump"]);
+        std::fs::remove_file(dump_dir.join("notes.txt")).unwrap();
+        run.code(3).stderr_has("holds files that are not a dump of this tool: notes.txt");
+    });
+    cases.case("wrong database password", || {
+        let wrong_password = lab.dir().join("wrong-password");
+        std::fs::write(&wrong_password, "not-the-password\n").unwrap();
+        run_with(&lab, "wrong-password", |c| set(c, "old.database.password.file", wrong_password.as_str()), &["dump"])
+            .code(3)
+            .stderr_has("password authentication failed")
+            .stderr_has("check the database password");
+    });
+    cases.case("no database there", || {
+        run_with(&lab, "no-database", |c| set(c, "old.database.port", 9), &["dump"])
+            .code(3)
+            .stderr_has("is PostgreSQL running and reachable");
+    });
+    cases.case("no disk space", || {
+        let tiny = lab.dir().join("tiny");
+        std::fs::create_dir_all(&tiny).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs", tiny.as_str()])
+            .status()
+            .unwrap();
+        assert!(mounted.success(), "mount a 1 MiB tmpfs (tests run as root)");
+        let run = run_with(&lab, "no-space", |c| set(c, "dump.dir", format!("{tiny}/dump")), &["dump"]);
+        let _ = std::process::Command::new("umount").arg(tiny.as_str()).status();
+        run.code(3).stderr_has("disk space").stderr_has("free");
+    });
+    cases.case("work directory not usable", || {
+        let file = lab.dir().join("a-file");
+        std::fs::write(&file, "").unwrap();
+        run_with(&lab, "bad-workdir", |c| set(c, "work_dir", format!("{file}/work")), &["dump"])
+            .code(2)
+            .stderr_has("is not usable");
+    });
     assert!(!dump_dir.join("manifest.json").exists(), "nothing was dumped by the refused runs");
 
     lab.run(&["dump"]).success();
     assert_eq!(user_objects(&lab, Side::New), 0);
 
     // --- damaged dumps ---
-    restore_damaged(&lab, "edited", |d| rewrite_manifest(d, |m| m["tables"]["public.environment"] = 99.into()))
+    cases.case("manifest edited", || {
+        restore_damaged(&lab, "edited", |d| rewrite_manifest(d, |m| m["tables"]["public.environment"] = 99.into()))
+            .code(3)
+            .stderr_has("does not match its checksum");
+    });
+    cases.case("data file truncated", || {
+        restore_damaged(&lab, "truncated", |d| {
+            let f = largest_data_file(d);
+            let len = std::fs::metadata(&f).unwrap().len();
+            std::fs::OpenOptions::new().write(true).open(&f).unwrap().set_len(len / 2).unwrap();
+        })
         .code(3)
-        .stderr_has("does not match its checksum");
-    restore_damaged(&lab, "truncated", |d| {
-        let f = largest_data_file(d);
-        let len = std::fs::metadata(&f).unwrap().len();
-        std::fs::OpenOptions::new().write(true).open(&f).unwrap().set_len(len / 2).unwrap();
-    })
-    .code(3)
-    .stderr_has("(truncated or replaced)");
-    restore_damaged(&lab, "flipped", |d| {
-        let f = largest_data_file(d);
-        let mut bytes = std::fs::read(&f).unwrap();
-        bytes[0] ^= 0x20;
-        std::fs::write(&f, bytes).unwrap();
-    })
-    .code(3)
-    .stderr_has("checksum mismatch");
-    restore_damaged(&lab, "partial", |d| std::fs::remove_file(d.join("manifest.json")).unwrap())
+        .stderr_has("(truncated or replaced)");
+    });
+    cases.case("data file changed", || {
+        restore_damaged(&lab, "flipped", |d| {
+            let f = largest_data_file(d);
+            let mut bytes = std::fs::read(&f).unwrap();
+            bytes[0] ^= 0x20;
+            std::fs::write(&f, bytes).unwrap();
+        })
         .code(3)
-        .stderr_has("holds no complete dump");
-    restore_damaged(&lab, "newer-schema", |d| {
-        rewrite_manifest(d, |m| m["schema_versions"]["core"].as_array_mut().unwrap().push(299912310.into()));
-        reseal_manifest(d);
-    })
-    .code(3)
-    .stderr_has("newer than inmanta-core 14.0.0 knows");
+        .stderr_has("checksum mismatch");
+    });
+    cases.case("no manifest", || {
+        restore_damaged(&lab, "partial", |d| std::fs::remove_file(d.join("manifest.json")).unwrap())
+            .code(3)
+            .stderr_has("holds no complete dump");
+    });
+    cases.case("schema newer than the new server knows", || {
+        restore_damaged(&lab, "newer-schema", |d| {
+            rewrite_manifest(d, |m| m["schema_versions"]["core"].as_array_mut().unwrap().push(299912310.into()));
+            reseal_manifest(d);
+        })
+        .code(3)
+        .stderr_has("newer than inmanta-core 14.0.0 knows");
+    });
 
     // --- versions and tools ---
-    let says_8_0 = vec!["echo", "Inmanta Service Orchestrator: 8.0.0"];
-    run_with(&lab, "downgrade", |c| set(c, "new.version_command", says_8_0), &["restore"])
+    cases.case("downgrade", || {
+        let says_8_0 = vec!["echo", "Inmanta Service Orchestrator: 8.0.0"];
+        run_with(&lab, "downgrade", |c| set(c, "new.version_command", says_8_0), &["restore"])
+            .code(3)
+            .stderr_has("the new server (8.0.0) is older than the old one (8.7.6): a downgrade");
+    });
+    cases.case("pg_restore older than the archive", || {
+        let old_tools = lab.dir().join("old-tools");
+        std::fs::create_dir_all(&old_tools).unwrap();
+        for tool in ["psql", "pg_dump", "vacuumdb"] {
+            let _ = std::os::unix::fs::symlink(lab.pg_bin_dir().join(tool), old_tools.join(tool));
+        }
+        let fake_restore = old_tools.join("pg_restore");
+        std::fs::write(&fake_restore, "#!/bin/sh\n[ \"$1\" = --version ] && { echo 'pg_restore (PostgreSQL) 13.0'; exit 0; }\necho 'pg_restore: error: unsupported version (1.14) in file header' >&2; exit 1\n").unwrap();
+        std::fs::set_permissions(&fake_restore, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        run_with(
+            &lab,
+            "old-pg-restore",
+            |c| {
+                let ours = lab.pg_bin_dir();
+                assert_eq!(get(c, "pg.bin_dir").as_str(), Some(ours.as_str()), "the lab's config names its tools");
+                set(c, "pg.bin_dir", old_tools.as_str())
+            },
+            &["restore"],
+        )
         .code(3)
-        .stderr_has("the new server (8.0.0) is older than the old one (8.7.6): a downgrade");
-
-    let old_tools = lab.dir().join("old-tools");
-    std::fs::create_dir_all(&old_tools).unwrap();
-    for tool in ["psql", "pg_dump", "vacuumdb"] {
-        let _ = std::os::unix::fs::symlink(lab.pg_bin_dir().join(tool), old_tools.join(tool));
-    }
-    let fake_restore = old_tools.join("pg_restore");
-    std::fs::write(&fake_restore, "#!/bin/sh\n[ \"$1\" = --version ] && { echo 'pg_restore (PostgreSQL) 13.0'; exit 0; }\necho 'pg_restore: error: unsupported version (1.14) in file header' >&2; exit 1\n").unwrap();
-    std::fs::set_permissions(&fake_restore, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    run_with(
-        &lab,
-        "old-pg-restore",
-        |c| {
-            assert_eq!(
-                get(c, "pg.bin_dir").as_str(),
-                Some(lab.pg_bin_dir().as_str()),
-                "the lab's config names its tools"
-            );
-            set(c, "pg.bin_dir", old_tools.as_str())
-        },
-        &["restore"],
-    )
-    .code(3)
-    .stderr_has("pg_restore 13.0 is older than the pg_dump 15");
+        .stderr_has("pg_restore 13.0 is older than the pg_dump 15");
+    });
 
     // --- a target database that holds data ---
-    lab.psql(Side::New, "inmanta", "SET ROLE inmanta; CREATE TABLE precious (id int); INSERT INTO precious VALUES (1)")
+    cases.case("target database holds data", || {
+        lab.psql(
+            Side::New,
+            "inmanta",
+            "SET ROLE inmanta; CREATE TABLE precious (id int); INSERT INTO precious VALUES (1)",
+        )
         .unwrap();
-    lab.run(&["restore"]).code(3).stderr_has("is not empty").stderr_has("--replace");
-    assert_eq!(lab.psql(Side::New, "inmanta", "SELECT count(*) FROM precious").unwrap().trim(), "1", "untouched");
-
-    assert_eq!(user_objects(&lab, Side::New), 1, "no refused run loaded anything");
-    lab.run(&["restore", "--replace"]).success().stderr_has("dropping and recreating database");
-    assert!(lab.psql(Side::New, "inmanta", "SELECT count(*) FROM precious").is_err(), "replaced, as asked");
+        lab.run(&["restore"]).code(3).stderr_has("is not empty").stderr_has("--replace");
+        assert_eq!(lab.psql(Side::New, "inmanta", "SELECT count(*) FROM precious").unwrap().trim(), "1", "untouched");
+        assert_eq!(user_objects(&lab, Side::New), 1, "no refused run loaded anything");
+        lab.run(&["restore", "--replace"]).success().stderr_has("dropping and recreating database");
+        assert!(lab.psql(Side::New, "inmanta", "SELECT count(*) FROM precious").is_err(), "replaced, as asked");
+    });
+    cases.finish();
 }
