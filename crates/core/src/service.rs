@@ -32,18 +32,25 @@ impl<'a> Service<'a> {
         Service { orch, runner: Runner::on(&orch.host) }
     }
 
-    fn systemctl(&self, args: &[&str]) -> Vec<String> {
+    /// `[sudo -n] <program> [--user]`: systemctl or journalctl as the
+    /// config says.
+    fn systemd_tool(&self, program: &str) -> Vec<String> {
         let svc = &self.orch.service;
         let mut argv: Vec<String> = Vec::new();
         if svc.sudo {
             argv.extend(["sudo".to_owned(), "-n".to_owned()]);
         }
-        argv.push("systemctl".to_owned());
+        argv.push(program.to_owned());
         if svc.user {
             argv.push("--user".to_owned());
         }
+        argv
+    }
+
+    fn systemctl(&self, args: &[&str]) -> Vec<String> {
+        let mut argv = self.systemd_tool("systemctl");
         argv.extend(args.iter().map(|a| a.to_string()));
-        argv.push(svc.unit().to_owned());
+        argv.push(self.orch.service.unit().to_owned());
         argv
     }
 
@@ -126,14 +133,7 @@ impl<'a> Service<'a> {
         let argv: Vec<String> = match (&svc.log_file, svc.manager) {
             (Some(file), _) => vec!["tail".into(), "-n".into(), n, file.to_string()],
             (None, Manager::Systemd) => {
-                let mut argv: Vec<String> = Vec::new();
-                if svc.sudo {
-                    argv.extend(["sudo".into(), "-n".into()]);
-                }
-                argv.push("journalctl".into());
-                if svc.user {
-                    argv.push("--user".into());
-                }
+                let mut argv = self.systemd_tool("journalctl");
                 argv.extend(["-u".into(), svc.unit().into(), "-n".into(), n, "--no-pager".into()]);
                 argv
             }
