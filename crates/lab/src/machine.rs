@@ -150,7 +150,11 @@ impl Booted {
                 }
             }
             if t0.elapsed() > BOOT_TIMEOUT {
-                bail!("the machine {} did not finish booting within {BOOT_TIMEOUT:?}", self.name);
+                bail!(
+                    "the machine {} did not finish booting within {BOOT_TIMEOUT:?}:\n{}",
+                    self.name,
+                    util::tail(&self.boot_log(), 20)
+                );
             }
             std::thread::sleep(Duration::from_millis(200));
         };
