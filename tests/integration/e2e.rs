@@ -69,6 +69,12 @@ impl Lab {
         cmd
     }
 
+    /// A copy of this lab's config with `edit` applied (see
+    /// [`support::config_variant`]).
+    pub fn config_variant(&self, name: &str, edit: impl FnOnce(&mut toml::Table)) -> camino::Utf8PathBuf {
+        support::config_variant(&self.config_path(), name, edit)
+    }
+
     /// Row count and content digest of every table of one side's database.
     pub fn fingerprints(&self, side: Side) -> BTreeMap<String, String> {
         let tables = self

@@ -12,7 +12,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use lab::{Security, Side, TokenKind};
 
 use crate::e2e::{Lab, SERIAL, assert_migrated, lab_with};
-use crate::support::{self, Run, get, remove, run_in, set};
+use crate::support::{Run, get, remove, run_in, set};
 
 /// Writes a 0600 file in the instance's directory.
 fn private_file(lab: &Lab, name: &str, text: &str) -> Utf8PathBuf {
@@ -23,11 +23,6 @@ fn private_file(lab: &Lab, name: &str, text: &str) -> Utf8PathBuf {
     std::fs::write(&path, text).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     path
-}
-
-/// A variant of the instance's config: `edit` changes its text.
-fn config_variant(lab: &Lab, name: &str, edit: impl FnOnce(&mut toml::Table)) -> Utf8PathBuf {
-    support::config_variant(&lab.config_path(), name, edit)
 }
 
 fn run_with(lab: &Lab, config: &Utf8Path, args: &[&str]) -> Run {
@@ -150,7 +145,7 @@ fn a_wrong_ca_or_a_bad_token_is_refused_and_verification_is_off_only_loudly() {
 
     // (b) A CA that did not sign the servers' certificate.
     let other_ca = private_file(&lab, "other-ca.pem", &lab::unrelated_ca_pem("not the lab's CA").unwrap());
-    let wrong_ca = config_variant(&lab, "wrong-ca", |c| {
+    let wrong_ca = lab.config_variant("wrong-ca", |c| {
         set(c, "old.ca_file", other_ca.as_str());
         set(c, "new.ca_file", other_ca.as_str());
     });
@@ -168,13 +163,13 @@ fn a_wrong_ca_or_a_bad_token_is_refused_and_verification_is_off_only_loudly() {
         let token = lab.mint_token(kind).unwrap();
         secrets.push(token.clone());
         let file = private_file(&lab, &format!("{kind:?}-token"), &token);
-        let config = config_variant(&lab, &format!("{kind:?}-token"), |c| set(c, "old.token.file", file.as_str()));
+        let config = lab.config_variant(&format!("{kind:?}-token"), |c| set(c, "old.token.file", file.as_str()));
         let run = run_with(&lab, &config, &["check"]);
         run.code(3).stderr_has("old API").stderr_has("HTTP 403").stderr_has(says).stderr_has("`old.token`");
         assert_no_secret(&run, &secrets, &format!("check with a {kind:?} token"));
     }
     // No token at all.
-    let config = config_variant(&lab, "no-token", |c| {
+    let config = lab.config_variant("no-token", |c| {
         remove(c, "old.token");
         remove(c, "new.token");
     });
@@ -185,11 +180,11 @@ fn a_wrong_ca_or_a_bad_token_is_refused_and_verification_is_off_only_loudly() {
     let fresh = lab.mint_token(TokenKind::Valid).unwrap();
     secrets.push(fresh.clone());
     let file = private_file(&lab, "fresh-token", &fresh);
-    let config = config_variant(&lab, "fresh-token", |c| set(c, "old.token.file", file.as_str()));
+    let config = lab.config_variant("fresh-token", |c| set(c, "old.token.file", file.as_str()));
     run_with(&lab, &config, &["check"]).success();
 
     // (d) The wrong CA with verification off: it works, and says so loudly.
-    let no_verify = config_variant(&lab, "no-verify", |c| {
+    let no_verify = lab.config_variant("no-verify", |c| {
         for side in ["old", "new"] {
             set(c, &format!("{side}.ca_file"), other_ca.as_str());
             set(c, &format!("{side}.tls_verify"), false);
@@ -212,7 +207,7 @@ fn a_wrong_ca_or_a_bad_token_is_refused_and_verification_is_off_only_loudly() {
     // server is stopped, but start-server stops at once with the TLS error
     // (it does not wait its 30-minute limit for a server that "does not
     // answer").
-    let new_wrong = config_variant(&lab, "new-wrong-ca", |c| set(c, "new.ca_file", other_ca.as_str()));
+    let new_wrong = lab.config_variant("new-wrong-ca", |c| set(c, "new.ca_file", other_ca.as_str()));
     run_with(&lab, &new_wrong, &["check"]).success();
     let t = Instant::now();
     let run = run_with(&lab, &new_wrong, &["migrate", "--yes"]);

@@ -77,8 +77,8 @@ pub async fn preflight(cx: &Context, replace: bool) -> Checks {
             },
             Err(e) => checks.fail("database schema", format!("{e:#}"), "check `old.database`"),
         }
-        let floor = format!("the old PostgreSQL {old_pg}");
-        db.check_tools(&["pg_dump", "pg_restore", "psql", "vacuumdb"], Some((*old_pg, &floor)), &mut checks).await;
+        let floor = Some((*old_pg, format!("the old PostgreSQL {old_pg}")));
+        db.check_tools(&["pg_dump", "pg_restore", "psql", "vacuumdb"], floor, &mut checks).await;
         step_dump::check_space(cx, db, &mut checks).await;
     }
     if let (Some((_, old_pg)), Some((_, new_pg))) = (&old_db, &new_db) {

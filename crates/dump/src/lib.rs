@@ -154,7 +154,7 @@ impl Step for Dump {
             }
         }
         let floor = server_major.map(|m| (m, format!("the old PostgreSQL {m}")));
-        db.check_tools(&["pg_dump"], floor.as_ref().map(|(m, w)| (*m, w.as_str())), &mut checks).await;
+        db.check_tools(&["pg_dump"], floor, &mut checks).await;
         check_dir(cx, &mut checks);
         check_space(cx, &db, &mut checks).await;
         checks

@@ -32,17 +32,18 @@ impl Drop for Cleanup {
     }
 }
 
-fn fresh_instance(name: &str, old: &str) -> (LabRoot, Cleanup) {
+fn fresh_instance(name: &str, old: &str) -> Cleanup {
+    let options = UpOptions { name: name.to_string(), old: old.to_string(), ports: None, ..UpOptions::default() };
+    replace_instance(&options, Security::Plain)
+}
+
+/// The instance `options` say, replacing one of the same name.
+fn replace_instance(options: &UpOptions, security: Security) -> Cleanup {
     let root = LabRoot::from_env().unwrap();
-    if let Ok(prev) = Instance::open(&root, name) {
+    if let Ok(prev) = Instance::open(&root, &options.name) {
         prev.down(true).unwrap();
     }
-    let inst = lab::up(
-        &root,
-        &UpOptions { name: name.to_string(), old: old.to_string(), ports: None, ..UpOptions::default() },
-    )
-    .unwrap();
-    (root, Cleanup(Some(inst)))
+    Cleanup(Some(lab::up_with(&root, options, security).unwrap()))
 }
 
 fn wait_all_deployed(api: &Client, env: &str) {
@@ -264,7 +265,7 @@ fn check_down(mut cleanup: Cleanup) {
 #[ignore = "needs real PostgreSQL and inmanta servers; run by cargo xtask ci"]
 fn up_8_7_6_seeds_variety_and_down_leaves_nothing() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let (_root, cleanup) = fresh_instance("test-up-8", "8.7.6");
+    let cleanup = fresh_instance("test-up-8", "8.7.6");
     let inst = cleanup.0.as_ref().unwrap();
     check_seeded_variety(inst);
     check_config(inst);
@@ -284,7 +285,7 @@ fn up_8_7_6_seeds_variety_and_down_leaves_nothing() {
 #[ignore = "needs real PostgreSQL and inmanta servers; run by cargo xtask ci"]
 fn up_11_5_5_seeds_variety() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let (_root, cleanup) = fresh_instance("test-up-11", "11.5.5");
+    let cleanup = fresh_instance("test-up-11", "11.5.5");
     let inst = cleanup.0.as_ref().unwrap();
     check_seeded_variety(inst);
     check_config(inst);
@@ -296,16 +297,12 @@ fn up_11_5_5_seeds_variety() {
 #[ignore = "needs real PostgreSQL and inmanta servers; run by cargo xtask ci"]
 fn secure_8_7_6_seeds_under_auth_and_tls() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let root = LabRoot::from_env().unwrap();
     let name = "test-up-secure";
-    if let Ok(prev) = Instance::open(&root, name) {
-        prev.down(true).unwrap();
-    }
     // Fresh, so the compiles (the server hands them --ssl, its CA and a
     // token) and the deploys of autostarted agents run under auth and TLS.
     // One environment keeps it short.
     let options = UpOptions { name: name.into(), old: "8.7.6".into(), envs: 1, fresh: true, ..UpOptions::default() };
-    let cleanup = Cleanup(Some(lab::up_with(&root, &options, Security::Secure).unwrap()));
+    let cleanup = replace_instance(&options, Security::Secure);
     let inst = cleanup.0.as_ref().unwrap();
     assert!(inst.is_secure() && !inst.from_template());
     let env = &inst.envs()[0];
@@ -365,11 +362,7 @@ fn secure_8_7_6_seeds_under_auth_and_tls() {
 #[ignore = "needs real PostgreSQL and inmanta servers; run by cargo xtask ci"]
 fn systemd_machines_run_the_sides_as_units_and_down_leaves_nothing() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let root = LabRoot::from_env().unwrap();
     let name = "test-up-systemd";
-    if let Ok(prev) = Instance::open(&root, name) {
-        prev.down(true).unwrap();
-    }
     let opts = UpOptions {
         name: name.into(),
         old: "19.0.0".into(),
@@ -377,7 +370,7 @@ fn systemd_machines_run_the_sides_as_units_and_down_leaves_nothing() {
         systemd: true,
         ..UpOptions::default()
     };
-    let cleanup = Cleanup(Some(lab::up(&root, &opts).unwrap()));
+    let cleanup = replace_instance(&opts, Security::Plain);
     let inst = cleanup.0.as_ref().unwrap();
     let status = inst.status();
     assert_eq!(status.old.machine, lab::Machine::Booted);

@@ -320,11 +320,11 @@ impl Database {
 
     /// Checks that each client tool runs and is at least as new as `floor`
     /// (its major version, and what has it: "the old PostgreSQL 15").
-    pub async fn check_tools(&self, tools: &[&str], floor: Option<(u32, &str)>, checks: &mut Checks) {
+    pub async fn check_tools(&self, tools: &[&str], floor: Option<(u32, String)>, checks: &mut Checks) {
         for tool in tools {
             let name = format!("{tool} version");
-            match (self.tool_major(tool).await, floor) {
-                (Ok((version, major)), Some((min, what))) if major < min => checks.fail(
+            match (self.tool_major(tool).await, &floor) {
+                (Ok((version, major)), Some((min, what))) if major < *min => checks.fail(
                     name,
                     format!("{tool} {version} is older than {what}"),
                     "install PostgreSQL client tools at least that new and set `pg.bin_dir`",

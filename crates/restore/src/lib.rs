@@ -92,7 +92,7 @@ impl Step for Restore {
         };
         let tool = if manifest.dump_format == DumpFormat::Plain { "psql" } else { "pg_restore" };
         let writer = format!("the pg_dump {} that wrote the archive", manifest.pg_dump_version);
-        db.check_tools(&[tool], Some((dump_major, &writer)), &mut checks).await;
+        db.check_tools(&[tool], Some((dump_major, writer)), &mut checks).await;
         if manifest.dump_format != DumpFormat::Plain {
             match db.restore_list(&manifest.data_path(&dir)).await {
                 Ok(toc) => checks.pass("archive readable", format!("pg_restore --list: {} entries", toc.len())),

@@ -226,18 +226,19 @@ async fn walk_intermediates(cx: &Context, db: &Database) -> anyhow::Result<Vec<(
 /// with the end of the server's log and the way on.
 async fn start_service(service: &Service<'_>, label: &str) -> anyhow::Result<()> {
     if let Err(e) = service.start().await {
-        bail!(
-            "the {label} server did not start: {e:#}\n{}\n{}",
-            log_end(service, 20).await,
-            AGAIN.replace("{service}", &service.describe())
-        );
+        bail!("the {label} server did not start: {e:#}\n{}\n{}", log_end(service, 20).await, way_on(service));
     }
     Ok(())
 }
 
 /// What to do after a server failed to come up.
-const AGAIN: &str = "fix what the log names in {service} (its config, unit or database), \
-     then run `inmanta-migrate start-server` again: it waits for a server still (re)starting";
+fn way_on(service: &Service<'_>) -> String {
+    format!(
+        "fix what the log names in {} (its config, unit or database), then run `inmanta-migrate start-server` \
+         again: it waits for a server still (re)starting",
+        service.describe()
+    )
+}
 
 /// Polls the API; watches the process and its log meanwhile.
 async fn wait_until_answering(
@@ -266,7 +267,7 @@ async fn wait_until_answering(
                 state => bail!(
                     "the {label} server stopped while starting ({state:?}); {}\n{}",
                     log_end(service, 40).await,
-                    AGAIN.replace("{service}", &service.describe())
+                    way_on(service)
                 ),
             }
             if let (Some(before), Some(now)) = (restarts_at_start, service.restarts().await)
@@ -276,7 +277,7 @@ async fn wait_until_answering(
                     "the {label} server restarts in a loop ({} restarts); {}\n{}",
                     now - before,
                     log_end(service, 40).await,
-                    AGAIN.replace("{service}", &service.describe())
+                    way_on(service)
                 );
             }
         }
