@@ -27,11 +27,20 @@ pub async fn until<T>(
             return Ok(value);
         }
         if start.elapsed() >= limit {
-            let limit = humantime::format_duration(Duration::from_secs(limit.as_secs())).to_string();
-            return Err(GaveUp { limit, what: what.to_owned() }.into());
+            return Err(GaveUp { limit: shown(limit), what: what.to_owned() }.into());
         }
         tokio::time::sleep(every.min(limit.saturating_sub(start.elapsed())).max(Duration::from_millis(10))).await;
     }
+}
+
+/// Awaits `work` for at most `limit`, or fails with [`GaveUp`] saying that
+/// `what` did not come.
+pub async fn within<T>(limit: Duration, what: &str, work: impl Future<Output = T>) -> anyhow::Result<T> {
+    tokio::time::timeout(limit, work).await.map_err(|_| GaveUp { limit: shown(limit), what: what.to_owned() }.into())
+}
+
+fn shown(limit: Duration) -> String {
+    humantime::format_duration(Duration::from_secs(limit.as_secs())).to_string()
 }
 
 #[cfg(test)]
@@ -52,5 +61,12 @@ mod tests {
         assert!(n >= 2);
         let v = until(Duration::from_millis(1), Duration::from_secs(1), "x", async || Ok(Some(42))).await.unwrap();
         assert_eq!(v, 42);
+    }
+
+    #[tokio::test]
+    async fn within_bounds_one_answer() {
+        let err = within(Duration::from_millis(20), "an answer", std::future::pending::<()>()).await.unwrap_err();
+        assert!(err.to_string().contains("an answer"), "{err}");
+        assert_eq!(within(Duration::from_secs(1), "x", async { 7 }).await.unwrap(), 7);
     }
 }

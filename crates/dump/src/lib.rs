@@ -216,7 +216,7 @@ impl Step for Dump {
         }
         // The row counts run in the snapshot while pg_dump reads: both
         // finish sooner than one after the other.
-        snapshot.start_counting().await?;
+        snapshot.start_counting();
         let progress = cx.ui.progress(Self::NAME, "tables", snapshot.tables.len() as u64);
         let out = dump
             .cmd()

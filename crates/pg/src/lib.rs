@@ -1,11 +1,15 @@
-//! PostgreSQL through its own client tools (`psql`, `pg_dump`, `pg_restore`,
-//! `vacuumdb`), run by core's runner on this machine.
+//! PostgreSQL for inmanta-migrate: every query through a driver
+//! (tokio-postgres, typed rows, SQLSTATE errors), the bulk work through the
+//! client tools (`pg_dump`, `pg_restore`, `psql -f`, `vacuumdb`) run by
+//! core's runner on this machine. All SQL of the product lives here.
 //!
-//! Passwords reach the tools only through PGPASSFILE pointing at an
-//! anonymous in-memory file of this process (`memfd`, 0600, reached as
-//! `/proc/<pid>/fd/<n>`): never on a command line, in an error, a log line,
-//! or on disk, and gone with the process even when it is killed.
+//! Passwords reach the driver in memory and the tools only through
+//! PGPASSFILE pointing at an anonymous in-memory file of this process
+//! (`memfd`, 0600, reached as `/proc/<pid>/fd/<n>`): never on a command
+//! line, in an error, a log line, or on disk, and gone with the process even
+//! when it is killed.
 
+mod connect;
 mod inmanta_cfg;
 mod snapshot;
 
@@ -13,11 +17,13 @@ use std::{collections::BTreeMap, fmt, io::Write, time::Duration};
 
 use anyhow::{Context as _, anyhow, bail};
 use camino::Utf8Path;
+use connect::As;
 use migrate_core::{
     Checks, Secret, Side,
     config::{Config, DatabaseConfig, PgTools},
-    runner::{Cmd, CmdOutput, Runner},
+    runner::{Cmd, Runner},
 };
+use tokio_postgres::{Row, types::ToSql};
 
 pub use inmanta_cfg::read_inmanta_database;
 pub use snapshot::Snapshot;
@@ -27,8 +33,10 @@ const TABLES: &str = "SELECT format('%I.%I', schemaname, tablename) FROM pg_tabl
      WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1";
 /// Whether the database holds Inmanta's schema bookkeeping.
 const SCHEMAMANAGER_EXISTS: &str = "SELECT to_regclass('public.schemamanager') IS NOT NULL";
-/// Inmanta's schema bookkeeping: name, installed versions (comma-separated).
-const SCHEMA_VERSIONS: &str = "SELECT name, array_to_string(installed_versions, ',') FROM public.schemamanager";
+/// Inmanta's schema bookkeeping: name, installed versions.
+const SCHEMA_VERSIONS: &str = "SELECT name::text, installed_versions::bigint[] FROM public.schemamanager";
+/// How long one answer may take (an exact row count of a big table is slow).
+const ANSWER_LIMIT: Duration = Duration::from_secs(3600);
 
 /// Where a database is and who connects to it.
 #[derive(Clone, Debug)]
@@ -123,11 +131,6 @@ impl PassFile {
     }
 }
 
-/// A row of text fields.
-pub type Row = Vec<String>;
-
-const FIELD: char = '\u{1f}';
-
 impl Database {
     /// Resolves the database of `side` and prepares its password file.
     pub async fn open(config: &Config, side: Side) -> anyhow::Result<Database> {
@@ -156,7 +159,8 @@ impl Database {
     }
 
     fn env(&self, cmd: Cmd) -> Cmd {
-        let mut cmd = cmd.env("PGCONNECT_TIMEOUT", "10").env("PGAPPNAME", "inmanta-migrate");
+        let timeout = connect::CONNECT_TIMEOUT.as_secs().to_string();
+        let mut cmd = cmd.env("PGCONNECT_TIMEOUT", timeout).env("PGAPPNAME", "inmanta-migrate");
         if let Some(passfile) = &self.passfile {
             cmd = cmd.env("PGPASSFILE", passfile.path.as_str());
         } else if let Some(path) = &self.target.passfile {
@@ -168,78 +172,57 @@ impl Database {
         cmd
     }
 
-    fn connection(&self, admin: bool) -> Vec<String> {
-        let (user, db) = match admin {
-            true => (self.target.admin_user.as_deref().unwrap_or(&self.target.user), "postgres"),
-            false => (self.target.user.as_str(), self.target.name.as_str()),
-        };
+    fn connection(&self, who: As) -> Vec<String> {
+        let db = if who == As::Admin { "postgres" } else { self.target.name.as_str() };
         vec![
             "-h".into(),
             self.target.host.clone(),
             "-p".into(),
             self.target.port.to_string(),
             "-U".into(),
-            user.to_owned(),
+            self.target.role(who).to_owned(),
             "-d".into(),
             db.to_owned(),
         ]
     }
 
-    async fn psql(&self, sql: &str, admin: bool) -> anyhow::Result<Vec<Row>> {
-        let mut argv = vec![self.tools.tool("psql"), "-X".into(), "-A".into(), "-t".into(), "-q".into()];
-        argv.extend(["-F".into(), FIELD.to_string(), "-v".into(), "ON_ERROR_STOP=1".into(), "-w".into()]);
-        argv.extend(self.connection(admin));
-        argv.extend(["-c".into(), sql.to_owned()]);
-        let out = self.env(Runner::local().cmd(&argv)).timeout(Duration::from_secs(3600)).output().await?;
-        if !out.success() {
-            bail!("{}", explain(&self.target, admin, &out));
-        }
-        Ok(out.stdout.lines().filter(|l| !l.is_empty()).map(split_row).collect())
+    /// The rows of one statement on a connection of its own.
+    async fn rows(&self, who: As, sql: &str, params: &[&(dyn ToSql + Sync)]) -> anyhow::Result<Vec<Row>> {
+        let client = connect::connect(&self.target, who).await?;
+        answer(&self.target, who, ANSWER_LIMIT, client.query(sql, params)).await
     }
 
-    /// Runs SQL in the target database.
-    pub async fn query(&self, sql: &str) -> anyhow::Result<Vec<Row>> {
-        self.psql(sql, false).await
-    }
-
-    /// Runs SQL as the admin role in the `postgres` maintenance database.
-    pub async fn query_admin(&self, sql: &str) -> anyhow::Result<Vec<Row>> {
-        self.psql(sql, true).await
-    }
-
-    /// A psql session whose stdin and stdout stay open.
-    pub fn session(&self) -> anyhow::Result<migrate_core::runner::Session> {
-        let mut argv = vec![self.tools.tool("psql"), "-X".into(), "-A".into(), "-t".into(), "-q".into()];
-        argv.extend(["-F".into(), FIELD.to_string(), "-v".into(), "ON_ERROR_STOP=1".into(), "-w".into()]);
-        argv.extend(self.connection(false));
-        self.env(Runner::local().cmd(&argv)).session()
+    async fn execute(&self, who: As, sql: &str) -> anyhow::Result<()> {
+        let client = connect::connect(&self.target, who).await?;
+        answer(&self.target, who, ANSWER_LIMIT, client.batch_execute(sql)).await
     }
 
     /// The server's version ("15.18") and major version (15), asked in the
     /// target database, or with `admin` as the admin role in the maintenance
     /// database (when the target database may not exist yet).
     pub async fn server_version(&self, admin: bool) -> anyhow::Result<(String, u32)> {
-        let sql = "SELECT current_setting('server_version'), current_setting('server_version_num')";
-        let rows = self.psql(sql, admin).await?;
+        let who = if admin { As::Admin } else { As::Owner };
+        let sql = "SELECT current_setting('server_version'), current_setting('server_version_num')::int";
+        let rows = self.rows(who, sql, &[]).await?;
         let row = rows.first().ok_or_else(|| anyhow!("no answer to SHOW server_version"))?;
-        let num: u32 = row.get(1).and_then(|n| n.parse().ok()).context("server_version_num")?;
-        Ok((row[0].split_whitespace().next().unwrap_or("").to_owned(), num / 10000))
+        let version: String = row.try_get(0)?;
+        let num: i32 = row.try_get(1)?;
+        Ok((version.split_whitespace().next().unwrap_or("").to_owned(), num as u32 / 10000))
     }
 
     pub async fn size_bytes(&self) -> anyhow::Result<i64> {
-        let rows = self.query("SELECT pg_database_size(current_database())").await?;
-        Ok(rows.first().and_then(|r| r[0].parse().ok()).unwrap_or(0))
+        let rows = self.rows(As::Owner, "SELECT pg_database_size(current_database())", &[]).await?;
+        Ok(rows.first().map(|r| r.try_get(0)).transpose()?.unwrap_or(0))
     }
 
     /// The user tables, `schema.table`, quoted where needed.
     pub async fn tables(&self) -> anyhow::Result<Vec<String>> {
-        Ok(self.query(TABLES).await?.into_iter().map(|r| r[0].clone()).collect())
+        strings(&self.rows(As::Owner, TABLES, &[]).await?)
     }
 
     /// The ids of the environments an Inmanta database holds.
     pub async fn environment_ids(&self) -> anyhow::Result<Vec<String>> {
-        let mut ids: Vec<String> =
-            self.query("SELECT id FROM public.environment").await?.into_iter().map(|r| r[0].clone()).collect();
+        let mut ids = strings(&self.rows(As::Owner, "SELECT id::text FROM public.environment", &[]).await?)?;
         ids.sort();
         Ok(ids)
     }
@@ -249,21 +232,15 @@ impl Database {
         if tables.is_empty() {
             return Ok(BTreeMap::new());
         }
-        parse_counts(&self.query(&row_count_sql(tables)).await?)
+        counts(&self.rows(As::Owner, &row_count_sql(tables), &[]).await?)
     }
 
     /// [`Self::row_counts`] over `jobs` connections at once, the biggest
     /// tables spread first.
     pub async fn row_counts_parallel(&self, tables: &[String], jobs: usize) -> anyhow::Result<BTreeMap<String, i64>> {
-        let sizes: BTreeMap<String, i64> = self
-            .query(
-                "SELECT format('%I.%I', n.nspname, c.relname), pg_total_relation_size(c.oid) FROM pg_class c \
-                 JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p')",
-            )
-            .await?
-            .into_iter()
-            .filter_map(|r| Some((r.first()?.clone(), r.get(1)?.parse().ok()?)))
-            .collect();
+        let sql = "SELECT format('%I.%I', n.nspname, c.relname), pg_total_relation_size(c.oid) FROM pg_class c \
+                   JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p')";
+        let sizes = counts(&self.rows(As::Owner, sql, &[]).await?)?;
         let mut by_size: Vec<&String> = tables.iter().collect();
         by_size.sort_by_key(|t| std::cmp::Reverse(sizes.get(*t).copied().unwrap_or(0)));
         let mut groups: Vec<(i64, Vec<String>)> = vec![(0, Vec::new()); jobs.max(1)];
@@ -284,25 +261,22 @@ impl Database {
                      WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND t.typtype IN ('e', 'd')) \
                  + (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
                      WHERE n.nspname NOT IN ('pg_catalog', 'information_schema'))";
-        let rows = self.query(sql).await?;
-        Ok(rows.first().and_then(|r| r[0].parse().ok()).unwrap_or(0))
+        let rows = self.rows(As::Owner, sql, &[]).await?;
+        Ok(rows.first().map(|r| r.try_get(0)).transpose()?.unwrap_or(0))
     }
 
     /// `schemamanager`: name -> installed schema versions (empty when the
     /// database holds no Inmanta schema).
     pub async fn schema_versions(&self) -> anyhow::Result<BTreeMap<String, Vec<i64>>> {
-        let exists = self.query(SCHEMAMANAGER_EXISTS).await?;
-        if exists.first().map(|r| r[0].as_str()) != Some("t") {
-            return Ok(BTreeMap::new());
-        }
-        Ok(parse_schema_versions(self.query(SCHEMA_VERSIONS).await?))
+        let client = connect::connect(&self.target, As::Owner).await?;
+        schema_versions(&self.target, &client, ANSWER_LIMIT).await
     }
 
     /// Whether the target database exists (asked as the admin role).
     pub async fn exists(&self) -> anyhow::Result<bool> {
-        let sql = format!("SELECT count(*) FROM pg_database WHERE datname = {}", literal(&self.target.name));
-        let rows = self.query_admin(&sql).await?;
-        Ok(rows.first().map(|r| r[0].as_str()) == Some("1"))
+        let sql = "SELECT EXISTS (SELECT FROM pg_database WHERE datname = $1)";
+        let rows = self.rows(As::Admin, sql, &[&self.target.name]).await?;
+        Ok(rows.first().map(|r| r.try_get(0)).transpose()?.unwrap_or(false))
     }
 
     pub async fn create(&self) -> anyhow::Result<()> {
@@ -311,11 +285,11 @@ impl Database {
             ident(&self.target.name),
             ident(&self.target.user)
         );
-        self.query_admin(&sql).await.map(drop)
+        self.execute(As::Admin, &sql).await
     }
 
     pub async fn drop_database(&self) -> anyhow::Result<()> {
-        self.query_admin(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(&self.target.name))).await.map(drop)
+        self.execute(As::Admin, &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(&self.target.name))).await
     }
 
     /// Checks that each client tool runs and is at least as new as `floor`
@@ -376,7 +350,7 @@ impl ToolCmd<'_> {
     /// Adds `-h -p -U -d` for the target database (or the maintenance
     /// database as the admin role).
     pub fn connect(mut self, admin: bool) -> Self {
-        self.argv.extend(self.db.connection(admin));
+        self.argv.extend(self.db.connection(if admin { As::Admin } else { As::Owner }));
         self
     }
 
@@ -385,55 +359,46 @@ impl ToolCmd<'_> {
     }
 }
 
-/// An operator-facing reason for a failed psql call.
-fn explain(target: &Target, admin: bool, out: &CmdOutput) -> String {
-    let who = if admin {
-        format!("{} (admin role)", target.admin_user.as_deref().unwrap_or(&target.user))
-    } else {
-        target.to_string()
-    };
-    let err = out.stderr.trim();
-    let hint = if err.contains("password authentication failed") || err.contains("no password supplied") {
-        " -> check the database password in the config"
-    } else if err.contains("Connection refused") || err.contains("could not connect") || err.contains("timeout expired")
-    {
-        " -> is PostgreSQL running and reachable from here?"
-    } else if err.contains("does not exist") && err.contains("database") {
-        " -> check the database name"
-    } else if err.contains("permission denied to create database") || err.contains("must be owner of database") {
-        " -> set `admin_user` (and `admin_password`) to a role that may create and drop databases"
-    } else {
-        ""
-    };
-    format!("PostgreSQL {who}: {}{hint}", migrate_core::runner::stderr_tail(err).trim_start_matches(':').trim())
+/// The answer of one statement within `limit`, or an error naming the
+/// database and what to do.
+async fn answer<T>(
+    target: &Target,
+    who: As,
+    limit: Duration,
+    statement: impl Future<Output = Result<T, tokio_postgres::Error>>,
+) -> anyhow::Result<T> {
+    let what = format!("an answer of PostgreSQL {}", target.shown(who));
+    migrate_core::wait::within(limit, &what, statement).await?.map_err(|e| anyhow!(connect::explain(target, who, &e)))
 }
 
-/// One line of psql's unaligned output, split into its fields.
-fn split_row(line: &str) -> Row {
-    line.split(FIELD).map(str::to_owned).collect()
+/// The first column of each row, as text.
+fn strings(rows: &[Row]) -> anyhow::Result<Vec<String>> {
+    rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
 }
 
-/// Rows of [`SCHEMA_VERSIONS`] as name -> versions.
-fn parse_schema_versions(rows: Vec<Row>) -> BTreeMap<String, Vec<i64>> {
-    rows.into_iter()
-        .map(|r| {
-            let versions = r.get(1).map(|v| v.split(',').filter_map(|n| n.parse().ok()).collect()).unwrap_or_default();
-            (r[0].clone(), versions)
-        })
-        .collect()
+/// Rows of (name, bigint) as a map.
+fn counts(rows: &[Row]) -> anyhow::Result<BTreeMap<String, i64>> {
+    rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+}
+
+/// `schemamanager` as name -> installed versions, asked on `client` (in its
+/// transaction, if one is open); empty without an Inmanta schema.
+async fn schema_versions(
+    target: &Target,
+    client: &tokio_postgres::Client,
+    limit: Duration,
+) -> anyhow::Result<BTreeMap<String, Vec<i64>>> {
+    // An error would end a transaction, so look before asking.
+    let exists = answer(target, As::Owner, limit, client.query_one(SCHEMAMANAGER_EXISTS, &[])).await?;
+    if !exists.try_get::<_, bool>(0)? {
+        return Ok(BTreeMap::new());
+    }
+    let rows = answer(target, As::Owner, limit, client.query(SCHEMA_VERSIONS, &[])).await?;
+    rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get::<_, Option<Vec<i64>>>(1)?.unwrap_or_default()))).collect()
 }
 
 fn row_count_sql(tables: &[String]) -> String {
     tables.iter().map(|t| format!("SELECT {}, count(*) FROM {t}", literal(t))).collect::<Vec<_>>().join(" UNION ALL ")
-}
-
-fn parse_counts(rows: &[Row]) -> anyhow::Result<BTreeMap<String, i64>> {
-    rows.iter()
-        .map(|r| {
-            let count = r.get(1).and_then(|c| c.parse().ok()).ok_or_else(|| anyhow!("bad row count {r:?}"))?;
-            Ok((r[0].clone(), count))
-        })
-        .collect()
 }
 
 /// `"pg_dump (PostgreSQL) 15.18 (Debian ...)"` -> ("15.18", 15).

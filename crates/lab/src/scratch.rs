@@ -1,0 +1,66 @@
+//! A PostgreSQL cluster of its own for one test: this machine's newest
+//! PostgreSQL (installed by `prepare`), a temporary data directory, a free
+//! port, scram passwords over TCP; stopped and removed when dropped.
+
+use anyhow::{Context, Result};
+use camino::Utf8PathBuf;
+
+use crate::pg::Cluster;
+use crate::{prepare, procs};
+
+/// One running scratch cluster: role `inmanta` (password [`Self::PASSWORD`])
+/// owns database `inmanta`; `postgres` has [`Self::ADMIN_PASSWORD`].
+pub struct ScratchCluster {
+    cluster: Cluster,
+    _dir: tempfile::TempDir,
+}
+
+impl ScratchCluster {
+    pub const PASSWORD: &str = "scratch-inmanta-password";
+    pub const ADMIN_PASSWORD: &str = "scratch-postgres-password";
+
+    /// initdb, start, roles `postgres` and `inmanta`, empty database `inmanta`.
+    pub fn start() -> Result<ScratchCluster> {
+        let bin_dir = prepare::find_pg_bin_dir()
+            .context("no PostgreSQL server on this machine: `cargo xtask lab prepare` installs it")?;
+        let dir = tempfile::Builder::new().prefix("scratch-pg-").tempdir_in("/var/tmp")?;
+        let path = Utf8PathBuf::try_from(dir.path().to_path_buf())?;
+        // The postgres user must reach the data directory inside.
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        let port = procs::pick_free_ports(1)?[0];
+        let cluster = Cluster { enter: Vec::new(), bin_dir, data_dir: path.join("pg"), port, machine: None };
+        cluster.init()?;
+        cluster.start()?;
+        cluster.create_roles_and_db(Self::ADMIN_PASSWORD, Self::PASSWORD)?;
+        Ok(ScratchCluster { cluster, _dir: dir })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.cluster.port
+    }
+
+    /// The PostgreSQL major version of the cluster.
+    pub fn major(&self) -> Result<u32> {
+        let num: u32 = self.psql("postgres", "SHOW server_version_num")?.trim().parse()?;
+        Ok(num / 10000)
+    }
+
+    /// Runs SQL as the superuser through the unix socket; `-At` output.
+    pub fn psql(&self, db: &str, sql: &str) -> Result<String> {
+        self.cluster.psql("postgres", db, sql)
+    }
+
+    pub fn stop(&self) -> Result<()> {
+        self.cluster.stop()
+    }
+
+    pub fn restart(&self) -> Result<()> {
+        self.cluster.start()
+    }
+}
+
+impl Drop for ScratchCluster {
+    fn drop(&mut self) {
+        let _ = self.cluster.stop();
+    }
+}
