@@ -86,8 +86,7 @@ fn init_tracing(verbose: u8) {
 }
 
 async fn run(command: Command, config_path: Utf8PathBuf, ui: &Ui) -> anyhow::Result<Outcome> {
-    let config = Config::load(&config_path)?;
-    let cx = Context::new(config, ui.clone())?;
+    let cx = Context::new(Config::load(&config_path)?, ui.clone())?;
     let result = match command {
         Command::Check(args) => check::run(&cx, &args).await,
         Command::Plan => plan::run(&cx).await,

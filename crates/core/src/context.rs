@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use inmanta_api::{Client, ClientOptions};
 
 use crate::{
-    config::{Config, Orchestrator, Side},
+    config::{Access, Config, Loaded, Orchestrator, Side},
     error::ConfigError,
     inventory::Inventory,
     journal::WorkDir,
@@ -16,7 +16,7 @@ use crate::{
 };
 
 /// The API client of one orchestrator of the config (`key`: its table).
-fn client(config: &Config, ui: &Ui, key: &str, o: &Orchestrator) -> anyhow::Result<Client> {
+fn client(config: &Config, ui: &Ui, key: &str, o: &Orchestrator, access: &Access) -> anyhow::Result<Client> {
     if !o.tls_verify {
         ui.warn(
             "config",
@@ -28,8 +28,8 @@ fn client(config: &Config, ui: &Ui, key: &str, o: &Orchestrator) -> anyhow::Resu
     }
     let options = ClientOptions {
         base_url: o.api_url.clone(),
-        token: o.token_value.as_ref().map(|t| t.expose().to_owned()),
-        ca_pem: o.ca_pem.clone(),
+        token: access.token.as_ref().map(|t| t.expose().to_owned()),
+        ca_pem: access.ca_pem.clone(),
         tls_verify: o.tls_verify,
         timeout: config.timeouts.api,
         retries: 3,
@@ -50,20 +50,23 @@ pub struct Context {
     pub ui: Ui,
     old: Client,
     new: Client,
+    /// The new orchestrator's token and CA, for its intermediate servers.
+    new_access: Access,
     work: OnceLock<WorkDir>,
 }
 
 impl Context {
-    pub fn new(config: Config, ui: Ui) -> anyhow::Result<Self> {
-        let old = client(&config, &ui, "old", &config.old)?;
-        let new = client(&config, &ui, "new", &config.new)?;
-        Ok(Context { config, ui, old, new, work: OnceLock::new() })
+    pub fn new(loaded: Loaded, ui: Ui) -> anyhow::Result<Self> {
+        let Loaded { config, old, new } = loaded;
+        let old = client(&config, &ui, "old", &config.old, &old)?;
+        let new_api = client(&config, &ui, "new", &config.new, &new)?;
+        Ok(Context { config, ui, old, new: new_api, new_access: new, work: OnceLock::new() })
     }
 
     /// A client of the `index`th `[[intermediate]]` server.
     pub fn intermediate_api(&self, index: usize) -> anyhow::Result<Client> {
         let orch = self.config.intermediate[index].orchestrator(&self.config.new);
-        client(&self.config, &self.ui, &format!("intermediate[{index}]"), &orch)
+        client(&self.config, &self.ui, &format!("intermediate[{index}]"), &orch, &self.new_access)
     }
 
     pub fn api(&self, side: Side) -> &Client {
