@@ -8,15 +8,12 @@ use lab::Side;
 
 use crate::{
     e2e::{Lab, SERIAL, lab},
-    support::{Run, get, run_in, set},
+    support::{Run, Test, get, set},
 };
 
 /// A copy of the lab's config with `edit` applied, and a run with it.
 fn run_with(lab: &Lab, name: &str, edit: impl FnOnce(&mut toml::Table), args: &[&str]) -> Run {
-    let path = lab.config_variant(name, edit);
-    let mut all = vec!["--config", path.as_str()];
-    all.extend_from_slice(args);
-    run_in(lab.dir(), &all, &[])
+    Test::new(lab.dir()).config(&lab.config_variant(name, edit)).args(args.iter().copied()).run()
 }
 
 fn user_objects(lab: &Lab, side: Side) -> i64 {

@@ -1,7 +1,7 @@
 //! Bad configs: each exits 2, names the file, the line and column where TOML
 //! knows them, and the key; and changes nothing (no work directory appears).
 
-use crate::support::run_in;
+use crate::support::Test;
 
 const GOOD: &str = r#"work_dir = "work"
 
@@ -150,7 +150,7 @@ fn every_bad_config_exits_2_naming_the_place_and_key() {
         let path = camino::Utf8Path::from_path(dir.path()).unwrap();
         std::fs::write(path.join("empty-token"), "\n").unwrap();
         std::fs::write(path.join("inmanta-migrate.toml"), &text).unwrap();
-        let run = run_in(path, &["check"], &[]);
+        let run = Test::new(path).arg("check").run();
         assert_eq!(run.code, 2, "{what}: exit code; stderr:\n{}", run.stderr);
         assert!(run.stderr.contains("inmanta-migrate.toml"), "{what}: names the file:\n{}", run.stderr);
         for fragment in expected {
@@ -163,14 +163,14 @@ fn every_bad_config_exits_2_naming_the_place_and_key() {
 #[test]
 fn a_missing_config_file_exits_2() {
     let dir = tempfile::tempdir().unwrap();
-    let run = run_in(camino::Utf8Path::from_path(dir.path()).unwrap(), &["status"], &[]);
+    let run = Test::new(camino::Utf8Path::from_path(dir.path()).unwrap()).arg("status").run();
     run.code(2).stderr_has("inmanta-migrate.toml").stderr_has("cannot read it");
 }
 
 #[test]
 fn help_lists_every_subcommand_and_the_exit_codes() {
     let dir = tempfile::tempdir().unwrap();
-    let run = run_in(camino::Utf8Path::from_path(dir.path()).unwrap(), &["--help"], &[]);
+    let run = Test::new(camino::Utf8Path::from_path(dir.path()).unwrap()).arg("--help").run();
     run.success();
     for sub in [
         "check",
@@ -185,7 +185,7 @@ fn help_lists_every_subcommand_and_the_exit_codes() {
         "env-reconcile",
     ] {
         assert!(run.stdout.contains(&format!("  {sub} ")), "--help lists {sub}:\n{}", run.stdout);
-        let sub_help = run_in(camino::Utf8Path::from_path(dir.path()).unwrap(), &[sub, "--help"], &[]);
+        let sub_help = Test::new(camino::Utf8Path::from_path(dir.path()).unwrap()).args([sub, "--help"]).run();
         sub_help.success();
         assert!(sub_help.stdout.lines().next().is_some_and(|l| l.len() > 20), "{sub} --help says what it does");
     }
@@ -221,5 +221,5 @@ fn typed_config_edits_change_what_the_tool_reads() {
     assert_eq!(crate::support::get(&table, "dump.dir").as_str(), Some("/elsewhere"));
     assert!(table["new"].get("service").is_none());
     // Without [new.service] the tool names the missing key.
-    run_in(dir, &["--config", edited.as_str(), "plan"], &[]).code(2).stderr_has("new");
+    Test::new(dir).config(&edited).arg("plan").run().code(2).stderr_has("new");
 }

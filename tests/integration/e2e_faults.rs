@@ -123,11 +123,8 @@ fn killed_at_every_step_boundary_and_inside_every_step() {
         }
     }
     eprintln!("killed at: {hit:?}");
-    let last = crate::support::run_in(
-        lab.dir(),
-        &["--config", lab.config_path().as_str(), "migrate", "--yes", "--release"],
-        &[],
-    );
+    let last =
+        crate::support::Test::new(lab.dir()).config(&lab.config_path()).args(["migrate", "--yes", "--release"]).run();
     last.success();
     let envs = lab.reconciled();
     assert_migrated(&lab, &before, &envs, true);

@@ -12,7 +12,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use lab::{Security, Side, TokenKind};
 
 use crate::e2e::{Lab, SERIAL, assert_migrated, lab_with};
-use crate::support::{Run, get, remove, run_in, set};
+use crate::support::{Run, Test, get, remove, set};
 
 /// Writes a 0600 file in the instance's directory.
 fn private_file(lab: &Lab, name: &str, text: &str) -> Utf8PathBuf {
@@ -26,9 +26,7 @@ fn private_file(lab: &Lab, name: &str, text: &str) -> Utf8PathBuf {
 }
 
 fn run_with(lab: &Lab, config: &Utf8Path, args: &[&str]) -> Run {
-    let mut all = vec!["--config", config.as_str()];
-    all.extend_from_slice(args);
-    run_in(lab.dir(), &all, &[])
+    Test::new(lab.dir()).config(config).args(args.iter().copied()).run()
 }
 
 /// No secret value in what a run printed.

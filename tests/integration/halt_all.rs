@@ -3,7 +3,7 @@
 
 use fake_inmanta::{Flavor, Recorded};
 
-use crate::support::{Fakes, snapshot};
+use crate::support::{Fakes, config_variant, set, snapshot};
 
 #[test]
 fn halts_running_environments_after_taking_the_inventory() {
@@ -89,14 +89,10 @@ fn a_wrong_token_is_named_and_changes_nothing() {
     let env = f.old.add_env("prod");
     f.old.require_token("right-token");
     std::fs::write(f.path().join("token"), "wrong-token\n").unwrap();
-    let path = f.config("");
-    let text = std::fs::read_to_string(&path).unwrap().replacen(
-        "\n\n[old.service]",
-        "\ntoken = { file = \"token\" }\n\n[old.service]",
-        1,
-    );
-    std::fs::write(&path, text).unwrap();
-    let run = f.run(&["halt-all"]);
+    let path = config_variant(&f.config(""), "with-token", |c| {
+        set(c, "old.token", toml::Table::from_iter([("file".to_owned(), toml::Value::from("token"))]))
+    });
+    let run = f.test().config(&path).arg("halt-all").run();
     run.code(3).stderr_has("HTTP 401").stderr_has("old.token");
     assert!(!f.old.env(env).halted);
     assert!(!run.stderr.contains("wrong-token") && !run.stdout.contains("wrong-token"));
@@ -106,10 +102,11 @@ fn a_wrong_token_is_named_and_changes_nothing() {
 #[test]
 fn an_unreachable_server_is_named() {
     let f = Fakes::new(Flavor::V14, Flavor::V14);
-    let path = f.config("");
-    let text = std::fs::read_to_string(&path).unwrap().replace(&f.old.url(), "http://127.0.0.1:9");
-    std::fs::write(&path, text).unwrap();
-    f.run(&["halt-all"])
+    let path = config_variant(&f.config(""), "unreachable", |c| set(c, "old.api_url", "http://127.0.0.1:9"));
+    f.test()
+        .config(&path)
+        .arg("halt-all")
+        .run()
         .code(3)
         .stderr_has("old server does not answer")
         .stderr_has("start the old server or fix `old.api_url`");

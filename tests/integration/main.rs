@@ -7,6 +7,7 @@
 
 mod bad_input;
 mod config;
+mod database_steps;
 mod e2e;
 mod e2e_faults;
 mod e2e_secure;

@@ -2,12 +2,13 @@
 //! PostgreSQL databases: the exact request sequence of each step, snapshotted;
 //! and `check` naming each failure it meets.
 
+use camino::{Utf8Path, Utf8PathBuf};
 use fake_inmanta::{FakeInmanta, Flavor};
 use lab::Side;
 
 use crate::{
     e2e::{Lab, SERIAL, lab},
-    support::{Run, run_in, snapshot},
+    support::{Run, Test, config_variant, set, snapshot},
 };
 
 /// The lab database's environments on both fakes (the dump checks that the
@@ -27,32 +28,33 @@ fn environments(lab: &Lab, old: &FakeInmanta, new: &FakeInmanta) -> (uuid::Uuid,
     (id("plain"), id("halted"))
 }
 
-/// The lab's config with the APIs and services of the fakes.
+/// The lab's config with the APIs and services of the fakes, then `edit`.
 fn config_for_fakes(
     lab: &Lab,
     old: &FakeInmanta,
     new: &FakeInmanta,
     name: &str,
-    edit: impl FnOnce(String) -> String,
-) -> String {
-    let mut text = std::fs::read_to_string(lab.config_path()).unwrap();
-    for (side, fake) in [(Side::Old, old), (Side::New, new)] {
-        text = text.replace(&lab.api_url(side), &fake.url());
-        let ctl = lab.ctl_path(side);
-        let [start, stop, status] = fake.service_commands();
-        for (verb, argv) in [("start", start), ("stop", stop), ("status", status)] {
-            text = text.replace(&format!("{verb} = [\"{ctl}\", \"{verb}\"]"), &format!("{verb} = {argv:?}"));
+    edit: impl FnOnce(&mut toml::Table),
+) -> Utf8PathBuf {
+    config_variant(&lab.config_path(), name, |c| {
+        for (side, fake) in [("old", old), ("new", new)] {
+            set(c, &format!("{side}.api_url"), fake.url());
+            let [start, stop, status] = fake.service_commands();
+            for (verb, argv) in [("start", start), ("stop", stop), ("status", status)] {
+                set(c, &format!("{side}.service.{verb}"), argv);
+            }
         }
-    }
-    let path = lab.dir().join(format!("{name}.toml"));
-    std::fs::write(&path, edit(text)).unwrap();
-    path.into_string()
+        edit(c);
+    })
 }
 
-fn run(lab: &Lab, config: &str, args: &[&str]) -> Run {
-    let mut all = vec!["--config", config];
-    all.extend_from_slice(args);
-    run_in(lab.dir(), &all, &[])
+fn run(lab: &Lab, config: &Utf8Path, args: &[&str]) -> Run {
+    Test::new(lab.dir()).config(config).args(args.iter().copied()).run()
+}
+
+/// `{ file = path }`: a secret source.
+fn secret_file(path: &str) -> toml::Table {
+    toml::Table::from_iter([("file".to_owned(), toml::Value::from(path))])
 }
 
 #[test]
@@ -67,7 +69,7 @@ fn every_step_against_fake_apis_and_real_databases() {
     let (plain, halted) = environments(&lab, &old, &new);
     std::fs::write(new.control_dir().join("stop"), "").unwrap();
     new.wait_stopped(true);
-    let config = config_for_fakes(&lab, &old, &new, "fakes", |t| t);
+    let config = config_for_fakes(&lab, &old, &new, "fakes", |_| {});
 
     // Without a terminal, migrate refuses to start without --yes.
     run(&lab, &config, &["migrate"]).code(2).stderr_has("pass --yes");
@@ -101,41 +103,39 @@ fn check_names_each_failure() {
     std::fs::write(new.control_dir().join("stop"), "").unwrap();
     new.wait_stopped(true);
 
-    let good = config_for_fakes(&lab, &old, &new, "good", |t| t);
+    let good = config_for_fakes(&lab, &old, &new, "good", |_| {});
     run(&lab, &good, &["check"]).success().stdout_has("checks passed");
 
-    let wrong_url = config_for_fakes(&lab, &old, &new, "wrong-url", |t| t.replace(&old.url(), "http://127.0.0.1:9"));
+    let wrong_url = config_for_fakes(&lab, &old, &new, "wrong-url", |c| set(c, "old.api_url", "http://127.0.0.1:9"));
     run(&lab, &wrong_url, &["check"]).code(3).stderr_has("old API").stderr_has("old server does not answer");
 
     old.require_token("the-right-token");
     let token = lab.dir().join("wrong-token");
     std::fs::write(&token, "a-wrong-token\n").unwrap();
-    let wrong_token = config_for_fakes(&lab, &old, &new, "wrong-token", |t| {
-        t.replacen("\n[old.service]", &format!("token = {{ file = \"{token}\" }}\n\n[old.service]"), 1)
-    });
+    let wrong_token =
+        config_for_fakes(&lab, &old, &new, "wrong-token", |c| set(c, "old.token", secret_file(token.as_str())));
     let run_wrong = run(&lab, &wrong_token, &["check"]);
     run_wrong.code(3).stderr_has("HTTP 401").stderr_has("fix `old.token`");
     assert!(!run_wrong.stderr.contains("a-wrong-token"));
 
     std::fs::write(&token, "the-right-token\n").unwrap();
-    let venv = lab.venv(Side::New).join("bin/inmanta");
-    let older = config_for_fakes(&lab, &old, &new, "older", |t| {
-        let t = t.replacen("\n[old.service]", &format!("token = {{ file = \"{token}\" }}\n\n[old.service]"), 1);
-        t.replace(&format!("[\"{venv}\", \"--version\"]"), "[\"echo\", \"Inmanta Service Orchestrator: 11.0.0\"]")
+    let older = config_for_fakes(&lab, &old, &new, "older", |c| {
+        set(c, "old.token", secret_file(token.as_str()));
+        set(c, "new.version_command", vec!["echo", "Inmanta Service Orchestrator: 11.0.0"]);
     });
     run(&lab, &older, &["check"])
         .code(3)
         .stderr_has("the new server (11.0.0) is older than the old one (14.0.0): a downgrade");
 
     // Several problems at once are all reported.
-    let both = config_for_fakes(&lab, &old, &new, "both", |t| {
-        let t = t.replacen("\n[old.service]", "token = { file = \"/nonexistent-token\" }\n\n[old.service]", 1);
-        t.replace(&old.url(), "http://127.0.0.1:9")
+    let both = config_for_fakes(&lab, &old, &new, "both", |c| {
+        set(c, "old.token", secret_file("/nonexistent-token"));
+        set(c, "old.api_url", "http://127.0.0.1:9");
     });
     run(&lab, &both, &["check"]).code(2).stderr_has("old.token");
-    let two = config_for_fakes(&lab, &old, &new, "two", |t| {
-        let t = t.replace(&old.url(), "http://127.0.0.1:9");
-        t.replace(&format!("[\"{venv}\", \"--version\"]"), "[\"false\"]")
+    let two = config_for_fakes(&lab, &old, &new, "two", |c| {
+        set(c, "old.api_url", "http://127.0.0.1:9");
+        set(c, "new.version_command", vec!["false"]);
     });
     let out = run(&lab, &two, &["--json", "check"]);
     out.code(3);

@@ -25,7 +25,7 @@ use serde_json::Value;
 
 use crate::{
     e2e::{SERIAL, lab},
-    support::{Fakes, Run, check_items, item, run_in},
+    support::{Fakes, Run, check_items, item},
 };
 
 const SSHD: &str = "/usr/sbin/sshd";
@@ -515,7 +515,7 @@ fn remote_argv_arrives_literally() {
     // Locally first (the reference), then the same argv over ssh.
     for (i, host) in [String::new(), sshd.host_table("old", &sshd.known_hosts)].iter().enumerate() {
         fs::write(&config, format!("{base}{host}")).unwrap();
-        let run = run_in(fakes.path(), &["--config", config.as_str(), "check", "--json"], &[]);
+        let run = fakes.test().config(&config).args(["check", "--json"]).run();
         let items = check_items(&run);
         let service = item(&items, "old service");
         assert_eq!(service["status"], "pass", "{service}");

@@ -1,5 +1,6 @@
-//! Helpers: a temp dir with a config pointing at fake servers, and a runner
-//! for the real `inmanta-migrate` binary, in the style of just's tests.
+//! Helpers: a temp dir with a config pointing at fake servers, a builder of
+//! runs of the real `inmanta-migrate` binary in the style of just's tests,
+//! and typed edits of config files.
 
 use std::process::Command;
 
@@ -47,15 +48,54 @@ impl Run {
     }
 }
 
-/// Runs the binary with `args` in `dir`, with a clean environment apart from
-/// `envs`.
-pub fn run_in(dir: &Utf8Path, args: &[&str], envs: &[(&str, &str)]) -> Run {
-    let mut cmd = Command::new(BIN);
-    cmd.current_dir(dir).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
-    for (k, v) in envs {
-        cmd.env(k, v);
+/// One run of the binary, built like just's tests: where it runs, its config,
+/// its arguments and environment; [`run`](Test::run) gives the [`Run`] to
+/// assert on: `Test::new(dir).config(&path).args(["dump"]).run().code(2)`.
+#[must_use]
+pub struct Test {
+    dir: Utf8PathBuf,
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
+}
+
+impl Test {
+    /// A run in `dir` (where `inmanta-migrate.toml` is looked for first),
+    /// with a clean environment but for PATH.
+    pub fn new(dir: &Utf8Path) -> Test {
+        Test { dir: dir.to_owned(), args: Vec::new(), envs: Vec::new() }
     }
-    run(cmd.args(args))
+
+    pub fn config(self, path: &Utf8Path) -> Test {
+        self.args(["--config", path.as_str()])
+    }
+
+    pub fn arg(mut self, arg: impl Into<String>) -> Test {
+        self.args.push(arg.into());
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> Test {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Test {
+        self.envs.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// The command, for a test that starts it itself (to kill it, say).
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.current_dir(&self.dir).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+        cmd.envs(self.envs.iter().map(|(k, v)| (k, v))).args(&self.args);
+        cmd
+    }
+
+    /// Runs it to its end.
+    pub fn run(self) -> Run {
+        run(&mut self.command())
+    }
 }
 
 /// Runs a prepared command of the binary to its end.
@@ -108,8 +148,13 @@ impl Fakes {
         path
     }
 
+    /// A run in the temp dir (whose `inmanta-migrate.toml` [`config`](Self::config) writes).
+    pub fn test(&self) -> Test {
+        Test::new(self.path())
+    }
+
     pub fn run(&self, args: &[&str]) -> Run {
-        run_in(self.path(), args, &[])
+        self.test().args(args.iter().copied()).run()
     }
 }
 
