@@ -8,7 +8,7 @@
 //! renamed when `pg_restore --list` reads it; the manifest is written last. A
 //! dump without a manifest is incomplete and is never restored.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 use camino::{Utf8Path, Utf8PathBuf};
@@ -194,7 +194,7 @@ impl Step for Dump {
         let start = Instant::now();
 
         // One snapshot for the dump, the row counts and the schema versions.
-        let mut snapshot = db.export_snapshot(SNAPSHOT_ANSWER_LIMIT).await?;
+        let mut snapshot = db.export_snapshot().await?;
 
         let name = data_name(options.format);
         let partial = dir.join(format!("{PARTIAL}{name}"));
@@ -279,10 +279,6 @@ impl Step for Dump {
         .figure("seconds", seconds))
     }
 }
-
-/// How long the row count of the biggest table may take while pg_dump
-/// reads the same tables.
-const SNAPSHOT_ANSWER_LIMIT: Duration = Duration::from_secs(3600);
 
 fn remove(path: &Utf8Path) -> anyhow::Result<()> {
     if path.is_dir() { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) }

@@ -3,13 +3,13 @@
 //! schema versions are taken in it too, so the dump and what the manifest
 //! says of it are the same moment of the database.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, sync::Arc};
 
 use anyhow::Context as _;
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
-use crate::{As, Database, TABLES, Target, answer, connect, counts, row_count_sql, strings};
+use crate::{ANSWER_LIMIT, As, Database, TABLES, Target, answer, connect, counts, row_count_sql, strings};
 
 /// A read-only repeatable-read transaction whose snapshot is exported; it
 /// ends (and the snapshot with it) when this is closed or dropped.
@@ -20,23 +20,25 @@ pub struct Snapshot {
     pub id: String,
     /// The user tables, `schema.table`, quoted where needed.
     pub tables: Vec<String>,
-    /// How long one answer may take (a row count of a big table is slow).
-    limit: Duration,
     counting: Option<JoinHandle<anyhow::Result<BTreeMap<String, i64>>>>,
 }
 
 impl Database {
     /// Opens a transaction, exports its snapshot and lists the tables in it.
-    /// `limit` bounds each answer in it.
-    pub async fn export_snapshot(&self, limit: Duration) -> anyhow::Result<Snapshot> {
+    pub async fn export_snapshot(&self) -> anyhow::Result<Snapshot> {
         let client = connect::connect(&self.target, As::Owner).await?;
         let target = &self.target;
-        answer(target, As::Owner, limit, client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"))
-            .await?;
-        let row = answer(target, As::Owner, limit, client.query_one("SELECT pg_export_snapshot()", &[])).await?;
+        answer(
+            target,
+            As::Owner,
+            ANSWER_LIMIT,
+            client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"),
+        )
+        .await?;
+        let row = answer(target, As::Owner, ANSWER_LIMIT, client.query_one("SELECT pg_export_snapshot()", &[])).await?;
         let id: String = row.try_get(0).context("PostgreSQL exported no snapshot id")?;
-        let tables = strings(&answer(target, As::Owner, limit, client.query(TABLES, &[])).await?)?;
-        Ok(Snapshot { client: Arc::new(client), target: target.clone(), id, tables, limit, counting: None })
+        let tables = strings(&answer(target, As::Owner, ANSWER_LIMIT, client.query(TABLES, &[])).await?)?;
+        Ok(Snapshot { client: Arc::new(client), target: target.clone(), id, tables, counting: None })
     }
 }
 
@@ -48,12 +50,11 @@ impl Snapshot {
         if self.tables.is_empty() {
             return;
         }
-        let (client, target, limit) = (self.client.clone(), self.target.clone(), self.limit);
+        let (client, target) = (self.client.clone(), self.target.clone());
         let sql = row_count_sql(&self.tables);
-        self.counting =
-            Some(tokio::spawn(
-                async move { counts(&answer(&target, As::Owner, limit, client.query(&sql, &[])).await?) },
-            ));
+        self.counting = Some(tokio::spawn(async move {
+            counts(&answer(&target, As::Owner, ANSWER_LIMIT, client.query(&sql, &[])).await?)
+        }));
     }
 
     /// The row counts [`start_counting`](Self::start_counting) asked for.
@@ -66,11 +67,11 @@ impl Snapshot {
 
     /// `schemamanager` in the snapshot (empty without an Inmanta schema).
     pub async fn schema_versions(&mut self) -> anyhow::Result<BTreeMap<String, Vec<i64>>> {
-        crate::schema_versions(&self.target, &self.client, self.limit).await
+        crate::schema_versions(&self.target, &self.client, ANSWER_LIMIT).await
     }
 
     /// Ends the transaction (the snapshot is gone with it).
     pub async fn close(self) -> anyhow::Result<()> {
-        answer(&self.target, As::Owner, self.limit, self.client.batch_execute("COMMIT")).await
+        answer(&self.target, As::Owner, ANSWER_LIMIT, self.client.batch_execute("COMMIT")).await
     }
 }

@@ -92,7 +92,7 @@ async fn queries_return_typed_answers_and_the_snapshot_holds_its_moment() {
 
     // The snapshot sees the database as it was when exported, whatever
     // happens afterwards.
-    let mut snapshot = db.export_snapshot(std::time::Duration::from_secs(60)).await.unwrap();
+    let mut snapshot = db.export_snapshot().await.unwrap();
     assert!(!snapshot.id.is_empty());
     f.cluster
         .psql(
