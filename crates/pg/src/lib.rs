@@ -189,12 +189,12 @@ impl Database {
     /// The rows of one statement on a connection of its own.
     async fn rows(&self, who: As, sql: &str, params: &[&(dyn ToSql + Sync)]) -> anyhow::Result<Vec<Row>> {
         let client = connect::connect(&self.target, who).await?;
-        answer(&self.target, who, ANSWER_LIMIT, client.query(sql, params)).await
+        answer(&self.target, who, client.query(sql, params)).await
     }
 
     async fn execute(&self, who: As, sql: &str) -> anyhow::Result<()> {
         let client = connect::connect(&self.target, who).await?;
-        answer(&self.target, who, ANSWER_LIMIT, client.batch_execute(sql)).await
+        answer(&self.target, who, client.batch_execute(sql)).await
     }
 
     /// The server's version ("15.18") and major version (15), asked in the
@@ -269,7 +269,7 @@ impl Database {
     /// database holds no Inmanta schema).
     pub async fn schema_versions(&self) -> anyhow::Result<BTreeMap<String, Vec<i64>>> {
         let client = connect::connect(&self.target, As::Owner).await?;
-        schema_versions(&self.target, &client, ANSWER_LIMIT).await
+        schema_versions(&self.target, &client).await
     }
 
     /// Whether the target database exists (asked as the admin role).
@@ -359,16 +359,17 @@ impl ToolCmd<'_> {
     }
 }
 
-/// The answer of one statement within `limit`, or an error naming the
+/// The answer of one statement within [`ANSWER_LIMIT`], or an error naming the
 /// database and what to do.
 async fn answer<T>(
     target: &Target,
     who: As,
-    limit: Duration,
     statement: impl Future<Output = Result<T, tokio_postgres::Error>>,
 ) -> anyhow::Result<T> {
     let what = format!("an answer of PostgreSQL {}", target.shown(who));
-    migrate_core::wait::within(limit, &what, statement).await?.map_err(|e| anyhow!(connect::explain(target, who, &e)))
+    migrate_core::wait::within(ANSWER_LIMIT, &what, statement)
+        .await?
+        .map_err(|e| anyhow!(connect::explain(target, who, &e)))
 }
 
 /// The first column of each row, as text.
@@ -386,14 +387,13 @@ fn counts(rows: &[Row]) -> anyhow::Result<BTreeMap<String, i64>> {
 async fn schema_versions(
     target: &Target,
     client: &tokio_postgres::Client,
-    limit: Duration,
 ) -> anyhow::Result<BTreeMap<String, Vec<i64>>> {
     // An error would end a transaction, so look before asking.
-    let exists = answer(target, As::Owner, limit, client.query_one(SCHEMAMANAGER_EXISTS, &[])).await?;
+    let exists = answer(target, As::Owner, client.query_one(SCHEMAMANAGER_EXISTS, &[])).await?;
     if !exists.try_get::<_, bool>(0)? {
         return Ok(BTreeMap::new());
     }
-    let rows = answer(target, As::Owner, limit, client.query(SCHEMA_VERSIONS, &[])).await?;
+    let rows = answer(target, As::Owner, client.query(SCHEMA_VERSIONS, &[])).await?;
     rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get::<_, Option<Vec<i64>>>(1)?.unwrap_or_default()))).collect()
 }
 

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
-use crate::{ANSWER_LIMIT, As, Database, TABLES, Target, answer, connect, counts, row_count_sql, strings};
+use crate::{As, Database, TABLES, Target, answer, connect, counts, row_count_sql, strings};
 
 /// A read-only repeatable-read transaction whose snapshot is exported; it
 /// ends (and the snapshot with it) when this is closed or dropped.
@@ -28,16 +28,10 @@ impl Database {
     pub async fn export_snapshot(&self) -> anyhow::Result<Snapshot> {
         let client = connect::connect(&self.target, As::Owner).await?;
         let target = &self.target;
-        answer(
-            target,
-            As::Owner,
-            ANSWER_LIMIT,
-            client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"),
-        )
-        .await?;
-        let row = answer(target, As::Owner, ANSWER_LIMIT, client.query_one("SELECT pg_export_snapshot()", &[])).await?;
+        answer(target, As::Owner, client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")).await?;
+        let row = answer(target, As::Owner, client.query_one("SELECT pg_export_snapshot()", &[])).await?;
         let id: String = row.try_get(0).context("PostgreSQL exported no snapshot id")?;
-        let tables = strings(&answer(target, As::Owner, ANSWER_LIMIT, client.query(TABLES, &[])).await?)?;
+        let tables = strings(&answer(target, As::Owner, client.query(TABLES, &[])).await?)?;
         Ok(Snapshot { client: Arc::new(client), target: target.clone(), id, tables, counting: None })
     }
 }
@@ -52,9 +46,8 @@ impl Snapshot {
         }
         let (client, target) = (self.client.clone(), self.target.clone());
         let sql = row_count_sql(&self.tables);
-        self.counting = Some(tokio::spawn(async move {
-            counts(&answer(&target, As::Owner, ANSWER_LIMIT, client.query(&sql, &[])).await?)
-        }));
+        self.counting =
+            Some(tokio::spawn(async move { counts(&answer(&target, As::Owner, client.query(&sql, &[])).await?) }));
     }
 
     /// The row counts [`start_counting`](Self::start_counting) asked for.
@@ -67,11 +60,11 @@ impl Snapshot {
 
     /// `schemamanager` in the snapshot (empty without an Inmanta schema).
     pub async fn schema_versions(&mut self) -> anyhow::Result<BTreeMap<String, Vec<i64>>> {
-        crate::schema_versions(&self.target, &self.client, ANSWER_LIMIT).await
+        crate::schema_versions(&self.target, &self.client).await
     }
 
     /// Ends the transaction (the snapshot is gone with it).
     pub async fn close(self) -> anyhow::Result<()> {
-        answer(&self.target, As::Owner, ANSWER_LIMIT, self.client.batch_execute("COMMIT")).await
+        answer(&self.target, As::Owner, self.client.batch_execute("COMMIT")).await
     }
 }
