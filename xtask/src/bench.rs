@@ -32,12 +32,17 @@ enum What {
         #[arg(long)]
         keep: bool,
     },
+    /// Downtime of a whole migration on a busy orchestrator's database:
+    /// Inmanta's documented procedure, `inmanta-migrate migrate`, and the
+    /// bare database move, side by side on the same data.
+    Downtime(crate::downtime::Downtime),
 }
 
 impl Bench {
     pub fn run(self, sh: &Shell) -> Result<()> {
         match self.what {
             What::DumpRestore { size_mb, runs, keep } => dump_restore(sh, size_mb, runs, keep),
+            What::Downtime(downtime) => downtime.run(sh),
         }
     }
 }

@@ -50,6 +50,7 @@ impl Ci {
             part("tests with real servers", &mut || {
                 Ok(cmd!(sh, "cargo test --workspace --quiet -- --ignored --test-threads=1").run()?)
             })?;
+            part("bench downtime, small", &mut || crate::downtime::Downtime::smoke().run(sh))?;
         }
         eprintln!("\n== timings");
         for (name, seconds) in &times {

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod ci;
 mod demo;
+mod downtime;
 mod lab;
 #[cfg(test)]
 mod tidy;

@@ -40,6 +40,7 @@
 
 mod api;
 mod config;
+mod history;
 mod index;
 mod instance;
 mod machine;
@@ -65,6 +66,7 @@ use serde::{Deserialize, Serialize};
 
 pub use api::{Access, Client, CompileOutcome};
 pub use config::{ConfigInputs, ServiceInputs, SideConfigInputs, SshInputs, render_tool_config};
+pub use history::HistoryFigures;
 pub use index::{build_simple_index, normalize_project_name, project_name_of_dist};
 pub use instance::{Instance, PgStatus, SecureStatus, ServerStatus, SideStatus, Status, up, up_with};
 pub use prepare::{Toolchain, prepare, prepare_timed};

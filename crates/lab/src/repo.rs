@@ -17,6 +17,9 @@ pub enum ModelVariant {
     WithDifferences,
     /// A syntax error in main.cf: the compile fails.
     Broken,
+    /// `n` NullResources (`res-1` ...): a busy environment's model, for the
+    /// downtime benchmark.
+    Resources(u32),
 }
 
 /// project.yml: both the 8.x-style `repo: type package` entry and the
@@ -52,6 +55,9 @@ pub(crate) fn main_cf(variant: ModelVariant) -> String {
             format!("{normal}std::testing::NullResource(name=\"res-purged\", purged=true)\n")
         }
         ModelVariant::Broken => format!("{normal}std::testing::NullResource(name=\"res-c\"\n"),
+        ModelVariant::Resources(n) => (1..=n).fold("import std::testing\n\n".to_string(), |model, i| {
+            model + &format!("std::testing::NullResource(name=\"res-{i}\")\n")
+        }),
     }
 }
 

@@ -1,0 +1,489 @@
+//! `cargo xtask bench downtime`: how long an orchestrator is down, on a lab
+//! whose old database holds a busy orchestrator's history in Inmanta's own
+//! tables. On the same data, one after the other: (a) Inmanta's documented
+//! procedure scripted as written, (b) `inmanta-migrate migrate --yes`, (c)
+//! the bare database move (`pg_dump -Fd -Z0 -j` + `pg_restore -j`, no
+//! verification), to show what the tool's verification costs. Prints each
+//! method's downtime (first halt to last environment back) by phase, the
+//! tool's peak memory, and the ratios of the issue's goals.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use camino::{Utf8Path, Utf8PathBuf};
+use clap::{Args, ValueEnum};
+use lab::{EnvRole, Instance, LabRoot, ModelVariant, Side, UpOptions};
+use serde_json::{Value, json};
+use xshell::{Shell, cmd};
+
+#[derive(Args)]
+pub struct Downtime {
+    /// Size the old database is grown to, GB (history is added in rounds
+    /// until it is reached).
+    #[arg(long, default_value_t = 1.0)]
+    size_gb: f64,
+    /// Environments of the old orchestrator.
+    #[arg(long, default_value_t = 20)]
+    envs: usize,
+    /// Resources in each environment's model, so in every version.
+    #[arg(long, default_value_t = 300)]
+    resources: u32,
+    /// The methods to measure, in this order.
+    #[arg(long, value_delimiter = ',', default_value = "documented,tool,raw")]
+    methods: Vec<Method>,
+    /// inmanta-core version of the old orchestrator (8.x to 14.x).
+    #[arg(long, default_value = "8.7.6")]
+    old: String,
+    /// inmanta-core version of the new orchestrator.
+    #[arg(long, default_value = "14.0.0")]
+    new: String,
+    /// How downtime grows: 0.25, 1 and 3 GB at `--envs`, then 4, 20 and 50
+    /// environments at 1 GB (each point a run of its own).
+    #[arg(long)]
+    sizes: bool,
+    /// Leave the bench lab instance running afterwards.
+    #[arg(long)]
+    keep: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Method {
+    /// Inmanta's documented procedure, one environment at a time.
+    Documented,
+    /// `inmanta-migrate migrate --yes`.
+    Tool,
+    /// The database move alone: `pg_dump -Fd -Z0 -j2` + `pg_restore -j2`.
+    Raw,
+}
+
+/// The phases of a migration, in order.
+const PHASES: [&str; 6] = ["halt", "stop", "dump", "restore", "start", "reconcile"];
+
+/// What one method took.
+#[derive(Default)]
+struct Measured {
+    phases: BTreeMap<&'static str, f64>,
+    downtime: f64,
+    /// Peak RSS of inmanta-migrate itself, bytes (the tool only).
+    peak_rss: Option<u64>,
+    /// Per environment: seconds of its reconcile and of its compile alone
+    /// (the documented procedure, which does one at a time).
+    per_env: Vec<(f64, f64)>,
+}
+
+impl Downtime {
+    /// The small run CI makes so that the benchmark cannot rot: every
+    /// method on a small database, timings printed, none asserted.
+    pub fn smoke() -> Downtime {
+        Downtime {
+            size_gb: 0.03,
+            envs: 2,
+            resources: 10,
+            methods: vec![Method::Documented, Method::Tool, Method::Raw],
+            old: lab::DEFAULT_OLD_VERSION.into(),
+            new: lab::DEFAULT_NEW_VERSION.into(),
+            sizes: false,
+            keep: false,
+        }
+    }
+
+    pub fn run(self, sh: &Shell) -> Result<()> {
+        if self.size_gb <= 0.0 || self.envs == 0 {
+            bail!("--size-gb and --envs must be above 0");
+        }
+        if self.methods.is_empty() {
+            bail!("--methods names none");
+        }
+        cmd!(sh, "cargo build --quiet --release --bin inmanta-migrate").run()?;
+        let bin = sh.current_dir().join("target/release/inmanta-migrate");
+        let bin = Utf8PathBuf::try_from(bin)?;
+        let points: Vec<(f64, usize)> = if self.sizes {
+            let mut points =
+                vec![(0.25, self.envs), (1.0, self.envs), (3.0, self.envs), (1.0, 4), (1.0, 20), (1.0, 50)];
+            points.dedup();
+            points.sort_by(|a, b| a.partial_cmp(b).expect("sizes are numbers"));
+            points.dedup();
+            points
+        } else {
+            vec![(self.size_gb, self.envs)]
+        };
+        let mut rows = Vec::new();
+        for (size_gb, envs) in points {
+            eprintln!("\n== bench downtime: {size_gb} GB, {envs} environments, {} resources each", self.resources);
+            let measured = self.point(sh, &bin, size_gb, envs)?;
+            rows.push((size_gb, envs, measured));
+        }
+        if rows.len() > 1 {
+            println!("\n## How downtime grows (seconds)\n");
+            println!("| GB | envs | method | downtime | {} |", PHASES.join(" | "));
+            println!("|---|---|---|---|{}", "---|".repeat(PHASES.len()));
+            for (size_gb, envs, measured) in &rows {
+                for (method, m) in measured {
+                    let phases: Vec<String> =
+                        PHASES.iter().map(|p| m.phases.get(p).map_or("-".into(), |s| format!("{s:.1}"))).collect();
+                    println!("| {size_gb} | {envs} | {method:?} | {:.1} | {} |", m.downtime, phases.join(" | "));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One lab at one size: every method on the same data.
+    fn point(&self, sh: &Shell, bin: &Utf8Path, size_gb: f64, envs: usize) -> Result<Vec<(Method, Measured)>> {
+        let root = LabRoot::from_env()?;
+        let options = UpOptions {
+            name: format!("bench-{envs}"),
+            old: self.old.clone(),
+            new: self.new.clone(),
+            envs,
+            ports: None,
+            ..UpOptions::default()
+        };
+        let instance = lab::up(&root, &options)?;
+        let result = self.measure(sh, bin, &instance, size_gb);
+        if !self.keep {
+            instance.down(true)?;
+        }
+        result
+    }
+
+    fn measure(
+        &self,
+        sh: &Shell,
+        bin: &Utf8Path,
+        instance: &Instance,
+        size_gb: f64,
+    ) -> Result<Vec<(Method, Measured)>> {
+        busy_models(instance, self.resources)?;
+        instance.stop_server(Side::Old)?;
+        let history = instance.grow_history((size_gb * 1e9) as u64)?;
+        let shares: Vec<String> = history.shares.iter().map(|(t, s)| format!("{t} {:.0} %", s * 100.0)).collect();
+        eprintln!(
+            "old database: {:.2} GB in {:.0} s: {} versions per environment of {} resources; {}",
+            history.bytes as f64 / 1e9,
+            history.seconds,
+            history.versions_per_env,
+            history.resources_per_version,
+            shares.join(", ")
+        );
+        // Every method starts from this copy of the old database.
+        instance.psql(Side::Old, "postgres", "DROP DATABASE IF EXISTS bench_pristine")?;
+        instance.psql(Side::Old, "postgres", "CREATE DATABASE bench_pristine TEMPLATE inmanta")?;
+
+        let mut results = Vec::new();
+        for method in &self.methods {
+            reset(sh, instance)?;
+            eprintln!("-- {method:?}");
+            let m = match method {
+                Method::Documented => documented(sh, instance)?,
+                Method::Tool => tool(sh, bin, instance)?,
+                Method::Raw => raw(sh, instance)?,
+            };
+            let phases: Vec<String> = m.phases.iter().map(|(p, s)| format!("{p} {s:.1}")).collect();
+            eprintln!("{method:?}: downtime {:.1} s ({})", m.downtime, phases.join(", "));
+            results.push((*method, m));
+        }
+        report(&results, size_gb, instance.envs().len(), &history);
+        Ok(results)
+    }
+}
+
+/// Every environment that deploys gets a model of `resources` resources,
+/// compiled, released and deployed: its newest version is what the history
+/// copies.
+fn busy_models(instance: &Instance, resources: u32) -> Result<()> {
+    let t = Instant::now();
+    let api = instance.client(Side::Old)?;
+    let deploying: Vec<&lab::SeededEnv> =
+        instance.envs().iter().filter(|e| matches!(e.role, EnvRole::Plain | EnvRole::Tuned)).collect();
+    for env in &deploying {
+        instance.push_model(&env.name, ModelVariant::Resources(resources))?;
+    }
+    let messages: Vec<String> = deploying.iter().map(|e| format!("bench model {}", e.name)).collect();
+    for (env, message) in deploying.iter().zip(&messages) {
+        api.notify(&env.id, message, true)?;
+    }
+    for (env, message) in deploying.iter().zip(&messages) {
+        let outcome = api.wait_compile(&env.id, message, Duration::from_secs(1800))?;
+        if !outcome.success {
+            bail!("the bench model of {} does not compile:\n{}", env.name, outcome.failure);
+        }
+    }
+    for env in &deploying {
+        wait_deployed(&api, &env.id, resources as usize)?;
+    }
+    eprintln!(
+        "{} environments with {resources} resources deployed in {:.0} s",
+        deploying.len(),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Waits until the environment's newest version has `n` resources, all
+/// deployed (those of older models are listed too, as orphaned).
+fn wait_deployed(api: &lab::Client, env: &str, n: usize) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        let mut resources = api.resources(env)?;
+        resources.retain(|r| r["status"] != "orphaned");
+        let deployed = resources.iter().filter(|r| r["status"] == "deployed").count();
+        if resources.len() >= n && deployed == resources.len() {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(1800) {
+            bail!("{env}: {deployed} of {} resources deployed after 30 min", resources.len());
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Both sides as before a migration: the old database from its pristine
+/// copy with its server running, the new database empty, the new server
+/// stopped with no state, no work directory.
+fn reset(sh: &Shell, instance: &Instance) -> Result<()> {
+    instance.stop_server(Side::New)?;
+    instance.stop_server(Side::Old)?;
+    instance.psql(Side::Old, "postgres", "DROP DATABASE IF EXISTS inmanta WITH (FORCE)")?;
+    instance.psql(Side::Old, "postgres", "CREATE DATABASE inmanta TEMPLATE bench_pristine OWNER inmanta")?;
+    instance.psql(Side::New, "postgres", "DROP DATABASE IF EXISTS inmanta WITH (FORCE)")?;
+    instance.psql(Side::New, "postgres", "CREATE DATABASE inmanta OWNER inmanta")?;
+    for dir in [instance.side_dir(Side::New).join("state"), instance.work_dir(), instance.dir().join("bench")] {
+        if dir.exists() {
+            sh.remove_path(&dir)?;
+        }
+    }
+    sh.create_dir(instance.dir().join("bench"))?;
+    for side in [Side::Old, Side::New] {
+        instance.psql(side, "postgres", "CHECKPOINT")?;
+    }
+    instance.start_server(Side::Old)
+}
+
+/// A timer of consecutive phases.
+struct Phases {
+    start: Instant,
+    last: Instant,
+    measured: Measured,
+}
+
+impl Phases {
+    fn new() -> Phases {
+        let now = Instant::now();
+        Phases { start: now, last: now, measured: Measured::default() }
+    }
+
+    fn done(&mut self, phase: &'static str) {
+        let now = Instant::now();
+        self.measured.phases.insert(phase, (now - self.last).as_secs_f64());
+        self.last = now;
+    }
+
+    fn finish(mut self) -> Measured {
+        self.measured.downtime = self.start.elapsed().as_secs_f64();
+        self.measured
+    }
+}
+
+/// Inmanta's procedure as the docs write it: halt each environment, stop,
+/// `pg_dump -f`, `psql -f`, start, then one environment at a time: auto_deploy
+/// off, update & recompile (queued while halted), resume (the compile runs),
+/// dry-run, auto_deploy back.
+fn documented(sh: &Shell, instance: &Instance) -> Result<Measured> {
+    let old = instance.client(Side::Old)?;
+    let envs: Vec<(String, bool, Value)> = old
+        .environments()?
+        .iter()
+        .filter_map(|e| Some(e["id"].as_str()?.to_owned()))
+        .map(|id| Ok((id.clone(), old.halted(&id)?, old.setting(&id, "auto_deploy")?)))
+        .collect::<Result<_>>()?;
+    let mut phases = Phases::new();
+    for (id, halted, _) in &envs {
+        if !halted {
+            old.halt(id)?;
+        }
+    }
+    phases.done("halt");
+    instance.stop_server(Side::Old)?;
+    phases.done("stop");
+    let (pg, sql) = (instance.pg_bin_dir(), instance.dir().join("bench/documented.sql"));
+    let (old_port, new_port) = (instance.ports().pg(Side::Old).to_string(), instance.ports().pg(Side::New).to_string());
+    {
+        let _pw = sh.push_env("PGPASSWORD", instance.db_password(Side::Old)?);
+        cmd!(sh, "{pg}/pg_dump -h 127.0.0.1 -p {old_port} -U inmanta -d inmanta -f {sql}").run()?;
+    }
+    phases.done("dump");
+    {
+        let _pw = sh.push_env("PGPASSWORD", instance.db_password(Side::New)?);
+        cmd!(sh, "{pg}/psql -X -q -h 127.0.0.1 -p {new_port} -U inmanta -d inmanta -v ON_ERROR_STOP=1 -f {sql}")
+            .ignore_stdout()
+            .run()?;
+    }
+    phases.done("restore");
+    instance.start_server(Side::New)?;
+    phases.done("start");
+    let new = instance.client(Side::New)?;
+    for (id, halted, auto_deploy) in &envs {
+        if *halted {
+            continue;
+        }
+        let t = Instant::now();
+        new.set_setting(id, "auto_deploy", &json!(false))?;
+        // A halted environment queues the compile; it runs once resumed.
+        let message = format!("bench recompile {id}");
+        new.notify(id, &message, true)?;
+        new.resume(id)?;
+        let compile_start = Instant::now();
+        let outcome = new.wait_compile(id, &message, Duration::from_secs(1800))?;
+        let compile = compile_start.elapsed().as_secs_f64();
+        let version = match (outcome.success, outcome.version) {
+            (true, Some(version)) => version,
+            _ => bail!("documented procedure: the recompile of {id} failed:\n{}", outcome.failure),
+        };
+        let report = new.dryrun_and_wait(id, version, Duration::from_secs(1800))?;
+        let differences =
+            report["diff"].as_array().map_or(0, |d| d.iter().filter(|r| r["status"] != "unmodified").count());
+        if differences > 0 {
+            eprintln!("documented procedure: {id}: the dry-run shows {differences} differences");
+        }
+        new.set_setting(id, "auto_deploy", auto_deploy)?;
+        phases.measured.per_env.push((t.elapsed().as_secs_f64(), compile));
+    }
+    phases.done("reconcile");
+    Ok(phases.finish())
+}
+
+/// `inmanta-migrate migrate --yes`, its phases from its own journal.
+fn tool(_sh: &Shell, bin: &Utf8Path, instance: &Instance) -> Result<Measured> {
+    let mut command = instance.tool_command(bin, instance.dir(), &[])?;
+    command.args(["--config", instance.config_path().as_str(), "--json", "migrate", "--yes"]);
+    command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let child = command.spawn().context("running inmanta-migrate")?;
+    let pid = child.id();
+    let watcher = std::thread::spawn(move || peak_rss(pid));
+    let out = child.wait_with_output()?;
+    let peak = watcher.join().unwrap_or(None);
+    if !out.status.success() {
+        bail!(
+            "inmanta-migrate migrate failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    let journal: Value = serde_json::from_str(&std::fs::read_to_string(instance.work_dir().join("journal.json"))?)?;
+    let step = |name: &str, what: &str| -> Result<jiff::Timestamp> {
+        let text = journal["steps"][name][what].as_str().with_context(|| format!("journal: {name}.{what}"))?;
+        Ok(text.parse()?)
+    };
+    let mut measured = Measured { peak_rss: peak, ..Measured::default() };
+    for (phase, name) in [
+        ("halt", "halt-all"),
+        ("stop", "stop-server"),
+        ("dump", "dump"),
+        ("restore", "restore"),
+        ("start", "start-server"),
+        ("reconcile", "env-reconcile"),
+    ] {
+        let seconds = step(name, "ended")?.duration_since(step(name, "started")?).as_secs_f64();
+        measured.phases.insert(phase, seconds);
+    }
+    measured.downtime = step("env-reconcile", "ended")?.duration_since(step("halt-all", "started")?).as_secs_f64();
+    Ok(measured)
+}
+
+/// The highest resident set of a running process (VmHWM), read until it ends.
+fn peak_rss(pid: u32) -> Option<u64> {
+    let mut peak = None;
+    while let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+        if status.lines().any(|l| l.starts_with("State:") && l.contains("zombie")) {
+            break;
+        }
+        let hwm = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
+        if let Some(kib) = hwm {
+            peak = Some(kib * 1024);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    peak
+}
+
+/// The bare database move: the old server stopped, `pg_dump -Fd -Z0 -j2`,
+/// `pg_restore -j2` and ANALYZE (as the tool does), nothing verified.
+fn raw(sh: &Shell, instance: &Instance) -> Result<Measured> {
+    instance.stop_server(Side::Old)?;
+    let (pg, dir) = (instance.pg_bin_dir(), instance.dir().join("bench/raw"));
+    let (old_port, new_port) = (instance.ports().pg(Side::Old).to_string(), instance.ports().pg(Side::New).to_string());
+    let mut phases = Phases::new();
+    {
+        let _pw = sh.push_env("PGPASSWORD", instance.db_password(Side::Old)?);
+        cmd!(sh, "{pg}/pg_dump -h 127.0.0.1 -p {old_port} -U inmanta -d inmanta -Fd -Z0 -j2 -f {dir}").run()?;
+    }
+    phases.done("dump");
+    {
+        let _pw = sh.push_env("PGPASSWORD", instance.db_password(Side::New)?);
+        cmd!(sh, "{pg}/pg_restore -h 127.0.0.1 -p {new_port} -U inmanta -d inmanta -j2 --no-owner --no-privileges --exit-on-error {dir}")
+            .run()?;
+        // Its WARNINGs about system catalogs the owner may not analyze are noise.
+        cmd!(sh, "{pg}/vacuumdb --analyze-only -q -j2 -h 127.0.0.1 -p {new_port} -U inmanta -d inmanta")
+            .ignore_stderr()
+            .run()?;
+    }
+    phases.done("restore");
+    Ok(phases.finish())
+}
+
+/// The table of one point and the goals' ratios.
+fn report(results: &[(Method, Measured)], size_gb: f64, envs: usize, history: &lab::HistoryFigures) {
+    println!(
+        "\n## Downtime: {:.2} GB, {envs} environments, {} versions of {} resources each\n",
+        history.bytes as f64 / 1e9,
+        history.versions_per_env,
+        history.resources_per_version
+    );
+    println!("| method | downtime s | {} | peak RSS |", PHASES.join(" | "));
+    println!("|---|---|{}---|", "---|".repeat(PHASES.len()));
+    for (method, m) in results {
+        let phases: Vec<String> =
+            PHASES.iter().map(|p| m.phases.get(p).map_or("-".into(), |s| format!("{s:.1}"))).collect();
+        let rss = m.peak_rss.map_or("-".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0));
+        let downtime = if *method == Method::Raw { "-".into() } else { format!("{:.1}", m.downtime) };
+        println!("| {method:?} | {downtime} | {} | {rss} |", phases.join(" | "));
+    }
+    let get = |method: Method| results.iter().find(|(m, _)| *m == method).map(|(_, m)| m);
+    let moved =
+        |m: &Measured| m.phases.get("dump").copied().unwrap_or(0.0) + m.phases.get("restore").copied().unwrap_or(0.0);
+    println!("\nsize asked: {size_gb} GB");
+    if let (Some(doc), Some(tool)) = (get(Method::Documented), get(Method::Tool)) {
+        println!("P1 downtime, tool / documented: {:.2} (goal <= 0.5)", tool.downtime / doc.downtime);
+        println!("P2 database move, tool / documented: {:.2} (goal <= 0.6)", moved(tool) / moved(doc));
+        let slowest = doc.per_env.iter().map(|(r, _)| *r).fold(0.0, f64::max);
+        let compile_cpu: f64 = doc.per_env.iter().map(|(_, c)| c).sum();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let floor = slowest.max(compile_cpu / cores);
+        if let Some(reconcile) = tool.phases.get("reconcile") {
+            println!(
+                "P3 reconcile, tool / floor: {:.2} (goal <= 1.2; floor {floor:.1} s = max(slowest environment {slowest:.1} s, \
+                 compiles {compile_cpu:.1} s / {cores} cores))",
+                reconcile / floor
+            );
+        }
+    }
+    if let (Some(tool), Some(raw)) = (get(Method::Tool), get(Method::Raw)) {
+        println!("P2 database move, tool / raw: {:.2} (goal <= 1.1)", moved(tool) / moved(raw));
+    }
+    if let Some(rss) = get(Method::Tool).and_then(|m| m.peak_rss) {
+        println!("memory: the tool's peak RSS {:.1} MiB (goal < 64 MiB)", rss as f64 / 1048576.0);
+    }
+}
