@@ -57,10 +57,10 @@ pub struct Context {
 
 impl Context {
     pub fn new(loaded: Loaded, ui: Ui) -> anyhow::Result<Self> {
-        let Loaded { config, old, new } = loaded;
-        let old = client(&config, &ui, "old", &config.old, &old)?;
-        let new_api = client(&config, &ui, "new", &config.new, &new)?;
-        Ok(Context { config, ui, old, new: new_api, new_access: new, work: OnceLock::new() })
+        let Loaded { config, old: old_access, new: new_access } = loaded;
+        let old = client(&config, &ui, "old", &config.old, &old_access)?;
+        let new = client(&config, &ui, "new", &config.new, &new_access)?;
+        Ok(Context { config, ui, old, new, new_access, work: OnceLock::new() })
     }
 
     /// A client of the `index`th `[[intermediate]]` server.

@@ -34,7 +34,7 @@ impl Target {
         }
     }
 
-    fn database(&self, who: As) -> &str {
+    pub(crate) fn database(&self, who: As) -> &str {
         match who {
             As::Admin => "postgres",
             As::Owner => &self.name,

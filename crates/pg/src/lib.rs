@@ -173,7 +173,6 @@ impl Database {
     }
 
     fn connection(&self, who: As) -> Vec<String> {
-        let db = if who == As::Admin { "postgres" } else { self.target.name.as_str() };
         vec![
             "-h".into(),
             self.target.host.clone(),
@@ -182,7 +181,7 @@ impl Database {
             "-U".into(),
             self.target.role(who).to_owned(),
             "-d".into(),
-            db.to_owned(),
+            self.target.database(who).to_owned(),
         ]
     }
 

@@ -37,15 +37,6 @@ pub struct Loaded {
     pub new: Access,
 }
 
-impl Loaded {
-    pub fn access(&self, side: Side) -> &Access {
-        match side {
-            Side::Old => &self.old,
-            Side::New => &self.new,
-        }
-    }
-}
-
 /// Reads every secret source and CA file of `config`; every one that cannot
 /// be read is a problem of its key.
 pub(super) fn resolve(config: Config) -> Result<Loaded, Vec<Invalid>> {
