@@ -1,6 +1,6 @@
 //! A busy orchestrator's history in the OLD database, in Inmanta's own
 //! tables: released versions copied from each environment's newest one
-//! (`configurationmodel`, `resource`), each with its deploy history (a store
+//! (`configurationmodel`, `resource`, `code`), each with its deploy history (a store
 //! action for the version and a deploy action with log lines for every
 //! resource: `resourceaction`, `resourceaction_resource`) and a compile
 //! report. Rows are copied through `jsonb_populate_record`, so every column
@@ -109,6 +109,11 @@ INSERT INTO public.resource
   SELECT (jsonb_populate_record(NULL::public.resource, to_jsonb(r) || jsonb_build_object('model', a.version))).*
   FROM public.resource r, added a
   WHERE r.environment = '{env}' AND r.model = (SELECT v FROM newest);
+-- The agents fetch each version's handler code by version.
+INSERT INTO public.code
+  SELECT (jsonb_populate_record(NULL::public.code, to_jsonb(c) || jsonb_build_object('version', a.version))).*
+  FROM public.code c, added a
+  WHERE c.environment = '{env}' AND c.version = (SELECT v FROM newest);
 WITH store AS (
   INSERT INTO public.resourceaction (action_id, action, started, finished, messages, status, changes, change,
                                      environment, version, resource_version_ids)
