@@ -261,7 +261,29 @@ fn reset(sh: &Shell, instance: &Instance) -> Result<()> {
     for side in [Side::Old, Side::New] {
         instance.psql(side, "postgres", "CHECKPOINT")?;
     }
-    instance.start_server(Side::Old)
+    instance.start_server(Side::Old)?;
+    settle(instance)
+}
+
+/// Waits until the agents of every running environment are up, as on an
+/// orchestrator in service (a halt right after a start waits for them).
+fn settle(instance: &Instance) -> Result<()> {
+    let api = instance.client(Side::Old)?;
+    let start = Instant::now();
+    for env in instance.envs().iter().filter(|e| !e.halted) {
+        loop {
+            let agents = api.get("/api/v2/agents?limit=1000", Some(&env.id))?;
+            let agents = agents["data"].as_array().cloned().unwrap_or_default();
+            if !agents.is_empty() && agents.iter().all(|a| a["status"] == "up" || a["paused"] == true) {
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(300) {
+                bail!("the agents of {} are not up after 5 min: {agents:?}", env.name);
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    Ok(())
 }
 
 /// A timer of consecutive phases.
