@@ -45,6 +45,10 @@ pub struct Downtime {
     /// Leave the bench lab instance running afterwards.
     #[arg(long)]
     keep: bool,
+    /// Measure the debug build (already there after `cargo test`; for runs
+    /// that only check the benchmark works).
+    #[arg(long)]
+    debug_build: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -88,6 +92,7 @@ impl Downtime {
             new: lab::DEFAULT_NEW_VERSION.into(),
             sizes: false,
             keep: false,
+            debug_build: true,
         }
     }
 
@@ -98,9 +103,11 @@ impl Downtime {
         if self.methods.is_empty() {
             bail!("--methods names none");
         }
-        cmd!(sh, "cargo build --quiet --release --bin inmanta-migrate").run()?;
-        let bin = sh.current_dir().join("target/release/inmanta-migrate");
-        let bin = Utf8PathBuf::try_from(bin)?;
+        let profile = if self.debug_build { "debug" } else { "release" };
+        let release = (!self.debug_build).then_some("--release");
+        cmd!(sh, "cargo build --quiet {release...} --bin inmanta-migrate").run()?;
+        let target = std::env::var("CARGO_TARGET_DIR").map_or_else(|_| sh.current_dir().join("target"), Into::into);
+        let bin = Utf8PathBuf::try_from(target.join(profile).join("inmanta-migrate"))?;
         let points: Vec<(f64, usize)> = if self.sizes {
             let mut points =
                 vec![(0.25, self.envs), (1.0, self.envs), (3.0, self.envs), (1.0, 4), (1.0, 20), (1.0, 50)];
