@@ -255,7 +255,9 @@ pub struct ReconcileOptions {
     pub compile_timeout: Duration,
     #[serde(default = "minutes::<10>", deserialize_with = "duration")]
     pub dryrun_timeout: Duration,
-    #[serde(default = "seconds::<2>", deserialize_with = "duration")]
+    /// Short: every wait ends this much after what it waits for at worst,
+    /// and each environment waits three times (bench downtime).
+    #[serde(default = "half_a_second", deserialize_with = "duration")]
     pub poll_interval: Duration,
 }
 
@@ -266,7 +268,7 @@ impl Default for ReconcileOptions {
             release: false,
             compile_timeout: minutes::<20>(),
             dryrun_timeout: minutes::<10>(),
-            poll_interval: seconds::<2>(),
+            poll_interval: half_a_second(),
         }
     }
 }
@@ -302,6 +304,9 @@ fn directory() -> DumpFormat {
 }
 fn seconds<const N: u64>() -> Duration {
     Duration::from_secs(N)
+}
+fn half_a_second() -> Duration {
+    Duration::from_millis(500)
 }
 fn minutes<const N: u64>() -> Duration {
     Duration::from_secs(N * 60)
