@@ -103,6 +103,11 @@ impl Downtime {
         if self.methods.is_empty() {
             bail!("--methods names none");
         }
+        // The methods run this machine's PostgreSQL tools against the old
+        // cluster, and the history SQL knows the 8.x-14.x schema.
+        if self.old.split('.').next().and_then(|m| m.parse::<u32>().ok()).is_none_or(|major| major >= 15) {
+            bail!("--old {}: the downtime bench measures old servers of 8.x to 14.x for now", self.old);
+        }
         let profile = if self.debug_build { "debug" } else { "release" };
         let release = (!self.debug_build).then_some("--release");
         cmd!(sh, "cargo build --quiet {release...} --bin inmanta-migrate").run()?;
@@ -111,7 +116,6 @@ impl Downtime {
         let points: Vec<(f64, usize)> = if self.sizes {
             let mut points =
                 vec![(0.25, self.envs), (1.0, self.envs), (3.0, self.envs), (1.0, 4), (1.0, 20), (1.0, 50)];
-            points.dedup();
             points.sort_by(|a, b| a.partial_cmp(b).expect("sizes are numbers"));
             points.dedup();
             points
@@ -132,7 +136,8 @@ impl Downtime {
                 for (method, m) in measured {
                     let phases: Vec<String> =
                         PHASES.iter().map(|p| m.phases.get(p).map_or("-".into(), |s| format!("{s:.1}"))).collect();
-                    println!("| {size_gb} | {envs} | {method:?} | {:.1} | {} |", m.downtime, phases.join(" | "));
+                    let downtime = if *method == Method::Raw { "-".into() } else { format!("{:.1}", m.downtime) };
+                    println!("| {size_gb} | {envs} | {method:?} | {downtime} | {} |", phases.join(" | "));
                 }
             }
         }
