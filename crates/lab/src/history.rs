@@ -22,6 +22,7 @@ const VERSIONS_PER_ROUND: u32 = 4;
 #[derive(Clone, Debug, Serialize)]
 pub struct HistoryFigures {
     pub versions_per_env: u32,
+    /// Resources of an environment's newest version, on average.
     pub resources_per_version: u64,
     pub bytes: u64,
     pub seconds: f64,
@@ -45,13 +46,17 @@ impl Instance {
              FROM public.resource GROUP BY environment) l ON l.environment = r.environment AND l.m = r.model",
         )?;
         let mut added = 0;
+        let mut shown = Instant::now();
         while self.size()? < target_bytes {
             for env in &envs {
                 self.psql(Side::Old, "inmanta", &round_sql(env, VERSIONS_PER_ROUND))
                     .with_context(|| format!("growing the history of environment {env}"))?;
             }
             added += VERSIONS_PER_ROUND;
-            eprintln!("lab: history: {added} versions per environment, {} MiB", self.size()? / (1024 * 1024));
+            if shown.elapsed().as_secs() >= 10 {
+                shown = Instant::now();
+                eprintln!("lab: history: {added} versions per environment, {} MiB", self.size()? / (1024 * 1024));
+            }
         }
         self.psql(Side::Old, "inmanta", "VACUUM ANALYZE")?;
         let bytes = self.size()?;
