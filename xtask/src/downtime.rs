@@ -49,6 +49,9 @@ pub struct Downtime {
     /// that only check the benchmark works).
     #[arg(long)]
     debug_build: bool,
+    /// The tool's `reconcile.concurrency` (default: the config's, 4).
+    #[arg(long, value_name = "N")]
+    concurrency: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -93,6 +96,7 @@ impl Downtime {
             sizes: false,
             keep: false,
             debug_build: true,
+            concurrency: None,
         }
     }
 
@@ -192,7 +196,7 @@ impl Downtime {
             eprintln!("-- {method:?}");
             let m = match method {
                 Method::Documented => documented(sh, instance)?,
-                Method::Tool => tool(sh, bin, instance)?,
+                Method::Tool => tool(bin, instance, self.concurrency)?,
                 Method::Raw => raw(sh, instance)?,
             };
             let phases: Vec<String> = m.phases.iter().map(|(p, s)| format!("{p} {s:.1}")).collect();
@@ -394,9 +398,20 @@ fn documented(sh: &Shell, instance: &Instance) -> Result<Measured> {
 }
 
 /// `inmanta-migrate migrate --yes`, its phases from its own journal.
-fn tool(_sh: &Shell, bin: &Utf8Path, instance: &Instance) -> Result<Measured> {
+fn tool(bin: &Utf8Path, instance: &Instance, concurrency: Option<u32>) -> Result<Measured> {
+    let mut config = instance.config_path();
+    if let Some(n) = concurrency {
+        let mut table: toml::Table = std::fs::read_to_string(&config)?.parse()?;
+        let reconcile = table.entry("reconcile").or_insert_with(|| toml::Table::new().into());
+        reconcile
+            .as_table_mut()
+            .context("[reconcile] is not a table")?
+            .insert("concurrency".into(), i64::from(n).into());
+        config = instance.dir().join("bench/inmanta-migrate.toml");
+        std::fs::write(&config, toml::to_string(&table)?)?;
+    }
     let mut command = instance.tool_command(bin, instance.dir(), &[])?;
-    command.args(["--config", instance.config_path().as_str(), "--json", "migrate", "--yes"]);
+    command.args(["--config", config.as_str(), "--json", "migrate", "--yes"]);
     command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
     let child = command.spawn().context("running inmanta-migrate")?;
     let pid = child.id();
