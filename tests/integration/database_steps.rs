@@ -8,7 +8,7 @@ use fake_inmanta::Flavor;
 use lab::ScratchCluster;
 use uuid::Uuid;
 
-use crate::support::{Fakes, Test, config_variant, set};
+use crate::support::{Fakes, Test, config_variant, secret, set};
 
 /// Core schema versions of the old database (an 11.5 server's newest, which
 /// 14.0 knows).
@@ -67,9 +67,7 @@ impl Setup {
             set(c, "new.database.admin_user", "postgres");
             set(c, "new.database.admin_password", secret("file", "admin-password"));
             set(c, "new.version_command", vec!["echo", "Inmanta Service Orchestrator: 14.0.0"]);
-            if let Some(bin) = pg_bin_dir() {
-                set(c, "pg.bin_dir", bin.as_str());
-            }
+            set(c, "pg.bin_dir", pg.bin_dir().as_str());
         });
         Setup { fakes, pg, config, plain, halted }
     }
@@ -89,22 +87,6 @@ impl Setup {
             .map(|t| self.rows(db, &format!("SELECT md5(string_agg(t::text, ',' ORDER BY t::text)) FROM public.{t} t")))
             .collect()
     }
-}
-
-/// `{ <kind> = value }`: a secret source.
-fn secret(kind: &str, value: &str) -> toml::Table {
-    toml::Table::from_iter([(kind.to_owned(), toml::Value::from(value))])
-}
-
-/// The client tools of the newest PostgreSQL here (the scratch cluster's).
-fn pg_bin_dir() -> Option<Utf8PathBuf> {
-    let mut majors: Vec<u32> = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .collect();
-    majors.sort();
-    majors.pop().map(|m| Utf8PathBuf::from(format!("/usr/lib/postgresql/{m}/bin")))
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use fake_inmanta::{Flavor, Recorded};
 
-use crate::support::{Fakes, config_variant, set, snapshot};
+use crate::support::{Fakes, config_variant, secret, set, snapshot};
 
 #[test]
 fn halts_running_environments_after_taking_the_inventory() {
@@ -89,9 +89,7 @@ fn a_wrong_token_is_named_and_changes_nothing() {
     let env = f.old.add_env("prod");
     f.old.require_token("right-token");
     std::fs::write(f.path().join("token"), "wrong-token\n").unwrap();
-    let path = config_variant(&f.config(""), "with-token", |c| {
-        set(c, "old.token", toml::Table::from_iter([("file".to_owned(), toml::Value::from("token"))]))
-    });
+    let path = config_variant(&f.config(""), "with-token", |c| set(c, "old.token", secret("file", "token")));
     let run = f.test().config(&path).arg("halt-all").run();
     run.code(3).stderr_has("HTTP 401").stderr_has("old.token");
     assert!(!f.old.env(env).halted);

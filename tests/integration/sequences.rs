@@ -8,7 +8,7 @@ use lab::Side;
 
 use crate::{
     e2e::{Lab, SERIAL, lab},
-    support::{Run, Test, config_variant, set, snapshot},
+    support::{Run, Test, config_variant, secret, set, snapshot},
 };
 
 /// The lab database's environments on both fakes (the dump checks that the
@@ -50,11 +50,6 @@ fn config_for_fakes(
 
 fn run(lab: &Lab, config: &Utf8Path, args: &[&str]) -> Run {
     Test::new(lab.dir()).config(config).args(args.iter().copied()).run()
-}
-
-/// `{ file = path }`: a secret source.
-fn secret_file(path: &str) -> toml::Table {
-    toml::Table::from_iter([("file".to_owned(), toml::Value::from(path))])
 }
 
 #[test]
@@ -113,14 +108,14 @@ fn check_names_each_failure() {
     let token = lab.dir().join("wrong-token");
     std::fs::write(&token, "a-wrong-token\n").unwrap();
     let wrong_token =
-        config_for_fakes(&lab, &old, &new, "wrong-token", |c| set(c, "old.token", secret_file(token.as_str())));
+        config_for_fakes(&lab, &old, &new, "wrong-token", |c| set(c, "old.token", secret("file", token.as_str())));
     let run_wrong = run(&lab, &wrong_token, &["check"]);
     run_wrong.code(3).stderr_has("HTTP 401").stderr_has("fix `old.token`");
     assert!(!run_wrong.stderr.contains("a-wrong-token"));
 
     std::fs::write(&token, "the-right-token\n").unwrap();
     let older = config_for_fakes(&lab, &old, &new, "older", |c| {
-        set(c, "old.token", secret_file(token.as_str()));
+        set(c, "old.token", secret("file", token.as_str()));
         set(c, "new.version_command", vec!["echo", "Inmanta Service Orchestrator: 11.0.0"]);
     });
     run(&lab, &older, &["check"])
@@ -129,7 +124,7 @@ fn check_names_each_failure() {
 
     // Several problems at once are all reported.
     let both = config_for_fakes(&lab, &old, &new, "both", |c| {
-        set(c, "old.token", secret_file("/nonexistent-token"));
+        set(c, "old.token", secret("file", "/nonexistent-token"));
         set(c, "old.api_url", "http://127.0.0.1:9");
     });
     run(&lab, &both, &["check"]).code(2).stderr_has("old.token");

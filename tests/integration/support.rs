@@ -208,6 +208,11 @@ pub fn set(table: &mut toml::Table, dotted: &str, value: impl Into<toml::Value>)
     at.insert(key.to_owned(), value.into());
 }
 
+/// `{ <kind> = value }`: a secret source (`kind` is `file` or `env`).
+pub fn secret(kind: &str, value: &str) -> toml::Table {
+    toml::Table::from_iter([(kind.to_owned(), toml::Value::from(value))])
+}
+
 /// Removes the dotted key of a config; it must be there.
 pub fn remove(table: &mut toml::Table, dotted: &str) {
     let (parents, key) = dotted.rsplit_once('.').map_or(("", dotted), |(p, k)| (p, k));

@@ -82,6 +82,15 @@ struct Measured {
     per_env: Vec<(f64, f64)>,
 }
 
+impl Measured {
+    /// The downtime and phase cells of a table row (the bare move has no downtime).
+    fn cells(&self, method: Method) -> String {
+        let downtime = if method == Method::Raw { "-".into() } else { format!("{:.1}", self.downtime) };
+        let phases = PHASES.iter().map(|p| self.phases.get(p).map_or("-".into(), |s| format!("{s:.1}")));
+        std::iter::once(downtime).chain(phases).collect::<Vec<_>>().join(" | ")
+    }
+}
+
 impl Downtime {
     /// The small run CI makes so that the benchmark cannot rot: every
     /// method on a small database, timings printed, none asserted.
@@ -138,10 +147,7 @@ impl Downtime {
             println!("|---|---|---|---|{}", "---|".repeat(PHASES.len()));
             for (size_gb, envs, measured) in &rows {
                 for (method, m) in measured {
-                    let phases: Vec<String> =
-                        PHASES.iter().map(|p| m.phases.get(p).map_or("-".into(), |s| format!("{s:.1}"))).collect();
-                    let downtime = if *method == Method::Raw { "-".into() } else { format!("{:.1}", m.downtime) };
-                    println!("| {size_gb} | {envs} | {method:?} | {downtime} | {} |", phases.join(" | "));
+                    println!("| {size_gb} | {envs} | {method:?} | {} |", m.cells(*method));
                 }
             }
         }
@@ -527,11 +533,8 @@ fn report(results: &[(Method, Measured)], size_gb: f64, envs: usize, history: &l
     println!("| method | downtime s | {} | peak RSS |", PHASES.join(" | "));
     println!("|---|---|{}---|", "---|".repeat(PHASES.len()));
     for (method, m) in results {
-        let phases: Vec<String> =
-            PHASES.iter().map(|p| m.phases.get(p).map_or("-".into(), |s| format!("{s:.1}"))).collect();
         let rss = m.peak_rss.map_or("-".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0));
-        let downtime = if *method == Method::Raw { "-".into() } else { format!("{:.1}", m.downtime) };
-        println!("| {method:?} | {downtime} | {} | {rss} |", phases.join(" | "));
+        println!("| {method:?} | {} | {rss} |", m.cells(*method));
     }
     let get = |method: Method| results.iter().find(|(m, _)| *m == method).map(|(_, m)| m);
     let moved =

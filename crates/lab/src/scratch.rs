@@ -39,6 +39,11 @@ impl ScratchCluster {
         self.cluster.port
     }
 
+    /// The client tools of the cluster's PostgreSQL (`pg.bin_dir` for the tool).
+    pub fn bin_dir(&self) -> &camino::Utf8Path {
+        &self.cluster.bin_dir
+    }
+
     /// The PostgreSQL major version of the cluster.
     pub fn major(&self) -> Result<u32> {
         let num: u32 = self.psql("postgres", "SHOW server_version_num")?.trim().parse()?;

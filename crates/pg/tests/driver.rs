@@ -39,20 +39,8 @@ impl Fixture {
 
     async fn database(&self, config: DatabaseConfig) -> Database {
         let target = Target::resolve(&config, &Runner::local()).await.unwrap();
-        Database::with_target(target, PgTools { bin_dir: lab_bin_dir() }).unwrap()
+        Database::with_target(target, PgTools { bin_dir: Some(self.cluster.bin_dir().to_owned()) }).unwrap()
     }
-}
-
-/// The client tools of the scratch cluster's PostgreSQL.
-fn lab_bin_dir() -> Option<Utf8PathBuf> {
-    let mut dirs: Vec<Utf8PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .flatten()
-        .filter_map(|e| Utf8PathBuf::try_from(e.path().join("bin")).ok())
-        .filter(|p| p.join("pg_dump").exists())
-        .collect();
-    dirs.sort_by_key(|p| p.parent().and_then(|v| v.file_name()).and_then(|v| v.parse::<u32>().ok()));
-    dirs.pop()
 }
 
 #[tokio::test]
