@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod ci;
+mod cpu;
 mod demo;
 mod downtime;
 mod lab;

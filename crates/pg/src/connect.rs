@@ -18,18 +18,20 @@ use crate::Target;
 /// How long a connection attempt may take (as `PGCONNECT_TIMEOUT` for the tools).
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Whom a connection is for: the target database as its owner, or the
-/// maintenance database as the admin role.
+/// Whom a connection is for: the target database as its owner, the
+/// maintenance database as the admin role, or the target database as the
+/// admin role (for what only it may do there: a subscription).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum As {
     Owner,
     Admin,
+    AdminHere,
 }
 
 impl Target {
     pub(crate) fn role(&self, who: As) -> &str {
         match who {
-            As::Admin => self.admin_user.as_deref().unwrap_or(&self.user),
+            As::Admin | As::AdminHere => self.admin_user.as_deref().unwrap_or(&self.user),
             As::Owner => &self.user,
         }
     }
@@ -37,7 +39,7 @@ impl Target {
     pub(crate) fn database(&self, who: As) -> &str {
         match who {
             As::Admin => "postgres",
-            As::Owner => &self.name,
+            As::Owner | As::AdminHere => &self.name,
         }
     }
 
@@ -45,6 +47,7 @@ impl Target {
     pub(crate) fn shown(&self, who: As) -> String {
         match who {
             As::Admin => format!("{} (admin role)", self.role(As::Admin)),
+            As::AdminHere => format!("{} (admin role) in {}", self.role(As::Admin), self),
             As::Owner => self.to_string(),
         }
     }
@@ -53,7 +56,7 @@ impl Target {
     /// rules: the first line whose fields match, `*` matching anything).
     fn password(&self, who: As) -> anyhow::Result<Option<String>> {
         let given = match who {
-            As::Admin if self.admin_user.is_some() => self.admin_password.as_ref(),
+            As::Admin | As::AdminHere if self.admin_user.is_some() => self.admin_password.as_ref(),
             _ => self.password.as_ref(),
         };
         if let Some(secret) = given {
@@ -232,7 +235,8 @@ pub(crate) fn explain(target: &Target, who: As, error: &tokio_postgres::Error) -
         } else {
             ""
         };
-        return format!("PostgreSQL {shown}: {} (SQLSTATE {}){hint}", db.message(), code.code());
+        let detail = db.detail().map(|d| format!(" ({})", d.replace('\n', "; "))).unwrap_or_default();
+        return format!("PostgreSQL {shown}: {}{detail} (SQLSTATE {}){hint}", db.message(), code.code());
     }
     let text = error_chain(error);
     let hint = if text.contains("password missing") {

@@ -11,6 +11,7 @@
 
 mod connect;
 mod inmanta_cfg;
+pub mod replication;
 mod snapshot;
 
 use std::{collections::BTreeMap, fmt, io::Write, time::Duration};
