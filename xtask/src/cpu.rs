@@ -44,7 +44,12 @@ impl Kind {
             || program.starts_with("xtask")
         {
             Kind::Tool
-        } else if has("compile") || has("export") || has("project") || cmdline.contains("/environments/") {
+        } else if has("compile")
+            || has("export")
+            || has("project")
+            || cmdline.contains("/environments/")
+            || cmdline.contains("/compiler/")
+        {
             Kind::Compile
         } else if has("agent") || has("scheduler") || cmdline.contains("executor") {
             Kind::Agent

@@ -2,7 +2,7 @@
 //! changes, every failure reported with the next step to take.
 
 use inmanta_api::ServerVersion;
-use migrate_core::{Checks, ChecksFailed, Context, Outcome, Side, probe, service::Service};
+use migrate_core::{Checks, ChecksFailed, Context, Outcome, Side, config::CopyMode, probe, service::Service};
 use migrate_pg::Database;
 
 #[derive(Debug, Default, clap::Args)]
@@ -79,7 +79,9 @@ pub async fn preflight(cx: &Context, replace: bool) -> Checks {
         }
         let floor = Some((*old_pg, format!("the old PostgreSQL {old_pg}")));
         db.check_tools(&["pg_dump", "pg_restore", "psql", "vacuumdb"], floor, &mut checks).await;
-        step_dump::check_space(cx, db, &mut checks).await;
+        if cx.config.copy.mode == CopyMode::Offline {
+            step_dump::check_space(cx, db, &mut checks).await;
+        }
     }
     if let (Some((_, old_pg)), Some((_, new_pg))) = (&old_db, &new_db) {
         if new_pg < old_pg {
@@ -91,8 +93,12 @@ pub async fn preflight(cx: &Context, replace: bool) -> Checks {
         }
         probe::postgres_for(new, *new_pg, &mut checks);
     }
-    if let Some((db, _)) = &new_db {
-        step_restore::check_target(cx, db, replace, &mut checks).await;
+    match (cx.config.copy.mode, &old_db, &new_db) {
+        (CopyMode::Offline, _, Some((new, _))) => step_restore::check_target(cx, new, replace, &mut checks).await,
+        (CopyMode::Online, Some((old, _)), Some((new, _))) => {
+            step_online::check_online(cx, old, new, &mut checks).await
+        }
+        _ => {}
     }
 
     // Work and dump directories.
@@ -111,7 +117,9 @@ pub async fn preflight(cx: &Context, replace: bool) -> Checks {
             "fix `work_dir` or its permissions",
         ),
     }
-    step_dump::check_dir(cx, &mut checks);
+    if cx.config.copy.mode == CopyMode::Offline {
+        step_dump::check_dir(cx, &mut checks);
+    }
     checks
 }
 

@@ -90,7 +90,7 @@ async fn run(command: Command, config_path: Utf8PathBuf, ui: &Ui) -> anyhow::Res
     let result = match command {
         Command::Check(args) => check::run(&cx, &args).await,
         Command::Plan => plan::run(&cx).await,
-        Command::Status => status::run(&cx),
+        Command::Status => status::run(&cx).await,
         Command::Migrate(args) => migrate::run(&cx, &args).await,
         Command::Step(step) => step.execute(&cx).await,
     };

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use migrate_core::{
     Context, Outcome,
+    config::CopyMode,
     journal::{StepStatus, WorkDir},
 };
 use serde_json::json;
@@ -12,10 +13,14 @@ use crate::{migrate::MigrateArgs, steps::StepCommand};
 
 pub async fn run(cx: &Context) -> anyhow::Result<Outcome> {
     let journal = WorkDir::peek(&cx.config)?;
-    let mut text = format!("Migration {} -> {}\n", cx.config.old.api_url, cx.config.new.api_url);
+    let copy = match cx.config.copy.mode {
+        CopyMode::Offline => "offline: dump and restore in the window",
+        CopyMode::Online => "online: copied before the window, cut over in it",
+    };
+    let mut text = format!("Migration {} -> {} (database {copy})\n", cx.config.old.api_url, cx.config.new.api_url);
     let mut steps = Vec::new();
     let mut remaining = 0;
-    for (i, step) in StepCommand::all(&MigrateArgs::default()).iter().enumerate() {
+    for (i, step) in StepCommand::all(&MigrateArgs::default(), cx.config.copy.mode).iter().enumerate() {
         let name = step.name();
         let status = journal.as_ref().map(|j| j.step(name).status).unwrap_or_default();
         let what = step.describe(cx);

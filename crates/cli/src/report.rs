@@ -5,7 +5,9 @@ use std::fmt::Write as _;
 
 use camino::Utf8PathBuf;
 use migrate_core::{
-    Context, fsutil,
+    Context,
+    config::CopyMode,
+    fsutil,
     inventory::Inventory,
     journal::{EnvStatus, Journal},
 };
@@ -18,8 +20,10 @@ pub fn refresh(cx: &Context) -> Option<Utf8PathBuf> {
     let journal = work.journal();
     let inventory: Option<Inventory> = fsutil::read_json(&work.path(Inventory::FILE)).ok();
     let md = work.path("report.md");
-    let written = fsutil::write_atomic(&md, markdown(&journal, inventory.as_ref()).as_bytes())
-        .and_then(|()| fsutil::write_json(&work.path("report.json"), &document(&journal, inventory.as_ref())));
+    let written = fsutil::write_atomic(&md, markdown(&journal, inventory.as_ref(), cx.config.copy.mode).as_bytes())
+        .and_then(|()| {
+            fsutil::write_json(&work.path("report.json"), &document(&journal, inventory.as_ref(), cx.config.copy.mode))
+        });
     match written {
         Ok(()) => Some(md),
         Err(e) => {
@@ -29,8 +33,8 @@ pub fn refresh(cx: &Context) -> Option<Utf8PathBuf> {
     }
 }
 
-pub fn document(journal: &Journal, inventory: Option<&Inventory>) -> serde_json::Value {
-    let steps: Vec<_> = crate::steps::names()
+pub fn document(journal: &Journal, inventory: Option<&Inventory>, mode: CopyMode) -> serde_json::Value {
+    let steps: Vec<_> = crate::steps::names(mode)
         .iter()
         .map(|name| {
             let r = journal.step(name);
@@ -63,7 +67,7 @@ pub fn document(journal: &Journal, inventory: Option<&Inventory>) -> serde_json:
     })
 }
 
-pub fn markdown(journal: &Journal, inventory: Option<&Inventory>) -> String {
+pub fn markdown(journal: &Journal, inventory: Option<&Inventory>, mode: CopyMode) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# Inmanta orchestrator migration\n");
     let old_version = inventory.map(|i| i.core_version.to_string()).unwrap_or_else(|| "?".into());
@@ -77,7 +81,7 @@ pub fn markdown(journal: &Journal, inventory: Option<&Inventory>) -> String {
     let _ = writeln!(md, "- to: {} (inmanta-core {new_version})", journal.migration.new_api);
     let _ = writeln!(md, "- started: {}\n", journal.created);
     let _ = writeln!(md, "## Steps\n\n| step | status | seconds | attempts | summary |\n|---|---|---|---|---|");
-    for name in crate::steps::names() {
+    for name in crate::steps::names(mode) {
         let r = journal.step(name);
         let seconds = r.seconds().map(|s| format!("{s:.1}")).unwrap_or_default();
         let summary = r.error.as_deref().or(r.summary.as_deref()).unwrap_or("").replace('\n', " ").replace('|', "\\|");
@@ -136,7 +140,7 @@ mod tests {
             "steps": {}, "environments": { id: { "name": "prod", "status": "in_progress", "phase": "resumed" } },
         }))
         .unwrap();
-        assert!(markdown(&journal, Some(&inventory)).contains("| InProgress (after resumed) |"));
-        assert_eq!(document(&journal, Some(&inventory))["environments"][0]["phase"], "resumed");
+        assert!(markdown(&journal, Some(&inventory), CopyMode::Offline).contains("| InProgress (after resumed) |"));
+        assert_eq!(document(&journal, Some(&inventory), CopyMode::Offline)["environments"][0]["phase"], "resumed");
     }
 }

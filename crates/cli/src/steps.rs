@@ -5,10 +5,11 @@
 //! and its crate.
 
 use clap::Subcommand;
-use migrate_core::{Context, Outcome, Step, execute};
+use migrate_core::{Context, Outcome, Step, config::CopyMode, execute};
 use step_dump::Dump;
 use step_env_reconcile::EnvReconcile;
 use step_halt_all::HaltAll;
+use step_online::{Cutover, Precopy};
 use step_restore::Restore;
 use step_start_server::StartServer;
 use step_stop_server::StopServer;
@@ -18,10 +19,12 @@ use crate::migrate::MigrateArgs;
 /// One step with its options: a subcommand of its own.
 #[derive(Debug, Subcommand)]
 pub enum StepCommand {
+    Precopy(Precopy),
     HaltAll(HaltAll),
     StopServer(StopServer),
     Dump(Dump),
     Restore(Restore),
+    Cutover(Cutover),
     StartServer(StartServer),
     EnvReconcile(EnvReconcile),
 }
@@ -30,10 +33,12 @@ pub enum StepCommand {
 macro_rules! with_step {
     ($command:expr, $step:ident => $body:expr) => {
         match $command {
+            StepCommand::Precopy($step) => $body,
             StepCommand::HaltAll($step) => $body,
             StepCommand::StopServer($step) => $body,
             StepCommand::Dump($step) => $body,
             StepCommand::Restore($step) => $body,
+            StepCommand::Cutover($step) => $body,
             StepCommand::StartServer($step) => $body,
             StepCommand::EnvReconcile($step) => $body,
         }
@@ -41,17 +46,30 @@ macro_rules! with_step {
 }
 
 impl StepCommand {
-    /// Every step in the order a migration runs them, with the options
-    /// `migrate` passes on.
-    pub fn all(args: &MigrateArgs) -> [StepCommand; 6] {
-        [
-            StepCommand::HaltAll(HaltAll::default()),
-            StepCommand::StopServer(StopServer::default()),
-            StepCommand::Dump(Dump::default()),
-            StepCommand::Restore(Restore { replace: args.replace }),
-            StepCommand::StartServer(StartServer::default()),
-            StepCommand::EnvReconcile(EnvReconcile { release: args.release, ..Default::default() }),
-        ]
+    /// Every step in the order a migration with this copy mode runs them,
+    /// with the options `migrate` passes on: offline moves the database by
+    /// dump and restore in the window, online copies it before (precopy)
+    /// and only cuts the copy over in the window.
+    pub fn all(args: &MigrateArgs, mode: CopyMode) -> Vec<StepCommand> {
+        let moving = match mode {
+            CopyMode::Offline => {
+                vec![StepCommand::Dump(Dump::default()), StepCommand::Restore(Restore { replace: args.replace })]
+            }
+            CopyMode::Online => vec![StepCommand::Cutover(Cutover::default())],
+        };
+        let before = match mode {
+            CopyMode::Offline => vec![],
+            CopyMode::Online => vec![StepCommand::Precopy(Precopy::default())],
+        };
+        before
+            .into_iter()
+            .chain([StepCommand::HaltAll(HaltAll::default()), StepCommand::StopServer(StopServer::default())])
+            .chain(moving)
+            .chain([
+                StepCommand::StartServer(StartServer::default()),
+                StepCommand::EnvReconcile(EnvReconcile { release: args.release, ..Default::default() }),
+            ])
+            .collect()
     }
 
     /// The subcommand, also the journal key.
@@ -76,9 +94,9 @@ impl StepCommand {
     }
 }
 
-/// The journal keys of every step, in order.
-pub fn names() -> [&'static str; 6] {
-    StepCommand::all(&MigrateArgs::default()).map(|s| s.name())
+/// The journal keys of every step of a migration in this mode, in order.
+pub fn names(mode: CopyMode) -> Vec<&'static str> {
+    StepCommand::all(&MigrateArgs::default(), mode).iter().map(|s| s.name()).collect()
 }
 
 #[cfg(test)]
@@ -89,7 +107,14 @@ mod tests {
 
     #[test]
     fn the_steps_in_order() {
-        assert_eq!(names(), ["halt-all", "stop-server", "dump", "restore", "start-server", "env-reconcile"]);
+        assert_eq!(
+            names(CopyMode::Offline),
+            ["halt-all", "stop-server", "dump", "restore", "start-server", "env-reconcile"]
+        );
+        assert_eq!(
+            names(CopyMode::Online),
+            ["precopy", "halt-all", "stop-server", "cutover", "start-server", "env-reconcile"]
+        );
     }
 
     /// A subcommand per step, named as its journal key, with the help text
@@ -97,7 +122,7 @@ mod tests {
     #[test]
     fn every_step_is_a_subcommand_with_its_help() {
         let cli = crate::Cli::command();
-        for name in names() {
+        for name in names(CopyMode::Offline).into_iter().chain(names(CopyMode::Online)) {
             let sub = cli.find_subcommand(name).unwrap_or_else(|| panic!("no subcommand {name}"));
             let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
             let side = if ["halt-all", "stop-server", "dump"].contains(&name) { "Old side: " } else { "New side: " };

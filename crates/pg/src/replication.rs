@@ -112,8 +112,10 @@ impl Database {
     /// Whether the admin role of the new side may create a subscription.
     pub async fn may_subscribe(&self) -> anyhow::Result<bool> {
         // PostgreSQL 16 added pg_create_subscription; before, only superusers.
-        let sql = "SELECT rolsuper OR (current_setting('server_version_num')::int >= 160000 \
-                     AND pg_has_role(current_user, 'pg_create_subscription', 'USAGE')) \
+        let sql = "SELECT CASE WHEN rolsuper THEN true \
+                     WHEN current_setting('server_version_num')::int < 160000 THEN false \
+                     ELSE pg_has_role(current_user, 'pg_create_subscription', 'USAGE') \
+                     AND has_database_privilege(current_database(), 'CREATE') END \
                    FROM pg_roles WHERE rolname = current_user";
         let rows = self.rows(As::AdminHere, sql, &[]).await?;
         Ok(rows.first().map(|r| r.try_get(0)).transpose()?.unwrap_or(false))
@@ -230,6 +232,9 @@ impl Database {
     /// New side: drops the subscription (and with it the slot on the old
     /// side) and the fence's copy; nothing replicates into it afterwards.
     pub async fn unsubscribe(&self) -> anyhow::Result<()> {
+        if !self.exists().await? {
+            return Ok(());
+        }
         let exists =
             !self.rows(As::AdminHere, "SELECT FROM pg_subscription WHERE subname = $1", &[&NAME]).await?.is_empty();
         if exists {
@@ -238,6 +243,39 @@ impl Database {
                 .context("cannot drop the subscription")?;
         }
         self.execute(As::Owner, &format!("DROP TABLE IF EXISTS {FENCE}")).await
+    }
+
+    /// Sessions of the owner role on this database other than this one's:
+    /// "application from address" each.
+    pub async fn other_sessions(&self) -> anyhow::Result<Vec<String>> {
+        let sql = "SELECT coalesce(nullif(application_name, ''), 'a client') || ' from ' || \
+                     coalesce(host(client_addr), 'the local socket') || ' (pid ' || pid || ')' \
+                   FROM pg_stat_activity WHERE usename = current_user AND datname = current_database() \
+                   AND pid <> pg_backend_pid() ORDER BY pid";
+        strings(&self.rows(As::Owner, sql, &[]).await?)
+    }
+
+    /// Each user table's size on disk, bytes.
+    pub async fn table_sizes(&self) -> anyhow::Result<BTreeMap<String, i64>> {
+        let sql = "SELECT format('%I.%I', schemaname, tablename), pg_total_relation_size(format('%I.%I', schemaname, tablename)) \
+                   FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')";
+        crate::counts(&self.rows(As::Owner, sql, &[]).await?)
+    }
+
+    /// An md5 of each table's rows as text, sorted, in one session whose
+    /// settings make the text the same on any server.
+    pub async fn content_hashes(&self, tables: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+        let client = crate::connect::connect(&self.target, As::Owner).await?;
+        let settings = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'; \
+                        SET extra_float_digits = 1; SET bytea_output = 'hex'";
+        crate::answer(&self.target, As::Owner, client.batch_execute(settings)).await?;
+        let mut hashes = BTreeMap::new();
+        for table in tables {
+            let sql = format!("SELECT md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), '')) FROM {table} t");
+            let row = crate::answer(&self.target, As::Owner, client.query_one(&sql, &[])).await?;
+            hashes.insert(table.clone(), row.try_get(0)?);
+        }
+        Ok(hashes)
     }
 
     /// What of the copy exists in this database's cluster, for `status`:

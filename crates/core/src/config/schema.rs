@@ -21,6 +21,8 @@ pub struct Config {
     #[serde(default)]
     pub pg: PgTools,
     #[serde(default)]
+    pub copy: CopyOptions,
+    #[serde(default)]
     pub dump: DumpOptions,
     #[serde(default)]
     pub restore: RestoreOptions,
@@ -210,6 +212,34 @@ impl DumpFormat {
             DumpFormat::Plain => "p",
         }
     }
+}
+
+/// How the database moves (`[copy]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CopyOptions {
+    #[serde(default)]
+    pub mode: CopyMode,
+    /// Online: how long `cutover` waits for the new side to apply the old
+    /// side's last changes.
+    #[serde(default = "minutes::<10>", deserialize_with = "duration")]
+    pub catch_up_timeout: Duration,
+}
+
+impl Default for CopyOptions {
+    fn default() -> Self {
+        CopyOptions { mode: CopyMode::Offline, catch_up_timeout: minutes::<10>() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CopyMode {
+    /// `dump` and `restore` in the window.
+    #[default]
+    Offline,
+    /// `precopy` before the window (logical replication), `cutover` in it.
+    Online,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -1,0 +1,549 @@
+//! The online copy (`copy.mode = "online"`): instead of `dump` and `restore`
+//! in the window, `precopy` copies the old database into the new one before
+//! it, while the old orchestrator runs, and PostgreSQL's logical replication
+//! keeps the copy current; in the window, after `halt-all` and
+//! `stop-server`, `cutover` proves the copy caught up (no session of
+//! Inmanta left on the old database, its schema unchanged, a fence written
+//! there seen here), cuts it off, and verifies it as `restore` does.
+//!
+//! Nothing of Inmanta may connect to the new database before the cut: a
+//! server (or, from 15.0, a scheduler) migrates the schema when it opens it,
+//! and the replication would then fail or, worse, mix two schemas.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use migrate_core::{Checks, Context, Outcome, Side, Step, config::CopyMode, journal::StepStatus, probe, wait};
+use migrate_pg::{Database, replication};
+use serde_json::{Value, json};
+
+/// Journal figure of `precopy`: the new database the copy goes into.
+const SUBSCRIBED: &str = "subscribed_into";
+/// Journal figure of `precopy`: the old database's schema versions when the copy started.
+const SCHEMA: &str = "schema_versions";
+/// Journal figure of `cutover`: the copy is cut off (a re-run only verifies).
+const CUT_OFF: &str = "cut_off";
+/// Tables up to this size get a content hash besides their row count.
+const HASHED_TABLE_BYTES: i64 = 16 << 20;
+
+/// New side, before the window (`copy.mode = "online"`): copies the old
+/// database into the new one while the old orchestrator runs, and leaves
+/// PostgreSQL keeping it current until `cutover`.
+#[derive(Debug, Default, clap::Args)]
+pub struct Precopy {
+    /// Remove the copy from both sides (subscription, slot, publication,
+    /// role, fence) and forget it; the new database keeps what was copied.
+    #[arg(long)]
+    pub abandon: bool,
+}
+
+impl Step for Precopy {
+    const NAME: &'static str = "precopy";
+    const SIDE: Side = Side::New;
+
+    fn runs_when_done(&self) -> bool {
+        // Watching a running copy changes nothing; abandoning must be possible.
+        true
+    }
+
+    fn describe(&self, cx: &Context) -> String {
+        if self.abandon {
+            return "remove the online copy from both databases (subscription, slot, publication, role, fence)".into();
+        }
+        format!(
+            "copy the old database into {} while the old orchestrator runs (logical replication), then keep it current until cutover",
+            cx.config.new.database.name()
+        )
+    }
+
+    async fn check(&self, cx: &Context) -> Checks {
+        let mut checks = Checks::default();
+        if !self.abandon && cx.config.copy.mode != CopyMode::Online {
+            checks.fail(
+                "copy mode",
+                "copy.mode is \"offline\": the database moves by dump and restore",
+                "set `copy.mode = \"online\"` in the config to copy it before the window",
+            );
+            return checks;
+        }
+        let (old, new) =
+            match (Database::open(&cx.config, Side::Old).await, Database::open(&cx.config, Side::New).await) {
+                (Ok(old), Ok(new)) => (old, new),
+                (Err(e), _) | (_, Err(e)) => {
+                    checks.fail("databases", format!("{e:#}"), "fix `old.database` and `new.database`");
+                    return checks;
+                }
+            };
+        // After the cut the new database is the orchestrator's: a new copy
+        // would replace it.
+        if cx.work().is_ok_and(|w| w.journal().step(Cutover::NAME).attempts > 0) {
+            checks.fail(
+                "cutover",
+                "cutover has run: the new database is no longer a copy in progress",
+                "go on with `inmanta-migrate migrate` (or start-server, env-reconcile); see `inmanta-migrate status`",
+            );
+            return checks;
+        }
+        if self.abandon {
+            return checks;
+        }
+        probe::new_server_stopped(cx, &mut checks).await;
+        check_online(cx, &old, &new, &mut checks).await;
+        checks
+    }
+
+    async fn run(&self, cx: &Context) -> anyhow::Result<Outcome> {
+        let work = cx.work()?;
+        let (old, new) = (Database::open(&cx.config, Side::Old).await?, Database::open(&cx.config, Side::New).await?);
+        if self.abandon {
+            replication::cut_off(&old, &new).await?;
+            work.update(|j| *j.step_mut(Self::NAME) = Default::default())?;
+            // Partial: the journal keeps precopy to do.
+            return Ok(Outcome::partial(
+                Self::NAME,
+                format!(
+                    "the online copy is removed from both sides; {} keeps the rows copied so far: \
+                     `inmanta-migrate precopy` starts over, or with `copy.mode = \"offline\"` `restore --replace` replaces them",
+                    new.target
+                ),
+            ));
+        }
+        let start = Instant::now();
+        let record = work.journal().step(Self::NAME);
+        let ours = record.figures.get(SUBSCRIBED).and_then(Value::as_str) == Some(new.target.to_string().as_str());
+        let running = ours && new.copy_progress().await?.exists;
+        if running {
+            cx.ui.info(Self::NAME, "the copy of an earlier run is there: following it");
+        } else {
+            start_copy(cx, &old, &new).await?;
+        }
+        let progress = follow(cx, &old, &new).await?;
+        let lag = old.slot().await?.map_or(0, |s| s.lag_bytes);
+        Ok(Outcome::done(
+            Self::NAME,
+            format!(
+                "initial copy of {} tables ({:.1} MB) done in {:.1} s; PostgreSQL keeps {} current ({lag} bytes behind now) \
+                 until `cutover`, which runs after `halt-all` and `stop-server`",
+                progress.tables.len(),
+                progress.bytes as f64 / 1e6,
+                start.elapsed().as_secs_f64(),
+                new.target
+            ),
+        )
+        .figure("tables", progress.tables.len())
+        .figure("bytes", progress.bytes)
+        .figure("seconds", start.elapsed().as_secs_f64()))
+    }
+}
+
+/// Publication, schema, subscription: the initial copy starts in the new
+/// PostgreSQL's background.
+async fn start_copy(cx: &Context, old: &Database, new: &Database) -> anyhow::Result<()> {
+    let work = cx.work()?;
+    // A failed start may have left parts: none survive into this one.
+    new.unsubscribe().await?;
+    replication::drop_orphan_slot(old).await?;
+    if new.exists().await? {
+        if new.user_object_count().await? > 0 {
+            cx.ui.warn(Precopy::NAME, format!("emptying {}: it holds an earlier copy of this migration", new.target));
+            new.drop_database().await?;
+            new.create().await?;
+        }
+    } else {
+        new.create().await?;
+    }
+    let target = new.target.to_string();
+    let schema = serde_json::to_value(old.schema_versions().await?)?;
+    work.update(|j| {
+        let figures = &mut j.step_mut(Precopy::NAME).figures;
+        figures.insert(SUBSCRIBED.into(), target.into());
+        figures.insert(SCHEMA.into(), schema);
+    })?;
+    let password = old.publish().await?;
+    replication::copy_schema(old, new, &work.path("schema.dump")).await?;
+    new.subscribe(&old.target, &password).await?;
+    cx.ui.info(Precopy::NAME, format!("copying {} into {} (logical replication)", old.target, new.target));
+    Ok(())
+}
+
+/// Shows the initial copy until every table is ready; fails on a lost slot.
+async fn follow(cx: &Context, old: &Database, new: &Database) -> anyhow::Result<replication::CopyProgress> {
+    let first = new.copy_progress().await?;
+    let bar = cx.ui.progress(Precopy::NAME, "tables copied", first.tables.len() as u64);
+    let mut shown = 0;
+    loop {
+        let progress = new.copy_progress().await?;
+        if !progress.exists {
+            bail!("the subscription on {} is gone: run `inmanta-migrate precopy` to start the copy again", new.target);
+        }
+        lost_slot(old).await?;
+        let ready = progress.count("ready");
+        for _ in shown..ready {
+            bar.inc(&format!("{:.1} MB on the new side", progress.bytes as f64 / 1e6));
+        }
+        shown = shown.max(ready);
+        if progress.initial_copy_done() {
+            return Ok(progress);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// A lost slot (the old side dropped WAL the copy still needed) voids the copy.
+async fn lost_slot(old: &Database) -> anyhow::Result<()> {
+    match old.slot().await? {
+        Some(slot) if slot.wal_status == "lost" => bail!(
+            "the old side dropped WAL the copy still needed (its slot is lost, max_slot_wal_keep_size): the copy cannot \
+             catch up. Nothing of the old side changed: `inmanta-migrate precopy --abandon`, then `precopy` to start over \
+             (raise max_slot_wal_keep_size first), or move offline (`copy.mode = \"offline\"`)"
+        ),
+        Some(_) => Ok(()),
+        None => bail!(
+            "the copy's replication slot is gone from {}: `inmanta-migrate precopy --abandon`, then `precopy` to start over",
+            old.target
+        ),
+    }
+}
+
+/// What online mode needs of both databases (`check` runs it too).
+pub async fn check_online(cx: &Context, old: &Database, new: &Database, checks: &mut Checks) {
+    match old.publisher_facts().await {
+        Ok(f) => {
+            if f.wal_level == "logical" {
+                checks.pass("wal_level", format!("{}: wal_level = logical", old.target));
+            } else {
+                checks.fail(
+                    "wal_level",
+                    format!("the old PostgreSQL has wal_level = {}; logical replication needs logical", f.wal_level),
+                    "as its DBA: `ALTER SYSTEM SET wal_level = logical`, then restart the old PostgreSQL \
+                     (inmanta-migrate never restarts it; the orchestrator reconnects), or use copy.mode = \"offline\"",
+                );
+            }
+            let free = |max: i64, used: i64, what: &str, setting: &str, checks: &mut Checks| {
+                if max > used {
+                    checks.pass(what.to_owned(), format!("{} of {max} used", used));
+                } else {
+                    checks.fail(
+                        what.to_owned(),
+                        format!("all {max} in use"),
+                        format!("raise {setting} on the old PostgreSQL (a restart), or free one"),
+                    );
+                }
+            };
+            free(f.max_replication_slots, f.slots_used, "replication slots", "max_replication_slots", checks);
+            free(f.max_wal_senders, f.senders_used, "WAL senders", "max_wal_senders", checks);
+            if f.max_slot_wal_keep_mb < 0 {
+                checks.warn(
+                    "WAL kept for the copy",
+                    "max_slot_wal_keep_size = -1: if the copy stalls, the old side keeps WAL until its disk is full",
+                    "set max_slot_wal_keep_size on the old PostgreSQL (a reload) to what its disk can spare",
+                );
+            } else {
+                checks.pass(
+                    "WAL kept for the copy",
+                    format!("at most {} MB (max_slot_wal_keep_size)", f.max_slot_wal_keep_mb),
+                );
+            }
+            if f.tables_without_primary_key.is_empty() && f.tables_not_owned.is_empty() {
+                checks.pass("tables", "every table has a primary key and belongs to the database's role");
+            } else {
+                let mut why = Vec::new();
+                if !f.tables_without_primary_key.is_empty() {
+                    why.push(format!("without a primary key: {}", f.tables_without_primary_key.join(", ")));
+                }
+                if !f.tables_not_owned.is_empty() {
+                    why.push(format!("owned by another role: {}", f.tables_not_owned.join(", ")));
+                }
+                checks.fail(
+                    "tables",
+                    format!("logical replication cannot copy every table ({})", why.join("; ")),
+                    "use copy.mode = \"offline\" (dump and restore copy them), or add the keys / fix the owners",
+                );
+            }
+            if f.admin_is_superuser {
+                checks.pass("old admin role", "a superuser: it may create the copy's replication role");
+            } else {
+                checks.fail(
+                    "old admin role",
+                    "old.database.admin_user is not a superuser, so it cannot create a role that may replicate",
+                    "set `old.database.admin_user` (and `admin_password`) to a superuser such as postgres",
+                );
+            }
+        }
+        Err(e) => checks.fail("old database", format!("{e:#}"), "fix `old.database`"),
+    }
+    let journal = cx.work().map(|w| w.journal()).ok();
+    let ours = journal.as_ref().and_then(|j| j.step(Precopy::NAME).figures.get(SUBSCRIBED).cloned())
+        == Some(Value::String(new.target.to_string()));
+    match new.may_subscribe().await {
+        Ok(true) => checks.pass("new admin role", "may create the subscription"),
+        Ok(false) => checks.fail(
+            "new admin role",
+            "new.database.admin_user may not create a subscription",
+            "use a superuser (PostgreSQL 15), or grant it pg_create_subscription and CREATE on the database (16+)",
+        ),
+        // The new database may not exist before the first precopy.
+        Err(_) if !new.exists().await.unwrap_or(true) => {}
+        Err(e) => checks.fail("new admin role", format!("{e:#}"), "fix `new.database.admin_user`"),
+    }
+    match new.exists().await {
+        Ok(false) => checks.pass("target database", format!("{} does not exist yet; it will be created", new.target)),
+        Ok(true) if ours => checks.pass("target database", format!("{} holds this migration's copy", new.target)),
+        Ok(true) => match new.user_object_count().await {
+            Ok(0) => checks.pass("target database", format!("{} exists and is empty", new.target)),
+            Ok(n) => checks.fail(
+                "target database",
+                format!("{} is not empty: {n} objects", new.target),
+                "point `new.database` at an empty database, or drop this one",
+            ),
+            Err(e) => checks.fail("target database", format!("{e:#}"), "check `new.database`"),
+        },
+        Err(e) => checks.fail("target database", format!("{e:#}"), "check `new.database.admin_user`"),
+    }
+}
+
+/// New side, in the window after `stop-server` (`copy.mode = "online"`):
+/// proves the copy caught up, cuts it off, verifies it as `restore` does.
+#[derive(Debug, Default, clap::Args)]
+pub struct Cutover {}
+
+impl Step for Cutover {
+    const NAME: &'static str = "cutover";
+    const SIDE: Side = Side::New;
+
+    fn describe(&self, _cx: &Context) -> String {
+        "wait until the copy has the old side's last change (a fence), cut it off, compare every table's row count \
+         and the small tables' content, ANALYZE"
+            .into()
+    }
+
+    async fn check(&self, cx: &Context) -> Checks {
+        let mut checks = Checks::default();
+        let journal = match cx.work() {
+            Ok(w) => w.journal(),
+            Err(e) => {
+                checks.fail("journal", format!("{e:#}"), "run `inmanta-migrate precopy` first");
+                return checks;
+            }
+        };
+        for (step, run) in [(Precopy::NAME, "precopy"), ("stop-server", "halt-all, then stop-server")] {
+            if journal.step(step).status == StepStatus::Done {
+                checks.pass(step, "done");
+            } else {
+                checks.fail(step, "not done", format!("run `inmanta-migrate {run}` first"));
+            }
+        }
+        probe::new_server_stopped(cx, &mut checks).await;
+        checks
+    }
+
+    async fn run(&self, cx: &Context) -> anyhow::Result<Outcome> {
+        let work = cx.work()?;
+        let (old, new) = (Database::open(&cx.config, Side::Old).await?, Database::open(&cx.config, Side::New).await?);
+        let start = Instant::now();
+        let cut = work.journal().step(Self::NAME).figures.get(CUT_OFF) == Some(&Value::Bool(true));
+        let mut caught_up = None;
+        if !cut {
+            // A connection closed a moment ago may still be listed: give it a few seconds.
+            let mut left = old.other_sessions().await?;
+            let since = Instant::now();
+            while !left.is_empty() && since.elapsed() < Duration::from_secs(10) {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                left = old.other_sessions().await?;
+            }
+            if !left.is_empty() {
+                bail!(
+                    "{} session(s) of {} still use the old database ({}): something of the old orchestrator still runs \
+                     (a scheduler, an agent, a script). Stop it, then run `inmanta-migrate cutover` again; nothing was changed",
+                    left.len(),
+                    old.target.user,
+                    left.join(", ")
+                );
+            }
+            let then = work.journal().step(Precopy::NAME).figures.get(SCHEMA).cloned().unwrap_or(Value::Null);
+            let now = serde_json::to_value(old.schema_versions().await?)?;
+            if then != now {
+                bail!(
+                    "the old database's schema changed since the copy started ({then} then, {now} now): the copy is void. \
+                     Nothing of the old side changed: `inmanta-migrate precopy --abandon`, then `precopy` again, or move \
+                     offline (`copy.mode = \"offline\"`, then dump and restore --replace)"
+                );
+            }
+            lost_slot(&old).await?;
+            let fenced = Instant::now();
+            let token = old.write_fence().await?;
+            let what = "the new side to apply the old side's last change (copy.catch_up_timeout)";
+            wait::until(Duration::from_millis(200), cx.config.copy.catch_up_timeout, what, async || {
+                lost_slot(&old).await?;
+                Ok(new.fence_seen(&token).await?.then_some(()))
+            })
+            .await?;
+            caught_up = Some(fenced.elapsed().as_secs_f64());
+            replication::cut_off(&old, &new).await?;
+            work.update(|j| j.step_mut(Self::NAME).figures.insert(CUT_OFF.into(), json!(true)))?;
+            cx.ui.info(Self::NAME, "caught up and cut off: nothing replicates into the new database any more");
+        }
+        let verified = verify(cx, &old, &new).await?;
+        new.tool("vacuumdb")
+            .args(["--analyze-only", "--quiet", "-w", &format!("--jobs={}", cx.config.restore.jobs.max(1))])
+            .connect(false)
+            .cmd()
+            .run()
+            .await?;
+        let seconds = start.elapsed().as_secs_f64();
+        let caught = caught_up.map(|s| format!("caught up {s:.1} s after the fence, ")).unwrap_or_default();
+        Ok(Outcome::done(
+            Self::NAME,
+            format!(
+                "{caught}copy cut off; {} tables and {} rows equal on both sides, {} small tables' content equal, in {seconds:.1} s",
+                verified.tables, verified.rows, verified.hashed
+            ),
+        )
+        .figure("tables", verified.tables)
+        .figure("rows", verified.rows)
+        .figure("hashed_tables", verified.hashed)
+        .figure("catch_up_seconds", caught_up)
+        .figure("seconds", seconds))
+    }
+}
+
+struct Verified {
+    tables: usize,
+    rows: i64,
+    hashed: usize,
+}
+
+/// Every table on both sides with the same rows count, and the small ones
+/// with the same content.
+async fn verify(cx: &Context, old: &Database, new: &Database) -> anyhow::Result<Verified> {
+    let _spinner = cx.ui.spinner(Cutover::NAME, "comparing both databases");
+    let (old_tables, new_tables) = (old.tables().await?, new.tables().await?);
+    if old_tables != new_tables {
+        let missing: Vec<&String> = old_tables.iter().filter(|t| !new_tables.contains(t)).collect();
+        let extra: Vec<&String> = new_tables.iter().filter(|t| !old_tables.contains(t)).collect();
+        bail!("the new database's tables differ from the old one's: missing {missing:?}, extra {extra:?}");
+    }
+    let jobs = cx.config.restore.jobs as usize;
+    let (old_counts, new_counts) =
+        futures::try_join!(old.row_counts_parallel(&old_tables, jobs), new.row_counts_parallel(&new_tables, jobs))
+            .context("cannot count the rows")?;
+    let mut differences: Vec<String> = old_counts
+        .iter()
+        .filter(|(t, n)| new_counts.get(*t) != Some(n))
+        .map(|(t, n)| format!("{t}: {n} rows on the old side, {} on the new", new_counts.get(t).copied().unwrap_or(-1)))
+        .collect();
+    let small: Vec<String> =
+        old.table_sizes().await?.into_iter().filter(|(_, b)| *b <= HASHED_TABLE_BYTES).map(|(t, _)| t).collect();
+    let (old_hashes, new_hashes) = futures::try_join!(old.content_hashes(&small), new.content_hashes(&small))?;
+    differences.extend(
+        old_hashes
+            .iter()
+            .filter(|(t, h)| new_hashes.get(*t) != Some(h))
+            .map(|(t, _)| format!("{t}: the content differs")),
+    );
+    if !differences.is_empty() {
+        bail!(
+            "the copy does not match the old database:\n  {}\nThe old side is untouched: start it again to go back, or move \
+             offline (`copy.mode = \"offline\"`, dump, restore --replace)",
+            differences.join("\n  ")
+        );
+    }
+    Ok(Verified { tables: old_tables.len(), rows: old_counts.values().sum(), hashed: small.len() })
+}
+
+/// The online copy as it stands, for `status`: read from both databases.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct CopyStatus {
+    /// Tables of the subscription by state (`init`, `copying`, `synced`, `ready`).
+    pub tables: std::collections::BTreeMap<&'static str, usize>,
+    /// Bytes of the copied tables on the new side.
+    pub bytes: i64,
+    /// The slot on the old side: `reserved` ... `lost`.
+    pub wal_status: Option<String>,
+    /// WAL of the old side the new side has not confirmed yet, bytes.
+    pub lag_bytes: Option<i64>,
+    /// What of the copy exists on each side (removed by cutover or `precopy --abandon`).
+    pub old_side: Vec<String>,
+    pub new_side: Vec<String>,
+    /// What could not be read.
+    pub errors: Vec<String>,
+}
+
+impl CopyStatus {
+    pub async fn read(cx: &Context) -> CopyStatus {
+        let mut status = CopyStatus::default();
+        match Database::open(&cx.config, Side::Old).await {
+            Ok(old) => {
+                match old.slot().await {
+                    Ok(Some(slot)) => {
+                        status.wal_status = Some(slot.wal_status);
+                        status.lag_bytes = Some(slot.lag_bytes);
+                    }
+                    Ok(None) => {}
+                    Err(e) => status_error(&mut status.errors, e),
+                }
+                match old.copy_leftovers().await {
+                    Ok(l) => status.old_side = l,
+                    Err(e) => status_error(&mut status.errors, e),
+                }
+            }
+            Err(e) => status_error(&mut status.errors, e),
+        }
+        match Database::open(&cx.config, Side::New).await {
+            Ok(new) => {
+                match new.copy_progress().await {
+                    Ok(p) => {
+                        for state in p.tables.values() {
+                            *status.tables.entry(state).or_default() += 1;
+                        }
+                        status.bytes = p.bytes;
+                    }
+                    Err(e) => status_error(&mut status.errors, e),
+                }
+                match new.copy_leftovers().await {
+                    Ok(l) => status.new_side = l,
+                    Err(e) => status_error(&mut status.errors, e),
+                }
+            }
+            Err(e) => status_error(&mut status.errors, e),
+        }
+        status
+    }
+
+    /// Lines for the status text.
+    pub fn text(&self) -> String {
+        let mut text = String::from("\n## Online copy\n\n");
+        if self.old_side.is_empty() && self.new_side.is_empty() && self.errors.is_empty() {
+            text.push_str("- nothing of the copy exists on either side\n");
+            return text;
+        }
+        let tables: Vec<String> = self.tables.iter().map(|(s, n)| format!("{n} {s}")).collect();
+        text.push_str(&format!(
+            "- tables: {} ({:.1} MB on the new side)\n",
+            tables.join(", "),
+            self.bytes as f64 / 1e6
+        ));
+        if let (Some(wal), Some(lag)) = (&self.wal_status, self.lag_bytes) {
+            text.push_str(&format!(
+                "- slot on the old side: {wal}, {lag} bytes of WAL not yet confirmed by the new side\n"
+            ));
+        }
+        text.push_str(&format!(
+            "- on the old side: {}; on the new side: {} (cutover or `precopy --abandon` removes them)\n",
+            list(&self.old_side),
+            list(&self.new_side)
+        ));
+        for e in &self.errors {
+            text.push_str(&format!("- could not read: {e}\n"));
+        }
+        text
+    }
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() { "nothing".into() } else { items.join(", ") }
+}
+
+fn status_error(errors: &mut Vec<String>, e: anyhow::Error) {
+    errors.push(format!("{e:#}"));
+}
