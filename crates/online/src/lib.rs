@@ -480,14 +480,14 @@ impl CopyStatus {
                         status.lag_bytes = Some(slot.lag_bytes);
                     }
                     Ok(None) => {}
-                    Err(e) => status_error(&mut status.errors, e),
+                    Err(e) => status.errors.push(format!("{e:#}")),
                 }
                 match old.copy_leftovers().await {
                     Ok(l) => status.old_side = l,
-                    Err(e) => status_error(&mut status.errors, e),
+                    Err(e) => status.errors.push(format!("{e:#}")),
                 }
             }
-            Err(e) => status_error(&mut status.errors, e),
+            Err(e) => status.errors.push(format!("{e:#}")),
         }
         match Database::open(&cx.config, Side::New).await {
             Ok(new) => {
@@ -498,14 +498,14 @@ impl CopyStatus {
                         }
                         status.bytes = p.bytes;
                     }
-                    Err(e) => status_error(&mut status.errors, e),
+                    Err(e) => status.errors.push(format!("{e:#}")),
                 }
                 match new.copy_leftovers().await {
                     Ok(l) => status.new_side = l,
-                    Err(e) => status_error(&mut status.errors, e),
+                    Err(e) => status.errors.push(format!("{e:#}")),
                 }
             }
-            Err(e) => status_error(&mut status.errors, e),
+            Err(e) => status.errors.push(format!("{e:#}")),
         }
         status
     }
@@ -542,8 +542,4 @@ impl CopyStatus {
 
 fn list(items: &[String]) -> String {
     if items.is_empty() { "nothing".into() } else { items.join(", ") }
-}
-
-fn status_error(errors: &mut Vec<String>, e: anyhow::Error) {
-    errors.push(format!("{e:#}"));
 }
