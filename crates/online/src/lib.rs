@@ -26,7 +26,7 @@ const CUT_OFF: &str = "cut_off";
 /// Tables up to this size get a content hash besides their row count.
 const HASHED_TABLE_BYTES: i64 = 16 << 20;
 
-/// New side, before the window (`copy.mode = "online"`): copies the old
+/// New side: before the window (`copy.mode = "online"`): copies the old
 /// database into the new one while the old orchestrator runs, and leaves
 /// PostgreSQL keeping it current until `cutover`.
 #[derive(Debug, Default, clap::Args)]
@@ -302,7 +302,7 @@ pub async fn check_online(cx: &Context, old: &Database, new: &Database, checks: 
     }
 }
 
-/// New side, in the window after `stop-server` (`copy.mode = "online"`):
+/// New side: in the window after `stop-server` (`copy.mode = "online"`):
 /// proves the copy caught up, cuts it off, verifies it as `restore` does.
 #[derive(Debug, Default, clap::Args)]
 pub struct Cutover {}
