@@ -19,7 +19,7 @@ fn step_status(lab: &Lab, step: &str) -> String {
     lab.journal()["steps"][step]["status"].as_str().unwrap_or("pending").to_owned()
 }
 
-fn spawn(lab: &Lab, args: &[&str]) -> Child {
+pub fn spawn(lab: &Lab, args: &[&str]) -> Child {
     let config = lab.config_path();
     Command::new(BIN)
         .args(["--config", config.as_str()])
@@ -31,7 +31,7 @@ fn spawn(lab: &Lab, args: &[&str]) -> Child {
 }
 
 /// Waits until `ready` holds (true) or the child ends (false).
-fn wait_for(child: &mut Child, what: &str, mut ready: impl FnMut() -> bool) -> bool {
+pub fn wait_for(child: &mut Child, what: &str, mut ready: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     loop {
         if ready() {
@@ -45,7 +45,7 @@ fn wait_for(child: &mut Child, what: &str, mut ready: impl FnMut() -> bool) -> b
     }
 }
 
-fn sigkill(child: &mut Child) {
+pub fn sigkill(child: &mut Child) {
     let _ = child.kill();
     child.wait().unwrap();
 }

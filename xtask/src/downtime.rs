@@ -2,10 +2,12 @@
 //! whose old database holds a busy orchestrator's history in Inmanta's own
 //! tables. On the same data, one after the other: (a) Inmanta's documented
 //! procedure scripted as written, (b) `inmanta-migrate migrate --yes`, (c)
-//! the bare database move (`pg_dump -Fd -Z0 -j` + `pg_restore -j`, no
-//! verification), to show what the tool's verification costs. Prints each
-//! method's downtime (first halt to last environment back) by phase, the
-//! tool's peak memory, and the ratios of the issue's goals.
+//! the same with the online copy (`copy.mode = "online"`: precopy before
+//! the window, cutover in it), (d) the bare database move (`pg_dump -Fd -Z0
+//! -j` + `pg_restore -j`, no verification), to show what the tool's
+//! verification costs. Prints each method's downtime (first halt to last
+//! environment back) by phase, the tool's peak memory, and the ratios of
+//! the issues' goals.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -21,18 +23,19 @@ use xshell::{Shell, cmd};
 
 #[derive(Args)]
 pub struct Downtime {
-    /// Size the old database is grown to, GB (history is added in rounds
-    /// until it is reached).
-    #[arg(long, default_value_t = 1.0)]
-    size_gb: f64,
-    /// Environments of the old orchestrator.
-    #[arg(long, default_value_t = 20)]
-    envs: usize,
+    /// Sizes the old database is grown to, GB (history is added in rounds
+    /// until it is reached; 0 = the lab's seeded rows only). A list measures
+    /// each size in turn.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    size_gb: Vec<f64>,
+    /// Environments of the old orchestrator (a list: each count in turn).
+    #[arg(long, value_delimiter = ',', default_value = "20")]
+    envs: Vec<usize>,
     /// Resources in each environment's model, so in every version.
     #[arg(long, default_value_t = 300)]
     resources: u32,
     /// The methods to measure, in this order.
-    #[arg(long, value_delimiter = ',', default_value = "documented,tool,raw")]
+    #[arg(long, value_delimiter = ',', default_value = "documented,tool,online,raw")]
     methods: Vec<Method>,
     /// inmanta-core version of the old orchestrator (8.x to 14.x).
     #[arg(long, default_value = "8.7.6")]
@@ -40,8 +43,9 @@ pub struct Downtime {
     /// inmanta-core version of the new orchestrator.
     #[arg(long, default_value = "14.0.0")]
     new: String,
-    /// How downtime grows: 0.25, 1 and 3 GB at `--envs`, then 4, 20 and 50
-    /// environments at 1 GB (each point a run of its own).
+    /// How downtime grows: 0.25, 1 and 3 GB at 20 environments, then 4, 20
+    /// and 50 environments at 1 GB (each point a lab of its own); with the
+    /// online method also the empty database (P5's baseline).
     #[arg(long)]
     sizes: bool,
     /// Leave the bench lab instance running afterwards.
@@ -62,9 +66,14 @@ enum Method {
     Documented,
     /// `inmanta-migrate migrate --yes`.
     Tool,
+    /// `inmanta-migrate migrate --yes` with `copy.mode = "online"`.
+    Online,
     /// The database move alone: `pg_dump -Fd -Z0 -j2` + `pg_restore -j2`.
     Raw,
 }
+
+/// One point of a run: GB, environments, and what each method took there.
+type Point = (f64, usize, Vec<(Method, Measured)>);
 
 /// The phases of a migration, in order.
 const PHASES: [&str; 6] = ["halt", "stop", "dump", "restore", "start", "reconcile"];
@@ -79,6 +88,8 @@ struct Measured {
     /// From the new server's API first answering (polled every 50 ms) to
     /// start-server done, seconds (the tool only).
     ready_noticed: Option<f64>,
+    /// Seconds of the online copy before the window (not downtime).
+    precopy: Option<f64>,
     /// Seconds of each environment's reconcile (the documented procedure,
     /// which does one at a time).
     per_env: Vec<f64>,
@@ -100,10 +111,10 @@ impl Downtime {
     /// method on a small database, timings printed, none asserted.
     pub fn smoke() -> Downtime {
         Downtime {
-            size_gb: 0.03,
-            envs: 2,
+            size_gb: vec![0.03],
+            envs: vec![2],
             resources: 10,
-            methods: vec![Method::Documented, Method::Tool, Method::Raw],
+            methods: vec![Method::Documented, Method::Tool, Method::Online, Method::Raw],
             old: lab::DEFAULT_OLD_VERSION.into(),
             new: lab::DEFAULT_NEW_VERSION.into(),
             sizes: false,
@@ -114,8 +125,8 @@ impl Downtime {
     }
 
     pub fn run(self, sh: &Shell) -> Result<()> {
-        if self.size_gb <= 0.0 || self.envs == 0 {
-            bail!("--size-gb and --envs must be above 0");
+        if self.size_gb.iter().any(|s| !(0.0..=100.0).contains(s)) || self.envs.contains(&0) {
+            bail!("--size-gb takes sizes of 0 to 100 GB and --envs counts above 0");
         }
         if self.methods.is_empty() {
             bail!("--methods names none");
@@ -130,16 +141,19 @@ impl Downtime {
         cmd!(sh, "cargo build --quiet {release...} --bin inmanta-migrate").run()?;
         let target = std::env::var("CARGO_TARGET_DIR").map_or_else(|_| sh.current_dir().join("target"), Into::into);
         let bin = Utf8PathBuf::try_from(target.join(profile).join("inmanta-migrate"))?;
-        let points: Vec<(f64, usize)> = if self.sizes {
-            let mut points =
-                vec![(0.25, self.envs), (1.0, self.envs), (3.0, self.envs), (1.0, 4), (1.0, 20), (1.0, 50)];
-            points.sort_by(|a, b| a.partial_cmp(b).expect("sizes are numbers"));
-            points.dedup();
-            points
+        let mut points: Vec<(f64, usize)> = if self.sizes {
+            let mut grid = vec![(0.25, 20), (1.0, 20), (3.0, 20), (1.0, 4), (1.0, 50)];
+            if self.methods.contains(&Method::Online) {
+                // P5's baseline: the online downtime of an empty database.
+                grid.push((0.0, 20));
+            }
+            grid
         } else {
-            vec![(self.size_gb, self.envs)]
+            self.size_gb.iter().flat_map(|&gb| self.envs.iter().map(move |&n| (gb, n))).collect()
         };
-        let mut rows = Vec::new();
+        points.sort_by(|a, b| a.partial_cmp(b).expect("sizes are numbers"));
+        points.dedup();
+        let mut rows: Vec<Point> = Vec::new();
         for (size_gb, envs) in points {
             eprintln!("\n== bench downtime: {size_gb} GB, {envs} environments, {} resources each", self.resources);
             let measured = self.point(sh, &bin, size_gb, envs)?;
@@ -147,13 +161,15 @@ impl Downtime {
         }
         if rows.len() > 1 {
             println!("\n## How downtime grows (seconds)\n");
-            println!("| GB | envs | method | downtime | {} |", PHASES.join(" | "));
-            println!("|---|---|---|---|{}", "---|".repeat(PHASES.len()));
+            println!("| GB | envs | method | downtime | {} | precopy |", PHASES.join(" | "));
+            println!("|---|---|---|---|{}---|", "---|".repeat(PHASES.len()));
             for (size_gb, envs, measured) in &rows {
                 for (method, m) in measured {
-                    println!("| {size_gb} | {envs} | {method:?} | {} |", m.cells(*method));
+                    let precopy = m.precopy.map_or("-".into(), |s| format!("{s:.1}"));
+                    println!("| {size_gb} | {envs} | {method:?} | {} | {precopy} |", m.cells(*method));
                 }
             }
+            p5(&rows);
         }
         Ok(())
     }
@@ -196,6 +212,12 @@ impl Downtime {
             history.resources_per_version,
             shares.join(", ")
         );
+        if self.methods.contains(&Method::Online) {
+            // What online needs of the old PostgreSQL, for every method alike.
+            instance.psql(Side::Old, "postgres", "ALTER SYSTEM SET wal_level = logical")?;
+            instance.stop_postgres(Side::Old)?;
+            instance.start_postgres(Side::Old)?;
+        }
         // Every method starts from this copy of the old database.
         instance.psql(Side::Old, "postgres", "DROP DATABASE IF EXISTS bench_pristine")?;
         instance.psql(Side::Old, "postgres", "CREATE DATABASE bench_pristine TEMPLATE inmanta")?;
@@ -207,11 +229,14 @@ impl Downtime {
             let sampler = cpu::Sampler::start();
             let m = match method {
                 Method::Documented => documented(sh, instance, &sampler)?,
-                Method::Tool => tool(bin, instance, self.concurrency, &sampler)?,
+                Method::Tool | Method::Online => tool(bin, instance, *method, self.concurrency, &sampler)?,
                 Method::Raw => raw(sh, instance)?,
             };
             let phases: Vec<String> = m.phases.iter().map(|(p, s)| format!("{p} {s:.1}")).collect();
             eprintln!("{method:?}: downtime {:.1} s ({})", m.downtime, phases.join(", "));
+            if let Some(precopy) = m.precopy {
+                eprintln!("{method:?}: precopy {precopy:.1} s before the window");
+            }
             if let Some(usage) = &m.reconcile_cpu {
                 eprintln!("{method:?}: reconcile CPU: {}", usage.summary());
             }
@@ -280,6 +305,23 @@ fn wait_deployed(api: &lab::Client, env: &str, n: usize) -> Result<()> {
 fn reset(sh: &Shell, instance: &Instance) -> Result<()> {
     instance.stop_server(Side::New)?;
     instance.stop_server(Side::Old)?;
+    // An online run that failed may have left its copy: without it the
+    // databases can be dropped.
+    let subscriptions = instance.psql(Side::New, "inmanta", "SELECT subname FROM pg_subscription").unwrap_or_default();
+    for name in subscriptions.lines().filter(|n| !n.is_empty()) {
+        instance.psql(
+            Side::New,
+            "inmanta",
+            &format!(
+                "ALTER SUBSCRIPTION {name} DISABLE; ALTER SUBSCRIPTION {name} SET (slot_name = NONE); DROP SUBSCRIPTION {name}"
+            ),
+        )?;
+    }
+    instance.psql(
+        Side::Old,
+        "postgres",
+        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = 'inmanta'",
+    )?;
     instance.psql(Side::Old, "postgres", "DROP DATABASE IF EXISTS inmanta WITH (FORCE)")?;
     instance.psql(Side::Old, "postgres", "CREATE DATABASE inmanta TEMPLATE bench_pristine OWNER inmanta")?;
     instance.psql(Side::New, "postgres", "DROP DATABASE IF EXISTS inmanta WITH (FORCE)")?;
@@ -411,19 +453,30 @@ fn documented(sh: &Shell, instance: &Instance, sampler: &cpu::Sampler) -> Result
     Ok(phases.finish())
 }
 
-/// `inmanta-migrate migrate --yes`, its phases from its own journal.
-fn tool(bin: &Utf8Path, instance: &Instance, concurrency: Option<u32>, sampler: &cpu::Sampler) -> Result<Measured> {
-    let mut config = instance.config_path();
+/// `inmanta-migrate migrate --yes` (online: with `copy.mode = "online"`),
+/// its phases from its own journal.
+fn tool(
+    bin: &Utf8Path,
+    instance: &Instance,
+    method: Method,
+    concurrency: Option<u32>,
+    sampler: &cpu::Sampler,
+) -> Result<Measured> {
+    let mut table: toml::Table = std::fs::read_to_string(instance.config_path())?.parse()?;
+    let mut set = |section: &str, key: &str, value: toml::Value| -> Result<()> {
+        let entry = table.entry(section).or_insert_with(|| toml::Table::new().into());
+        entry.as_table_mut().with_context(|| format!("[{section}] is not a table"))?.insert(key.into(), value);
+        Ok(())
+    };
     if let Some(n) = concurrency {
-        let mut table: toml::Table = std::fs::read_to_string(&config)?.parse()?;
-        let reconcile = table.entry("reconcile").or_insert_with(|| toml::Table::new().into());
-        reconcile
-            .as_table_mut()
-            .context("[reconcile] is not a table")?
-            .insert("concurrency".into(), i64::from(n).into());
-        config = instance.dir().join("bench/inmanta-migrate.toml");
-        std::fs::write(&config, toml::to_string(&table)?)?;
+        set("reconcile", "concurrency", i64::from(n).into())?;
     }
+    let online = method == Method::Online;
+    if online {
+        set("copy", "mode", "online".into())?;
+    }
+    let config = instance.dir().join("bench/inmanta-migrate.toml");
+    std::fs::write(&config, toml::to_string(&table)?)?;
     let mut command = instance.tool_command(bin, instance.dir(), &[])?;
     command.args(["--config", config.as_str(), "--json", "migrate", "--yes"]);
     command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
@@ -456,18 +509,23 @@ fn tool(bin: &Utf8Path, instance: &Instance, concurrency: Option<u32>, sampler: 
         Ok(text.parse()?)
     };
     let mut measured = Measured { peak_rss: peak, ..Measured::default() };
-    for (phase, name) in [
-        ("halt", "halt-all"),
-        ("stop", "stop-server"),
-        ("dump", "dump"),
-        ("restore", "restore"),
-        ("start", "start-server"),
-        ("reconcile", "env-reconcile"),
-    ] {
+    let (dump, restore) = if online { (None, "cutover") } else { (Some("dump"), "restore") };
+    let steps = [
+        ("halt", Some("halt-all")),
+        ("stop", Some("stop-server")),
+        ("dump", dump),
+        ("restore", Some(restore)),
+        ("start", Some("start-server")),
+        ("reconcile", Some("env-reconcile")),
+    ];
+    for (phase, name) in steps.into_iter().filter_map(|(phase, name)| Some((phase, name?))) {
         let seconds = step(name, "ended")?.duration_since(step(name, "started")?).as_secs_f64();
         measured.phases.insert(phase, seconds);
     }
     measured.downtime = step("env-reconcile", "ended")?.duration_since(step("halt-all", "started")?).as_secs_f64();
+    if online {
+        measured.precopy = Some(step("precopy", "ended")?.duration_since(step("precopy", "started")?).as_secs_f64());
+    }
     measured.reconcile_cpu = Some(sampler.between(step("env-reconcile", "started")?, step("env-reconcile", "ended")?));
     measured.ready_noticed = match first_answer {
         Some(at) => Some(step("start-server", "ended")?.duration_since(at).as_secs_f64()),
@@ -577,6 +635,18 @@ fn report(results: &[(Method, Measured)], size_gb: f64, envs: usize, history: &l
     if let (Some(tool), Some(raw)) = (get(Method::Tool), get(Method::Raw)) {
         println!("P2 database move, tool / raw: {:.2} (goal <= 1.1)", moved(tool) / moved(raw));
     }
+    if let (Some(tool), Some(online)) = (get(Method::Tool), get(Method::Online)) {
+        println!(
+            "online: downtime {:.1} s against offline {:.1} s ({:.2}x); the database move in the window {:.1} s \
+             (cutover) against {:.1} s (dump + restore); the copy ran {:.1} s before the window",
+            online.downtime,
+            tool.downtime,
+            online.downtime / tool.downtime,
+            moved(online),
+            moved(tool),
+            online.precopy.unwrap_or(0.0)
+        );
+    }
     if let Some(noticed) = get(Method::Tool).and_then(|m| m.ready_noticed) {
         println!(
             "P4 start-server done {noticed:.2} s after the new API first answered (goal: notices within 1 s; \
@@ -585,5 +655,26 @@ fn report(results: &[(Method, Measured)], size_gb: f64, envs: usize, history: &l
     }
     if let Some(rss) = get(Method::Tool).and_then(|m| m.peak_rss) {
         println!("memory: the tool's peak RSS {:.1} MiB (goal < 64 MiB)", rss as f64 / 1048576.0);
+    }
+}
+
+/// Goal P5 across points: online downtime at the largest size within 1.5x
+/// the empty database's, at the same number of environments.
+fn p5(rows: &[Point]) {
+    let online = |gb: f64, envs: usize| {
+        rows.iter()
+            .find(|(g, n, _)| *g == gb && *n == envs)
+            .and_then(|(_, _, m)| m.iter().find(|(method, _)| *method == Method::Online))
+            .map(|(_, m)| m.downtime)
+    };
+    for &(gb, envs, _) in rows.iter().filter(|(gb, _, _)| *gb > 0.0) {
+        if let (Some(empty), Some(full)) = (online(0.0, envs), online(gb, envs))
+            && rows.iter().all(|(g, n, _)| *n != envs || *g <= gb)
+        {
+            println!(
+                "P5 online downtime at {gb} GB / empty database, {envs} environments: {:.2} ({full:.1} s / {empty:.1} s; goal <= 1.5)",
+                full / empty
+            );
+        }
     }
 }

@@ -97,13 +97,21 @@ impl Step for Precopy {
         let (old, new) = (Database::open(&cx.config, Side::Old).await?, Database::open(&cx.config, Side::New).await?);
         if self.abandon {
             replication::cut_off(&old, &new).await?;
-            work.update(|j| *j.step_mut(Self::NAME) = Default::default())?;
+            work.update(|j| {
+                let step = j.step_mut(Self::NAME);
+                // Which database holds the copy stays known, so a new
+                // precopy may empty it (and nothing else).
+                let target = step.figures.remove(SUBSCRIBED);
+                *step = Default::default();
+                step.figures.extend(target.map(|t| (SUBSCRIBED.to_owned(), t)));
+            })?;
             // Partial: the journal keeps precopy to do.
             return Ok(Outcome::partial(
                 Self::NAME,
                 format!(
                     "the online copy is removed from both sides; {} keeps the rows copied so far: \
-                     `inmanta-migrate precopy` starts over, or with `copy.mode = \"offline\"` `restore --replace` replaces them",
+                     `inmanta-migrate precopy` empties it and starts over, or with `copy.mode = \"offline\"` \
+                     `restore --replace` replaces them",
                     new.target
                 ),
             ));
@@ -373,11 +381,28 @@ impl Step for Cutover {
             let fenced = Instant::now();
             let token = old.write_fence().await?;
             let what = "the new side to apply the old side's last change (copy.catch_up_timeout)";
-            wait::until(Duration::from_millis(200), cx.config.copy.catch_up_timeout, what, async || {
+            let caught = wait::until(Duration::from_millis(200), cx.config.copy.catch_up_timeout, what, async || {
                 lost_slot(&old).await?;
                 Ok(new.fence_seen(&token).await?.then_some(()))
             })
-            .await?;
+            .await;
+            if let Err(e) = caught {
+                let disabled = new.copy_progress().await.is_ok_and(|p| p.exists && !p.enabled);
+                let how = if disabled {
+                    format!(
+                        "the subscription on {} is disabled: enable it (as a superuser there: \
+                         `ALTER SUBSCRIPTION {} ENABLE`), then",
+                        new.target,
+                        replication::NAME
+                    )
+                } else {
+                    "`inmanta-migrate status` shows the copy's state and lag; once it moves,".to_owned()
+                };
+                bail!(
+                    "{e:#}. Nothing was cut off and the old side is unchanged: {how} run `inmanta-migrate cutover` \
+                     again (or raise copy.catch_up_timeout)"
+                );
+            }
             caught_up = Some(fenced.elapsed().as_secs_f64());
             replication::cut_off(&old, &new).await?;
             work.update(|j| j.step_mut(Self::NAME).figures.insert(CUT_OFF.into(), json!(true)))?;
@@ -458,6 +483,8 @@ pub struct CopyStatus {
     pub tables: std::collections::BTreeMap<&'static str, usize>,
     /// Bytes of the copied tables on the new side.
     pub bytes: i64,
+    /// Whether the subscription on the new side applies changes (None: none there).
+    pub subscription_enabled: Option<bool>,
     /// The slot on the old side: `reserved` ... `lost`.
     pub wal_status: Option<String>,
     /// WAL of the old side the new side has not confirmed yet, bytes.
@@ -493,6 +520,7 @@ impl CopyStatus {
             Ok(new) => {
                 match new.copy_progress().await {
                     Ok(p) => {
+                        status.subscription_enabled = p.exists.then_some(p.enabled);
                         for state in p.tables.values() {
                             *status.tables.entry(state).or_default() += 1;
                         }
@@ -523,6 +551,9 @@ impl CopyStatus {
             tables.join(", "),
             self.bytes as f64 / 1e6
         ));
+        if self.subscription_enabled == Some(false) {
+            text.push_str("- the subscription is disabled: nothing is applied on the new side\n");
+        }
         if let (Some(wal), Some(lag)) = (&self.wal_status, self.lag_bytes) {
             text.push_str(&format!(
                 "- slot on the old side: {wal}, {lag} bytes of WAL not yet confirmed by the new side\n"
