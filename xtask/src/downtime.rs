@@ -142,7 +142,7 @@ impl Downtime {
         let target = std::env::var("CARGO_TARGET_DIR").map_or_else(|_| sh.current_dir().join("target"), Into::into);
         let bin = Utf8PathBuf::try_from(target.join(profile).join("inmanta-migrate"))?;
         // The points the goals need first: a run cut short keeps them.
-        let mut points: Vec<(f64, usize)> = if self.sizes {
+        let grid: Vec<(f64, usize)> = if self.sizes {
             let mut grid = vec![(1.0, 20), (3.0, 20), (0.25, 20), (1.0, 4), (1.0, 50)];
             if self.methods.contains(&Method::Online) {
                 // P5's baseline: the online downtime of an empty database.
@@ -152,13 +152,12 @@ impl Downtime {
         } else {
             self.size_gb.iter().flat_map(|&gb| self.envs.iter().map(move |&n| (gb, n))).collect()
         };
-        let mut seen = Vec::new();
-        points.retain(|p| {
-            !seen.contains(p) && {
-                seen.push(*p);
-                true
+        let mut points = Vec::new();
+        for point in grid {
+            if !points.contains(&point) {
+                points.push(point);
             }
-        });
+        }
         let mut rows: Vec<Point> = Vec::new();
         for (size_gb, envs) in points {
             eprintln!("\n== bench downtime: {size_gb} GB, {envs} environments, {} resources each", self.resources);
