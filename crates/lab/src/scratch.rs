@@ -44,6 +44,11 @@ impl ScratchCluster {
         &self.cluster.bin_dir
     }
 
+    /// The server's log (its stderr, pg_ctl -l).
+    pub fn log_file(&self) -> Utf8PathBuf {
+        self.cluster.log_file()
+    }
+
     /// The PostgreSQL major version of the cluster.
     pub fn major(&self) -> Result<u32> {
         let num: u32 = self.psql("postgres", "SHOW server_version_num")?.trim().parse()?;

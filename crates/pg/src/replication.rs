@@ -2,8 +2,8 @@
 //! (the publisher) into the new one (the subscriber), while the old
 //! orchestrator keeps running.
 //!
-//! What it creates, all named [`NAME`], all removed by [`cut_off`] or
-//! [`abandon`]: on the old side a publication of every user table, a role
+//! What it creates, all named [`NAME`], all removed by [`cut_off`] (which
+//! `cutover` and `precopy --abandon` call): on the old side a publication of every user table, a role
 //! that may only replicate and read (its password random, made here, sent
 //! to PostgreSQL as a SCRAM verifier so that no log of the old side can show
 //! it) and a one-row fence table; on the new side the subscription (and so
@@ -168,8 +168,20 @@ impl Database {
             publisher.sslmode.as_deref().map(|m| format!(" sslmode={}", conninfo_value(m))).unwrap_or_default()
         );
         let sql = format!("CREATE SUBSCRIPTION {NAME} CONNECTION {} PUBLICATION {NAME}", literal(&conninfo));
-        // The statement holds the password: an error is shown without it.
-        self.execute(As::AdminHere, &sql).await.map_err(|e| {
+        let client = crate::connect::connect(&self.target, As::AdminHere).await?;
+        // The statement holds the password: the server must not log it (as
+        // a statement, a failed statement or a slow one). Only a superuser
+        // may say so; a non-superuser's statement follows the server's
+        // settings (README: the online copy).
+        let superuser = "SELECT rolsuper FROM pg_roles WHERE rolname = current_user";
+        let row = crate::answer(&self.target, As::AdminHere, client.query_one(superuser, &[])).await?;
+        if row.try_get::<_, bool>(0)? {
+            let quiet = "SET log_statement = 'none'; SET log_min_error_statement = 'panic'; \
+                         SET log_min_duration_statement = -1";
+            crate::answer(&self.target, As::AdminHere, client.batch_execute(quiet)).await?;
+        }
+        // An error is shown without the password too.
+        crate::answer(&self.target, As::AdminHere, client.batch_execute(&sql)).await.map_err(|e| {
             anyhow!("cannot create the subscription: {}", format!("{e:#}").replace(password.expose(), "<password>"))
         })
     }

@@ -102,7 +102,17 @@ async fn copies_while_the_old_side_writes_then_fences_and_cuts_off_cleanly() {
     replication::copy_schema(&old.db, &new.db, &Utf8PathBuf::try_from(dir.path().join("schema.dump")).unwrap())
         .await
         .unwrap();
+    // A new side that logs every statement, and every failed one, still
+    // never writes the copy's password (a second subscribe fails).
+    new.cluster.psql("postgres", "ALTER SYSTEM SET log_statement = 'all'").unwrap();
+    new.cluster.psql("postgres", "SELECT pg_reload_conf()").unwrap();
     new.db.subscribe(&old.db.target, &password).await.unwrap();
+    let again = new.db.subscribe(&old.db.target, &password).await.unwrap_err();
+    assert!(format!("{again:#}").contains("already exists"), "{again:#}");
+    assert!(!format!("{again:#}").contains(password.expose()), "{again:#}");
+    let log = std::fs::read_to_string(new.cluster.log_file()).unwrap();
+    assert!(log.contains("SELECT rolsuper FROM pg_roles"), "statements are logged:\n{log}");
+    assert!(!log.contains(password.expose()), "the password is in the new side's log:\n{log}");
     assert!(new.db.copy_progress().await.unwrap().exists);
     // The old orchestrator goes on writing during the initial copy.
     write_rows(&old, 201, 300);
