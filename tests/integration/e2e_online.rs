@@ -3,10 +3,10 @@
 //! compiles and deploys, `cutover` in the window, and the same assertions as
 //! the offline migration.
 
-use lab::{EnvRole, Side};
+use lab::{EnvRole, Security, Side, UpOptions};
 use std::time::Duration;
 
-use crate::e2e::{Lab, SERIAL, assert_migrated, lab};
+use crate::e2e::{Lab, SERIAL, assert_migrated, lab, lab_from};
 use crate::e2e_faults::{sigkill, spawn, wait_for};
 use crate::e2e_versions::lab_pair;
 use crate::support::{check_items, set};
@@ -34,12 +34,13 @@ fn restart_old_postgres(lab: &Lab) {
     lab.start_server(Side::Old).unwrap();
 }
 
-/// A lab in online mode, its old PostgreSQL ready for it.
+/// A lab in online mode, its old PostgreSQL brought up ready for it.
 fn online_lab(name: &str) -> Lab {
-    let lab = lab(name, "8.7.6");
+    let options =
+        UpOptions { name: name.into(), old: "8.7.6".into(), ports: None, logical: true, ..UpOptions::default() };
+    let lab = lab_from(options, Security::Plain);
     let online = lab.config_variant("online", |c| set(c, "copy.mode", "online"));
     std::fs::copy(&online, lab.config_path()).unwrap();
-    wal_level_logical(&lab);
     lab
 }
 

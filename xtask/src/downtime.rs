@@ -189,6 +189,8 @@ impl Downtime {
             new: self.new.clone(),
             envs,
             ports: None,
+            // What online needs of the old PostgreSQL, for every method alike.
+            logical: self.methods.contains(&Method::Online),
             ..UpOptions::default()
         };
         let instance = lab::up(&root, &options)?;
@@ -218,12 +220,6 @@ impl Downtime {
             history.resources_per_version,
             shares.join(", ")
         );
-        if self.methods.contains(&Method::Online) {
-            // What online needs of the old PostgreSQL, for every method alike.
-            instance.psql(Side::Old, "postgres", "ALTER SYSTEM SET wal_level = logical")?;
-            instance.stop_postgres(Side::Old)?;
-            instance.start_postgres(Side::Old)?;
-        }
         // Every method starts from this copy of the old database.
         instance.psql(Side::Old, "postgres", "DROP DATABASE IF EXISTS bench_pristine")?;
         instance.psql(Side::Old, "postgres", "CREATE DATABASE bench_pristine TEMPLATE inmanta")?;

@@ -66,6 +66,10 @@ struct Up {
     /// uses manager = "systemd" on both sides (the OLD one over ssh).
     #[arg(long)]
     systemd: bool,
+    /// The OLD PostgreSQL with wal_level = logical, ready for `copy.mode = "online"` (the tool's config
+    /// stays offline; set `[copy] mode = "online"` in it to try the online copy).
+    #[arg(long)]
+    logical: bool,
     /// Run both servers with auth (a JWT signing section shared by OLD and NEW) and TLS (a self-signed
     /// CA); the tool's config then uses https://, `token = { file = ... }` and `ca_file`.
     #[arg(long)]
@@ -110,6 +114,7 @@ impl Up {
                 fresh: self.fresh,
                 via: self.via,
                 systemd: self.systemd,
+                logical: self.logical,
             },
             if self.secure { Security::Secure } else { Security::Plain },
         )?;

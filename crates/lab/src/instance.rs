@@ -799,7 +799,8 @@ impl Instance {
     }
 
     /// Everything of `up` after the instance directory exists.
-    fn build(&mut self, fresh: bool, envs: usize, timings: &mut Timings) -> Result<()> {
+    fn build(&mut self, opts: &UpOptions, timings: &mut Timings) -> Result<()> {
+        let (fresh, envs) = (opts.fresh, opts.envs);
         for side in Side::BOTH {
             util::write_file_mode(&self.secret_file(side, "db"), &util::gen_secret(), 0o600)?;
             util::write_file_mode(&self.secret_file(side, "postgres"), &util::gen_secret(), 0o600)?;
@@ -822,6 +823,12 @@ impl Instance {
                 c.init()?;
                 c.start()?;
                 c.create_roles_and_db(&self.admin_password(side)?, &self.db_password(side)?)?;
+                if opts.logical && side == Side::Old {
+                    // A restart, as the DBA's would be.
+                    c.psql("postgres", "postgres", "ALTER SYSTEM SET wal_level = logical")?;
+                    c.stop()?;
+                    c.start()?;
+                }
             }
             Ok(())
         })?;
@@ -1033,7 +1040,7 @@ pub fn up_with(root: &LabRoot, opts: &UpOptions, security: Security) -> Result<I
     };
     // Written first, so `down` can clean up whatever a failed `up` started.
     inst.save()?;
-    if let Err(e) = inst.build(opts.fresh, opts.envs, &mut timings) {
+    if let Err(e) = inst.build(opts, &mut timings) {
         eprintln!("lab: up failed; stopping what it started (logs stay in {})", inst.dir);
         if let Err(e2) = inst.down(false) {
             eprintln!("lab: {e2:#}");

@@ -253,6 +253,9 @@ pub struct UpOptions {
     /// Boot each side as a machine of its own with systemd (both 15.0+):
     /// the tool then manages both servers with `manager = "systemd"`.
     pub systemd: bool,
+    /// The OLD PostgreSQL with `wal_level = logical`, ready for the online
+    /// copy (`copy.mode = "online"`); Debian's default is `replica`.
+    pub logical: bool,
 }
 
 impl Default for UpOptions {
@@ -266,6 +269,7 @@ impl Default for UpOptions {
             fresh: false,
             via: Vec::new(),
             systemd: false,
+            logical: false,
         }
     }
 }

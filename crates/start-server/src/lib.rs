@@ -87,24 +87,30 @@ impl Step for StartServer {
         let schema_before = core_schema_count(&db).await?;
         let start = Instant::now();
 
-        let status = match api.probe().await? {
-            Some(status) => {
-                cx.ui.info(Self::NAME, "the new server already answers");
-                status
-            }
-            None => {
-                // An interrupted run may have started it already: it then
-                // runs but does not answer while it migrates the schema.
-                if service.state().await? == ProcessState::Running {
-                    cx.ui.info(Self::NAME, "the new server runs already; waiting for it to answer");
-                } else {
-                    cx.ui.info(Self::NAME, format!("starting {}", service.describe()));
-                    start_service(&service, "new").await?;
+        // The installed version (`inmanta --version`, a second of Python)
+        // is read while the server starts, not after it answers.
+        let answering = async {
+            let status = match api.probe().await? {
+                Some(status) => {
+                    cx.ui.info(Self::NAME, "the new server already answers");
+                    status
                 }
-                wait_until_answering(cx, api, &service, "new").await?
-            }
+                None => {
+                    // An interrupted run may have started it already: it then
+                    // runs but does not answer while it migrates the schema.
+                    if service.state().await? == ProcessState::Running {
+                        cx.ui.info(Self::NAME, "the new server runs already; waiting for it to answer");
+                    } else {
+                        cx.ui.info(Self::NAME, format!("starting {}", service.describe()));
+                        start_service(&service, "new").await?;
+                    }
+                    wait_until_answering(cx, api, &service, "new").await?
+                }
+            };
+            anyhow::Ok((status, start.elapsed().as_secs_f64()))
         };
-        let answered = start.elapsed().as_secs_f64();
+        let (answering, installed) = futures::join!(answering, service.installed_version());
+        let (status, answered) = answering?;
         if service.state().await? != ProcessState::Running {
             bail!(
                 "{} answers, but {} does not report the server running: is another server on that port?",
@@ -112,7 +118,7 @@ impl Step for StartServer {
                 service.describe()
             );
         }
-        if let Some(Ok(expected)) = service.installed_version().await
+        if let Some(Ok(expected)) = installed
             && expected != status.core_version
         {
             bail!(
@@ -252,7 +258,8 @@ async fn wait_until_answering(
     let spinner = cx.ui.spinner(StartServer::NAME, "waiting for the API (it opens after the schema migration)");
     let mut tick = 0u64;
     let what = format!("the {label} server to answer (timeouts.start)");
-    let answered = wait::until(Duration::from_millis(500), limit, &what, async || {
+    // Polled often: the step is done as soon as the server answers (goal P4).
+    let answered = wait::until(Duration::from_millis(200), limit, &what, async || {
         match api.probe().await {
             Ok(Some(status)) => return Ok(Some(status)),
             Ok(None) => {}
@@ -261,7 +268,7 @@ async fn wait_until_answering(
             Err(e) => return Err(e.into()),
         }
         tick += 1;
-        if tick.is_multiple_of(2) {
+        if tick.is_multiple_of(5) {
             match service.state().await? {
                 ProcessState::Running => {}
                 state => bail!(
@@ -281,7 +288,7 @@ async fn wait_until_answering(
                 );
             }
         }
-        if tick.is_multiple_of(5)
+        if tick.is_multiple_of(12)
             && let Some(line) =
                 service.log_tail(200).await.lines().rev().find(|l| l.contains("Updating database schema to version"))
         {
