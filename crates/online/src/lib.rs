@@ -386,7 +386,11 @@ impl Step for Cutover {
                 Ok(new.fence_seen(&token).await?.then_some(()))
             })
             .await;
+            // A lost slot says its own way on; a wait that gave up gets one here.
             if let Err(e) = caught {
+                if !e.is::<wait::GaveUp>() {
+                    return Err(e);
+                }
                 let disabled = new.copy_progress().await.is_ok_and(|p| p.exists && !p.enabled);
                 let how = if disabled {
                     format!(
@@ -399,8 +403,8 @@ impl Step for Cutover {
                     "`inmanta-migrate status` shows the copy's state and lag; once it moves,".to_owned()
                 };
                 bail!(
-                    "{e:#}. Nothing was cut off and the old side is unchanged: {how} run `inmanta-migrate cutover` \
-                     again (or raise copy.catch_up_timeout)"
+                    "{e:#}. Nothing was cut off and Inmanta's data on the old side is unchanged: {how} run \
+                     `inmanta-migrate cutover` again (or raise copy.catch_up_timeout)"
                 );
             }
             caught_up = Some(fenced.elapsed().as_secs_f64());

@@ -3,8 +3,8 @@
 //! orchestrator keeps running.
 //!
 //! What it creates, all named [`NAME`], all removed by [`cut_off`] (which
-//! `cutover` and `precopy --abandon` call): on the old side a publication of every user table, a role
-//! that may only replicate and read (its password random, made here, sent
+//! `cutover` and `precopy --abandon` call): on the old side a publication
+//! of every user table, a role that may only replicate and read (its password random, made here, sent
 //! to PostgreSQL as a SCRAM verifier so that no log of the old side can show
 //! it) and a one-row fence table; on the new side the subscription (and so
 //! its slot on the old side). The schema is not replicated: the caller loads
