@@ -4,12 +4,15 @@
 //! the offline migration.
 
 use lab::{EnvRole, Security, Side, UpOptions};
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use crate::e2e::{Lab, SERIAL, assert_migrated, lab, lab_from};
 use crate::e2e_faults::{sigkill, spawn, wait_for};
 use crate::e2e_versions::lab_pair;
 use crate::support::{check_items, set};
+
+/// [`leftovers`] once the copy is cut off or abandoned.
+const NOTHING_LEFT: &str = "0 publications, 0 subscriptions, 0 slots, 0 copy roles";
 
 /// What of the copy exists on one side of the lab (superuser view).
 fn leftovers(lab: &Lab, side: Side) -> String {
@@ -69,6 +72,23 @@ fn migrates_11_5_to_15_5_online_across_postgresql_majors() {
     migrates_online(lab);
 }
 
+/// The old orchestrator keeps working during the copy (a compile, its
+/// release and deploy write versions, resources and deploy history), then
+/// the window opens: halt-all, stop-server. Returns the environments as the
+/// old server listed them just before.
+fn work_then_open_the_window(lab: &Lab) -> BTreeMap<String, serde_json::Value> {
+    let api = lab.client(Side::Old).unwrap();
+    let env = lab.envs().iter().find(|e| e.role == EnvRole::Plain).unwrap();
+    api.notify(&env.id, "during the online copy", true).unwrap();
+    let compiled = api.wait_compile(&env.id, "during the online copy", Duration::from_secs(600)).unwrap();
+    assert!(compiled.success, "{}", compiled.failure);
+    std::thread::sleep(Duration::from_secs(5));
+    let before = lab.environments(Side::Old);
+    lab.run(&["halt-all"]).success();
+    lab.run(&["stop-server"]).success();
+    before
+}
+
 /// `check` names what the old PostgreSQL lacks, the DBA's fix, `precopy`
 /// while the old orchestrator compiles and deploys, `cutover` in the
 /// window, then the offline e2e's assertions.
@@ -96,25 +116,14 @@ fn migrates_online(lab: Lab) {
     // A second precopy follows the running copy instead of starting over.
     lab.run(&["precopy"]).success().stderr_has("following it");
 
-    // The old orchestrator keeps working during the copy: a compile, its
-    // release and deploy write versions, resources and deploy history.
-    let api = lab.client(Side::Old).unwrap();
-    let env = lab.envs().iter().find(|e| e.role == EnvRole::Plain).unwrap();
-    api.notify(&env.id, "during the online copy", true).unwrap();
-    let compiled = api.wait_compile(&env.id, "during the online copy", Duration::from_secs(600)).unwrap();
-    assert!(compiled.success, "{}", compiled.failure);
-    std::thread::sleep(Duration::from_secs(5));
-    let before = lab.environments(Side::Old);
-
-    lab.run(&["halt-all"]).success();
-    lab.run(&["stop-server"]).success();
+    let before = work_then_open_the_window(&lab);
     let cut = lab.run(&["cutover", "--json"]);
     cut.success();
     let figures = &cut.json()["figures"];
     assert!(figures["hashed_tables"].as_u64().unwrap() > 10, "{figures}");
     assert!(figures["catch_up_seconds"].as_f64().unwrap() < 60.0, "{figures}");
-    assert_eq!(leftovers(&lab, Side::Old), "0 publications, 0 subscriptions, 0 slots, 0 copy roles");
-    assert_eq!(leftovers(&lab, Side::New), "0 publications, 0 subscriptions, 0 slots, 0 copy roles");
+    assert_eq!(leftovers(&lab, Side::Old), NOTHING_LEFT);
+    assert_eq!(leftovers(&lab, Side::New), NOTHING_LEFT);
     // Before the new server starts and migrates the schema: the same data.
     assert_eq!(lab.fingerprints(Side::Old), lab.fingerprints(Side::New), "row counts and content equal");
     lab.run(&["cutover"]).success().stdout_has("nothing to do");
@@ -168,8 +177,8 @@ fn an_online_copy_survives_kills_restarts_and_a_lost_slot() {
     lab.run(&["status"]).success().stdout_has("slot on the old side: lost");
     lab.psql(Side::Old, "postgres", "ALTER SYSTEM RESET max_slot_wal_keep_size; SELECT pg_reload_conf()").unwrap();
     lab.run(&["precopy", "--abandon"]).success();
-    assert_eq!(leftovers(&lab, Side::Old), "0 publications, 0 subscriptions, 0 slots, 0 copy roles");
-    assert_eq!(leftovers(&lab, Side::New), "0 publications, 0 subscriptions, 0 slots, 0 copy roles");
+    assert_eq!(leftovers(&lab, Side::Old), NOTHING_LEFT);
+    assert_eq!(leftovers(&lab, Side::New), NOTHING_LEFT);
     assert_eq!(lab.fingerprints(Side::Old), old_before, "the old database is untouched");
     lab.start_server(Side::Old).unwrap();
 
@@ -208,15 +217,7 @@ fn an_online_copy_survives_kills_restarts_and_a_lost_slot() {
     lab.start_postgres(Side::New).unwrap();
     lab.run(&["precopy"]).success().stderr_has("following it");
 
-    let api = lab.client(Side::Old).unwrap();
-    let env = lab.envs().iter().find(|e| e.role == EnvRole::Plain).unwrap();
-    api.notify(&env.id, "during the faulty copy", true).unwrap();
-    let compiled = api.wait_compile(&env.id, "during the faulty copy", Duration::from_secs(600)).unwrap();
-    assert!(compiled.success, "{}", compiled.failure);
-    std::thread::sleep(Duration::from_secs(5));
-    let before = lab.environments(Side::Old);
-    lab.run(&["halt-all"]).success();
-    lab.run(&["stop-server"]).success();
+    let before = work_then_open_the_window(&lab);
 
     // A catch-up that stalls ends at copy.catch_up_timeout, the copy kept.
     lab.psql(Side::New, "inmanta", stall).unwrap();
@@ -240,8 +241,8 @@ fn an_online_copy_survives_kills_restarts_and_a_lost_slot() {
     sigkill(&mut cutover);
     lab.psql(Side::New, "inmanta", unstall).unwrap();
     lab.run(&["cutover"]).success();
-    assert_eq!(leftovers(&lab, Side::Old), "0 publications, 0 subscriptions, 0 slots, 0 copy roles");
-    assert_eq!(leftovers(&lab, Side::New), "0 publications, 0 subscriptions, 0 slots, 0 copy roles");
+    assert_eq!(leftovers(&lab, Side::Old), NOTHING_LEFT);
+    assert_eq!(leftovers(&lab, Side::New), NOTHING_LEFT);
     assert_eq!(lab.fingerprints(Side::Old), lab.fingerprints(Side::New), "row counts and content equal");
 
     lab.run(&["start-server"]).success();
