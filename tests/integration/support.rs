@@ -98,13 +98,83 @@ impl Test {
     }
 }
 
-/// Runs a prepared command of the binary to its end.
+/// Runs a prepared command of the binary to its end, and holds what it
+/// wrote to the JSON contract: with `--json`, its document and event lines;
+/// always, the work directory's report.json.
 pub fn run(cmd: &mut Command) -> Run {
     let out = cmd.output().expect("the binary runs");
-    Run {
+    let run = Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    if cmd.get_args().any(|a| a == "--json") && !cmd.get_args().any(|a| a == "completions") {
+        contract::conforms("document", &run.json(), &run.stdout);
+        for line in run.stderr.lines().filter(|l| l.starts_with('{')) {
+            let event: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("a bad event line ({e}): {line}"));
+            contract::conforms("event", &event, line);
+        }
+    }
+    if let Some(work) = contract::work_dir_of(cmd) {
+        contract::work_dir_conforms(&work);
+    }
+    run
+}
+
+/// The published schemas (`schemas/v1/`), read as a script would.
+pub mod contract {
+    use std::{collections::BTreeMap, process::Command, sync::LazyLock};
+
+    use camino::{Utf8Path, Utf8PathBuf};
+    use serde_json::Value;
+
+    static SCHEMAS: LazyLock<BTreeMap<&str, jsonschema::Validator>> = LazyLock::new(|| {
+        let dir = Utf8Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/v1");
+        ["document", "event", "report"]
+            .into_iter()
+            .map(|name| {
+                let path = dir.join(format!("{name}.schema.json"));
+                let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+                let schema: Value = serde_json::from_str(&text).unwrap();
+                (name, jsonschema::validator_for(&schema).unwrap_or_else(|e| panic!("{path}: {e}")))
+            })
+            .collect()
+    });
+
+    /// Panics with every violation when `value` is not a valid `schema`.
+    #[track_caller]
+    pub fn conforms(schema: &str, value: &Value, shown: &str) {
+        let errors: Vec<String> =
+            SCHEMAS[schema].iter_errors(value).map(|e| format!("{e} at {}", e.instance_path())).collect();
+        assert!(errors.is_empty(), "not a valid {schema} ({}):\n{shown}", errors.join("; "));
+    }
+
+    /// The run's work directory, from its config.
+    pub fn work_dir_of(cmd: &Command) -> Option<Utf8PathBuf> {
+        let args: Vec<&str> = cmd.get_args().filter_map(|a| a.to_str()).collect();
+        let cwd = Utf8PathBuf::from_path_buf(cmd.get_current_dir()?.to_path_buf()).ok()?;
+        let config = args
+            .iter()
+            .position(|a| *a == "--config" || *a == "-c")
+            .and_then(|i| args.get(i + 1))
+            .map(|c| cwd.join(c))
+            .unwrap_or_else(|| cwd.join("inmanta-migrate.toml"));
+        let table: toml::Table = std::fs::read_to_string(&config).ok()?.parse().ok()?;
+        Some(config.parent()?.join(table.get("work_dir")?.as_str()?))
+    }
+
+    /// Its report.json and every line of its events.log, where they exist.
+    #[track_caller]
+    pub fn work_dir_conforms(work: &Utf8Path) {
+        if let Ok(text) = std::fs::read_to_string(work.join("report.json")) {
+            let report =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("report.json is not JSON ({e}): {text}"));
+            conforms("report", &report, "report.json");
+        }
+        for line in std::fs::read_to_string(work.join("events.log")).unwrap_or_default().lines() {
+            let event = serde_json::from_str(line).unwrap_or_else(|e| panic!("events.log: not JSON ({e}): {line}"));
+            conforms("event", &event, line);
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! steps (whose one list is `steps`), and the output and exit-code contract.
 
 mod check;
+mod generate;
 mod migrate;
 mod plan;
 mod report;
@@ -12,7 +13,11 @@ use std::process::ExitCode;
 
 use camino::Utf8PathBuf;
 use clap::{Parser, Subcommand};
-use migrate_core::{ChecksFailed, Config, Context, Exit, Outcome, OutcomeStatus, ui::Ui};
+use migrate_core::{
+    ChecksFailed, Config, Context, Exit, Outcome, OutcomeStatus,
+    contract::{self, Document, Failed, FailedStatus, Finished},
+    ui::Ui,
+};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -57,6 +62,12 @@ enum Command {
     Migrate(migrate::MigrateArgs),
     #[command(flatten)]
     Step(steps::StepCommand),
+    /// Prints the completion script for a shell (bash: save it as
+    /// /etc/bash_completion.d/inmanta-migrate).
+    Completions(generate::CompletionsArgs),
+    /// Writes the man pages, one per subcommand (for packagers).
+    #[command(hide = true)]
+    ManPages(generate::ManPagesArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +76,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.verbose);
     let ui = Ui::new(cli.json);
+    // Generated from the CLI definition alone: no config is read.
+    match &cli.command {
+        Command::Completions(args) => match generate::print(&generate::completions(args)) {
+            Ok(()) => return ExitCode::SUCCESS,
+            Err(e) => return finish(&ui, Err(e)),
+        },
+        Command::ManPages(args) => return finish(&ui, generate::man_pages(args)),
+        _ => {}
+    }
     // Single-threaded on purpose: see migrate_core::runner (PR_SET_PDEATHSIG).
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
     let result = runtime.block_on(run(cli.command, cli.config, &ui));
@@ -93,6 +113,7 @@ async fn run(command: Command, config_path: Utf8PathBuf, ui: &Ui) -> anyhow::Res
         Command::Status => status::run(&cx).await,
         Command::Migrate(args) => migrate::run(&cx, &args).await,
         Command::Step(step) => step.execute(&cx).await,
+        Command::Completions(_) | Command::ManPages(_) => unreachable!("handled before the config is read"),
     };
     report::refresh(&cx);
     result
@@ -106,33 +127,34 @@ fn finish(ui: &Ui, result: anyhow::Result<Outcome>) -> ExitCode {
         Err(e) => Exit::of(e),
     };
     if ui.is_json() {
-        let document = match &result {
-            Ok(outcome) => serde_json::to_value(outcome).expect("outcomes serialize"),
-            Err(e) => {
-                let checks = e.downcast_ref::<ChecksFailed>().map(|c| &c.0);
-                let status = if code == Exit::Operator { "needs_operator" } else { "failed" };
-                serde_json::json!({ "status": status, "error": format!("{e:#}"), "checks": checks })
-            }
+        let exit_code = code as u8;
+        let document = match result {
+            Ok(outcome) => Document::Finished(Finished { schema_version: contract::VERSION, outcome, exit_code }),
+            Err(e) => Document::Failed(Failed {
+                schema_version: contract::VERSION,
+                status: if code == Exit::Operator { FailedStatus::NeedsOperator } else { FailedStatus::Failed },
+                error: format!("{e:#}"),
+                checks: e.downcast_ref::<ChecksFailed>().map(|c| c.0.clone()),
+                exit_code,
+            }),
         };
-        let mut document = document;
-        document["exit_code"] = (code as u8).into();
         println!("{}", serde_json::to_string_pretty(&document).expect("JSON"));
-    } else {
-        match &result {
-            Ok(outcome) => {
-                if let Some(text) = &outcome.text {
-                    println!("{text}");
-                }
-                let mark = match outcome.status {
-                    OutcomeStatus::Done => ui.paint_stdout("32", "done:"),
-                    OutcomeStatus::NothingToDo => ui.paint_stdout("32", "nothing to do:"),
-                    OutcomeStatus::Partial => ui.paint_stdout("32", "done (in part):"),
-                    OutcomeStatus::NeedsOperator => ui.paint_stdout("33", "needs an operator:"),
-                };
-                println!("{} {mark} {}", ui.paint_stdout("1", &outcome.step), outcome.summary);
+        return ExitCode::from(exit_code);
+    }
+    match &result {
+        Ok(outcome) => {
+            if let Some(text) = &outcome.text {
+                println!("{text}");
             }
-            Err(e) => eprintln!("{} {e:#}", ui.paint("31", "error:")),
+            let mark = match outcome.status {
+                OutcomeStatus::Done => ui.paint_stdout("32", "done:"),
+                OutcomeStatus::NothingToDo => ui.paint_stdout("32", "nothing to do:"),
+                OutcomeStatus::Partial => ui.paint_stdout("32", "done (in part):"),
+                OutcomeStatus::NeedsOperator => ui.paint_stdout("33", "needs an operator:"),
+            };
+            println!("{} {mark} {}", ui.paint_stdout("1", &outcome.step), outcome.summary);
         }
+        Err(e) => eprintln!("{} {e:#}", ui.paint("31", "error:")),
     }
     ExitCode::from(code as u8)
 }

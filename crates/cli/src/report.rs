@@ -7,11 +7,11 @@ use camino::Utf8PathBuf;
 use migrate_core::{
     Context,
     config::CopyMode,
+    contract::{self, EnvReport, Report, StepReport},
     fsutil,
     inventory::Inventory,
     journal::{EnvStatus, Journal},
 };
-use serde_json::json;
 
 /// Rewrites the report if this run worked in the work directory; returns the
 /// Markdown report's path.
@@ -33,50 +33,69 @@ pub fn refresh(cx: &Context) -> Option<Utf8PathBuf> {
     }
 }
 
-pub fn document(journal: &Journal, inventory: Option<&Inventory>, mode: CopyMode) -> serde_json::Value {
-    let steps: Vec<_> = crate::steps::names(mode)
+pub fn document(journal: &Journal, inventory: Option<&Inventory>, mode: CopyMode) -> Report {
+    let steps = crate::steps::names(mode)
         .iter()
         .map(|name| {
             let r = journal.step(name);
-            json!({ "step": name, "status": r.status, "started": r.started, "ended": r.ended, "seconds": r.seconds(),
-                    "attempts": r.attempts, "summary": r.summary, "error": r.error, "figures": r.figures })
+            StepReport {
+                step: (*name).to_owned(),
+                status: r.status,
+                started: r.started.map(|t| t.to_string()),
+                ended: r.ended.map(|t| t.to_string()),
+                seconds: r.seconds(),
+                attempts: r.attempts,
+                summary: r.summary.clone(),
+                error: r.error.clone(),
+                figures: r.figures.clone(),
+            }
         })
         .collect();
-    let environments: Vec<_> = inventory
+    let environments = inventory
         .map(|inv| {
             inv.environments
                 .iter()
                 .map(|e| {
                     let r = journal.environments.get(&e.id);
-                    json!({ "id": e.id, "name": e.name, "project": e.project_name,
-                            "halted_before": e.halted, "auto_deploy_before": e.auto_deploy(),
-                            "latest_released_version_before": e.latest_released_version,
-                            "status": r.map(|r| r.status), "phase": r.and_then(|r| r.phase.clone()),
-                            "version": r.and_then(|r| r.version),
-                            "released": r.is_some_and(|r| r.released), "seconds": r.and_then(|r| r.seconds),
-                            "message": r.and_then(|r| r.message.clone()) })
+                    EnvReport {
+                        id: e.id,
+                        name: e.name.clone(),
+                        project: e.project_name.clone(),
+                        halted_before: e.halted,
+                        auto_deploy_before: e.auto_deploy(),
+                        latest_released_version_before: e.latest_released_version,
+                        status: r.map(|r| r.status),
+                        phase: r.and_then(|r| r.phase.clone()),
+                        version: r.and_then(|r| r.version),
+                        released: r.is_some_and(|r| r.released),
+                        seconds: r.and_then(|r| r.seconds),
+                        message: r.and_then(|r| r.message.clone()),
+                    }
                 })
                 .collect()
         })
         .unwrap_or_default();
-    json!({
-        "old": journal.migration.old_api, "new": journal.migration.new_api,
-        "old_version": inventory.map(|i| i.core_version.to_string()),
-        "new_version": journal.step("start-server").figures.get("core_version"),
-        "steps": steps, "environments": environments,
-    })
+    Report {
+        schema_version: contract::VERSION,
+        old: journal.migration.old_api.clone(),
+        new: journal.migration.new_api.clone(),
+        old_version: inventory.map(|i| i.core_version.to_string()),
+        new_version: new_version(journal),
+        steps,
+        environments,
+    }
+}
+
+/// The new server's inmanta-core version, once start-server saw it.
+fn new_version(journal: &Journal) -> Option<String> {
+    journal.step("start-server").figures.get("core_version").and_then(|v| v.as_str().map(str::to_owned))
 }
 
 pub fn markdown(journal: &Journal, inventory: Option<&Inventory>, mode: CopyMode) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# Inmanta orchestrator migration\n");
     let old_version = inventory.map(|i| i.core_version.to_string()).unwrap_or_else(|| "?".into());
-    let new_version = journal
-        .step("start-server")
-        .figures
-        .get("core_version")
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| "?".into());
+    let new_version = new_version(journal).unwrap_or_else(|| "?".into());
     let _ = writeln!(md, "- from: {} (inmanta-core {old_version})", journal.migration.old_api);
     let _ = writeln!(md, "- to: {} (inmanta-core {new_version})", journal.migration.new_api);
     let _ = writeln!(md, "- started: {}\n", journal.created);
@@ -119,6 +138,8 @@ pub fn markdown(journal: &Journal, inventory: Option<&Inventory>, mode: CopyMode
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     /// An environment whose reconcile was interrupted shows how far it got.
@@ -141,6 +162,7 @@ mod tests {
         }))
         .unwrap();
         assert!(markdown(&journal, Some(&inventory), CopyMode::Offline).contains("| InProgress (after resumed) |"));
-        assert_eq!(document(&journal, Some(&inventory), CopyMode::Offline)["environments"][0]["phase"], "resumed");
+        let report = document(&journal, Some(&inventory), CopyMode::Offline);
+        assert_eq!(report.environments[0].phase.as_deref(), Some("resumed"));
     }
 }

@@ -9,7 +9,7 @@ pub async fn run(cx: &Context) -> anyhow::Result<Outcome> {
     };
     let inventory: Option<Inventory> = fsutil::read_json(&cx.config.work_dir.join(Inventory::FILE)).ok();
     let mut text = crate::report::markdown(&journal, inventory.as_ref(), cx.config.copy.mode);
-    let mut details = crate::report::document(&journal, inventory.as_ref(), cx.config.copy.mode);
+    let mut details = serde_json::to_value(crate::report::document(&journal, inventory.as_ref(), cx.config.copy.mode))?;
     // The online copy lives in the databases, not the journal: read it there.
     if cx.config.copy.mode == CopyMode::Online || journal.step(step_online::Precopy::NAME).attempts > 0 {
         let copy = step_online::CopyStatus::read(cx).await;

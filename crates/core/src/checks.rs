@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::ui::{Level, Ui};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CheckStatus {
     Pass,
@@ -14,7 +14,7 @@ pub enum CheckStatus {
 }
 
 /// One precondition and what to do about it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct Check {
     pub name: String,
     pub status: CheckStatus,
@@ -24,7 +24,7 @@ pub struct Check {
 }
 
 /// The preconditions of a step or of `check`, all of them.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, schemars::JsonSchema)]
 pub struct Checks {
     pub items: Vec<Check>,
 }

@@ -49,7 +49,7 @@ impl MigrationKey {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum StepStatus {
     #[default]
@@ -82,7 +82,7 @@ impl StepRecord {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum EnvStatus {
     #[default]

@@ -5,6 +5,7 @@
 pub mod checks;
 pub mod config;
 pub mod context;
+pub mod contract;
 pub mod error;
 pub mod fsutil;
 pub mod inventory;

@@ -84,7 +84,7 @@ pub async fn execute<S: Step>(step: &S, cx: &Context) -> anyhow::Result<Outcome>
     result
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OutcomeStatus {
     Done,
@@ -95,7 +95,7 @@ pub enum OutcomeStatus {
 }
 
 /// What a step did, for the operator (stdout) and the journal.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct Outcome {
     pub step: String,
     pub status: OutcomeStatus,

@@ -18,23 +18,14 @@ use std::{
 use camino::Utf8Path;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use jiff::Timestamp;
-use serde_json::json;
+
+use crate::contract::{Event, Message};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Level {
     Info,
     Warn,
     Error,
-}
-
-impl Level {
-    fn name(self) -> &'static str {
-        match self {
-            Level::Info => "info",
-            Level::Warn => "warning",
-            Level::Error => "error",
-        }
-    }
 }
 
 #[derive(Clone)]
@@ -99,8 +90,13 @@ impl Ui {
 
     pub fn event(&self, level: Level, step: &str, message: impl Display) {
         let message = message.to_string();
-        let record =
-            json!({ "time": Timestamp::now().to_string(), "event": level.name(), "step": step, "message": message });
+        let said = Message { time: Timestamp::now().to_string(), step: step.to_owned(), message: message.clone() };
+        let record = match level {
+            Level::Info => Event::Info(said),
+            Level::Warn => Event::Warning(said),
+            Level::Error => Event::Error(said),
+        };
+        let record = serde_json::to_string(&record).expect("events serialize");
         self.write_log(&record);
         if self.inner.json {
             eprintln!("{record}");
@@ -115,7 +111,7 @@ impl Ui {
         self.inner.bars.suspend(|| eprintln!("{line}"));
     }
 
-    fn write_log(&self, record: &serde_json::Value) {
+    fn write_log(&self, record: &str) {
         if let Some(file) = self.inner.log.lock().expect("log lock").as_mut() {
             let _ = writeln!(file, "{record}");
         }
@@ -180,10 +176,15 @@ impl Progress {
         let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
         self.bar.inc(1);
         self.bar.set_message(detail.to_owned());
-        let record = json!({
-            "time": Timestamp::now().to_string(), "event": "progress", "step": self.step,
-            "what": self.what, "done": done, "total": self.total, "detail": detail,
-        });
+        let record = Event::Progress {
+            time: Timestamp::now().to_string(),
+            step: self.step.clone(),
+            what: self.what.clone(),
+            done,
+            total: self.total,
+            detail: detail.to_owned(),
+        };
+        let record = serde_json::to_string(&record).expect("events serialize");
         self.ui.write_log(&record);
         if self.ui.inner.json {
             eprintln!("{record}");
