@@ -8,6 +8,7 @@ mod bench;
 mod ci;
 mod cpu;
 mod demo;
+mod dist;
 mod downtime;
 mod lab;
 #[cfg(test)]
@@ -30,6 +31,9 @@ enum Command {
     Ci(ci::Ci),
     /// Benchmarks that print ratios against the manual procedure.
     Bench(bench::Bench),
+    /// The portable binary (glibc 2.28), its man pages and completions, and
+    /// the .deb and .rpm, in one folder.
+    Dist(dist::Dist),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +46,7 @@ fn main() -> ExitCode {
             Command::Demo(cmd) => cmd.run(&sh),
             Command::Ci(cmd) => cmd.run(&sh),
             Command::Bench(cmd) => cmd.run(&sh),
+            Command::Dist(cmd) => cmd.run(&sh),
         }
     });
     match result {

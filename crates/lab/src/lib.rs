@@ -69,7 +69,7 @@ pub use config::{ConfigInputs, ServiceInputs, SideConfigInputs, SshInputs, rende
 pub use history::HistoryFigures;
 pub use index::{build_simple_index, normalize_project_name, project_name_of_dist};
 pub use instance::{Instance, PgStatus, SecureStatus, ServerStatus, SideStatus, Status, up, up_with};
-pub use prepare::{Toolchain, prepare, prepare_timed};
+pub use prepare::{Toolchain, apt_install, prepare, prepare_timed, tool_venv};
 pub use procs::{pid_alive, port_is_free};
 pub use repo::ModelVariant;
 pub use rootfs::RootFs;

@@ -99,7 +99,7 @@ fn user_exists(name: &str) -> bool {
 }
 
 /// `apt-get update` and `apt-get install` of Debian packages on this machine.
-pub(crate) fn apt_install(packages: &[&str]) -> Result<()> {
+pub fn apt_install(packages: &[&str]) -> Result<()> {
     eprintln!("lab: apt-get install {}", packages.join(" "));
     let sh = shell()?;
     cmd!(sh, "apt-get update -q").quiet().ignore_stdout().run().context("apt-get update")?;
@@ -330,6 +330,35 @@ pub fn prepare_timed(root: &LabRoot, versions: &[&str], timings: &mut Timings) -
     }
     timings.time("package index", || ensure_index(root, &python))?;
     Ok(Toolchain { pg_bin_dir, root: rootfs.map(|r| r.dir().to_path_buf()), venvs, index_url: root.index_url() })
+}
+
+/// A venv of tools from PyPI under the lab's cache (`venvs/<name>`), made
+/// or remade when its requirements change; returns its folder.
+pub fn tool_venv(root: &LabRoot, name: &str, requirements: &[&str]) -> Result<Utf8PathBuf> {
+    let venv = root.cache_dir().join("venvs").join(name);
+    let marker_path = venv.join(".lab-ready.json");
+    let want = VenvMarker { requirements: requirements.iter().map(|r| r.to_string()).collect() };
+    if let Ok(text) = fs::read_to_string(&marker_path)
+        && serde_json::from_str::<VenvMarker>(&text).ok().as_ref() == Some(&want)
+    {
+        return Ok(venv);
+    }
+    eprintln!("lab: creating venv {venv} ({})", requirements.join(" "));
+    if venv.exists() {
+        fs::remove_dir_all(&venv).with_context(|| format!("removing the incomplete venv {venv}"))?;
+    }
+    util::mkdir_mode(&root.cache_dir().join("venvs"), 0o755)?;
+    let sh = shell()?;
+    let python = util::which("python3").context("python3 not found on PATH")?;
+    cmd!(sh, "{python} -m venv {venv}").quiet().run().with_context(|| format!("creating the venv {venv}"))?;
+    let pip = venv.join("bin/pip");
+    cmd!(sh, "{pip} install -q {requirements...}")
+        .env("PIP_CACHE_DIR", root.pip_cache_dir())
+        .quiet()
+        .run()
+        .with_context(|| format!("pip install {} into {venv}", requirements.join(" ")))?;
+    fs::write(&marker_path, serde_json::to_string_pretty(&want)?)?;
+    Ok(venv)
 }
 
 #[cfg(test)]
