@@ -5,8 +5,10 @@
 // Tests run the binary, sshd and servers themselves.
 #![allow(clippy::disallowed_methods)]
 
+mod ansible;
 mod bad_input;
 mod config;
+mod contract;
 mod database_steps;
 mod e2e;
 mod e2e_faults;

@@ -224,11 +224,13 @@ fn build_rpm(sh: &Shell, out: &Utf8Path, assets: &[Asset]) -> Result<Utf8PathBuf
     let staged = out.join("rpm-stage");
     stage(sh, &staged, assets)?;
     let files: String = assets.iter().map(|a| format!("%attr({:o},root,root) {}\n", a.mode, a.dest)).collect();
-    // The binary is built and stripped already: no debuginfo, no brp scripts.
+    // The binary is built and stripped already: no debuginfo, no brp scripts;
+    // its build id stays in the binary, without /usr/lib/.build-id links
+    // that the asset list does not hold.
     let spec = format!(
         "Name: {NAME}\nVersion: {VERSION}\nRelease: 1\nSummary: {SUMMARY}\nLicense: Apache-2.0\n\
          Requires: glibc >= {}.{}\nRecommends: postgresql, openssh-clients\n\
-         %define debug_package %{{nil}}\n%define __os_install_post %{{nil}}\n\n\
+         %define debug_package %{{nil}}\n%define __os_install_post %{{nil}}\n%define _build_id_links none\n\n\
          %description\nHalts, dumps, restores and reconciles an Inmanta orchestrator (server and\n\
          PostgreSQL database), one resumable step at a time.\n\n\
          %install\nmkdir -p %{{buildroot}}\ncp -a {staged}/. %{{buildroot}}/\n\n%files\n{files}",
