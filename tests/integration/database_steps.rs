@@ -14,10 +14,10 @@ use crate::support::{Fakes, Test, config_variant, secret, set};
 /// 14.0 knows).
 const SCHEMA: &str = "{202311170,202409090}";
 
-struct Setup {
-    fakes: Fakes,
-    pg: ScratchCluster,
-    config: Utf8PathBuf,
+pub struct Setup {
+    pub fakes: Fakes,
+    pub pg: ScratchCluster,
+    pub config: Utf8PathBuf,
     plain: Uuid,
     halted: Uuid,
 }
@@ -26,8 +26,16 @@ impl Setup {
     /// An old 11.5.5 fake with two environments (one halted before), its
     /// database in `inmanta`, and a new 14.0.0 fake whose database
     /// `inmanta_new` does not exist yet.
-    fn new() -> Setup {
-        let pg = ScratchCluster::start().expect("a scratch PostgreSQL cluster");
+    pub fn new() -> Setup {
+        Setup::on(ScratchCluster::start().expect("a scratch PostgreSQL cluster"))
+    }
+
+    /// The same on a cluster that held an earlier one: both databases are
+    /// made again, the fakes are new.
+    pub fn on(pg: ScratchCluster) -> Setup {
+        pg.psql("postgres", "DROP DATABASE IF EXISTS inmanta_new WITH (FORCE)").unwrap();
+        pg.psql("postgres", "DROP DATABASE inmanta WITH (FORCE)").unwrap();
+        pg.psql("postgres", "CREATE DATABASE inmanta OWNER inmanta").unwrap();
         let fakes = Fakes::new(Flavor::V11, Flavor::V14);
         let plain = fakes.old.add_env("plain");
         let halted = fakes.old.add_env("halted");
@@ -72,16 +80,16 @@ impl Setup {
         Setup { fakes, pg, config, plain, halted }
     }
 
-    fn test(&self) -> Test {
+    pub fn test(&self) -> Test {
         self.fakes.test().config(&self.config).env("OLD_DB_PASSWORD", ScratchCluster::PASSWORD)
     }
 
-    fn rows(&self, db: &str, sql: &str) -> String {
+    pub fn rows(&self, db: &str, sql: &str) -> String {
         self.pg.psql(db, sql).unwrap()
     }
 
     /// The content of every table of `db`, as one text per table.
-    fn content(&self, db: &str) -> Vec<String> {
+    pub fn content(&self, db: &str) -> Vec<String> {
         ["schemamanager", "environment", "resource"]
             .iter()
             .map(|t| self.rows(db, &format!("SELECT md5(string_agg(t::text, ',' ORDER BY t::text)) FROM public.{t} t")))
@@ -154,4 +162,73 @@ fn restore_refuses_a_target_that_holds_data_and_a_damaged_dump() {
     std::fs::write(&file, bytes).unwrap();
     s.test().args(["restore", "--replace"]).run().code(3).stderr_has("checksum mismatch");
     assert_eq!(s.rows("inmanta_new", "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"), "1", "untouched");
+}
+
+#[test]
+#[ignore = "needs PostgreSQL (cargo xtask ci installs it)"]
+fn verify_full_moves_the_database_over_tls_and_refuses_a_wrong_ca_or_host_name() {
+    let (pg, ca) = ScratchCluster::start_tls().expect("a scratch PostgreSQL cluster with TLS");
+    let s = Setup::on(pg);
+    let dir = s.fakes.path().to_owned();
+    std::fs::write(dir.join("ca.pem"), &ca).unwrap();
+    std::fs::write(dir.join("other-ca.pem"), lab::unrelated_ca_pem("not the cluster's CA").unwrap()).unwrap();
+    // The cluster's certificate names `localhost` only.
+    let tls = |name: &str, host: &str| {
+        config_variant(&s.config, name, |c| {
+            for side in ["old", "new"] {
+                set(c, &format!("{side}.database.host"), host);
+                set(c, &format!("{side}.database.sslmode"), "verify-full");
+            }
+        })
+    };
+    let (good, wrong_name) = (tls("verify-full", "localhost"), tls("wrong-name", "127.0.0.1"));
+    let run = |config: &Utf8PathBuf, ca: &str, step: &str| {
+        let run = s
+            .fakes
+            .test()
+            .config(config)
+            .env("OLD_DB_PASSWORD", ScratchCluster::PASSWORD)
+            .env("PGSSLROOTCERT", dir.join(ca).as_str())
+            .arg(step)
+            .run();
+        assert!(
+            !format!("{}{}", run.stdout, run.stderr).contains(ScratchCluster::PASSWORD),
+            "a password in the output"
+        );
+        run
+    };
+    for step in ["halt-all", "stop-server"] {
+        run(&good, "ca.pem", step).success();
+    }
+    let log_file = s.pg.log_file();
+    let log_since = |from: usize| std::fs::read_to_string(&log_file).unwrap()[from..].to_owned();
+    let start = log_since(0).len();
+
+    let cases = [
+        (&good, "other-ca.pem", "a CA that did not sign", "point PGSSLROOTCERT at the CA"),
+        (&wrong_name, "ca.pem", "a wrong host name", "set `host` to a name in the certificate"),
+    ];
+    for (config, ca, what, advice) in cases {
+        let refused = run(config, ca, "dump");
+        assert_ne!(refused.code, 0, "{what}: dump went on\n{}", refused.stderr);
+        refused.stderr_has("certificate").stderr_has(advice);
+        for network_advice in ["reachable from here", "start PostgreSQL"] {
+            assert!(!refused.stderr.contains(network_advice), "{what} is no network problem:\n{}", refused.stderr);
+        }
+        assert!(!dir.join("work/dump/manifest.json").exists(), "{what}: a dump under its final name");
+    }
+    assert!(!log_since(start).contains("no encryption"), "a refused TLS connection was retried in plain text");
+    // That check can fail: a plain connection is refused, and logged so.
+    assert_ne!(run(&s.config, "ca.pem", "dump").code, 0, "sslmode=disable got in");
+    assert!(log_since(start).contains("no encryption"), "the plain attempt is in the log");
+
+    let tls_start = log_since(0).len();
+    let before = s.content("inmanta");
+    for step in ["dump", "restore", "start-server"] {
+        run(&good, "ca.pem", step).success();
+    }
+    assert_eq!(s.content("inmanta_new"), before, "the new database holds what the dump took");
+    let log = log_since(tls_start);
+    assert!(log.contains("SSL enabled"), "the tool's connections used TLS:\n{log}");
+    assert!(!log.contains("no encryption"), "nothing tried plain text:\n{log}");
 }

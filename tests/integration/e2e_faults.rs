@@ -210,3 +210,55 @@ fn postgres_stopping_during_dump_and_restore() {
     let envs = lab.reconciled();
     assert_migrated(&lab, &before, &envs, false);
 }
+
+/// A spread of crash points on real servers (issue 14; every point is swept
+/// against fakes in `crash.rs`): one migration, run again and again, each
+/// run killed by its own crash point of another kind (the N-th point of
+/// that kind it passes), until every kind has been hit; then it finishes.
+#[test]
+#[ignore = "needs the real lab: cargo xtask ci"]
+fn killed_at_a_crash_point_of_every_kind() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = lab("e2e-crash-points", "8.7.6");
+    let before = lab.environments(Side::Old);
+    let log = lab.dir().join("points.log");
+    // In the order a migration meets them: halt-all, stop-server, restore
+    // (create, load, ANALYZE, or drop and create again), start-server,
+    // env-reconcile.
+    let targets = [
+        "journal:3",
+        "api-before:1",
+        "api-after:1",
+        "service-before:1",
+        "service-after:1",
+        "db-before:1",
+        "db-after:1",
+        "db-before:2",
+        "db-after:2",
+        "service-before:1",
+        "service-after:1",
+        "api-before:3",
+        "api-after:5",
+        "journal:4",
+    ];
+    let mut hit = Vec::new();
+    for target in targets {
+        let _ = std::fs::remove_file(&log);
+        let mut cmd = lab.tool(&["migrate", "--yes", "--release"]);
+        cmd.env(failpoint::CRASH_AT, target).env(failpoint::CRASH_LOG, log.as_str());
+        let run = crate::support::run(&mut cmd);
+        assert_eq!(run.signal, Some(9), "{target}: the run was not killed there (exit {})\n{}", run.code, run.stderr);
+        let points = std::fs::read_to_string(&log).unwrap();
+        let last = points.lines().last().unwrap_or_default().to_owned();
+        assert!(last.ends_with("(crash)"), "{target}: the log ends with {last:?}");
+        hit.push(last);
+    }
+    eprintln!("killed at:\n{}", hit.join("\n"));
+    let kinds: std::collections::BTreeSet<&str> = hit.iter().filter_map(|l| l.split(' ').next()).collect();
+    assert_eq!(kinds.len(), failpoint::KINDS.len(), "a point of every kind: {kinds:?}");
+    let last =
+        crate::support::Test::new(lab.dir()).config(&lab.config_path()).args(["migrate", "--yes", "--release"]).run();
+    last.success();
+    let envs = lab.reconciled();
+    assert_migrated(&lab, &before, &envs, true);
+}

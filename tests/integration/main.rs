@@ -9,6 +9,7 @@ mod ansible;
 mod bad_input;
 mod config;
 mod contract;
+mod crash;
 mod database_steps;
 mod e2e;
 mod e2e_faults;

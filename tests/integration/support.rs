@@ -14,6 +14,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_inmanta-migrate");
 #[derive(Debug)]
 pub struct Run {
     pub code: i32,
+    /// The signal that ended it, if one did.
+    pub signal: Option<i32>,
     pub stdout: String,
     pub stderr: String,
 }
@@ -105,6 +107,7 @@ pub fn run(cmd: &mut Command) -> Run {
     let out = cmd.output().expect("the binary runs");
     let run = Run {
         code: out.status.code().unwrap_or(-1),
+        signal: std::os::unix::process::ExitStatusExt::signal(&out.status),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     };

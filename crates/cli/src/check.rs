@@ -149,7 +149,7 @@ async fn database(cx: &Context, side: Side, checks: &mut Checks) -> Option<(Data
             Some((db, major))
         }
         Err(e) => {
-            checks.fail(name, format!("{e:#}"), format!("fix `{side}.database` or start PostgreSQL"));
+            checks.fail(name, format!("{e:#}"), migrate_pg::unreachable_next_step(&side.to_string(), &e));
             None
         }
     }

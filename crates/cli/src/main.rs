@@ -106,6 +106,8 @@ fn init_tracing(verbose: u8) {
 }
 
 async fn run(command: Command, config_path: Utf8PathBuf, ui: &Ui) -> anyhow::Result<Outcome> {
+    // The crash tests' switches: a bad value stops here, before anything changes.
+    failpoint::init().map_err(migrate_core::error::UsageError)?;
     let cx = Context::new(Config::load(&config_path)?, ui.clone())?;
     let result = match command {
         Command::Check(args) => check::run(&cx, &args).await,

@@ -265,6 +265,7 @@ impl WorkDir {
         let mut journal = self.journal.lock().expect("journal lock poisoned");
         let result = change(&mut journal);
         fsutil::write_json(&self.dir.join("journal.json"), &*journal)?;
+        failpoint::after(failpoint::Area::Journal, "journal.json");
         Ok(result)
     }
 

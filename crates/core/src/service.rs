@@ -71,7 +71,11 @@ impl<'a> Service<'a> {
             Manager::Systemd => self.systemctl(&["start"]),
             Manager::Command => self.orch.service.start.clone().unwrap_or_default(),
         };
-        self.runner.cmd(&argv).timeout(COMMAND_TIMEOUT).output_to_files().run().await.map(drop)
+        let what = format!("start {}", self.describe());
+        failpoint::before(failpoint::Area::Service, &what);
+        let result = self.runner.cmd(&argv).timeout(COMMAND_TIMEOUT).output_to_files().run().await.map(drop);
+        failpoint::after(failpoint::Area::Service, &what);
+        result
     }
 
     pub async fn stop(&self) -> anyhow::Result<()> {
@@ -79,7 +83,11 @@ impl<'a> Service<'a> {
             Manager::Systemd => self.systemctl(&["stop"]),
             Manager::Command => self.orch.service.stop.clone().unwrap_or_default(),
         };
-        self.runner.cmd(&argv).timeout(COMMAND_TIMEOUT).output_to_files().run().await.map(drop)
+        let what = format!("stop {}", self.describe());
+        failpoint::before(failpoint::Area::Service, &what);
+        let result = self.runner.cmd(&argv).timeout(COMMAND_TIMEOUT).output_to_files().run().await.map(drop);
+        failpoint::after(failpoint::Area::Service, &what);
+        result
     }
 
     pub async fn state(&self) -> anyhow::Result<ProcessState> {

@@ -123,7 +123,8 @@ impl Step for Dump {
                 Some(major)
             }
             Err(e) => {
-                checks.fail("old database", format!("{e:#}"), "fix `old.database` or start PostgreSQL");
+                let next = migrate_pg::unreachable_next_step("old", &e);
+                checks.fail("old database", format!("{e:#}"), next);
                 None
             }
         };

@@ -276,6 +276,11 @@ impl FakeInmanta {
         self.state.lock().unwrap().envs.iter().find(|e| e.id == id).cloned().expect("a known environment")
     }
 
+    /// Every environment, as it is now.
+    pub fn envs(&self) -> Vec<FakeEnv> {
+        self.state.lock().unwrap().envs.clone()
+    }
+
     pub fn inject(&self, fault: Fault) {
         self.state.lock().unwrap().faults.push(fault);
     }

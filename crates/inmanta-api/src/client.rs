@@ -229,8 +229,12 @@ impl Client {
     }
 
     /// Sends a call that changes something: never retried.
-    async fn post(&self, call: Call<'_>) -> Result<Value> {
-        self.send(&call, 1).await
+    async fn post(&self, call: &Call<'_>) -> Result<Value> {
+        let what = format!("{} {}", self.server, call.describe());
+        failpoint::before(failpoint::Area::Api, &what);
+        let result = self.send(call, 1).await;
+        failpoint::after(failpoint::Area::Api, &what);
+        result
     }
 
     fn decode<T: DeserializeOwned>(&self, call: &Call<'_>, body: Value, pointer: &str) -> Result<T> {
@@ -314,12 +318,12 @@ impl Client {
 
     /// Halts an environment; halting a halted one is accepted.
     pub async fn halt(&self, env: Uuid) -> Result<()> {
-        self.post(Call::post("/api/v2/actions/environment/halt").env(env)).await.map(drop)
+        self.post(&Call::post("/api/v2/actions/environment/halt").env(env)).await.map(drop)
     }
 
     /// Resumes an environment; resuming a running one is accepted.
     pub async fn resume(&self, env: Uuid) -> Result<()> {
-        self.post(Call::post("/api/v2/actions/environment/resume").env(env)).await.map(drop)
+        self.post(&Call::post("/api/v2/actions/environment/resume").env(env)).await.map(drop)
     }
 
     // ---- settings ----------------------------------------------------------
@@ -337,7 +341,7 @@ impl Client {
     /// Sets one setting; returns the server's warnings.
     pub async fn set_setting(&self, env: Uuid, name: &str, value: Value) -> Result<Vec<String>> {
         let call = Call::post(format!("/api/v2/environment_settings/{name}")).env(env).body(json!({ "value": value }));
-        let body = self.post(call).await?;
+        let body = self.post(&call).await?;
         Ok(warnings(&body))
     }
 
@@ -350,7 +354,7 @@ impl Client {
     pub async fn update_and_recompile(&self, env: Uuid, marker: &str) -> Result<Vec<String>> {
         let call = Call::post(format!("/api/v1/notify/{env}"))
             .body(json!({ "update": true, "metadata": { "type": "api", "message": marker } }));
-        let body = self.post(call).await?;
+        let body = self.post(&call).await?;
         Ok(warnings(&body))
     }
 
@@ -398,7 +402,7 @@ impl Client {
         let call = Call::post(format!("/api/v1/version/{version}"))
             .env(env)
             .body(json!({ "push": true, "agent_trigger_method": "push_incremental_deploy" }));
-        self.post(call).await.map(drop)
+        self.post(&call).await.map(drop)
     }
 
     /// Asks the agents to deploy the released version again, every resource
@@ -406,7 +410,7 @@ impl Client {
     pub async fn deploy(&self, env: Uuid, agents: &[&str]) -> Result<()> {
         let body = json!({ "agent_trigger_method": "push_full_deploy", "agents": agents });
         let call = Call::post("/api/v1/deploy").env(env).body(body);
-        self.post(call).await.map(drop)
+        self.post(&call).await.map(drop)
     }
 
     // ---- dry-runs ---------------------------------------------------------------
@@ -414,7 +418,7 @@ impl Client {
     /// Requests a dry-run of `version`; returns its id.
     pub async fn dryrun(&self, env: Uuid, version: i64) -> Result<Uuid> {
         let call = Call::post(format!("/api/v2/dryrun/{version}")).env(env);
-        let body = self.send(&call, 1).await?;
+        let body = self.post(&call).await?;
         self.decode(&call, body, "/data")
     }
 

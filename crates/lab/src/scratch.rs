@@ -35,6 +35,47 @@ impl ScratchCluster {
         Ok(ScratchCluster { cluster, _dir: dir })
     }
 
+    /// The same with TLS on, its certificate for `localhost` only (so that
+    /// `127.0.0.1` is a wrong host name for `verify-full`) and signed by a
+    /// CA of its own, whose PEM it returns. TCP without TLS is refused
+    /// (`hostnossl ... reject`, logged "no encryption"), and connections
+    /// are logged, so a test can tell that nothing fell back to plain text.
+    pub fn start_tls() -> Result<(ScratchCluster, String)> {
+        let scratch = ScratchCluster::start()?;
+        let pki = crate::secure::generate_pki_for("scratch", &["localhost"])?;
+        let data = &scratch.cluster.data_dir;
+        std::fs::write(data.join("server.crt"), &pki.server_cert)?;
+        std::fs::write(data.join("server.key"), &pki.server_key)?;
+        std::fs::set_permissions(data.join("server.key"), std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        let sh = crate::util::shell()?;
+        let (crt, key) = (data.join("server.crt"), data.join("server.key"));
+        xshell::cmd!(sh, "chown postgres:postgres {crt} {key}").quiet().run()?;
+        let hba = data.join("pg_hba.conf");
+        let rules = std::fs::read_to_string(&hba)?;
+        std::fs::write(
+            &hba,
+            format!(
+                "hostnossl all all all reject
+{rules}"
+            ),
+        )?;
+        scratch.psql(
+            "postgres",
+            "ALTER SYSTEM SET ssl = on;
+ALTER SYSTEM SET log_connections = on;
+SELECT pg_reload_conf();
+",
+        )?;
+        // The reload is asynchronous: wait until the server says TLS is on.
+        for _ in 0..50 {
+            if scratch.psql("postgres", "SHOW ssl")?.trim() == "on" {
+                return Ok((scratch, pki.ca_cert));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        anyhow::bail!("the scratch cluster did not turn TLS on; its log: {}", scratch.log_file())
+    }
+
     pub fn port(&self) -> u16 {
         self.cluster.port
     }

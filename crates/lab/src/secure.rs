@@ -82,11 +82,17 @@ pub fn unrelated_ca_pem(common_name: &str) -> Result<String> {
 
 /// A CA and a server certificate for `127.0.0.1`, `::1` and `localhost`.
 pub(crate) fn generate_pki(instance: &str) -> Result<Pki> {
+    generate_pki_for(instance, &["127.0.0.1", "::1", "localhost"])
+}
+
+/// A CA and a server certificate for `names` only (host names or
+/// addresses; the first is also its common name).
+pub(crate) fn generate_pki_for(instance: &str, names: &[&str]) -> Result<Pki> {
     let (ca_cert, ca_params, ca_key) = new_ca(&format!("inmanta-migrate lab CA ({instance})"))?;
     let ca_key_pem = ca_key.serialize_pem();
     let issuer = Issuer::new(ca_params, ca_key);
-    let mut params = CertificateParams::new(vec!["127.0.0.1".to_string(), "::1".to_string(), "localhost".to_string()])?;
-    params.distinguished_name.push(DnType::CommonName, "127.0.0.1");
+    let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
+    params.distinguished_name.push(DnType::CommonName, names[0]);
     params.distinguished_name.push(DnType::OrganizationName, "inmanta-migrate lab");
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];

@@ -413,12 +413,7 @@ impl Step for Cutover {
             cx.ui.info(Self::NAME, "caught up and cut off: nothing replicates into the new database any more");
         }
         let verified = verify(cx, &old, &new).await?;
-        new.tool("vacuumdb")
-            .args(["--analyze-only", "--quiet", "-w", &format!("--jobs={}", cx.config.restore.jobs.max(1))])
-            .connect(false)
-            .cmd()
-            .run()
-            .await?;
+        new.analyze(cx.config.restore.jobs).await?;
         let seconds = start.elapsed().as_secs_f64();
         let caught = caught_up.map(|s| format!("caught up {s:.1} s after the fence, ")).unwrap_or_default();
         Ok(Outcome::done(

@@ -239,15 +239,22 @@ pub(crate) fn explain(target: &Target, who: As, error: &tokio_postgres::Error) -
         return format!("PostgreSQL {shown}: {}{detail} (SQLSTATE {}){hint}", db.message(), code.code());
     }
     let text = error_chain(error);
+    // TLS first: a failed handshake also comes as an I/O error.
     let hint = if text.contains("password missing") {
         " -> give the database password in the config (`password` or `passfile`)"
+    } else if text.contains("not valid for name") || text.contains("NotValidForName") {
+        " -> the server's certificate does not name this host: set `host` to a name in the certificate \
+         (sslmode verify-full checks it; verify-ca does not)"
+    } else if text.contains("UnknownIssuer") {
+        " -> no CA in the root certificates (PGSSLROOTCERT, else ~/.postgresql/root.crt) signed the server's \
+         certificate: point PGSSLROOTCERT at the CA that did"
+    } else if text.contains("certificate") || text.contains("tls") || text.contains("TLS") {
+        " -> check `sslmode` and the root certificates (PGSSLROOTCERT)"
     } else if error.source().and_then(|s| s.downcast_ref::<io::Error>()).is_some()
         || text.contains("timeout")
         || text.contains("error connecting")
     {
         " -> is PostgreSQL running and reachable from here?"
-    } else if text.contains("certificate") || text.contains("tls") || text.contains("TLS") {
-        " -> check `sslmode` and the root certificates (PGSSLROOTCERT)"
     } else {
         ""
     };

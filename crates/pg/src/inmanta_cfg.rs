@@ -47,6 +47,14 @@ pub async fn read_inmanta_database(dir: &Utf8Path, runner: &Runner) -> anyhow::R
     Ok(found)
 }
 
+/// One file's `[database]` section alone (what `read_inmanta_database`
+/// merges file by file); the fuzz target's entry.
+pub fn parse_database_section(text: &str) -> anyhow::Result<InmantaDatabase> {
+    let mut found = InmantaDatabase::default();
+    apply(&mut found, text)?;
+    Ok(found)
+}
+
 fn apply(found: &mut InmantaDatabase, text: &str) -> anyhow::Result<()> {
     let ini = ini::Ini::load_from_str(text)?;
     let Some(section) = ini.section(Some("database")) else {

@@ -26,7 +26,18 @@ use migrate_core::{
 };
 use tokio_postgres::{Row, types::ToSql};
 
-pub use inmanta_cfg::read_inmanta_database;
+pub use inmanta_cfg::{parse_database_section, read_inmanta_database};
+
+/// The next step of a check whose database did not answer: a refused
+/// certificate is fixed in the config, not by starting PostgreSQL.
+pub fn unreachable_next_step(side: &str, error: &anyhow::Error) -> String {
+    let text = format!("{error:#}");
+    if text.contains("TLS handshake") || text.contains("certificate") {
+        format!("fix `{side}.database` (`host`, `sslmode`) or the root certificates it is verified with")
+    } else {
+        format!("fix `{side}.database` or start PostgreSQL")
+    }
+}
 pub use snapshot::Snapshot;
 
 /// The user tables, `schema.table`, quoted where needed.
@@ -159,6 +170,21 @@ impl Database {
         ToolCmd { db: self, argv: vec![self.tools.tool(program)] }
     }
 
+    /// ANALYZE of the whole database (`vacuumdb --analyze-only`), `jobs`
+    /// tables at a time: the planner's statistics, which no dump carries.
+    pub async fn analyze(&self, jobs: u32) -> anyhow::Result<()> {
+        let what = format!("ANALYZE {}", self.target);
+        failpoint::before(failpoint::Area::Database, &what);
+        self.tool("vacuumdb")
+            .args(["--analyze-only", "--quiet", "-w", &format!("--jobs={}", jobs.max(1))])
+            .connect(false)
+            .cmd()
+            .run()
+            .await?;
+        failpoint::after(failpoint::Area::Database, &what);
+        Ok(())
+    }
+
     fn env(&self, cmd: Cmd) -> Cmd {
         let timeout = connect::CONNECT_TIMEOUT.as_secs().to_string();
         let mut cmd = cmd.env("PGCONNECT_TIMEOUT", timeout).env("PGAPPNAME", "inmanta-migrate");
@@ -285,11 +311,20 @@ impl Database {
             ident(&self.target.name),
             ident(&self.target.user)
         );
-        self.execute(As::Admin, &sql).await
+        let what = format!("create database {}", self.target);
+        failpoint::before(failpoint::Area::Database, &what);
+        let result = self.execute(As::Admin, &sql).await;
+        failpoint::after(failpoint::Area::Database, &what);
+        result
     }
 
     pub async fn drop_database(&self) -> anyhow::Result<()> {
-        self.execute(As::Admin, &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(&self.target.name))).await
+        let what = format!("drop database {}", self.target);
+        failpoint::before(failpoint::Area::Database, &what);
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(&self.target.name));
+        let result = self.execute(As::Admin, &sql).await;
+        failpoint::after(failpoint::Area::Database, &what);
+        result
     }
 
     /// Checks that each client tool runs and is at least as new as `floor`

@@ -158,6 +158,7 @@ impl Step for Restore {
         let data = manifest.data_path(&dir);
         let jobs = cx.config.restore.jobs;
         let load_start = Instant::now();
+        failpoint::before(failpoint::Area::Database, format_args!("load the dump into {}", db.target));
         let out = if manifest.dump_format == DumpFormat::Plain {
             let _spinner = cx.ui.spinner(Self::NAME, "psql is loading the plain dump");
             db.tool("psql")
@@ -198,15 +199,11 @@ impl Step for Restore {
                 migrate_core::runner::stderr_tail(&out.stderr)
             );
         }
+        failpoint::after(failpoint::Area::Database, format_args!("load the dump into {}", db.target));
         let load_seconds = load_start.elapsed().as_secs_f64();
 
         let analyze_start = Instant::now();
-        db.tool("vacuumdb")
-            .args(["--analyze-only", "--quiet", "-w", &format!("--jobs={}", jobs.max(1))])
-            .connect(false)
-            .cmd()
-            .run()
-            .await?;
+        db.analyze(jobs).await?;
         let analyze_seconds = analyze_start.elapsed().as_secs_f64();
 
         let tables: Vec<String> = manifest.tables.keys().cloned().collect();

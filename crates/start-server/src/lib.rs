@@ -70,7 +70,10 @@ impl Step for StartServer {
                         format!("{} holds no Inmanta schema", db.target),
                         "run `inmanta-migrate restore` first",
                     ),
-                    Err(e) => checks.fail("new database", format!("{e:#}"), "fix `new.database` or start PostgreSQL"),
+                    Err(e) => {
+                        let next = migrate_pg::unreachable_next_step("new", &e);
+                        checks.fail("new database", format!("{e:#}"), next)
+                    }
                 },
                 Err(e) => checks.fail("new database", format!("{e:#}"), "fix `new.database`"),
             }
