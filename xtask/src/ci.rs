@@ -1,7 +1,7 @@
 //! `cargo xtask ci`: everything CI checks, in the order that fails fastest:
 //! formatting, lints, the fast tests, then (after installing what they need)
-//! the packages and their checks, the tests against real PostgreSQL and
-//! inmanta-core servers, and a small bench.
+//! the packages and their checks, a short fuzz of each target, the tests
+//! against real PostgreSQL and inmanta-core servers, and a small bench.
 
 use std::time::Instant;
 
@@ -48,6 +48,7 @@ impl Ci {
                 Ok(())
             })?;
             part("dist: portable binary, packages, their checks", &mut || crate::dist::Dist::checked().run(sh))?;
+            part("fuzz, each target briefly", &mut || crate::fuzz::Fuzz::short().run(sh))?;
             // One lab instance at a time: the machine has two cores.
             part("tests with real servers", &mut || {
                 Ok(cmd!(sh, "cargo test --workspace --quiet -- --ignored --test-threads=1").run()?)

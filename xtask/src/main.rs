@@ -10,6 +10,7 @@ mod cpu;
 mod demo;
 mod dist;
 mod downtime;
+mod fuzz;
 mod lab;
 #[cfg(test)]
 mod tidy;
@@ -34,6 +35,9 @@ enum Command {
     /// The portable binary (glibc 2.28), its man pages and completions, and
     /// the .deb and .rpm, in one folder.
     Dist(dist::Dist),
+    /// Runs each fuzz target of `fuzz/` (cargo-fuzz, libFuzzer) for a set
+    /// time from its seeds and corpus.
+    Fuzz(fuzz::Fuzz),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +51,7 @@ fn main() -> ExitCode {
             Command::Ci(cmd) => cmd.run(&sh),
             Command::Bench(cmd) => cmd.run(&sh),
             Command::Dist(cmd) => cmd.run(&sh),
+            Command::Fuzz(cmd) => cmd.run(&sh),
         }
     });
     match result {
