@@ -33,7 +33,7 @@ pub struct Fuzz {
 impl Fuzz {
     /// What CI runs: every target, briefly, from its corpus.
     pub fn short() -> Fuzz {
-        Fuzz { seconds: 20, targets: Vec::new() }
+        Fuzz { seconds: 10, targets: Vec::new() }
     }
 
     pub fn run(self, sh: &Shell) -> Result<()> {

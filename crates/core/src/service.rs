@@ -141,6 +141,12 @@ impl<'a> Service<'a> {
         let argv: Vec<String> = match (&svc.log_file, svc.manager) {
             (Some(file), _) => vec!["tail".into(), "-n".into(), n, file.to_string()],
             (None, Manager::Systemd) => {
+                // journald may not have stored yet what a unit's process
+                // wrote just before it died (systemd's "Unable to locate
+                // executable", say); --sync waits until it has.
+                let mut sync = self.systemd_tool("journalctl");
+                sync.push("--sync".into());
+                let _ = self.runner.cmd(&sync).timeout(COMMAND_TIMEOUT).output().await;
                 let mut argv = self.systemd_tool("journalctl");
                 argv.extend(["-u".into(), svc.unit().into(), "-n".into(), n, "--no-pager".into()]);
                 argv
