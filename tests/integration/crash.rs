@@ -40,6 +40,10 @@ fn points(log: &Utf8Path) -> Vec<Point> {
         .collect()
 }
 
+fn journal(s: &Setup) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(s.fakes.path().join("work/journal.json")).unwrap()).unwrap()
+}
+
 /// What a finished migration left, by environment name (ids differ between
 /// setups): each new environment's halted flag, settings, agents' paused
 /// flags and whether its newest version is released; each old
@@ -63,8 +67,7 @@ fn outcome(s: &Setup) -> BTreeMap<String, Value> {
             .collect::<serde_json::Map<_, _>>()
             .into()
     };
-    let journal: Value =
-        serde_json::from_str(&std::fs::read_to_string(s.fakes.path().join("work/journal.json")).unwrap()).unwrap();
+    let journal = journal(s);
     let statuses: BTreeMap<&str, &Value> = journal["environments"]
         .as_object()
         .unwrap()
@@ -82,8 +85,7 @@ fn outcome(s: &Setup) -> BTreeMap<String, Value> {
 /// Every step of the journal done; no version released
 /// twice (by the tool's requests to the new server).
 fn assert_finished_once(s: &Setup, at: &str) {
-    let journal: Value =
-        serde_json::from_str(&std::fs::read_to_string(s.fakes.path().join("work/journal.json")).unwrap()).unwrap();
+    let journal = journal(s);
     for (name, step) in journal["steps"].as_object().unwrap() {
         assert_eq!(step["status"], "done", "{at}: step {name}: {journal}");
     }

@@ -56,6 +56,17 @@ fn kill_group(pid: u32) {
     assert!(status.success(), "kill -KILL -{pid}");
 }
 
+/// The last run, uninterrupted: the migration finishes (with --release)
+/// and the new side holds what the old one had.
+fn finish_and_check(lab: &Lab, before: &std::collections::BTreeMap<String, serde_json::Value>) {
+    crate::support::Test::new(lab.dir())
+        .config(&lab.config_path())
+        .args(["migrate", "--yes", "--release"])
+        .run()
+        .success();
+    assert_migrated(lab, before, &lab.reconciled(), true);
+}
+
 /// A table big enough that dump and restore take a few seconds.
 fn add_ballast(lab: &Lab) {
     lab.psql(
@@ -123,11 +134,7 @@ fn killed_at_every_step_boundary_and_inside_every_step() {
         }
     }
     eprintln!("killed at: {hit:?}");
-    let last =
-        crate::support::Test::new(lab.dir()).config(&lab.config_path()).args(["migrate", "--yes", "--release"]).run();
-    last.success();
-    let envs = lab.reconciled();
-    assert_migrated(&lab, &before, &envs, true);
+    finish_and_check(&lab, &before);
 }
 
 #[test]
@@ -266,9 +273,5 @@ fn killed_at_a_crash_point_of_every_kind() {
     eprintln!("killed at:\n{}", hit.join("\n"));
     let kinds: std::collections::BTreeSet<&str> = hit.iter().filter_map(|l| l.split(' ').next()).collect();
     assert_eq!(kinds.len(), failpoint::KINDS.len(), "a point of every kind: {kinds:?}");
-    let last =
-        crate::support::Test::new(lab.dir()).config(&lab.config_path()).args(["migrate", "--yes", "--release"]).run();
-    last.success();
-    let envs = lab.reconciled();
-    assert_migrated(&lab, &before, &envs, true);
+    finish_and_check(&lab, &before);
 }

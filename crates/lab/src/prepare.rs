@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
-use xshell::cmd;
+use xshell::{Shell, cmd};
 
 use crate::util::{self, shell};
 use crate::{LabRoot, Machine, RootFs, STD_MODULE_VERSION, Timings, major};
@@ -162,11 +162,43 @@ fn ensure_venv(
     version: &str,
     pip_cache: &Utf8Path,
 ) -> Result<Option<Duration>> {
+    venv_of(enter, python, venv, venv_requirements(version), pip_cache, "bin/inmanta", |sh| {
+        // A record of what got resolved, for reproducing a run.
+        let pip = venv.join("bin/pip");
+        if let Ok(freeze) = util::cmd_in(sh, enter, &pip).arg("freeze").quiet().read() {
+            fs::write(venv.join("lab-freeze.txt"), freeze + "\n")?;
+        }
+        let ver = util::cmd_in(sh, enter, venv.join("bin/inmanta"))
+            .arg("--version")
+            .quiet()
+            .ignore_stderr()
+            .read()
+            .with_context(|| format!("{venv}/bin/inmanta --version does not run"))?;
+        if !ver.contains(version) {
+            bail!("{venv}/bin/inmanta --version printed {ver:?}, expected version {version}");
+        }
+        Ok(())
+    })
+}
+
+/// A venv of `requirements` at `venv`, reused while its marker names the
+/// same requirements and `ready` (a file in it) exists, else made again:
+/// `python -m venv`, `pip install`, then `verify`, and only then the marker.
+/// `None` when it was reused, else how long it took.
+fn venv_of(
+    enter: &[String],
+    python: &Utf8Path,
+    venv: &Utf8Path,
+    requirements: Vec<String>,
+    pip_cache: &Utf8Path,
+    ready: &str,
+    verify: impl FnOnce(&Shell) -> Result<()>,
+) -> Result<Option<Duration>> {
     let marker_path = venv.join(".lab-ready.json");
-    let want = VenvMarker { requirements: venv_requirements(version) };
+    let want = VenvMarker { requirements };
     if let Ok(text) = fs::read_to_string(&marker_path)
         && serde_json::from_str::<VenvMarker>(&text).ok().as_ref() == Some(&want)
-        && venv.join("bin/inmanta").exists()
+        && venv.join(ready).exists()
     {
         return Ok(None);
     }
@@ -196,19 +228,7 @@ fn ensure_venv(
     if !out.status.success() {
         bail!("pip install {} into {venv} failed:\n{}", reqs.join(" "), String::from_utf8_lossy(&out.stderr));
     }
-    // A record of what got resolved, for reproducing a run.
-    if let Ok(freeze) = util::cmd_in(&sh, enter, &pip).arg("freeze").quiet().read() {
-        fs::write(venv.join("lab-freeze.txt"), freeze + "\n")?;
-    }
-    let ver = util::cmd_in(&sh, enter, venv.join("bin/inmanta"))
-        .arg("--version")
-        .quiet()
-        .ignore_stderr()
-        .read()
-        .with_context(|| format!("{venv}/bin/inmanta --version does not run"))?;
-    if !ver.contains(version) {
-        bail!("{venv}/bin/inmanta --version printed {ver:?}, expected version {version}");
-    }
+    verify(&sh)?;
     fs::write(&marker_path, serde_json::to_string_pretty(&want)?)?;
     Ok(Some(t0.elapsed()))
 }
@@ -336,28 +356,9 @@ pub fn prepare_timed(root: &LabRoot, versions: &[&str], timings: &mut Timings) -
 /// or remade when its requirements change; returns its folder.
 pub fn tool_venv(root: &LabRoot, name: &str, requirements: &[&str]) -> Result<Utf8PathBuf> {
     let venv = root.cache_dir().join("venvs").join(name);
-    let marker_path = venv.join(".lab-ready.json");
-    let want = VenvMarker { requirements: requirements.iter().map(|r| r.to_string()).collect() };
-    if let Ok(text) = fs::read_to_string(&marker_path)
-        && serde_json::from_str::<VenvMarker>(&text).ok().as_ref() == Some(&want)
-    {
-        return Ok(venv);
-    }
-    eprintln!("lab: creating venv {venv} ({})", requirements.join(" "));
-    if venv.exists() {
-        fs::remove_dir_all(&venv).with_context(|| format!("removing the incomplete venv {venv}"))?;
-    }
-    util::mkdir_mode(&root.cache_dir().join("venvs"), 0o755)?;
-    let sh = shell()?;
     let python = util::which("python3").context("python3 not found on PATH")?;
-    cmd!(sh, "{python} -m venv {venv}").quiet().run().with_context(|| format!("creating the venv {venv}"))?;
-    let pip = venv.join("bin/pip");
-    cmd!(sh, "{pip} install -q {requirements...}")
-        .env("PIP_CACHE_DIR", root.pip_cache_dir())
-        .quiet()
-        .run()
-        .with_context(|| format!("pip install {} into {venv}", requirements.join(" ")))?;
-    fs::write(&marker_path, serde_json::to_string_pretty(&want)?)?;
+    let requirements = requirements.iter().map(|r| r.to_string()).collect();
+    venv_of(&[], &python, &venv, requirements, &root.pip_cache_dir(), "bin/python", |_| Ok(()))?;
     Ok(venv)
 }
 
