@@ -13,6 +13,7 @@ mod crash;
 mod database_steps;
 mod e2e;
 mod e2e_faults;
+mod e2e_network;
 mod e2e_online;
 mod e2e_secure;
 mod e2e_versions;

@@ -1,4 +1,4 @@
-//! `cargo xtask lab up|status|down|prepare`.
+//! `cargo xtask lab up|status|down|prepare|link`.
 
 use anyhow::{Result, bail};
 use camino::Utf8PathBuf;
@@ -24,6 +24,8 @@ enum LabCommand {
     Down(Down),
     /// Only install what is missing (apt packages, venvs, package index).
     Prepare(Prepare),
+    /// Cut, mend or slow down the link to a side on a host of its own (`up --own-network`).
+    Link(Link),
 }
 
 impl Lab {
@@ -37,6 +39,7 @@ impl Lab {
             LabCommand::Status(c) => c.run(&root),
             LabCommand::Down(c) => c.run(&root),
             LabCommand::Prepare(c) => c.run(&root),
+            LabCommand::Link(c) => c.run(&root),
         }
     }
 }
@@ -74,6 +77,10 @@ struct Up {
     /// CA); the tool's config then uses https://, `token = { file = ... }` and `ca_file`.
     #[arg(long)]
     secure: bool,
+    /// Put these sides (old, new, or both: `old,new`) on a host of their own: a network namespace
+    /// with an address of its own, which `lab link cut` cuts (sides on this machine only).
+    #[arg(long, value_delimiter = ',', value_parser = parse_side)]
+    own_network: Vec<lab::Side>,
     /// Port of the OLD PostgreSQL cluster [default instance: 15431; others: a free port].
     #[arg(long)]
     pg_old_port: Option<u16>,
@@ -115,6 +122,7 @@ impl Up {
                 via: self.via,
                 systemd: self.systemd,
                 logical: self.logical,
+                own_network: self.own_network,
             },
             if self.secure { Security::Secure } else { Security::Plain },
         )?;
@@ -216,6 +224,43 @@ impl Prepare {
         let versions: Vec<&str> = self.versions.iter().map(String::as_str).collect();
         let tc = lab::prepare(root, &versions)?;
         println!("{}", serde_json::to_string_pretty(&tc)?);
+        Ok(())
+    }
+}
+
+fn parse_side(text: &str) -> Result<lab::Side, String> {
+    match text {
+        "old" => Ok(lab::Side::Old),
+        "new" => Ok(lab::Side::New),
+        _ => Err(format!("{text:?} is not a side: old or new")),
+    }
+}
+
+#[derive(Args)]
+struct Link {
+    /// cut (drop every packet, as a pulled cable), mend, or slow (to --kbit; without it: full speed).
+    #[arg(value_parser = ["cut", "mend", "slow"])]
+    action: String,
+    /// The side whose link it is.
+    #[arg(value_parser = parse_side)]
+    side: lab::Side,
+    /// With `slow`: what the side may send, in kbit/s.
+    #[arg(long)]
+    kbit: Option<u32>,
+    /// Instance name.
+    #[arg(long, default_value = lab::DEFAULT_INSTANCE)]
+    name: String,
+}
+
+impl Link {
+    fn run(self, root: &LabRoot) -> Result<()> {
+        let inst = Instance::open(root, &self.name)?;
+        match self.action.as_str() {
+            "cut" => inst.cut(self.side)?,
+            "mend" => inst.mend(self.side)?,
+            _ => inst.throttle(self.side, self.kbit)?,
+        }
+        println!("{} link of {}: {}", self.side.upper(), self.name, self.action);
         Ok(())
     }
 }

@@ -229,7 +229,13 @@ impl Step for Dump {
             .await?;
         drop(progress);
         if !out.success() {
-            bail!("pg_dump failed (exit code {}){}", out.code, migrate_core::runner::stderr_tail(&out.stderr));
+            let advice = db.network_advice(&out.stderr, "run `inmanta-migrate dump` again (it starts the dump over)");
+            bail!(
+                "pg_dump failed (exit code {}){}{}",
+                out.code,
+                migrate_core::runner::stderr_tail(&out.stderr),
+                advice.unwrap_or_default()
+            );
         }
 
         let counts = snapshot.counts().await?;

@@ -222,7 +222,15 @@ impl Step for EnvReconcile {
             .map(|r| format!("{}: {}", r.name, r.message))
             .collect();
         if !failed.is_empty() {
-            bail!("{summary}\n  {}", failed.join("\n  "));
+            let unanswered = failed.iter().any(|m| m.contains("server does not answer"));
+            let advice = if unanswered {
+                "-> the new server did not answer: check that it runs and that this machine reaches `new.api_url`, \
+                 then run `inmanta-migrate env-reconcile` again: each environment goes on from its last recorded phase"
+            } else {
+                "-> fix what the messages say, then run `inmanta-migrate env-reconcile` again: each environment goes on \
+                 from its last recorded phase"
+            };
+            bail!("{summary}\n  {}\n{advice}", failed.join("\n  "));
         }
         // With --env, other environments may still wait for a run.
         let journal = work.journal();

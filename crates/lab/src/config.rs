@@ -20,6 +20,9 @@ pub struct SideConfigInputs {
     /// `<venv>/bin/inmanta`.
     pub inmanta: Utf8PathBuf,
     pub service: ServiceInputs,
+    /// Where the side's PostgreSQL is reached (`127.0.0.1` unless the side
+    /// is on a host of its own).
+    pub address: String,
     pub db_port: u16,
     pub db_password_file: Utf8PathBuf,
     pub admin_password_file: Utf8PathBuf,
@@ -104,7 +107,7 @@ fn side(out: &mut String, name: &str, s: &SideConfigInputs) {
          {service}\
          \n\
          [{name}.database]\n\
-         host = \"127.0.0.1\"\n\
+         host = {address}\n\
          port = {port}\n\
          name = \"inmanta\"\n\
          user = \"inmanta\"\n\
@@ -124,6 +127,7 @@ fn side(out: &mut String, name: &str, s: &SideConfigInputs) {
         },
         version = argv(&[s.inmanta.as_str(), "--version"]),
         service = s.service.toml(),
+        address = q(&s.address),
         port = s.db_port,
         pw = q(s.db_password_file.as_str()),
         admin = q(s.admin_password_file.as_str()),
@@ -168,6 +172,7 @@ mod tests {
                 ctl: format!("/lab/i/x/{n}/ctl").into(),
                 log_file: format!("/lab/i/x/{n}/log/server.log").into(),
             },
+            address: "127.0.0.1".into(),
             db_port: port,
             db_password_file: format!("/lab/i/x/secrets/{n}-db-password").into(),
             admin_password_file: format!("/lab/i/x/secrets/{n}-postgres-password").into(),

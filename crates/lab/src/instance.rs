@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::api::Client;
 use crate::config::{ConfigInputs, ServiceInputs, SideConfigInputs, render_tool_config};
 use crate::machine::{Booted, SSHD_UNIT, sshd_unit};
+use crate::net::Net;
 use crate::pg::Cluster;
 use crate::prepare::{Exec, Toolchain, prepare_timed};
 use crate::repo::{self, ModelVariant};
@@ -58,6 +59,11 @@ struct LabState {
     /// Secure instances (auth + TLS): the JWT claims both servers share.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     secure: Option<JwtClaims>,
+    /// The network namespace of a side on a host of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    net_old: Option<Net>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    net_new: Option<Net>,
 }
 
 /// A lab instance (see the crate docs for its layout).
@@ -101,6 +107,9 @@ pub struct SideStatus {
     /// The host name of a booted machine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub machine_name: Option<String>,
+    /// The network namespace of a side on a host of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_namespace: Option<String>,
     pub venv: Utf8PathBuf,
     pub server: ServerStatus,
     pub postgres: PgStatus,
@@ -150,6 +159,9 @@ impl fmt::Display for Status {
             };
             writeln!(f, "  {} inmanta-core {} on {}", s.side.upper(), s.version, s.machine)?;
             writeln!(f, "    server    {}  {state}", srv.api_url)?;
+            if let Some(ns) = &s.network_namespace {
+                writeln!(f, "              on a host of its own: network namespace {ns} (`cargo xtask lab link`)")?;
+            }
             match &s.machine_name {
                 Some(name) => writeln!(
                     f,
@@ -261,7 +273,40 @@ impl Instance {
         self.machine(Side::New)
     }
     fn exec(&self, side: Side) -> Exec {
-        Exec::of(&self.root, self.machine(side), &self.state.pg_bin_dir)
+        let mut exec = Exec::of(&self.root, self.machine(side), &self.state.pg_bin_dir);
+        if let Some(net) = self.net(side) {
+            exec.enter.splice(0..0, net.enter());
+        }
+        exec
+    }
+    /// The network namespace of a side on a host of its own.
+    pub fn net(&self, side: Side) -> Option<&Net> {
+        match side {
+            Side::Old => self.state.net_old.as_ref(),
+            Side::New => self.state.net_new.as_ref(),
+        }
+    }
+    /// Where the side's server and PostgreSQL are reached from here.
+    pub fn address(&self, side: Side) -> String {
+        self.net(side).map_or_else(|| "127.0.0.1".to_owned(), Net::address)
+    }
+    fn own_net(&self, side: Side) -> Result<&Net> {
+        self.net(side)
+            .with_context(|| format!("the {side} side has no network of its own (`lab up --own-network {side}`)"))
+    }
+    /// Cuts the link to a side on a host of its own: from now on every
+    /// packet is dropped without a word, as on a pulled cable.
+    pub fn cut(&self, side: Side) -> Result<()> {
+        self.own_net(side)?.cut()
+    }
+    /// Restores the link [`Instance::cut`] cut.
+    pub fn mend(&self, side: Side) -> Result<()> {
+        self.own_net(side)?.mend()
+    }
+    /// Limits what a side on a host of its own sends to `kbit` kbit/s
+    /// (`None`: no limit).
+    pub fn throttle(&self, side: Side, kbit: Option<u32>) -> Result<()> {
+        self.own_net(side)?.throttle(kbit)
     }
     /// The lab's sshd through which the tool (in the root) reaches the OLD
     /// side on this machine.
@@ -464,6 +509,7 @@ impl Instance {
             security,
             root: self.root_dir(self.machine(side)),
             machine: self.booted(side),
+            net: self.net(side).cloned(),
         }
     }
 
@@ -484,6 +530,7 @@ impl Instance {
             data_dir: self.side_dir(side).join("pg"),
             port: self.state.ports.pg(side),
             machine: self.booted(side),
+            net: self.net(side).cloned(),
         }
     }
 
@@ -657,12 +704,13 @@ impl Instance {
             let answers_version = pid.and_then(|_| server.client(Duration::from_secs(2)).ok()?.server_version().ok());
             let cluster = self.cluster(side);
             let pg_pid = cluster.pid();
-            let port = self.state.ports.pg(side);
+            let (port, address) = (self.state.ports.pg(side), self.address(side));
             SideStatus {
                 side,
                 version: self.version(side).to_string(),
                 machine: self.machine(side),
                 machine_name: self.booted(side).map(|m| m.name),
+                network_namespace: self.net(side).map(|n| n.ns.clone()),
                 venv: self.venv(side).to_path_buf(),
                 server: ServerStatus {
                     api_url: server.api_url(),
@@ -678,8 +726,8 @@ impl Instance {
                     port,
                     running: pg_pid.is_some(),
                     pid: pg_pid,
-                    dsn: format!("postgresql://inmanta@127.0.0.1:{port}/inmanta"),
-                    admin_dsn: format!("postgresql://postgres@127.0.0.1:{port}/postgres"),
+                    dsn: format!("postgresql://inmanta@{address}:{port}/inmanta"),
+                    admin_dsn: format!("postgresql://postgres@{address}:{port}/postgres"),
                     data_dir: cluster.data_dir.clone(),
                     socket_dir: cluster.socket_dir().to_path_buf(),
                     log_file: cluster.log_file(),
@@ -729,6 +777,11 @@ impl Instance {
         if !left.is_empty() {
             errors.push(format!("processes still running: {left:?}"));
         }
+        for net in Side::BOTH.into_iter().filter_map(|side| self.net(side)) {
+            if let Err(e) = net.delete() {
+                errors.push(format!("network namespace {}: {e:#}", net.ns));
+            }
+        }
         if !errors.is_empty() {
             bail!("lab down {}: {}", self.name(), errors.join("; "));
         }
@@ -755,6 +808,7 @@ impl Instance {
                 Machine::Booted => ServiceInputs::Systemd,
                 _ => ServiceInputs::Ctl { ctl: self.ctl_path(side), log_file: self.server_log(side) },
             },
+            address: self.address(side),
             db_port: self.state.ports.pg(side),
             db_password_file: self.secret_file(side, "db"),
             admin_password_file: self.secret_file(side, "postgres"),
@@ -982,6 +1036,20 @@ pub fn up_with(root: &LabRoot, opts: &UpOptions, security: Security) -> Result<I
     // OLD side through an sshd.
     let ssh_to_old = (machine_old == Machine::Host && machine_new == Machine::Trixie) || machine_old == Machine::Booted;
     let sshd_port = ssh_to_old.then(|| procs::pick_free_ports(1).map(|p| p[0])).transpose()?;
+    if !opts.own_network.is_empty()
+        && (machine_old != Machine::Host
+            || machine_new != Machine::Host
+            || !opts.via.is_empty()
+            || security == Security::Secure)
+    {
+        bail!(
+            "a network of its own is made for sides on {} only (inmanta-core before 15.0), without --via and --secure \
+             (the certificate names 127.0.0.1): {} -> {}",
+            Machine::Host,
+            opts.old,
+            opts.new
+        );
+    }
     ports.check_distinct()?;
     for (what, port) in ports.named() {
         procs::check_port_free(
@@ -1013,6 +1081,16 @@ pub fn up_with(root: &LabRoot, opts: &UpOptions, security: Security) -> Result<I
     util::mkdir_mode(&dir.join("repos"), 0o755)?;
     util::mkdir_mode(&dir.join("work"), 0o755)?;
     util::mkdir_mode(&dir.join("tmp"), 0o755)?;
+    let mut nets = [None, None];
+    for (i, side) in Side::BOTH.into_iter().enumerate() {
+        let ns = format!("imn-{}-{side}", opts.name);
+        crate::net::delete_namespace(&ns)?;
+        if opts.own_network.contains(&side) {
+            let net = Net::pick(&ns)?;
+            net.create()?;
+            nets[i] = Some(net);
+        }
+    }
     let mut inst = Instance {
         root: root.clone(),
         dir,
@@ -1036,6 +1114,8 @@ pub fn up_with(root: &LabRoot, opts: &UpOptions, security: Security) -> Result<I
             created: jiff::Timestamp::now().to_string(),
             timings: Timings::default(),
             secure: (security == Security::Secure).then(|| JwtClaims::for_instance(&opts.name)),
+            net_old: nets[0].clone(),
+            net_new: nets[1].clone(),
         },
     };
     // Written first, so `down` can clean up whatever a failed `up` started.

@@ -44,6 +44,7 @@ mod history;
 mod index;
 mod instance;
 mod machine;
+mod net;
 mod pg;
 mod prepare;
 mod procs;
@@ -69,6 +70,7 @@ pub use config::{ConfigInputs, ServiceInputs, SideConfigInputs, SshInputs, rende
 pub use history::HistoryFigures;
 pub use index::{build_simple_index, normalize_project_name, project_name_of_dist};
 pub use instance::{Instance, PgStatus, SecureStatus, ServerStatus, SideStatus, Status, up, up_with};
+pub use net::Net;
 pub use prepare::{Toolchain, apt_install, prepare, prepare_timed, tool_venv};
 pub use procs::{pid_alive, port_is_free};
 pub use repo::ModelVariant;
@@ -256,6 +258,9 @@ pub struct UpOptions {
     /// The OLD PostgreSQL with `wal_level = logical`, ready for the online
     /// copy (`copy.mode = "online"`); Debian's default is `replica`.
     pub logical: bool,
+    /// These sides on a host of their own: a network namespace with an
+    /// address of its own, whose link tests can cut ([`Instance::cut`]).
+    pub own_network: Vec<Side>,
 }
 
 impl Default for UpOptions {
@@ -270,6 +275,7 @@ impl Default for UpOptions {
             via: Vec::new(),
             systemd: false,
             logical: false,
+            own_network: Vec::new(),
         }
     }
 }

@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::machine::{Booted, POSTGRES_UNIT, postgres_unit};
+use crate::net::Net;
 use crate::procs;
 use crate::util::{self, shell};
 
@@ -26,6 +27,9 @@ pub(crate) struct Cluster {
     pub port: u16,
     /// The booted machine whose unit runs the cluster (`None`: pg_ctl).
     pub machine: Option<Booted>,
+    /// The network namespace it runs in, on a host of its own: it listens
+    /// on its address there too, for clients from this machine's end.
+    pub net: Option<Net>,
 }
 
 impl Cluster {
@@ -79,6 +83,15 @@ impl Cluster {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+        if let Some(net) = &self.net {
+            let hba = data.join("pg_hba.conf");
+            let line = format!("host all all {}/32 scram-sha-256\n", net.near_address());
+            fs::OpenOptions::new()
+                .append(true)
+                .open(&hba)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()))
+                .with_context(|| format!("adding this machine's end of the link to {hba}"))?;
+        }
         if let Some(machine) = &self.machine {
             let unit = postgres_unit(&machine.name, &self.bin_dir, &self.data_dir, self.port);
             machine.write_unit(POSTGRES_UNIT, &unit)?;
@@ -115,8 +128,12 @@ impl Cluster {
         }
         let sh = shell()?;
         let (pg_ctl, data, log) = (self.bin("pg_ctl"), &self.data_dir, self.log_file());
+        let listen = match &self.net {
+            Some(net) => format!("127.0.0.1,{}", net.address()),
+            None => "127.0.0.1".to_owned(),
+        };
         let opts =
-            format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c jit=off", self.port, self.data_dir);
+            format!("-p {} -k {} -c listen_addresses={listen} -c fsync=off -c jit=off", self.port, self.data_dir);
         let out = self
             .cmd(&sh, "runuser")
             .args(["-u", "postgres", "--", &pg_ctl, "-D", data.as_str(), "-l", log.as_str()])

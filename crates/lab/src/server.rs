@@ -9,6 +9,7 @@ use xshell::cmd;
 
 use crate::api::{Access, Client};
 use crate::machine::{Booted, SERVER_UNIT, server_unit};
+use crate::net::Net;
 use crate::secure::JwtClaims;
 use crate::util::{self, shell};
 use crate::{major, procs};
@@ -52,6 +53,9 @@ pub(crate) struct Server {
     /// The booted machine whose `inmanta-server.service` it is (then the
     /// ctl script drives the unit, and the log is the unit's journal).
     pub machine: Option<Booted>,
+    /// The network namespace it runs in, on a host of its own (it listens
+    /// on its address there too).
+    pub net: Option<Net>,
 }
 
 impl Server {
@@ -75,7 +79,8 @@ impl Server {
     }
     pub fn api_url(&self) -> String {
         let scheme = if self.security.is_some() { "https" } else { "http" };
-        format!("{scheme}://127.0.0.1:{}", self.port)
+        let host = self.net.as_ref().map_or_else(|| "127.0.0.1".to_owned(), Net::address);
+        format!("{scheme}://{host}:{}", self.port)
     }
 
     /// The CA and token this server wants (nothing for a plain one).
@@ -137,14 +142,21 @@ impl Server {
             }),
             _ => None,
         };
-        let text = server_cfg(&self.dir, pg_port, db_password, self.port, &self.version, secure.as_ref());
+        let listen = match &self.net {
+            Some(net) => format!("127.0.0.1,{}", net.address()),
+            None => "127.0.0.1".to_owned(),
+        };
+        let text = server_cfg(&self.dir, pg_port, db_password, &listen, self.port, &self.version, secure.as_ref());
         util::write_file_mode(&self.cfg(), &text, 0o600)?;
         let ctl = match &self.machine {
             Some(machine) => {
                 machine.write_unit(SERVER_UNIT, &server_unit(label, &self.dir, &self.inmanta(), index_url))?;
                 unit_ctl_script(label, machine)
             }
-            None => ctl_script(&self.dir, &self.inmanta(), label, index_url, self.root.as_deref()),
+            None => {
+                let netns = self.net.as_ref().map(|n| n.ns.as_str());
+                ctl_script(&self.dir, &self.inmanta(), label, index_url, self.root.as_deref(), netns)
+            }
         };
         util::write_file_mode(&self.ctl(), &ctl, 0o755)
     }
@@ -248,6 +260,7 @@ pub(crate) fn server_cfg(
     dir: &Utf8Path,
     pg_port: u16,
     db_password: &str,
+    listen: &str,
     port: u16,
     version: &str,
     secure: Option<&SecureCfg<'_>>,
@@ -269,7 +282,7 @@ pub(crate) fn server_cfg(
          connection_pool_max_size=10\n\
          \n\
          [server]\n\
-         bind-address=127.0.0.1\n\
+         bind-address={listen}\n\
          bind-port={port}\n\
          server_address=127.0.0.1\n"
     );
@@ -321,6 +334,7 @@ pub(crate) fn ctl_script(
     label: &str,
     index_url: &str,
     root: Option<&Utf8Path>,
+    netns: Option<&str>,
 ) -> String {
     let template = r#"#!/bin/bash
 # Control script of the inmanta-migrate lab's @LABEL@.
@@ -336,6 +350,7 @@ DIR=@DIR@
 INMANTA=@INMANTA@
 INDEX=@INDEX@
 ROOT=@ROOT@
+NETNS=@NETNS@
 PIDFILE="$DIR/server.pid"
 
 # The server's machine: its Debian root (entered with a clean environment)
@@ -344,6 +359,10 @@ if [ -n "$ROOT" ] && [ ! -e @MARKER@ ]; then
   ENTER=(chroot "$ROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8)
 else
   ENTER=(/usr/bin/env)
+fi
+# A host of its own: the server runs in that network namespace.
+if [ -n "$NETNS" ]; then
+  ENTER=(nsenter "--net=/run/netns/$NETNS" "${ENTER[@]}")
 fi
 
 # state of a pid ("" when gone)
@@ -462,6 +481,7 @@ esac
         .replace("@INDEX@", &sh_quote(index_url))
         .replace("@ROOT@", &sh_quote(root.map_or("", |r| r.as_str())))
         .replace("@MARKER@", crate::rootfs::INSIDE_MARKER)
+        .replace("@NETNS@", &sh_quote(netns.unwrap_or("")))
 }
 
 /// The `start|stop|status` control script of a server that is the unit
@@ -509,7 +529,7 @@ mod tests {
 
     #[test]
     fn cfg_has_ports_and_password() {
-        let cfg = server_cfg(Utf8Path::new("/lab/i/old"), 15431, "lab-secret", 18881, "8.7.6", None);
+        let cfg = server_cfg(Utf8Path::new("/lab/i/old"), 15431, "lab-secret", "127.0.0.1", 18881, "8.7.6", None);
         assert!(cfg.contains("state_dir=/lab/i/old/state\n"));
         assert!(cfg.contains("port=15431\n"));
         assert!(cfg.contains("password=lab-secret\n"));
@@ -530,7 +550,7 @@ mod tests {
             claims: &claims,
         };
         let parse = |version: &str| {
-            let text = server_cfg(Utf8Path::new("/lab/i/old"), 1, "pw", 2, version, Some(&secure));
+            let text = server_cfg(Utf8Path::new("/lab/i/old"), 1, "pw", "127.0.0.1", 2, version, Some(&secure));
             let mut sections: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>> =
                 Default::default();
             let mut current = String::new();
@@ -578,16 +598,26 @@ mod tests {
             "OLD server",
             "file:///i/simple",
             None,
+            None,
         );
         assert!(s.starts_with("#!/bin/bash\n"));
         assert!(s.contains(r"DIR='/lab/it'\''s/old'"));
         assert!(s.contains("INMANTA='/v/bin/inmanta'"));
         assert!(s.contains("ROOT=''\n"));
-        for placeholder in ["@LABEL@", "@DIR@", "@INMANTA@", "@INDEX@", "@ROOT@", "@MARKER@"] {
+        assert!(s.contains("NETNS=''\n"));
+        for placeholder in ["@LABEL@", "@DIR@", "@INMANTA@", "@INDEX@", "@ROOT@", "@MARKER@", "@NETNS@"] {
             assert!(!s.contains(placeholder), "{placeholder} left");
         }
-        let s = ctl_script(Utf8Path::new("/l"), Utf8Path::new("/v"), "x", "file:///i", Some(Utf8Path::new("/r t")));
+        let s = ctl_script(
+            Utf8Path::new("/l"),
+            Utf8Path::new("/v"),
+            "x",
+            "file:///i",
+            Some(Utf8Path::new("/r t")),
+            Some("imn-a-old"),
+        );
         assert!(s.contains("ROOT='/r t'\n"));
+        assert!(s.contains("NETNS='imn-a-old'\n"));
     }
 
     #[test]
@@ -602,6 +632,7 @@ mod tests {
             security: None,
             root: None,
             machine: None,
+            net: None,
         };
         server.write_files(2, "pw", "test server", "file:///nonexistent/simple").unwrap();
         assert_eq!(server.run_ctl("status").unwrap().0, 3);
@@ -633,6 +664,7 @@ mod tests {
             security: None,
             root: None,
             machine: None,
+            net: None,
         };
         server.write_files(2, "pw", "test server", "file:///nonexistent/simple").unwrap();
         let (code, out) = server.run_ctl("start").unwrap();

@@ -18,6 +18,27 @@ use crate::Target;
 /// How long a connection attempt may take (as `PGCONNECT_TIMEOUT` for the tools).
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How a connection notices that its network is gone. A cut link drops
+/// packets without a word, and TCP alone would wait about 15 minutes (and a
+/// reader that sends nothing, as pg_dump in a COPY, forever): TCP keepalives
+/// probe an idle connection after 10 s, every 5 s, and give up after 3
+/// unanswered probes; data unacknowledged for 30 s ends it too. A slow
+/// query never trips them: the server's kernel answers probes and acks.
+pub(crate) const KEEPALIVES_IDLE: Duration = Duration::from_secs(10);
+pub(crate) const KEEPALIVES_INTERVAL: Duration = Duration::from_secs(5);
+pub(crate) const KEEPALIVES_COUNT: u32 = 3;
+pub(crate) const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The same for libpq's tools, as connection-string keywords.
+pub(crate) fn libpq_keepalives() -> String {
+    format!(
+        "keepalives=1 keepalives_idle={} keepalives_interval={} keepalives_count={KEEPALIVES_COUNT} tcp_user_timeout={}",
+        KEEPALIVES_IDLE.as_secs(),
+        KEEPALIVES_INTERVAL.as_secs(),
+        TCP_USER_TIMEOUT.as_millis()
+    )
+}
+
 /// Whom a connection is for: the target database as its owner, the
 /// maintenance database as the admin role, or the target database as the
 /// admin role (for what only it may do there: a subscription).
@@ -99,7 +120,12 @@ pub(crate) async fn connect(target: &Target, who: As) -> anyhow::Result<Client> 
         .user(target.role(who))
         .dbname(target.database(who))
         .application_name("inmanta-migrate")
-        .connect_timeout(CONNECT_TIMEOUT);
+        .connect_timeout(CONNECT_TIMEOUT)
+        .keepalives(true)
+        .keepalives_idle(KEEPALIVES_IDLE)
+        .keepalives_interval(KEEPALIVES_INTERVAL)
+        .keepalives_retries(KEEPALIVES_COUNT)
+        .tcp_user_timeout(TCP_USER_TIMEOUT);
     if let Some(password) = target.password(who)? {
         config.password(password);
     }

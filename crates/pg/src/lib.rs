@@ -40,6 +40,34 @@ pub fn unreachable_next_step(side: &str, error: &anyhow::Error) -> String {
 }
 pub use snapshot::Snapshot;
 
+/// libpq's words for a connection that was lost or never made.
+const NETWORK_FAILURES: [&str; 9] = [
+    "timeout expired",
+    "could not receive data from server",
+    "could not send data to server",
+    "server closed the connection unexpectedly",
+    "Connection timed out",
+    "No route to host",
+    "Network is unreachable",
+    "Connection refused",
+    "connection to server was lost",
+];
+
+impl Database {
+    /// Advice for a PostgreSQL tool that failed with `stderr`, when what
+    /// it says is a lost or never made connection; `again` says what
+    /// running the step again does.
+    pub fn network_advice(&self, stderr: &str, again: &str) -> Option<String> {
+        NETWORK_FAILURES.iter().any(|words| stderr.contains(words)).then(|| {
+            let (host, port) = (&self.target.host, self.target.port);
+            format!(
+                "\n-> the connection to PostgreSQL at {host}:{port} was lost or could not be made: check the network \
+                 between this machine and {host} and that PostgreSQL runs there, then {again}"
+            )
+        })
+    }
+}
+
 /// The user tables, `schema.table`, quoted where needed.
 const TABLES: &str = "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables \
      WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1";
@@ -208,7 +236,9 @@ impl Database {
             "-U".into(),
             self.target.role(who).to_owned(),
             "-d".into(),
-            self.target.database(who).to_owned(),
+            // A connection string, for what only it can say (a database
+            // name that looks like one is quoted, so it stays a name).
+            format!("dbname={} {}", conninfo_quote(self.target.database(who)), connect::libpq_keepalives()),
         ]
     }
 
@@ -394,6 +424,11 @@ impl ToolCmd<'_> {
     }
 }
 
+/// A value of a libpq connection string, single-quoted.
+fn conninfo_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
 /// The answer of one statement within [`ANSWER_LIMIT`], or an error naming the
 /// database and what to do.
 async fn answer<T>(
@@ -475,5 +510,8 @@ mod tests {
             row_count_sql(&["public.a".into(), "public.b".into()]),
             "SELECT 'public.a', count(*) FROM public.a UNION ALL SELECT 'public.b', count(*) FROM public.b"
         );
+        // libpq's rules: backslash escapes a quote or a backslash.
+        assert_eq!(conninfo_quote(r"it's a\b"), r"'it\'s a\\b'");
+        assert_eq!(conninfo_quote("host=evil"), "'host=evil'");
     }
 }

@@ -193,10 +193,12 @@ impl Step for Restore {
             out
         };
         if !out.success() {
+            let again = "run `inmanta-migrate restore` again (it starts over)";
             bail!(
-                "loading the dump failed (exit code {}){}\nthe target database is left partly loaded; run `inmanta-migrate restore` again to start over",
+                "loading the dump failed (exit code {}){}\nthe target database is left partly loaded; {}",
                 out.code,
-                migrate_core::runner::stderr_tail(&out.stderr)
+                migrate_core::runner::stderr_tail(&out.stderr),
+                db.network_advice(&out.stderr, again).map_or_else(|| again.to_owned(), |a| a.trim_start().to_owned())
             );
         }
         failpoint::after(failpoint::Area::Database, format_args!("load the dump into {}", db.target));
