@@ -250,3 +250,66 @@ fn an_online_copy_survives_kills_restarts_and_a_lost_slot() {
     reconciled.success();
     assert_migrated(&lab, &before, &reconciled.json(), false);
 }
+
+/// Runs `args` killed at its `n`-th point of `kind` (issue 14's crash
+/// points): `Some(point)` when it was killed there, `None` when it passed
+/// fewer such points and finished.
+fn crashed_at(lab: &Lab, args: &[&str], kind: &str, n: usize) -> Option<String> {
+    let log = lab.dir().join("points.log");
+    let _ = std::fs::remove_file(&log);
+    let mut cmd = lab.tool(args);
+    cmd.env(failpoint::CRASH_AT, format!("{kind}:{n}")).env(failpoint::CRASH_LOG, log.as_str());
+    let run = crate::support::run(&mut cmd);
+    let passed = std::fs::read_to_string(&log).unwrap_or_default();
+    if run.signal.is_none() {
+        run.success();
+        return None;
+    }
+    assert_eq!(run.signal, Some(9), "{kind}:{n}: {run:?}");
+    let last = passed.lines().last().unwrap_or_default().to_owned();
+    assert!(last.ends_with("(crash)"), "{kind}:{n}: the log ends with {last:?}");
+    Some(last)
+}
+
+/// The online copy killed at its database changes (publication, role,
+/// schema, subscription, fence, slot, and the drops of each): `precopy`
+/// and then `cutover` are each killed at their first, second, ... change
+/// (before it, then after it), and run again, until a run passes them all;
+/// each next run takes up what the killed one left. Then the copy must be
+/// whole and gone from both sides, and the migration ends as the offline
+/// one does.
+#[test]
+#[ignore = "needs the real lab: cargo xtask ci"]
+fn an_online_copy_killed_at_each_database_change_finishes_on_the_next_run() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = online_lab("e2e-online-crash");
+    let mut killed = Vec::new();
+    let mut before = BTreeMap::new();
+    for step in ["precopy", "cutover"] {
+        if step == "cutover" {
+            before = work_then_open_the_window(&lab);
+        }
+        let mut n = 1;
+        'points: loop {
+            for kind in ["db-before", "db-after"] {
+                match crashed_at(&lab, &[step], kind, n) {
+                    Some(point) => killed.push(format!("{step} {point}")),
+                    None => break 'points,
+                }
+            }
+            n += 1;
+        }
+        assert!(n > 3, "{step} was killed at a few changes at least: {killed:?}");
+    }
+    eprintln!("killed at:\n{}", killed.join("\n"));
+    for what in ["publication", "subscription", "fence", "copy's role", "schema"] {
+        assert!(killed.iter().any(|k| k.contains(what)), "killed around a change of the {what}: {killed:?}");
+    }
+    assert_eq!(leftovers(&lab, Side::Old), NOTHING_LEFT);
+    assert_eq!(leftovers(&lab, Side::New), NOTHING_LEFT);
+    assert_eq!(lab.fingerprints(Side::Old), lab.fingerprints(Side::New), "row counts and content equal");
+    lab.run(&["start-server"]).success();
+    let reconciled = lab.run(&["env-reconcile", "--json"]);
+    reconciled.success();
+    assert_migrated(&lab, &before, &reconciled.json(), false);
+}

@@ -36,7 +36,8 @@ pub enum Area {
     Journal,
     /// A state-changing call to an orchestrator's API.
     Api,
-    /// A change to a database: create, drop, load, ANALYZE.
+    /// A change to a database: create, drop, load, ANALYZE, and the online
+    /// copy's objects (publication, subscription, role, fence, slot).
     Database,
     /// A start or stop of an orchestrator's server.
     Service,

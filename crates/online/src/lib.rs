@@ -21,6 +21,10 @@ use serde_json::{Value, json};
 const SUBSCRIBED: &str = "subscribed_into";
 /// Journal figure of `precopy`: the old database's schema versions when the copy started.
 const SCHEMA: &str = "schema_versions";
+/// Journal figure of `cutover`: the copy caught up with the stopped old
+/// side (a re-run killed while cutting it off goes on cutting it off: the
+/// fence it would write again can no longer arrive).
+const CAUGHT_UP: &str = "caught_up";
 /// Journal figure of `cutover`: the copy is cut off (a re-run only verifies).
 const CUT_OFF: &str = "cut_off";
 /// Tables up to this size get a content hash besides their row count.
@@ -349,7 +353,8 @@ impl Step for Cutover {
         let work = cx.work()?;
         let (old, new) = (Database::open(&cx.config, Side::Old).await?, Database::open(&cx.config, Side::New).await?);
         let start = Instant::now();
-        let cut = work.journal().step(Self::NAME).figures.get(CUT_OFF) == Some(&Value::Bool(true));
+        let recorded = |figure: &str| work.journal().step(Self::NAME).figures.get(figure) == Some(&Value::Bool(true));
+        let cut = recorded(CUT_OFF);
         let mut caught_up = None;
         if !cut {
             // A connection closed a moment ago may still be listed: give it a few seconds.
@@ -377,37 +382,12 @@ impl Step for Cutover {
                      offline (`copy.mode = \"offline\"`, then dump and restore --replace)"
                 );
             }
-            lost_slot(&old).await?;
-            let fenced = Instant::now();
-            let token = old.write_fence().await?;
-            let what = "the new side to apply the old side's last change (copy.catch_up_timeout)";
-            let caught = wait::until(Duration::from_millis(200), cx.config.copy.catch_up_timeout, what, async || {
-                lost_slot(&old).await?;
-                Ok(new.fence_seen(&token).await?.then_some(()))
-            })
-            .await;
-            // A lost slot says its own way on; a wait that gave up gets one here.
-            if let Err(e) = caught {
-                if !e.is::<wait::GaveUp>() {
-                    return Err(e);
-                }
-                let disabled = new.copy_progress().await.is_ok_and(|p| p.exists && !p.enabled);
-                let how = if disabled {
-                    format!(
-                        "the subscription on {} is disabled: enable it (as a superuser there: \
-                         `ALTER SUBSCRIPTION {} ENABLE`), then",
-                        new.target,
-                        replication::NAME
-                    )
-                } else {
-                    "`inmanta-migrate status` shows the copy's state and lag; once it moves,".to_owned()
-                };
-                bail!(
-                    "{e:#}. Nothing was cut off and Inmanta's data on the old side is unchanged: {how} run \
-                     `inmanta-migrate cutover` again (or raise copy.catch_up_timeout)"
-                );
+            if recorded(CAUGHT_UP) {
+                cx.ui.info(Self::NAME, "the copy caught up in an earlier run, which was stopped while cutting it off");
+            } else {
+                caught_up = Some(catch_up(cx, &old, &new).await?);
+                work.update(|j| j.step_mut(Self::NAME).figures.insert(CAUGHT_UP.into(), json!(true)))?;
             }
-            caught_up = Some(fenced.elapsed().as_secs_f64());
             replication::cut_off(&old, &new).await?;
             work.update(|j| j.step_mut(Self::NAME).figures.insert(CUT_OFF.into(), json!(true)))?;
             cx.ui.info(Self::NAME, "caught up and cut off: nothing replicates into the new database any more");
@@ -429,6 +409,42 @@ impl Step for Cutover {
         .figure("catch_up_seconds", caught_up)
         .figure("seconds", seconds))
     }
+}
+
+/// Writes a fence on the old side and waits until the new side has it:
+/// then it holds every change before it. Returns the seconds it took.
+async fn catch_up(cx: &Context, old: &Database, new: &Database) -> anyhow::Result<f64> {
+    lost_slot(old).await?;
+    let fenced = Instant::now();
+    let token = old.write_fence().await?;
+    let what = "the new side to apply the old side's last change (copy.catch_up_timeout)";
+    let caught = wait::until(Duration::from_millis(200), cx.config.copy.catch_up_timeout, what, async || {
+        lost_slot(old).await?;
+        Ok(new.fence_seen(&token).await?.then_some(()))
+    })
+    .await;
+    // A lost slot says its own way on; a wait that gave up gets one here.
+    if let Err(e) = caught {
+        if !e.is::<wait::GaveUp>() {
+            return Err(e);
+        }
+        let disabled = new.copy_progress().await.is_ok_and(|p| p.exists && !p.enabled);
+        let how = if disabled {
+            format!(
+                "the subscription on {} is disabled: enable it (as a superuser there: \
+                 `ALTER SUBSCRIPTION {} ENABLE`), then",
+                new.target,
+                replication::NAME
+            )
+        } else {
+            "`inmanta-migrate status` shows the copy's state and lag; once it moves,".to_owned()
+        };
+        bail!(
+            "{e:#}. Nothing was cut off and Inmanta's data on the old side is unchanged: {how} run \
+             `inmanta-migrate cutover` again (or raise copy.catch_up_timeout)"
+        );
+    }
+    Ok(fenced.elapsed().as_secs_f64())
 }
 
 struct Verified {

@@ -238,7 +238,7 @@ impl Database {
             "-d".into(),
             // A connection string, for what only it can say (a database
             // name that looks like one is quoted, so it stays a name).
-            format!("dbname={} {}", conninfo_quote(self.target.database(who)), connect::libpq_keepalives()),
+            format!("dbname={} {}", conninfo_value(self.target.database(who)), connect::libpq_keepalives()),
         ]
     }
 
@@ -424,8 +424,9 @@ impl ToolCmd<'_> {
     }
 }
 
-/// A value of a libpq connection string, single-quoted.
-fn conninfo_quote(value: &str) -> String {
+/// A value of a libpq connection string, single-quoted (libpq's rules: a
+/// backslash escapes a quote or a backslash).
+pub(crate) fn conninfo_value(value: &str) -> String {
     format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
@@ -510,8 +511,8 @@ mod tests {
             row_count_sql(&["public.a".into(), "public.b".into()]),
             "SELECT 'public.a', count(*) FROM public.a UNION ALL SELECT 'public.b', count(*) FROM public.b"
         );
-        // libpq's rules: backslash escapes a quote or a backslash.
-        assert_eq!(conninfo_quote(r"it's a\b"), r"'it\'s a\\b'");
-        assert_eq!(conninfo_quote("host=evil"), "'host=evil'");
+        assert_eq!(conninfo_value("a b"), "'a b'");
+        assert_eq!(conninfo_value(r"it's a\b"), r"'it\'s a\\b'");
+        assert_eq!(conninfo_value("host=evil"), "'host=evil'");
     }
 }

@@ -16,7 +16,7 @@ use anyhow::{Context as _, anyhow, bail};
 use camino::Utf8Path;
 use migrate_core::Secret;
 
-use crate::{As, Database, Target, literal, strings};
+use crate::{As, Database, Target, conninfo_value, literal, strings};
 
 /// The name of everything the copy creates on either side.
 pub const NAME: &str = "inmanta_migrate";
@@ -126,10 +126,11 @@ impl Database {
     /// the role's password, for [`Database::subscribe`] only.
     pub async fn publish(&self) -> anyhow::Result<Secret> {
         self.unpublish().await?;
-        self.execute(As::Owner, &format!("CREATE TABLE {FENCE} (id int PRIMARY KEY, token text NOT NULL)")).await?;
+        let fence = format!("CREATE TABLE {FENCE} (id int PRIMARY KEY, token text NOT NULL)");
+        self.change(As::Owner, "create the fence", &fence).await?;
         let tables = self.tables().await?;
         let sql = format!("CREATE PUBLICATION {NAME} FOR TABLE {}", tables.join(", "));
-        self.execute(As::Owner, &sql).await.context("cannot create the publication")?;
+        self.change(As::Owner, "create the publication", &sql).await.context("cannot create the publication")?;
         let password = Secret::new(random_hex()?);
         let verifier = postgres_protocol::password::scram_sha_256(password.expose().as_bytes());
         let role = format!(
@@ -137,21 +138,23 @@ impl Database {
             literal(&verifier)
         );
         // In the target database: the grant on its schema belongs there.
-        self.execute(As::AdminHere, &role)
+        self.change(As::AdminHere, "create the copy's role", &role)
             .await
             .context("cannot create the copy's role (needs a superuser admin role)")?;
         let grant = format!("GRANT SELECT ON {} TO {NAME}", tables.join(", "));
-        self.execute(As::Owner, &grant).await?;
+        self.change(As::Owner, "grant the copy's role", &grant).await?;
         Ok(password)
     }
 
     /// Old side: drops the publication, the fence and the copy's role, if there.
     pub async fn unpublish(&self) -> anyhow::Result<()> {
-        self.execute(As::Owner, &format!("DROP PUBLICATION IF EXISTS {NAME}; DROP TABLE IF EXISTS {FENCE}")).await?;
+        let drop = format!("DROP PUBLICATION IF EXISTS {NAME}; DROP TABLE IF EXISTS {FENCE}");
+        self.change(As::Owner, "drop the publication and the fence", &drop).await?;
         let role_exists = self.rows(As::Admin, "SELECT FROM pg_roles WHERE rolname = $1", &[&NAME]).await?;
         if !role_exists.is_empty() {
             // Its grants live in the target database: drop them there, then the role.
-            self.execute(As::AdminHere, &format!("DROP OWNED BY {NAME}; DROP ROLE {NAME}")).await?;
+            self.change(As::AdminHere, "drop the copy's role", &format!("DROP OWNED BY {NAME}; DROP ROLE {NAME}"))
+                .await?;
         }
         Ok(())
     }
@@ -181,9 +184,13 @@ impl Database {
             crate::answer(&self.target, As::AdminHere, client.batch_execute(quiet)).await?;
         }
         // An error is shown without the password too.
+        let what = format!("create the subscription in {}", self.target);
+        failpoint::before(failpoint::Area::Database, &what);
         crate::answer(&self.target, As::AdminHere, client.batch_execute(&sql)).await.map_err(|e| {
             anyhow!("cannot create the subscription: {}", format!("{e:#}").replace(password.expose(), "<password>"))
-        })
+        })?;
+        failpoint::after(failpoint::Area::Database, &what);
+        Ok(())
     }
 
     /// New side: where the copy stands.
@@ -231,7 +238,7 @@ impl Database {
             "INSERT INTO {FENCE} VALUES (1, {}) ON CONFLICT (id) DO UPDATE SET token = excluded.token",
             literal(&token)
         );
-        self.execute(As::Owner, &sql).await?;
+        self.change(As::Owner, "write the fence", &sql).await?;
         Ok(token)
     }
 
@@ -250,11 +257,20 @@ impl Database {
         let exists =
             !self.rows(As::AdminHere, "SELECT FROM pg_subscription WHERE subname = $1", &[&NAME]).await?.is_empty();
         if exists {
-            self.execute(As::AdminHere, &format!("DROP SUBSCRIPTION {NAME}"))
+            self.change(As::AdminHere, "drop the subscription", &format!("DROP SUBSCRIPTION {NAME}"))
                 .await
                 .context("cannot drop the subscription")?;
         }
-        self.execute(As::Owner, &format!("DROP TABLE IF EXISTS {FENCE}")).await
+        self.change(As::Owner, "drop the fence's copy", &format!("DROP TABLE IF EXISTS {FENCE}")).await
+    }
+
+    /// One change of the copy's objects, between two crash points.
+    async fn change(&self, who: As, what: &str, sql: &str) -> anyhow::Result<()> {
+        let what = format!("{what} in {}", self.target);
+        failpoint::before(failpoint::Area::Database, &what);
+        self.execute(who, sql).await?;
+        failpoint::after(failpoint::Area::Database, &what);
+        Ok(())
     }
 
     /// Sessions of the owner role on this database other than this one's:
@@ -319,6 +335,8 @@ pub async fn copy_schema(publisher: &Database, subscriber: &Database, file: &Utf
         .cmd()
         .run()
         .await?;
+    let what = format!("load the schema into {}", subscriber.target);
+    failpoint::before(failpoint::Area::Database, &what);
     subscriber
         .tool("pg_restore")
         .args(["--exit-on-error", "--no-owner", "--no-privileges", "-w"])
@@ -327,6 +345,7 @@ pub async fn copy_schema(publisher: &Database, subscriber: &Database, file: &Utf
         .cmd()
         .run()
         .await?;
+    failpoint::after(failpoint::Area::Database, &what);
     Ok(())
 }
 
@@ -335,7 +354,11 @@ pub async fn copy_schema(publisher: &Database, subscriber: &Database, file: &Utf
 pub async fn drop_orphan_slot(publisher: &Database) -> anyhow::Result<bool> {
     let sql =
         "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active";
-    Ok(!publisher.rows(As::Admin, sql, &[&NAME]).await?.is_empty())
+    let what = format!("drop an orphan slot of {}", publisher.target);
+    failpoint::before(failpoint::Area::Database, &what);
+    let dropped = !publisher.rows(As::Admin, sql, &[&NAME]).await?.is_empty();
+    failpoint::after(failpoint::Area::Database, &what);
+    Ok(dropped)
 }
 
 /// Cuts the copy off: the subscription (and its slot), then the
@@ -344,11 +367,6 @@ pub async fn cut_off(publisher: &Database, subscriber: &Database) -> anyhow::Res
     subscriber.unsubscribe().await?;
     drop_orphan_slot(publisher).await?;
     publisher.unpublish().await
-}
-
-/// A value of a libpq connection string, quoted.
-fn conninfo_value(s: &str) -> String {
-    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
 /// 32 random bytes as hex.
@@ -361,12 +379,6 @@ fn random_hex() -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn conninfo_values_are_quoted() {
-        assert_eq!(conninfo_value("a b"), "'a b'");
-        assert_eq!(conninfo_value(r"it's\"), r"'it\'s\\'");
-    }
 
     #[test]
     fn random_tokens_differ() {
