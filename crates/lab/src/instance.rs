@@ -1157,4 +1157,22 @@ mod tests {
         assert!(format!("{err:#}").contains("--systemd with --via is not supported"), "{err:#}");
         assert!(!root.instance_dir("sd").exists(), "no instance was made");
     }
+
+    #[test]
+    fn own_networks_are_for_sides_on_this_machine_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = LabRoot::new(Utf8PathBuf::from_path_buf(tmp.path().join("lab")).unwrap()).unwrap();
+        let opts = |new: &str| UpOptions {
+            name: "net".into(),
+            old: "14.0.0".into(),
+            new: new.into(),
+            own_network: vec![Side::Old],
+            ..UpOptions::default()
+        };
+        let err = up(&root, &opts("15.5.9")).unwrap_err();
+        assert!(format!("{err:#}").contains("a network of its own is made for sides on this machine"), "{err:#}");
+        let err = up_with(&root, &opts("14.0.0"), Security::Secure).unwrap_err();
+        assert!(format!("{err:#}").contains("--secure"), "{err:#}");
+        assert!(!root.instance_dir("net").exists(), "no instance was made");
+    }
 }

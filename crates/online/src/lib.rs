@@ -108,6 +108,7 @@ impl Step for Precopy {
                 let target = step.figures.remove(SUBSCRIBED);
                 *step = Default::default();
                 step.figures.extend(target.map(|t| (SUBSCRIBED.to_owned(), t)));
+                forget_cutover(j);
             })?;
             // Partial: the journal keeps precopy to do.
             return Ok(Outcome::partial(
@@ -170,12 +171,21 @@ async fn start_copy(cx: &Context, old: &Database, new: &Database) -> anyhow::Res
         let figures = &mut j.step_mut(Precopy::NAME).figures;
         figures.insert(SUBSCRIBED.into(), target.into());
         figures.insert(SCHEMA.into(), schema);
+        forget_cutover(j);
     })?;
     let password = old.publish().await?;
     replication::copy_schema(old, new, &work.path("schema.dump")).await?;
     new.subscribe(&old.target, &password).await?;
     cx.ui.info(Precopy::NAME, format!("copying {} into {} (logical replication)", old.target, new.target));
     Ok(())
+}
+
+/// What a cutover recorded of an earlier copy says nothing of a new one.
+fn forget_cutover(journal: &mut migrate_core::journal::Journal) {
+    if let Some(cutover) = journal.steps.get_mut(Cutover::NAME) {
+        cutover.figures.remove(CAUGHT_UP);
+        cutover.figures.remove(CUT_OFF);
+    }
 }
 
 /// Shows the initial copy until every table is ready; fails on a lost slot.
