@@ -288,7 +288,7 @@ impl Instance {
     }
     /// Where the side's server and PostgreSQL are reached from here.
     pub fn address(&self, side: Side) -> String {
-        self.net(side).map_or_else(|| "127.0.0.1".to_owned(), Net::address)
+        crate::net::reach(self.net(side))
     }
     fn own_net(&self, side: Side) -> Result<&Net> {
         self.net(side)

@@ -136,6 +136,19 @@ impl Net {
     }
 }
 
+/// Where a side on `net` (`None`: on this machine's loopback) is reached.
+pub fn reach(net: Option<&Net>) -> String {
+    net.map_or_else(|| "127.0.0.1".to_owned(), Net::address)
+}
+
+/// What a side's services listen on: loopback, and its own address if any.
+pub fn listen(net: Option<&Net>) -> String {
+    match net {
+        Some(net) => format!("127.0.0.1,{}", net.address()),
+        None => "127.0.0.1".to_owned(),
+    }
+}
+
 /// Removes a namespace if it is there (its end of the link goes with it,
 /// and the pair with that end).
 pub fn delete_namespace(ns: &str) -> Result<()> {
@@ -184,5 +197,7 @@ mod tests {
         assert_eq!(last.address(), "10.213.255.254");
         // Interface names fit IFNAMSIZ (15 bytes).
         assert!(last.near_if().len() <= 15 && last.far_if().len() <= 15);
+        assert_eq!((reach(None), listen(None)), ("127.0.0.1".into(), "127.0.0.1".into()));
+        assert_eq!((reach(Some(&b)), listen(Some(&b))), ("10.213.1.6".into(), "127.0.0.1,10.213.1.6".into()));
     }
 }

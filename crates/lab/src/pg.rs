@@ -128,10 +128,7 @@ impl Cluster {
         }
         let sh = shell()?;
         let (pg_ctl, data, log) = (self.bin("pg_ctl"), &self.data_dir, self.log_file());
-        let listen = match &self.net {
-            Some(net) => format!("127.0.0.1,{}", net.address()),
-            None => "127.0.0.1".to_owned(),
-        };
+        let listen = crate::net::listen(self.net.as_ref());
         let opts =
             format!("-p {} -k {} -c listen_addresses={listen} -c fsync=off -c jit=off", self.port, self.data_dir);
         let out = self

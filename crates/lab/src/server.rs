@@ -79,8 +79,7 @@ impl Server {
     }
     pub fn api_url(&self) -> String {
         let scheme = if self.security.is_some() { "https" } else { "http" };
-        let host = self.net.as_ref().map_or_else(|| "127.0.0.1".to_owned(), Net::address);
-        format!("{scheme}://{host}:{}", self.port)
+        format!("{scheme}://{}:{}", crate::net::reach(self.net.as_ref()), self.port)
     }
 
     /// The CA and token this server wants (nothing for a plain one).
@@ -142,10 +141,7 @@ impl Server {
             }),
             _ => None,
         };
-        let listen = match &self.net {
-            Some(net) => format!("127.0.0.1,{}", net.address()),
-            None => "127.0.0.1".to_owned(),
-        };
+        let listen = crate::net::listen(self.net.as_ref());
         let text = server_cfg(&self.dir, pg_port, db_password, &listen, self.port, &self.version, secure.as_ref());
         util::write_file_mode(&self.cfg(), &text, 0o600)?;
         let ctl = match &self.machine {
