@@ -67,6 +67,18 @@ fn finish_and_check(lab: &Lab, before: &std::collections::BTreeMap<String, serde
     assert_migrated(lab, before, &lab.reconciled(), true);
 }
 
+/// Runs the tool with `args`, to be killed (SIGKILL) at the crash point
+/// `target` (`KIND:N`): the run, and the points it passed (its crash log,
+/// whose last line ends with "(crash)" when it was killed there).
+pub fn run_to_crash(lab: &Lab, args: &[&str], target: &str) -> (crate::support::Run, String) {
+    let log = lab.dir().join("points.log");
+    let _ = std::fs::remove_file(&log);
+    let mut cmd = lab.tool(args);
+    cmd.env(failpoint::CRASH_AT, target).env(failpoint::CRASH_LOG, log.as_str());
+    let run = crate::support::run(&mut cmd);
+    (run, std::fs::read_to_string(&log).unwrap_or_default())
+}
+
 /// A table big enough that dump and restore take a few seconds.
 fn add_ballast(lab: &Lab) {
     lab.psql(
@@ -228,7 +240,6 @@ fn killed_at_a_crash_point_of_every_kind() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let lab = lab("e2e-crash-points", "8.7.6");
     let before = lab.environments(Side::Old);
-    let log = lab.dir().join("points.log");
     // Each run counts its own points and passes the steps done before
     // without any, so the order follows the migration: halt-all (API,
     // journal), stop-server (service), restore (create, load, ANALYZE, or
@@ -252,11 +263,7 @@ fn killed_at_a_crash_point_of_every_kind() {
     ];
     let mut hit = Vec::new();
     for target in targets {
-        let _ = std::fs::remove_file(&log);
-        let mut cmd = lab.tool(&["migrate", "--yes", "--release"]);
-        cmd.env(failpoint::CRASH_AT, target).env(failpoint::CRASH_LOG, log.as_str());
-        let run = crate::support::run(&mut cmd);
-        let passed = std::fs::read_to_string(&log).unwrap_or_default();
+        let (run, passed) = run_to_crash(&lab, &["migrate", "--yes", "--release"], target);
         assert_eq!(
             run.signal,
             Some(9),
@@ -264,8 +271,7 @@ fn killed_at_a_crash_point_of_every_kind() {
             run.code,
             run.stderr
         );
-        let points = std::fs::read_to_string(&log).unwrap();
-        let last = points.lines().last().unwrap_or_default().to_owned();
+        let last = passed.lines().last().unwrap_or_default().to_owned();
         assert!(last.ends_with("(crash)"), "{target}: the log ends with {last:?}");
         eprintln!("{target}: killed at {last}");
         hit.push(last);

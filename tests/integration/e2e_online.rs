@@ -7,7 +7,7 @@ use lab::{EnvRole, Security, Side, UpOptions};
 use std::{collections::BTreeMap, time::Duration};
 
 use crate::e2e::{Lab, SERIAL, assert_migrated, lab, lab_from};
-use crate::e2e_faults::{sigkill, spawn, wait_for};
+use crate::e2e_faults::{run_to_crash, sigkill, spawn, wait_for};
 use crate::e2e_versions::lab_pair;
 use crate::support::{check_items, set};
 
@@ -260,12 +260,7 @@ fn cut_off_then_migrate(lab: &Lab, before: &BTreeMap<String, serde_json::Value>)
 /// points): `Some(point)` when it was killed there, `None` when it passed
 /// fewer such points and finished.
 fn crashed_at(lab: &Lab, args: &[&str], kind: &str, n: usize) -> Option<String> {
-    let log = lab.dir().join("points.log");
-    let _ = std::fs::remove_file(&log);
-    let mut cmd = lab.tool(args);
-    cmd.env(failpoint::CRASH_AT, format!("{kind}:{n}")).env(failpoint::CRASH_LOG, log.as_str());
-    let run = crate::support::run(&mut cmd);
-    let passed = std::fs::read_to_string(&log).unwrap_or_default();
+    let (run, passed) = run_to_crash(lab, args, &format!("{kind}:{n}"));
     if run.signal.is_none() {
         run.success();
         return None;

@@ -2,7 +2,7 @@
 
 use anyhow::{Result, bail};
 use camino::Utf8PathBuf;
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 use lab::{Instance, LabRoot, Ports, Security, UpOptions};
 
 #[derive(Args)]
@@ -238,9 +238,7 @@ fn parse_side(text: &str) -> Result<lab::Side, String> {
 
 #[derive(Args)]
 struct Link {
-    /// cut (drop every packet, as a pulled cable), mend, or slow (to --kbit; without it: full speed).
-    #[arg(value_parser = ["cut", "mend", "slow"])]
-    action: String,
+    action: LinkAction,
     /// The side whose link it is.
     #[arg(value_parser = parse_side)]
     side: lab::Side,
@@ -252,15 +250,25 @@ struct Link {
     name: String,
 }
 
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LinkAction {
+    /// Drop every packet, as a pulled cable.
+    Cut,
+    /// Restore a cut link.
+    Mend,
+    /// Limit what the side sends to --kbit (without it: full speed again).
+    Slow,
+}
+
 impl Link {
     fn run(self, root: &LabRoot) -> Result<()> {
         let inst = Instance::open(root, &self.name)?;
-        match self.action.as_str() {
-            "cut" => inst.cut(self.side)?,
-            "mend" => inst.mend(self.side)?,
-            _ => inst.throttle(self.side, self.kbit)?,
+        match self.action {
+            LinkAction::Cut => inst.cut(self.side)?,
+            LinkAction::Mend => inst.mend(self.side)?,
+            LinkAction::Slow => inst.throttle(self.side, self.kbit)?,
         }
-        println!("{} link of {}: {}", self.side.upper(), self.name, self.action);
+        println!("{} link of {}: {:?}", self.side.upper(), self.name, self.action);
         Ok(())
     }
 }

@@ -234,7 +234,7 @@ impl Step for Dump {
                 "pg_dump failed (exit code {}){}{}",
                 out.code,
                 migrate_core::runner::stderr_tail(&out.stderr),
-                advice.unwrap_or_default()
+                advice.map(|a| format!("\n{a}")).unwrap_or_default()
             );
         }
 

@@ -61,7 +61,7 @@ impl Database {
         NETWORK_FAILURES.iter().any(|words| stderr.contains(words)).then(|| {
             let (host, port) = (&self.target.host, self.target.port);
             format!(
-                "\n-> the connection to PostgreSQL at {host}:{port} was lost or could not be made: check the network \
+                "-> the connection to PostgreSQL at {host}:{port} was lost or could not be made: check the network \
                  between this machine and {host} and that PostgreSQL runs there, then {again}"
             )
         })

@@ -198,7 +198,7 @@ impl Step for Restore {
                 "loading the dump failed (exit code {}){}\nthe target database is left partly loaded; {}",
                 out.code,
                 migrate_core::runner::stderr_tail(&out.stderr),
-                db.network_advice(&out.stderr, again).map_or_else(|| again.to_owned(), |a| a.trim_start().to_owned())
+                db.network_advice(&out.stderr, again).unwrap_or_else(|| again.to_owned())
             );
         }
         failpoint::after(failpoint::Area::Database, format_args!("load the dump into {}", db.target));
