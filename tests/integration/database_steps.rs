@@ -136,6 +136,44 @@ fn dump_restore_and_start_server_move_the_database_and_verify_it() {
     }
 }
 
+/// A migration started with the previous binary (journal format 1, which
+/// kept restore's resume state among its figures) and killed inside
+/// `restore`, after it created the new database, finishes with this one:
+/// restore still knows the half-loaded database as this migration's own.
+#[test]
+#[ignore = "needs PostgreSQL (cargo xtask ci installs it)"]
+fn a_format_1_journal_killed_in_restore_finishes_with_this_binary() {
+    let s = Setup::new();
+    for step in ["halt-all", "stop-server", "dump"] {
+        s.test().arg(step).run().success();
+    }
+    let before = s.content("inmanta");
+    let killed = s.test().arg("restore").env(failpoint::CRASH_AT, "db-after:1").run();
+    assert_eq!(killed.signal, Some(9), "killed after creating the new database: {}", killed.stderr);
+    s.rows("inmanta_new", "CREATE TABLE public.half_loaded (n int)");
+
+    // What the format-1 binary left: the same journal, the state among the figures.
+    let path = s.fakes.path().join("work/journal.json");
+    let mut journal: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(journal["format"], 2, "{journal}");
+    let restore = journal["steps"]["restore"].as_object_mut().unwrap();
+    let state = restore.remove("state").expect("restore recorded the database it touched");
+    assert!(state["target_touched"].as_str().is_some_and(|t| t.ends_with("/inmanta_new")), "{state}");
+    restore.insert("figures".into(), state);
+    journal["format"] = 1.into();
+    std::fs::write(&path, journal.to_string()).unwrap();
+
+    s.test().args(["migrate", "--yes"]).run().success();
+    assert_eq!(s.content("inmanta_new"), before, "the new database holds what the dump took");
+    assert_eq!(s.rows("inmanta_new", "SELECT count(*) FROM pg_tables WHERE tablename = 'half_loaded'"), "0");
+    let journal: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(journal["format"], 2, "written in the current format: {journal}");
+    for step in ["halt-all", "stop-server", "dump", "restore", "start-server", "env-reconcile"] {
+        assert_eq!(journal["steps"][step]["status"], "done", "{step}: {journal}");
+    }
+    assert_eq!(journal["steps"]["restore"]["figures"].get("target_touched"), None, "no state among the figures");
+}
+
 #[test]
 #[ignore = "needs PostgreSQL (cargo xtask ci installs it)"]
 fn restore_refuses_a_target_that_holds_data_and_a_damaged_dump() {

@@ -25,7 +25,7 @@ pub async fn run(cx: &Context, args: &MigrateArgs) -> anyhow::Result<Outcome> {
     let work = cx.work()?;
     let journal = work.journal();
     let remaining: Vec<StepCommand> =
-        StepCommand::all(args, cx.config.copy.mode).into_iter().filter(|s| !journal.is_done(s.name())).collect();
+        StepCommand::all(args, cx.config.copy.mode).into_iter().filter(|s| !journal.is_done(s.id())).collect();
     if remaining.is_empty() {
         return Ok(Outcome::nothing_to_do("migrate", "every step is done; see `inmanta-migrate status`"));
     }

@@ -10,7 +10,8 @@ use migrate_core::{
     contract::{self, EnvReport, Report, StepReport},
     fsutil,
     inventory::Inventory,
-    journal::{EnvStatus, Journal},
+    journal::{EnvPhase, EnvStatus, Journal},
+    steps::StepId,
 };
 
 /// Rewrites the report if this run worked in the work directory; returns the
@@ -34,12 +35,11 @@ pub fn refresh(cx: &Context) -> Option<Utf8PathBuf> {
 }
 
 pub fn document(journal: &Journal, inventory: Option<&Inventory>, mode: CopyMode) -> Report {
-    let steps = crate::steps::names(mode)
-        .iter()
-        .map(|name| {
-            let r = journal.step(name);
+    let steps = StepId::in_mode(mode)
+        .map(|id| {
+            let r = journal.step(id);
             StepReport {
-                step: (*name).to_owned(),
+                step: id,
                 status: r.status,
                 started: r.started.map(|t| t.to_string()),
                 ended: r.ended.map(|t| t.to_string()),
@@ -65,7 +65,7 @@ pub fn document(journal: &Journal, inventory: Option<&Inventory>, mode: CopyMode
                         auto_deploy_before: e.auto_deploy(),
                         latest_released_version_before: e.latest_released_version,
                         status: r.map(|r| r.status),
-                        phase: r.and_then(|r| r.phase.clone()),
+                        phase: r.and_then(|r| r.phase),
                         version: r.and_then(|r| r.version),
                         released: r.is_some_and(|r| r.released),
                         seconds: r.and_then(|r| r.seconds),
@@ -88,7 +88,7 @@ pub fn document(journal: &Journal, inventory: Option<&Inventory>, mode: CopyMode
 
 /// The new server's inmanta-core version, once start-server saw it.
 fn new_version(journal: &Journal) -> Option<String> {
-    journal.step("start-server").figures.get("core_version").and_then(|v| v.as_str().map(str::to_owned))
+    journal.step(StepId::StartServer).figures.get("core_version").and_then(|v| v.as_str().map(str::to_owned))
 }
 
 pub fn markdown(journal: &Journal, inventory: Option<&Inventory>, mode: CopyMode) -> String {
@@ -100,11 +100,11 @@ pub fn markdown(journal: &Journal, inventory: Option<&Inventory>, mode: CopyMode
     let _ = writeln!(md, "- to: {} (inmanta-core {new_version})", journal.migration.new_api);
     let _ = writeln!(md, "- started: {}\n", journal.created);
     let _ = writeln!(md, "## Steps\n\n| step | status | seconds | attempts | summary |\n|---|---|---|---|---|");
-    for name in crate::steps::names(mode) {
-        let r = journal.step(name);
+    for id in StepId::in_mode(mode) {
+        let r = journal.step(id);
         let seconds = r.seconds().map(|s| format!("{s:.1}")).unwrap_or_default();
         let summary = r.error.as_deref().or(r.summary.as_deref()).unwrap_or("").replace('\n', " ").replace('|', "\\|");
-        let _ = writeln!(md, "| {name} | {:?} | {seconds} | {} | {summary} |", r.status, r.attempts);
+        let _ = writeln!(md, "| {id} | {:?} | {seconds} | {} | {summary} |", r.status, r.attempts);
     }
     if let Some(inv) = inventory {
         let _ = writeln!(
@@ -121,7 +121,7 @@ pub fn markdown(journal: &Journal, inventory: Option<&Inventory>, mode: CopyMode
             // An interrupted reconcile: how far it got.
             let status = match r {
                 Some(r) if r.status == EnvStatus::InProgress => {
-                    format!("InProgress (after {})", r.phase.as_deref().unwrap_or("start"))
+                    format!("InProgress (after {})", r.phase.map_or("start", EnvPhase::name))
                 }
                 Some(r) => format!("{:?}", r.status),
                 None => "Pending".into(),
@@ -163,6 +163,6 @@ mod tests {
         .unwrap();
         assert!(markdown(&journal, Some(&inventory), CopyMode::Offline).contains("| InProgress (after resumed) |"));
         let report = document(&journal, Some(&inventory), CopyMode::Offline);
-        assert_eq!(report.environments[0].phase.as_deref(), Some("resumed"));
+        assert_eq!(report.environments[0].phase, Some(EnvPhase::Resumed));
     }
 }

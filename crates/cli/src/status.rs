@@ -1,7 +1,7 @@
 //! `status`: where the migration stands, from the journal (without locking
 //! it, so it works while another run is busy).
 
-use migrate_core::{Context, Outcome, Step, config::CopyMode, fsutil, inventory::Inventory, journal::WorkDir};
+use migrate_core::{Context, Outcome, StepId, config::CopyMode, fsutil, inventory::Inventory, journal::WorkDir};
 
 pub async fn run(cx: &Context) -> anyhow::Result<Outcome> {
     let Some(journal) = WorkDir::peek(&cx.config)? else {
@@ -11,13 +11,13 @@ pub async fn run(cx: &Context) -> anyhow::Result<Outcome> {
     let mut text = crate::report::markdown(&journal, inventory.as_ref(), cx.config.copy.mode);
     let mut details = serde_json::to_value(crate::report::document(&journal, inventory.as_ref(), cx.config.copy.mode))?;
     // The online copy lives in the databases, not the journal: read it there.
-    if cx.config.copy.mode == CopyMode::Online || journal.step(step_online::Precopy::NAME).attempts > 0 {
+    if cx.config.copy.mode == CopyMode::Online || journal.step(StepId::Precopy).attempts > 0 {
         let copy = step_online::CopyStatus::read(cx).await;
         text.push_str(&copy.text());
         details["online_copy"] = serde_json::to_value(&copy)?;
     }
-    let steps = crate::steps::names(cx.config.copy.mode);
-    let done = steps.iter().filter(|s| journal.is_done(s)).count();
+    let steps: Vec<_> = StepId::in_mode(cx.config.copy.mode).collect();
+    let done = steps.iter().filter(|&&s| journal.is_done(s)).count();
     let summary = format!("{done} of {} steps done; journal: {}", steps.len(), cx.config.work_dir.join("journal.json"));
     Ok(Outcome::done("status", summary).text(text).details(details))
 }

@@ -17,7 +17,8 @@ use uuid::Uuid;
 use crate::{
     Outcome,
     checks::Checks,
-    journal::{EnvStatus, StepStatus},
+    journal::{EnvPhase, EnvStatus, StepStatus},
+    steps::StepId,
 };
 
 /// The contract's version: the folder of its schemas and the
@@ -114,7 +115,7 @@ pub struct Report {
 
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct StepReport {
-    pub step: String,
+    pub step: StepId,
     pub status: StepStatus,
     /// RFC 3339, UTC.
     pub started: Option<String>,
@@ -137,7 +138,8 @@ pub struct EnvReport {
     pub latest_released_version_before: Option<i64>,
     /// Null until env-reconcile reaches it.
     pub status: Option<EnvStatus>,
-    pub phase: Option<String>,
+    /// The last phase of its reconcile that completed.
+    pub phase: Option<EnvPhase>,
     pub version: Option<i64>,
     pub released: bool,
     pub seconds: Option<f64>,

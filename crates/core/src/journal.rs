@@ -4,6 +4,12 @@
 //!
 //! The journal is rewritten atomically after every change, before the next
 //! change starts. Nothing in it names a secret.
+//!
+//! Each step keeps two things apart: its figures (measurements, for the
+//! report only) and its [`StepState`] (a type of its own crate: what a
+//! re-run resumes from). Journals of an earlier format are read by
+//! upgrading them here, so that a migration started with an older binary
+//! finishes with this one.
 
 use std::{
     collections::BTreeMap,
@@ -16,13 +22,14 @@ use std::{
 use anyhow::{Context as _, bail};
 use camino::{Utf8Path, Utf8PathBuf};
 use jiff::Timestamp;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::{config::Config, error::UsageError, fsutil};
+use crate::{config::Config, error::UsageError, fsutil, steps::StepId};
 
-const FORMAT: u32 = 1;
+/// 2: resume state apart from figures, environment phases as names of [`EnvPhase`].
+const FORMAT: u32 = 2;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Journal {
@@ -31,7 +38,7 @@ pub struct Journal {
     pub created: Timestamp,
     pub migration: MigrationKey,
     #[serde(default)]
-    pub steps: BTreeMap<String, StepRecord>,
+    pub steps: BTreeMap<StepId, StepRecord>,
     #[serde(default)]
     pub environments: BTreeMap<Uuid, EnvRecord>,
 }
@@ -71,9 +78,22 @@ pub struct StepRecord {
     pub summary: Option<String>,
     #[serde(default)]
     pub error: Option<String>,
-    /// Measured figures: sizes, counts, durations.
+    /// Measured figures: sizes, counts, durations. Only the report reads them.
     #[serde(default)]
     pub figures: Map<String, Value>,
+    /// What a re-run resumes from: the step's [`StepState`], null if it
+    /// needs none.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub state: Value,
+}
+
+/// What a re-run of one step resumes from: a type of the step's own crate,
+/// kept in its journal record (read with [`Journal::state`], changed with
+/// [`WorkDir::update_state`]). It takes `#[serde(default)]`, so that a
+/// journal written before one of its fields existed still reads (a tidy test
+/// holds it).
+pub trait StepState: Serialize + DeserializeOwned + Default {
+    const STEP: StepId;
 }
 
 impl StepRecord {
@@ -104,7 +124,7 @@ pub struct EnvRecord {
     /// an interrupted reconcile. A re-run resumes from what the server says
     /// (the compile marker, the released version), not from this.
     #[serde(default)]
-    pub phase: Option<String>,
+    pub phase: Option<EnvPhase>,
     /// The `metadata.message` of the tool's compile request.
     #[serde(default)]
     pub marker: Option<String>,
@@ -123,6 +143,32 @@ pub struct EnvRecord {
     pub updated: Option<Timestamp>,
 }
 
+/// The phases of one environment's reconcile, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EnvPhase {
+    AutoDeployOff,
+    CompileRequested,
+    Resumed,
+    Compiled,
+    DryRunClean,
+    AutoDeployRestored,
+}
+
+impl EnvPhase {
+    /// As the journal and the report name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            EnvPhase::AutoDeployOff => "auto_deploy_off",
+            EnvPhase::CompileRequested => "compile_requested",
+            EnvPhase::Resumed => "resumed",
+            EnvPhase::Compiled => "compiled",
+            EnvPhase::DryRunClean => "dry_run_clean",
+            EnvPhase::AutoDeployRestored => "auto_deploy_restored",
+        }
+    }
+}
+
 impl Journal {
     fn new(key: MigrationKey) -> Self {
         Journal {
@@ -135,16 +181,83 @@ impl Journal {
         }
     }
 
-    pub fn step(&self, name: &str) -> StepRecord {
-        self.steps.get(name).cloned().unwrap_or_default()
+    pub fn step(&self, id: StepId) -> StepRecord {
+        self.steps.get(&id).cloned().unwrap_or_default()
     }
 
-    pub fn step_mut(&mut self, name: &str) -> &mut StepRecord {
-        self.steps.entry(name.to_owned()).or_default()
+    pub fn step_mut(&mut self, id: StepId) -> &mut StepRecord {
+        self.steps.entry(id).or_default()
     }
 
-    pub fn is_done(&self, name: &str) -> bool {
-        self.step(name).status == StepStatus::Done
+    pub fn is_done(&self, id: StepId) -> bool {
+        self.step(id).status == StepStatus::Done
+    }
+
+    /// A step's resume state; its default before the step recorded any.
+    pub fn state<T: StepState>(&self) -> anyhow::Result<T> {
+        match self.steps.get(&T::STEP).map(|r| &r.state) {
+            None | Some(Value::Null) => Ok(T::default()),
+            Some(state) => T::deserialize(state).with_context(|| {
+                format!(
+                    "journal.json: the state of {} cannot be read; was the journal edited by hand? \
+                     Move the work directory aside to start the migration over",
+                    T::STEP
+                )
+            }),
+        }
+    }
+
+    /// Replaces a step's resume state.
+    pub fn set_state<T: StepState>(&mut self, state: &T) -> anyhow::Result<()> {
+        self.step_mut(T::STEP).state = serde_json::to_value(state)?;
+        Ok(())
+    }
+
+    /// Reads `journal.json` of any format this binary knows, upgraded to
+    /// the current one.
+    pub fn read(path: &Utf8Path) -> anyhow::Result<Journal> {
+        let mut value: Value = fsutil::read_json(path)?;
+        let format = value.get("format").and_then(Value::as_u64).unwrap_or(0);
+        if format > u64::from(FORMAT) {
+            bail!(
+                "{path} was written by a newer inmanta-migrate ({}); use that version",
+                value.get("tool_version").and_then(Value::as_str).unwrap_or("?")
+            );
+        }
+        if format == 1 {
+            upgrade_from_1(&mut value);
+        }
+        serde_json::from_value(value).with_context(|| format!("{path} is not a journal this version can read"))
+    }
+}
+
+/// Format 1 kept each step's resume state among its figures; format 2 keeps
+/// it apart, under the names of the steps' state types.
+fn upgrade_from_1(journal: &mut Value) {
+    journal["format"] = 2.into();
+    let Some(steps) = journal.get_mut("steps").and_then(Value::as_object_mut) else { return };
+    for (step, record) in steps {
+        let Some(figures) = record.get_mut("figures").and_then(Value::as_object_mut) else { continue };
+        let moved: &[&str] = match step.as_str() {
+            "restore" => &["target_touched"],
+            "precopy" => &["subscribed_into", "schema_versions"],
+            "cutover" => &["caught_up", "cut_off"],
+            _ => &[],
+        };
+        let mut state: Map<String, Value> =
+            moved.iter().filter_map(|&key| Some((key.to_owned(), figures.remove(key)?))).collect();
+        // start-server: one figure "intermediate VERSION" per intermediate server done.
+        let intermediates: Vec<String> = figures.keys().filter(|k| k.starts_with("intermediate ")).cloned().collect();
+        if !intermediates.is_empty() {
+            let done = intermediates
+                .into_iter()
+                .filter_map(|key| Some((key["intermediate ".len()..].to_owned(), figures.remove(&key)?)))
+                .collect();
+            state.insert("intermediates_done".to_owned(), Value::Object(done));
+        }
+        if !state.is_empty() {
+            record["state"] = Value::Object(state);
+        }
     }
 }
 
@@ -209,13 +322,7 @@ impl WorkDir {
         let journal_path = dir.join("journal.json");
         let key = MigrationKey::of(config);
         let journal = if journal_path.exists() {
-            let journal: Journal = fsutil::read_json(&journal_path)?;
-            if journal.format > FORMAT {
-                bail!(
-                    "{journal_path} was written by a newer inmanta-migrate ({}); use that version",
-                    journal.tool_version
-                );
-            }
+            let journal = Journal::read(&journal_path)?;
             if journal.migration != key {
                 return Err(UsageError(format!(
                     "work directory {dir} belongs to the migration {} -> {}, not {} -> {}; \
@@ -244,7 +351,7 @@ impl WorkDir {
         if !path.exists() {
             return Ok(None);
         }
-        fsutil::read_json(&path).map(Some)
+        Journal::read(&path).map(Some)
     }
 
     pub fn dir(&self) -> &Utf8Path {
@@ -267,6 +374,16 @@ impl WorkDir {
         fsutil::write_json(&self.dir.join("journal.json"), &*journal)?;
         failpoint::after(failpoint::Area::Journal, "journal.json");
         Ok(result)
+    }
+
+    /// Changes a step's resume state and writes the journal.
+    pub fn update_state<T: StepState, R>(&self, change: impl FnOnce(&mut T) -> R) -> anyhow::Result<R> {
+        self.update(|j| {
+            let mut state = j.state::<T>()?;
+            let result = change(&mut state);
+            j.set_state(&state)?;
+            anyhow::Ok(result)
+        })?
     }
 
     /// Records one environment's progress.
@@ -315,14 +432,14 @@ mod tests {
         let cfg = config(&dir);
         {
             let work = WorkDir::open(&cfg).unwrap();
-            work.update(|j| j.step_mut("dump").status = StepStatus::Running).unwrap();
+            work.update(|j| j.step_mut(StepId::Dump).status = StepStatus::Running).unwrap();
             // Dropped without finishing, as a killed process would leave it;
             // the lock file stays behind.
         }
         assert!(dir.join("work/lock").exists());
         let work = WorkDir::open(&cfg).unwrap();
         assert!(work.recovered_from.as_deref().unwrap().contains("stopped during dump"));
-        assert_eq!(work.journal().step("dump").status, StepStatus::Running);
+        assert_eq!(work.journal().step(StepId::Dump).status, StepStatus::Running);
     }
 
     #[test]

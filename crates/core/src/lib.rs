@@ -16,6 +16,7 @@ pub mod runner;
 pub mod secret;
 pub mod service;
 pub mod step;
+pub mod steps;
 pub mod ui;
 pub mod wait;
 
@@ -25,3 +26,4 @@ pub use context::Context;
 pub use error::{ChecksFailed, ConfigError, Exit, NeedsOperator, UsageError};
 pub use secret::Secret;
 pub use step::{Outcome, OutcomeStatus, Step, execute};
+pub use steps::StepId;

@@ -9,15 +9,17 @@ use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::{checks::Checks, config::Side, context::Context, error::ChecksFailed, journal::StepStatus};
+use crate::{checks::Checks, config::Side, context::Context, error::ChecksFailed, journal::StepStatus, steps::StepId};
 
 /// One step of the migration.
 #[allow(async_fn_in_trait)] // used with static dispatch only
 pub trait Step {
-    /// The subcommand name, also the journal key.
-    const NAME: &'static str;
+    /// Its entry in the step list.
+    const ID: StepId;
+    /// The subcommand, also the name in the journal and the output.
+    const NAME: &'static str = Self::ID.name();
     /// Which orchestrator it changes.
-    const SIDE: Side;
+    const SIDE: Side = Self::ID.side();
 
     /// What it would do, one line for `plan`.
     fn describe(&self, cx: &Context) -> String;
@@ -38,7 +40,7 @@ pub trait Step {
 /// Runs a step under the journal's rules.
 pub async fn execute<S: Step>(step: &S, cx: &Context) -> anyhow::Result<Outcome> {
     let work = cx.work()?;
-    let record = work.journal().step(S::NAME);
+    let record = work.journal().step(S::ID);
     if record.status == StepStatus::Done && !step.runs_when_done() {
         let when =
             record.ended.map(|t| format!(" at {}", t.round(jiff::Unit::Second).unwrap_or(t))).unwrap_or_default();
@@ -50,7 +52,7 @@ pub async fn execute<S: Step>(step: &S, cx: &Context) -> anyhow::Result<Outcome>
         return Err(ChecksFailed(checks).into());
     }
     work.update(|j| {
-        let r = j.step_mut(S::NAME);
+        let r = j.step_mut(S::ID);
         // A step done before that runs again (see `runs_when_done`) stays
         // done while it runs: an interruption takes nothing away from it.
         if r.status != StepStatus::Done {
@@ -63,7 +65,7 @@ pub async fn execute<S: Step>(step: &S, cx: &Context) -> anyhow::Result<Outcome>
     })?;
     let result = step.run(cx).await;
     work.update(|j| {
-        let r = j.step_mut(S::NAME);
+        let r = j.step_mut(S::ID);
         r.ended = Some(Timestamp::now());
         match &result {
             Ok(outcome) => {

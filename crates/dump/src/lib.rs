@@ -14,7 +14,7 @@ use anyhow::{Context as _, bail};
 use camino::{Utf8Path, Utf8PathBuf};
 use jiff::Timestamp;
 use migrate_core::{
-    Checks, Context, Outcome, Side, Step,
+    Checks, Context, Outcome, Side, Step, StepId,
     config::DumpFormat,
     fsutil,
     manifest::{self, Manifest},
@@ -79,8 +79,7 @@ fn inspect(dir: &Utf8Path) -> anyhow::Result<DumpDir> {
 }
 
 impl Step for Dump {
-    const NAME: &'static str = "dump";
-    const SIDE: Side = Side::Old;
+    const ID: StepId = StepId::Dump;
 
     fn describe(&self, cx: &Context) -> String {
         let d = &cx.config.dump;

@@ -31,9 +31,9 @@ use anyhow::{Context as _, bail};
 use futures::StreamExt;
 use inmanta_api::{Client, DryRunReport, ResourceDiff, ServerVersion};
 use migrate_core::{
-    Checks, Context, Outcome, Side, Step, UsageError,
+    Checks, Context, Outcome, Side, Step, StepId, UsageError,
     inventory::{EnvironmentRecord, Inventory},
-    journal::{EnvRecord, EnvStatus},
+    journal::{EnvPhase, EnvRecord, EnvStatus},
     probe, wait,
 };
 use serde::Serialize;
@@ -108,8 +108,7 @@ impl EnvReconcile {
 }
 
 impl Step for EnvReconcile {
-    const NAME: &'static str = "env-reconcile";
-    const SIDE: Side = Side::New;
+    const ID: StepId = StepId::EnvReconcile;
 
     fn runs_when_done(&self) -> bool {
         !self.envs.is_empty()
@@ -321,11 +320,11 @@ async fn reconcile_phases(
     let api = cx.api(Side::New);
     let options = &cx.config.reconcile;
     let id = env.id;
-    let phase = |name: &'static str| {
+    let phase = |done: EnvPhase| {
         work.update_env(id, |r| {
             r.name = env.name.clone();
             r.status = EnvStatus::InProgress;
-            r.phase = Some(name.to_owned());
+            r.phase = Some(done);
         })
     };
     let say = |text: String| cx.ui.info(EnvReconcile::NAME, format!("{}: {text}", env.name));
@@ -349,7 +348,7 @@ async fn reconcile_phases(
         }
         Err(e) => return Err(e).context("cannot turn auto_deploy off"),
     };
-    phase("auto_deploy_off")?;
+    phase(EnvPhase::AutoDeployOff)?;
 
     // 2. Update & recompile, queued while halted. The marker is written down
     // first: a run that was interrupted looks for it instead of asking twice;
@@ -369,14 +368,14 @@ async fn reconcile_phases(
             marker
         }
     };
-    phase("compile_requested")?;
+    phase(EnvPhase::CompileRequested)?;
 
     // 3. Resume; the queued compile (and on 18.2+ a recovery compile) runs.
     api.resume(id).await.context("cannot resume")?;
     if api.environment(id).await?.halted {
         bail!("the environment still reports halted after resume");
     }
-    phase("resumed")?;
+    phase(EnvPhase::Resumed)?;
     say("resumed; waiting for the compile".into());
     let what = format!("the compile queue of {} to drain (reconcile.compile_timeout)", env.name);
     wait::until(options.poll_interval, options.compile_timeout, &what, async || {
@@ -407,7 +406,7 @@ async fn reconcile_phases(
     }
     result.version = Some(newest);
     work.update_env(id, |r| r.version = Some(newest))?;
-    phase("compiled")?;
+    phase(EnvPhase::Compiled)?;
     say(format!("compiled version {newest}; dry-running it"));
 
     // 4. Dry-run.
@@ -431,7 +430,7 @@ async fn reconcile_phases(
         };
         return Ok(());
     }
-    phase("dry_run_clean")?;
+    phase(EnvPhase::DryRunClean)?;
 
     // 5. Release, and auto_deploy back as it was.
     let auto_deploy_before = env.auto_deploy();
@@ -449,7 +448,7 @@ async fn reconcile_phases(
             .await
             .context("cannot restore auto_deploy")?;
     }
-    phase("auto_deploy_restored")?;
+    phase(EnvPhase::AutoDeployRestored)?;
 
     // Across 10.0 the code files of versions exported by the old server are
     // gone (they lived in its state directory); agents that tried to deploy

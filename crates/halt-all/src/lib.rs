@@ -16,7 +16,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use migrate_core::{Checks, Context, Outcome, Side, Step, fsutil, inventory::Inventory, probe, wait};
+use migrate_core::{Checks, Context, Outcome, Side, Step, StepId, fsutil, inventory::Inventory, probe, wait};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -34,8 +34,7 @@ struct EnvResult {
 }
 
 impl Step for HaltAll {
-    const NAME: &'static str = "halt-all";
-    const SIDE: Side = Side::Old;
+    const ID: StepId = StepId::HaltAll;
 
     fn describe(&self, cx: &Context) -> String {
         format!(
@@ -63,7 +62,7 @@ impl Step for HaltAll {
         if stopped_after_done(cx).await {
             return Ok(Outcome::nothing_to_do(Self::NAME, "the old server is stopped; the inventory stands"));
         }
-        let done_before = work.journal().is_done(Self::NAME);
+        let done_before = work.journal().is_done(Self::ID);
         let api = cx.api(Side::Old);
         let (mut inventory, added) = take_or_extend_inventory(cx).await?;
         let poll = cx.config.reconcile.poll_interval;
@@ -180,7 +179,7 @@ impl Step for HaltAll {
 /// Whether this step is done and the old server is stopped since: then
 /// nothing on it can have changed.
 async fn stopped_after_done(cx: &Context) -> bool {
-    let done = cx.work().is_ok_and(|w| w.journal().is_done(HaltAll::NAME));
+    let done = cx.work().is_ok_and(|w| w.journal().is_done(HaltAll::ID));
     done && matches!(cx.api(Side::Old).probe().await, Ok(None))
 }
 

@@ -10,23 +10,51 @@
 //! server (or, from 15.0, a scheduler) migrates the schema when it opens it,
 //! and the replication would then fail or, worse, mix two schemas.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, bail};
-use migrate_core::{Checks, Context, Outcome, Side, Step, config::CopyMode, journal::StepStatus, probe, wait};
+use migrate_core::{
+    Checks, Context, Outcome, Side, Step, StepId,
+    config::CopyMode,
+    journal::{StepState, StepStatus},
+    probe, wait,
+};
 use migrate_pg::{Database, replication};
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
-/// Journal figure of `precopy`: the new database the copy goes into.
-const SUBSCRIBED: &str = "subscribed_into";
-/// Journal figure of `precopy`: the old database's schema versions when the copy started.
-const SCHEMA: &str = "schema_versions";
-/// Journal figure of `cutover`: the copy caught up with the stopped old
-/// side (a re-run killed while cutting it off goes on cutting it off: the
-/// fence it would write again can no longer arrive).
-const CAUGHT_UP: &str = "caught_up";
-/// Journal figure of `cutover`: the copy is cut off (a re-run only verifies).
-const CUT_OFF: &str = "cut_off";
+/// What a re-run of `precopy` (and `cutover`) resumes from.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PrecopyState {
+    /// The new database the copy goes into; kept by `--abandon`, so that a
+    /// new precopy may empty it (and nothing else).
+    pub subscribed_into: Option<String>,
+    /// The old database's schema versions when the copy started.
+    pub schema_versions: Option<BTreeMap<String, Vec<i64>>>,
+}
+
+impl StepState for PrecopyState {
+    const STEP: StepId = StepId::Precopy;
+}
+
+/// What a re-run of `cutover` resumes from. A new copy starts it afresh.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CutoverState {
+    /// The copy caught up with the stopped old side (a re-run killed while
+    /// cutting it off goes on cutting it off: the fence it would write
+    /// again can no longer arrive).
+    pub caught_up: bool,
+    /// The copy is cut off (a re-run only verifies).
+    pub cut_off: bool,
+}
+
+impl StepState for CutoverState {
+    const STEP: StepId = StepId::Cutover;
+}
 /// Tables up to this size get a content hash besides their row count.
 const HASHED_TABLE_BYTES: i64 = 16 << 20;
 
@@ -42,8 +70,7 @@ pub struct Precopy {
 }
 
 impl Step for Precopy {
-    const NAME: &'static str = "precopy";
-    const SIDE: Side = Side::New;
+    const ID: StepId = StepId::Precopy;
 
     fn runs_when_done(&self) -> bool {
         // Watching a running copy changes nothing; abandoning must be possible.
@@ -80,7 +107,7 @@ impl Step for Precopy {
             };
         // After the cut the new database is the orchestrator's: a new copy
         // would replace it.
-        if cx.work().is_ok_and(|w| w.journal().step(Cutover::NAME).attempts > 0) {
+        if cx.work().is_ok_and(|w| w.journal().step(StepId::Cutover).attempts > 0) {
             checks.fail(
                 "cutover",
                 "cutover has run: the new database is no longer a copy in progress",
@@ -102,14 +129,11 @@ impl Step for Precopy {
         if self.abandon {
             replication::cut_off(&old, &new).await?;
             work.update(|j| {
-                let step = j.step_mut(Self::NAME);
-                // Which database holds the copy stays known, so a new
-                // precopy may empty it (and nothing else).
-                let target = step.figures.remove(SUBSCRIBED);
-                *step = Default::default();
-                step.figures.extend(target.map(|t| (SUBSCRIBED.to_owned(), t)));
-                forget_cutover(j);
-            })?;
+                let subscribed_into = j.state::<PrecopyState>()?.subscribed_into;
+                *j.step_mut(Self::ID) = Default::default();
+                j.set_state(&PrecopyState { subscribed_into, schema_versions: None })?;
+                j.set_state(&CutoverState::default())
+            })??;
             // Partial: the journal keeps precopy to do.
             return Ok(Outcome::partial(
                 Self::NAME,
@@ -122,8 +146,7 @@ impl Step for Precopy {
             ));
         }
         let start = Instant::now();
-        let record = work.journal().step(Self::NAME);
-        let ours = record.figures.get(SUBSCRIBED).and_then(Value::as_str) == Some(new.target.to_string().as_str());
+        let ours = work.journal().state::<PrecopyState>()?.subscribed_into == Some(new.target.to_string());
         let running = ours && new.copy_progress().await?.exists;
         if running {
             cx.ui.info(Self::NAME, "the copy of an earlier run is there: following it");
@@ -165,27 +188,20 @@ async fn start_copy(cx: &Context, old: &Database, new: &Database) -> anyhow::Res
     } else {
         new.create().await?;
     }
-    let target = new.target.to_string();
-    let schema = serde_json::to_value(old.schema_versions().await?)?;
+    let state = PrecopyState {
+        subscribed_into: Some(new.target.to_string()),
+        schema_versions: Some(old.schema_versions().await?),
+    };
+    // What a cutover recorded of an earlier copy says nothing of this one.
     work.update(|j| {
-        let figures = &mut j.step_mut(Precopy::NAME).figures;
-        figures.insert(SUBSCRIBED.into(), target.into());
-        figures.insert(SCHEMA.into(), schema);
-        forget_cutover(j);
-    })?;
+        j.set_state(&state)?;
+        j.set_state(&CutoverState::default())
+    })??;
     let password = old.publish().await?;
     replication::copy_schema(old, new, &work.path("schema.dump")).await?;
     new.subscribe(&old.target, &password).await?;
     cx.ui.info(Precopy::NAME, format!("copying {} into {} (logical replication)", old.target, new.target));
     Ok(())
-}
-
-/// What a cutover recorded of an earlier copy says nothing of a new one.
-fn forget_cutover(journal: &mut migrate_core::journal::Journal) {
-    if let Some(cutover) = journal.steps.get_mut(Cutover::NAME) {
-        cutover.figures.remove(CAUGHT_UP);
-        cutover.figures.remove(CUT_OFF);
-    }
 }
 
 /// Shows the initial copy until every table is ready; fails on a lost slot.
@@ -294,9 +310,8 @@ pub async fn check_online(cx: &Context, old: &Database, new: &Database, checks: 
         }
         Err(e) => checks.fail("old database", format!("{e:#}"), "fix `old.database`"),
     }
-    let journal = cx.work().map(|w| w.journal()).ok();
-    let ours = journal.as_ref().and_then(|j| j.step(Precopy::NAME).figures.get(SUBSCRIBED).cloned())
-        == Some(Value::String(new.target.to_string()));
+    let recorded = cx.work().ok().and_then(|w| w.journal().state::<PrecopyState>().ok());
+    let ours = recorded.and_then(|s| s.subscribed_into) == Some(new.target.to_string());
     match new.may_subscribe().await {
         Ok(true) => checks.pass("new admin role", "may create the subscription"),
         Ok(false) => checks.fail(
@@ -330,8 +345,7 @@ pub async fn check_online(cx: &Context, old: &Database, new: &Database, checks: 
 pub struct Cutover {}
 
 impl Step for Cutover {
-    const NAME: &'static str = "cutover";
-    const SIDE: Side = Side::New;
+    const ID: StepId = StepId::Cutover;
 
     fn describe(&self, _cx: &Context) -> String {
         "wait until the copy has the old side's last change (a fence), cut it off, compare every table's row count \
@@ -348,11 +362,11 @@ impl Step for Cutover {
                 return checks;
             }
         };
-        for (step, run) in [(Precopy::NAME, "precopy"), ("stop-server", "halt-all, then stop-server")] {
+        for (step, run) in [(StepId::Precopy, "precopy"), (StepId::StopServer, "halt-all, then stop-server")] {
             if journal.step(step).status == StepStatus::Done {
-                checks.pass(step, "done");
+                checks.pass(step.name(), "done");
             } else {
-                checks.fail(step, "not done", format!("run `inmanta-migrate {run}` first"));
+                checks.fail(step.name(), "not done", format!("run `inmanta-migrate {run}` first"));
             }
         }
         probe::new_server_stopped(cx, &mut checks).await;
@@ -363,10 +377,9 @@ impl Step for Cutover {
         let work = cx.work()?;
         let (old, new) = (Database::open(&cx.config, Side::Old).await?, Database::open(&cx.config, Side::New).await?);
         let start = Instant::now();
-        let recorded = |figure: &str| work.journal().step(Self::NAME).figures.get(figure) == Some(&Value::Bool(true));
-        let cut = recorded(CUT_OFF);
+        let recorded = work.journal().state::<CutoverState>()?;
         let mut caught_up = None;
-        if !cut {
+        if !recorded.cut_off {
             // A connection closed a moment ago may still be listed: give it a few seconds.
             let mut left = old.other_sessions().await?;
             let since = Instant::now();
@@ -383,23 +396,24 @@ impl Step for Cutover {
                     left.join(", ")
                 );
             }
-            let then = work.journal().step(Precopy::NAME).figures.get(SCHEMA).cloned().unwrap_or(Value::Null);
-            let now = serde_json::to_value(old.schema_versions().await?)?;
-            if then != now {
+            let then = work.journal().state::<PrecopyState>()?.schema_versions;
+            let now = old.schema_versions().await?;
+            if then.as_ref() != Some(&now) {
+                let then = then.map_or_else(|| "not recorded".to_owned(), |t| format!("{t:?}"));
                 bail!(
-                    "the old database's schema changed since the copy started ({then} then, {now} now): the copy is void. \
+                    "the old database's schema changed since the copy started ({then} then, {now:?} now): the copy is void. \
                      Nothing of the old side changed: `inmanta-migrate precopy --abandon`, then `precopy` again, or move \
                      offline (`copy.mode = \"offline\"`, then dump and restore --replace)"
                 );
             }
-            if recorded(CAUGHT_UP) {
+            if recorded.caught_up {
                 cx.ui.info(Self::NAME, "the copy caught up in an earlier run, which was stopped while cutting it off");
             } else {
                 caught_up = Some(catch_up(cx, &old, &new).await?);
-                work.update(|j| j.step_mut(Self::NAME).figures.insert(CAUGHT_UP.into(), json!(true)))?;
+                work.update_state(|s: &mut CutoverState| s.caught_up = true)?;
             }
             replication::cut_off(&old, &new).await?;
-            work.update(|j| j.step_mut(Self::NAME).figures.insert(CUT_OFF.into(), json!(true)))?;
+            work.update_state(|s: &mut CutoverState| s.cut_off = true)?;
             cx.ui.info(Self::NAME, "caught up and cut off: nothing replicates into the new database any more");
         }
         let verified = verify(cx, &old, &new).await?;

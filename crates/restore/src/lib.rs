@@ -11,12 +11,14 @@ use std::{collections::HashSet, time::Instant};
 
 use anyhow::{Context as _, bail};
 use migrate_core::{
-    Checks, Context, Outcome, Side, Step,
+    Checks, Context, Outcome, Side, Step, StepId,
     config::{DumpFormat, same_url},
+    journal::{StepState, WorkDir},
     manifest::Manifest,
     probe,
 };
 use migrate_pg::Database;
+use serde::{Deserialize, Serialize};
 
 /// New side: verifies the dump and loads it into an empty database, then
 /// compares row counts.
@@ -27,13 +29,21 @@ pub struct Restore {
     pub replace: bool,
 }
 
-/// Journal figure set, to the target's `user@host:port/name`, once this
-/// migration may have changed that database.
-const LOADING: &str = "target_touched";
+/// What a re-run of restore resumes from.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RestoreState {
+    /// The target's `user@host:port/name`, once this migration may have
+    /// changed that database (so a re-run may empty it again).
+    pub target_touched: Option<String>,
+}
+
+impl StepState for RestoreState {
+    const STEP: StepId = StepId::Restore;
+}
 
 impl Step for Restore {
-    const NAME: &'static str = "restore";
-    const SIDE: Side = Side::New;
+    const ID: StepId = StepId::Restore;
 
     fn describe(&self, cx: &Context) -> String {
         format!(
@@ -145,7 +155,7 @@ impl Step for Restore {
         let exists = db.exists().await?;
         let objects = if exists { db.user_object_count().await? } else { 0 };
         let target = db.target.to_string();
-        work.update(|j| j.step_mut(Self::NAME).figures.insert(LOADING.into(), target.into()))?;
+        work.update_state(|s: &mut RestoreState| s.target_touched = Some(target))?;
         if !exists {
             cx.ui.info(Self::NAME, format!("creating database {}", db.target));
             db.create().await?;
@@ -291,9 +301,11 @@ pub async fn check_target(cx: &Context, db: &Database, replace: bool, checks: &m
             return;
         }
     };
-    let ours = migrate_core::journal::WorkDir::peek(&cx.config).ok().flatten().is_some_and(|j| {
-        j.step(Restore::NAME).figures.get(LOADING).and_then(|v| v.as_str()) == Some(&db.target.to_string())
-    });
+    let ours = WorkDir::peek(&cx.config)
+        .ok()
+        .flatten()
+        .and_then(|j| j.state::<RestoreState>().ok())
+        .is_some_and(|state| state.target_touched == Some(db.target.to_string()));
     if objects == 0 {
         checks.pass(name, format!("{} exists and is empty", db.target));
     } else if ours {

@@ -11,17 +11,22 @@
 //! stopped; the journal records each one done (a re-run goes on with the
 //! next), and the figures say how many schema versions each added.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, bail};
 use inmanta_api::{Client, ServerStatus};
 use migrate_core::{
-    Checks, Context, Outcome, Side, Step,
+    Checks, Context, Outcome, Side, Step, StepId,
     inventory::Inventory,
+    journal::StepState,
     service::{ProcessState, Service},
     wait,
 };
 use migrate_pg::Database;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 /// New side: starts the server, waits for its schema migration, checks
@@ -30,8 +35,7 @@ use serde_json::json;
 pub struct StartServer {}
 
 impl Step for StartServer {
-    const NAME: &'static str = "start-server";
-    const SIDE: Side = Side::New;
+    const ID: StepId = StepId::StartServer;
 
     fn describe(&self, cx: &Context) -> String {
         let via = cx.config.intermediate_versions();
@@ -175,9 +179,16 @@ async fn core_schema_count(db: &Database) -> anyhow::Result<usize> {
     Ok(db.schema_versions().await?.get("core").map_or(0, Vec::len))
 }
 
-/// The journal key of an intermediate server that is done.
-fn intermediate_key(version: &str) -> String {
-    format!("intermediate {version}")
+/// What a re-run of start-server resumes from.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StartServerState {
+    /// Each intermediate server done (by version): the schema versions it added.
+    pub intermediates_done: BTreeMap<String, u64>,
+}
+
+impl StepState for StartServerState {
+    const STEP: StepId = StepId::StartServer;
 }
 
 /// Starts each `[[intermediate]]` server not yet done, waits until it
@@ -187,8 +198,7 @@ async fn walk_intermediates(cx: &Context, db: &Database) -> anyhow::Result<Vec<(
     let work = cx.work()?;
     let mut done = Vec::new();
     for (i, via) in cx.config.intermediate.iter().enumerate() {
-        let key = intermediate_key(&via.version);
-        if let Some(n) = work.journal().step(StartServer::NAME).figures.get(&key).and_then(|v| v.as_u64()) {
+        if let Some(&n) = work.journal().state::<StartServerState>()?.intermediates_done.get(&via.version) {
             done.push((via.version.clone(), n));
             continue;
         }
@@ -223,9 +233,7 @@ async fn walk_intermediates(cx: &Context, db: &Database) -> anyhow::Result<Vec<(
             Ok((silent && service.state().await? != ProcessState::Running).then_some(()))
         })
         .await?;
-        work.update(|j| {
-            j.step_mut(StartServer::NAME).figures.insert(key.clone(), added.into());
-        })?;
+        work.update_state(|s: &mut StartServerState| s.intermediates_done.insert(via.version.clone(), added))?;
         done.push((via.version.clone(), added));
     }
     Ok(done)

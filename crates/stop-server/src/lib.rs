@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use migrate_core::{
-    Checks, Context, Outcome, Side, Step,
+    Checks, Context, Outcome, Side, Step, StepId,
     service::{ProcessState, Service},
     wait,
 };
@@ -20,8 +20,7 @@ pub struct StopServer {
 }
 
 impl Step for StopServer {
-    const NAME: &'static str = "stop-server";
-    const SIDE: Side = Side::Old;
+    const ID: StepId = StepId::StopServer;
 
     fn describe(&self, cx: &Context) -> String {
         format!("stop the old server ({})", Service::new(&cx.config.old).describe())

@@ -1,0 +1,161 @@
+//! The one list of the migration's steps (ripgrep's list of flags is the
+//! model): each step's id, subcommand and journal key, the side it changes
+//! and the copy modes it belongs to, in the order a migration runs them.
+//! The CLI, `plan`, `status`, `migrate`, the report, the journal and the
+//! tests all read it; a new step is its crate, a line here and its variant
+//! in the CLI's command list (which the compiler asks for).
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::config::{CopyMode, Side};
+
+/// Which migrations a step belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Modes {
+    Both,
+    /// `copy.mode = "offline"`: the database moves by dump and restore.
+    Offline,
+    /// `copy.mode = "online"`: the database is copied before the window.
+    Online,
+}
+
+impl Modes {
+    pub const fn has(self, mode: CopyMode) -> bool {
+        matches!(
+            (self, mode),
+            (Modes::Both, _) | (Modes::Offline, CopyMode::Offline) | (Modes::Online, CopyMode::Online)
+        )
+    }
+}
+
+/// What the list knows of one step.
+#[derive(Clone, Copy, Debug)]
+pub struct StepInfo {
+    pub id: StepId,
+    /// The subcommand, also the journal key and the report's name.
+    pub name: &'static str,
+    /// The orchestrator it changes.
+    pub side: Side,
+    pub modes: Modes,
+}
+
+macro_rules! steps {
+    ($($id:ident $name:literal $side:ident $modes:ident,)*) => {
+        /// A step of the migration. Ordered as a migration runs them.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum StepId {
+            $($id,)*
+        }
+
+        /// Every step, in the order a migration runs them.
+        pub const STEPS: &[StepInfo] = &[
+            $(StepInfo { id: StepId::$id, name: $name, side: Side::$side, modes: Modes::$modes },)*
+        ];
+    };
+}
+
+steps! {
+    // id          subcommand       side  modes
+    Precopy        "precopy"        New   Online,
+    HaltAll        "halt-all"       Old   Both,
+    StopServer     "stop-server"    Old   Both,
+    Dump           "dump"           Old   Offline,
+    Restore        "restore"        New   Offline,
+    Cutover        "cutover"        New   Online,
+    StartServer    "start-server"   New   Both,
+    EnvReconcile   "env-reconcile"  New   Both,
+}
+
+impl StepId {
+    pub const fn info(self) -> &'static StepInfo {
+        // STEPS is in declaration order (a test holds it).
+        &STEPS[self as usize]
+    }
+
+    pub const fn name(self) -> &'static str {
+        self.info().name
+    }
+
+    pub const fn side(self) -> Side {
+        self.info().side
+    }
+
+    /// The steps of a migration in this copy mode, in order.
+    pub fn in_mode(mode: CopyMode) -> impl Iterator<Item = StepId> {
+        STEPS.iter().filter(move |s| s.modes.has(mode)).map(|s| s.id)
+    }
+
+    pub fn from_name(name: &str) -> Option<StepId> {
+        STEPS.iter().find(|s| s.name == name).map(|s| s.id)
+    }
+}
+
+impl fmt::Display for StepId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+// By name, so that the journal, the report and `--json` say "halt-all".
+impl Serialize for StepId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for StepId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        StepId::from_name(&name).ok_or_else(|| {
+            let known: Vec<_> = STEPS.iter().map(|s| s.name).collect();
+            serde::de::Error::custom(format!("unknown step {name:?}: expected one of {}", known.join(", ")))
+        })
+    }
+}
+
+impl schemars::JsonSchema for StepId {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "StepId".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let names: Vec<_> = STEPS.iter().map(|s| s.name).collect();
+        schemars::json_schema!({ "type": "string", "enum": names })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_list_is_in_declaration_order_and_names_are_unique() {
+        for (i, step) in STEPS.iter().enumerate() {
+            assert_eq!(step.id as usize, i, "{} is out of place in STEPS", step.name);
+            assert_eq!(StepId::from_name(step.name), Some(step.id));
+        }
+    }
+
+    #[test]
+    fn each_mode_has_its_steps_in_order() {
+        let names = |mode| StepId::in_mode(mode).map(StepId::name).collect::<Vec<_>>();
+        assert_eq!(
+            names(CopyMode::Offline),
+            ["halt-all", "stop-server", "dump", "restore", "start-server", "env-reconcile"]
+        );
+        assert_eq!(
+            names(CopyMode::Online),
+            ["precopy", "halt-all", "stop-server", "cutover", "start-server", "env-reconcile"]
+        );
+    }
+
+    #[test]
+    fn ids_read_and_write_as_their_names() {
+        assert_eq!(serde_json::to_string(&StepId::StopServer).unwrap(), "\"stop-server\"");
+        assert_eq!(serde_json::from_str::<StepId>("\"env-reconcile\"").unwrap(), StepId::EnvReconcile);
+        let err = serde_json::from_str::<StepId>("\"stop\"").unwrap_err().to_string();
+        assert!(err.contains("unknown step \"stop\"") && err.contains("halt-all"), "{err}");
+    }
+}
