@@ -35,6 +35,16 @@ new-side *args:
     {{bin}} --config {{config}} start-server
     {{bin}} --config {{config}} env-reconcile {{args}}
 
+# Online copy (copy.mode = "online"), before the window: copy the old database
+# into the new one and keep it current (`just precopy --abandon` removes it).
+precopy *args:
+    {{bin}} --config {{config}} precopy {{args}}
+
+# Online copy, in the window after halt-all and stop-server: cut the copy over.
+# `just migrate` runs an online migration's steps in their order.
+cutover:
+    {{bin}} --config {{config}} cutover
+
 # Everything, resumable, after a preflight and a confirmation.
 migrate *args:
     {{bin}} --config {{config}} migrate {{args}}

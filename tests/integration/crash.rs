@@ -107,7 +107,7 @@ fn setup(pg: ScratchCluster) -> Setup {
 }
 
 #[test]
-#[ignore = "needs PostgreSQL (cargo xtask ci installs it)"]
+#[ignore = "a few minutes (a migration per crash point): cargo xtask ci"]
 fn a_migration_killed_at_any_point_finishes_on_the_next_run() {
     let s = setup(ScratchCluster::start().expect("a scratch PostgreSQL cluster"));
     let log = s.fakes.path().join("points.log");

@@ -98,8 +98,10 @@ impl Setup {
 }
 
 #[test]
-#[ignore = "needs PostgreSQL (cargo xtask ci installs it)"]
 fn dump_restore_and_start_server_move_the_database_and_verify_it() {
+    if !ScratchCluster::available() {
+        return;
+    }
     let s = Setup::new();
     s.test().arg("halt-all").run().success();
     // The old server still answers: dump refuses to read a live database.
@@ -141,8 +143,10 @@ fn dump_restore_and_start_server_move_the_database_and_verify_it() {
 /// `restore`, after it created the new database, finishes with this one:
 /// restore still knows the half-loaded database as this migration's own.
 #[test]
-#[ignore = "needs PostgreSQL (cargo xtask ci installs it)"]
 fn a_format_1_journal_killed_in_restore_finishes_with_this_binary() {
+    if !ScratchCluster::available() {
+        return;
+    }
     let s = Setup::new();
     for step in ["halt-all", "stop-server", "dump"] {
         s.test().arg(step).run().success();
@@ -175,8 +179,10 @@ fn a_format_1_journal_killed_in_restore_finishes_with_this_binary() {
 }
 
 #[test]
-#[ignore = "needs PostgreSQL (cargo xtask ci installs it)"]
 fn restore_refuses_a_target_that_holds_data_and_a_damaged_dump() {
+    if !ScratchCluster::available() {
+        return;
+    }
     let s = Setup::new();
     for step in ["halt-all", "stop-server", "dump"] {
         s.test().arg(step).run().success();
@@ -203,8 +209,10 @@ fn restore_refuses_a_target_that_holds_data_and_a_damaged_dump() {
 }
 
 #[test]
-#[ignore = "needs PostgreSQL (cargo xtask ci installs it)"]
 fn verify_full_moves_the_database_over_tls_and_refuses_a_wrong_ca_or_host_name() {
+    if !ScratchCluster::available() {
+        return;
+    }
     let (pg, ca) = ScratchCluster::start_tls().expect("a scratch PostgreSQL cluster with TLS");
     let s = Setup::on(pg);
     let dir = s.fakes.path().to_owned();

@@ -125,15 +125,19 @@ fn names_crate(text: &str, name: &str) -> bool {
     })
 }
 
-/// SQL a product crate would hold: a statement keyword followed by what
-/// makes it a statement.
+/// The first word of every kind of SQL statement the tool could send.
+const SQL_STATEMENTS: [&str; 20] = [
+    "SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "ALTER", "BEGIN", "COMMIT", "ROLLBACK", "GRANT",
+    "REVOKE", "COMMENT", "TRUNCATE", "ANALYZE", "VACUUM", "COPY", "WITH", "SET", "SHOW",
+];
+
+/// SQL a product crate would hold: a string that starts with a statement
+/// keyword followed by a space (or that is the keyword alone).
 fn holds_sql(line: &str) -> bool {
     let quoted = line.split('"').skip(1).step_by(2);
     quoted.into_iter().any(|s| {
         let s = s.trim_start();
-        ["SELECT ", "INSERT INTO ", "UPDATE ", "DELETE FROM ", "CREATE DATABASE ", "DROP DATABASE ", "ALTER ", "BEGIN "]
-            .iter()
-            .any(|kw| s.starts_with(kw))
+        SQL_STATEMENTS.iter().any(|kw| s.starts_with(kw) && s[kw.len()..].starts_with([' ', ';']) || s == *kw)
     })
 }
 
@@ -221,7 +225,8 @@ fn only_the_runner_spawns_processes() {
     let mut allowed = Vec::new();
     for p in packages() {
         for file in p.rust_files() {
-            if fs::read_to_string(&file).unwrap().contains("allow(clippy::disallowed_methods)") {
+            let text = fs::read_to_string(&file).unwrap();
+            if ["allow", "expect"].iter().any(|a| text.contains(&format!("{a}(clippy::disallowed_methods)"))) {
                 allowed.push((p.name.clone(), relative(&file)));
             }
         }
@@ -245,4 +250,161 @@ fn the_checks_see_what_they_should() {
     assert!(names_crate("let ini = ini::Ini::load_from_str(text)?;", "rust-ini"));
     assert!(holds_sql(r#"db.query("SELECT id FROM public.environment")"#));
     assert!(!holds_sql(r#"println!("selected {n} environments")"#));
+    assert!(holds_sql(r#"format!("CREATE ROLE {role} LOGIN")"#));
+    assert!(holds_sql(r#"client.execute("GRANT SELECT ON ALL TABLES", &[])"#));
+    assert!(holds_sql(r#"client.batch_execute("ANALYZE")"#));
+    assert!(!holds_sql(r#"bail!("Create the role first")"#));
+    assert!(!holds_sql(r#"checks.fail("SETTINGS differ")"#));
+}
+
+/// The text of a source file before its test module: what ships.
+fn shipped(text: &str) -> &str {
+    text.find("#[cfg(test)]").map_or(text, |at| &text[..at])
+}
+
+/// Product source files, with their text before any test module.
+fn product_sources() -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    for p in packages().into_iter().filter(Package::is_product) {
+        for file in p.source_files() {
+            let text = fs::read_to_string(&file).unwrap();
+            out.push((file, shipped(&text).to_owned()));
+        }
+    }
+    out
+}
+
+#[test]
+fn every_product_file_says_what_it_holds() {
+    let problems: Vec<_> = product_sources()
+        .into_iter()
+        .filter(|(_, text)| !text.starts_with("//!"))
+        .map(|(file, _)| format!("{}: start with a `//!` line that says what the file holds", relative(&file)))
+        .collect();
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
+/// Steps talk to each other only through the journal and the config.
+#[test]
+fn no_step_crate_depends_on_another() {
+    let mut problems = Vec::new();
+    for p in packages().into_iter().filter(|p| p.name.starts_with("step-")) {
+        for (table, dep) in p.dependencies() {
+            if dep.starts_with("step-") && dep != p.name {
+                problems.push(format!(
+                    "{}/Cargo.toml [{table}] depends on `{dep}`: steps share the journal and the config, not code; \
+                     move what both need to migrate-core",
+                    p.name
+                ));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
+/// Where product code may sleep besides `core::wait` (every other wait has
+/// a limit and says what it waited for), and why.
+const SLEEPS_ALLOWED: [(&str, &str); 2] = [
+    ("crates/core/src/journal.rs", "the lock's grace for a forking holder: ten tries of 100 ms, synchronous"),
+    ("crates/inmanta-api/src/client.rs", "the pause between a GET's bounded retries"),
+];
+
+#[test]
+fn product_code_waits_through_core_wait() {
+    let problems: Vec<_> = product_sources()
+        .into_iter()
+        .map(|(file, text)| (relative(&file), text))
+        .filter(|(file, text)| {
+            text.contains("sleep(")
+                && file != "crates/core/src/wait.rs"
+                && !SLEEPS_ALLOWED.iter().any(|(allowed, _)| file == allowed)
+        })
+        .map(|(file, _)| format!("{file}: sleeps outside core::wait; wait with `wait::until` (a limit, and what for)"))
+        .collect();
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
+/// What the tool prints is `core::contract`'s types (their schema is
+/// published), not `json!` literals; inmanta-api's request bodies are the
+/// server's format, not output.
+#[test]
+fn product_output_is_typed() {
+    let problems: Vec<_> = product_sources()
+        .into_iter()
+        .map(|(file, text)| (relative(&file), text))
+        .filter(|(file, text)| !file.starts_with("crates/inmanta-api/") && text.contains("json!("))
+        .map(|(file, _)| format!("{file}: a `json!` literal in product output: give it a Serialize type"))
+        .collect();
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
+/// A step's resume state reads journals written before one of its fields
+/// existed: each `StepState` type takes `#[serde(default)]`.
+#[test]
+fn step_states_read_older_journals() {
+    let mut problems = Vec::new();
+    let mut found = 0;
+    for (file, text) in product_sources() {
+        for (at, _) in text.match_indices("impl StepState for ") {
+            found += 1;
+            let name: String =
+                text[at + "impl StepState for ".len()..].chars().take_while(|c| c.is_alphanumeric()).collect();
+            let defined = text.find(&format!("pub struct {name} ")).or_else(|| text.find(&format!("struct {name} ")));
+            let attributes = defined.map(|d| {
+                let before = &text[..d];
+                before.lines().rev().take_while(|l| l.trim_start().starts_with(['#', '/'])).collect::<Vec<_>>()
+            });
+            if !attributes.is_some_and(|a| a.iter().any(|l| l.trim() == "#[serde(default)]")) {
+                problems.push(format!("{}: {name} needs `#[serde(default)]` on the struct", relative(&file)));
+            }
+        }
+    }
+    assert!(found >= 4, "found only {found} StepState types: has the trait been renamed?");
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
+/// README's step table and the justfile follow the one step list.
+#[test]
+fn readme_and_justfile_follow_the_step_list() {
+    use migrate_core::{Side, StepId, config::CopyMode, steps::STEPS};
+
+    let readme = fs::read_to_string(workspace().join("README.md")).unwrap();
+    let table: Vec<(String, String)> = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("| step | side |"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            (cells[1].trim_matches('`').to_owned(), cells[2].to_owned())
+        })
+        .collect();
+    let listed: Vec<(String, String)> = STEPS.iter().map(|s| (s.name.to_owned(), s.side.to_string())).collect();
+    assert_eq!(table, listed, "README.md's step table (step, side) differs from core::steps::STEPS");
+
+    // Recipe name -> the subcommands its lines run.
+    let justfile = fs::read_to_string(workspace().join("justfile")).unwrap();
+    let mut recipes: Vec<(String, Vec<String>)> = Vec::new();
+    for line in justfile.lines() {
+        if let Some(body) = line.strip_prefix("    ") {
+            if let (Some(recipe), Some(command)) = (recipes.last_mut(), body.split("{{config}} ").nth(1)) {
+                recipe.1.extend(command.split_whitespace().next().map(str::to_owned));
+            }
+        } else if !line.starts_with('#') && !line.contains(":=") && line.contains(':') {
+            recipes.push((line.split([' ', ':']).next().unwrap().to_owned(), Vec::new()));
+        }
+    }
+    let runs = |name: &str| recipes.iter().find(|(r, _)| r == name).map(|(_, c)| c.clone()).unwrap_or_default();
+    let offline = |side: Side| -> Vec<String> {
+        StepId::in_mode(CopyMode::Offline).filter(|s| s.side() == side).map(|s| s.name().to_owned()).collect()
+    };
+    assert_eq!(runs("old-side"), offline(Side::Old), "justfile: old-side runs the old side's offline steps");
+    assert_eq!(runs("new-side"), offline(Side::New), "justfile: new-side runs the new side's offline steps");
+    for step in STEPS {
+        assert!(
+            recipes.iter().any(|(_, commands)| commands.iter().any(|c| c == step.name)),
+            "justfile: no recipe runs `{}`",
+            step.name
+        );
+    }
 }

@@ -3,13 +3,22 @@
 use std::fmt::Write as _;
 
 use migrate_core::{
-    Context, Outcome,
+    Context, Outcome, StepId,
     config::CopyMode,
     journal::{StepStatus, WorkDir},
 };
-use serde_json::json;
+use serde::Serialize;
 
 use crate::{migrate::MigrateArgs, steps::StepCommand};
+
+/// One step of the plan, in `--json`'s details.
+#[derive(Serialize)]
+struct PlannedStep {
+    step: StepId,
+    status: StepStatus,
+    /// What it would do.
+    would: String,
+}
 
 pub async fn run(cx: &Context) -> anyhow::Result<Outcome> {
     let journal = WorkDir::peek(&cx.config)?;
@@ -31,7 +40,7 @@ pub async fn run(cx: &Context) -> anyhow::Result<Outcome> {
             "todo"
         };
         let _ = writeln!(text, "  {}. [{mark}] {name}: {what}", i + 1);
-        steps.push(json!({ "step": name, "status": status, "would": what }));
+        steps.push(PlannedStep { step: step.id(), status, would: what });
     }
     let summary = if remaining == 0 {
         "every step is done".to_owned()

@@ -1,3 +1,6 @@
+//! The client: one method per call a migration makes, with its retries,
+//! timeouts, authentication and TLS.
+
 use std::{collections::BTreeMap, time::Duration};
 
 use reqwest::{

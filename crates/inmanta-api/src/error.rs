@@ -1,3 +1,5 @@
+//! The failures of an API call, as values callers match on.
+
 /// What went wrong with one API call. Every variant names the server (old or
 /// new) and the call; none carries a token.
 #[derive(Debug, thiserror::Error)]

@@ -1,3 +1,5 @@
+//! inmanta-core versions and what each one answers differently.
+
 use std::{fmt, str::FromStr};
 
 use serde::{Deserialize, Serialize};

@@ -75,7 +75,7 @@ pub use prepare::{Toolchain, apt_install, prepare, prepare_timed, tool_venv};
 pub use procs::{pid_alive, port_is_free};
 pub use repo::ModelVariant;
 pub use rootfs::RootFs;
-pub use scratch::ScratchCluster;
+pub use scratch::{NEED_POSTGRES, ScratchCluster};
 pub use secure::{JwtClaims, TokenKind, unrelated_ca_pem};
 pub use seed::{AGENT, EnvRole, SeededEnv};
 pub use timing::Timings;

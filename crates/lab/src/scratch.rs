@@ -15,9 +15,34 @@ pub struct ScratchCluster {
     _dir: tempfile::TempDir,
 }
 
+/// Set (by `cargo xtask ci`) where a test that needs PostgreSQL must not
+/// skip: a missing server then fails it.
+pub const NEED_POSTGRES: &str = "INMANTA_MIGRATE_NEED_POSTGRES";
+
 impl ScratchCluster {
     pub const PASSWORD: &str = "scratch-inmanta-password";
     pub const ADMIN_PASSWORD: &str = "scratch-postgres-password";
+
+    /// Whether a test that needs only a PostgreSQL server can run here. If
+    /// not, it says so on the terminal (past the test harness's capture)
+    /// and the test returns early: plain `cargo test` runs these tests
+    /// wherever PostgreSQL is installed and skips them visibly elsewhere.
+    pub fn available() -> bool {
+        if prepare::find_pg_bin_dir().is_some() {
+            return true;
+        }
+        let test = std::thread::current().name().unwrap_or("a test").to_owned();
+        assert!(
+            std::env::var_os(NEED_POSTGRES).is_none(),
+            "{test}: no PostgreSQL server on this machine, and {NEED_POSTGRES} is set"
+        );
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {test}: no PostgreSQL server on this machine (`cargo xtask lab prepare` installs it)"
+        );
+        false
+    }
 
     /// initdb, start, roles `postgres` and `inmanta`, empty database `inmanta`.
     pub fn start() -> Result<ScratchCluster> {

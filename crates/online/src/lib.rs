@@ -57,6 +57,9 @@ impl StepState for CutoverState {
 }
 /// Tables up to this size get a content hash besides their row count.
 const HASHED_TABLE_BYTES: i64 = 16 << 20;
+/// `precopy` stops following an initial copy that shows no progress (no
+/// table changed state, no byte more on the new side) for this long.
+const COPY_STALL: Duration = Duration::from_secs(30 * 60);
 
 /// New side: before the window (`copy.mode = "online"`): copies the old
 /// database into the new one while the old orchestrator runs, and leaves
@@ -204,17 +207,35 @@ async fn start_copy(cx: &Context, old: &Database, new: &Database) -> anyhow::Res
     Ok(())
 }
 
-/// Shows the initial copy until every table is ready; fails on a lost slot.
+/// Shows the initial copy until every table is ready; fails on a lost slot,
+/// and gives up following a copy that makes no progress for [`COPY_STALL`].
 async fn follow(cx: &Context, old: &Database, new: &Database) -> anyhow::Result<replication::CopyProgress> {
     let first = new.copy_progress().await?;
     let bar = cx.ui.progress(Precopy::NAME, "tables copied", first.tables.len() as u64);
-    let mut shown = 0;
+    let (mut shown, mut last) = (0, (first.tables.clone(), first.bytes));
     loop {
-        let progress = new.copy_progress().await?;
-        if !progress.exists {
-            bail!("the subscription on {} is gone: run `inmanta-migrate precopy` to start the copy again", new.target);
-        }
-        lost_slot(old).await?;
+        let moved = wait::until(Duration::from_secs(1), COPY_STALL, "the initial copy to make progress", async || {
+            let progress = new.copy_progress().await?;
+            if !progress.exists {
+                bail!(
+                    "the subscription on {} is gone: run `inmanta-migrate precopy` to start the copy again",
+                    new.target
+                );
+            }
+            lost_slot(old).await?;
+            let now = (progress.tables.clone(), progress.bytes);
+            Ok((progress.initial_copy_done() || now != last).then_some((progress, now)))
+        })
+        .await;
+        let (progress, now) = moved.map_err(|e| match e.downcast::<wait::GaveUp>() {
+            Ok(gave_up) => anyhow::anyhow!(
+                "{gave_up}: neither a table's state nor the bytes on the new side changed. The copy goes on in \
+                 PostgreSQL's background if it still runs: `inmanta-migrate status` shows it, `precopy` follows it \
+                 again; look at both PostgreSQL logs for the reason"
+            ),
+            Err(e) => e,
+        })?;
+        last = now;
         let ready = progress.count("ready");
         for _ in shown..ready {
             bar.inc(&format!("{:.1} MB on the new side", progress.bytes as f64 / 1e6));
@@ -223,7 +244,6 @@ async fn follow(cx: &Context, old: &Database, new: &Database) -> anyhow::Result<
         if progress.initial_copy_done() {
             return Ok(progress);
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
@@ -381,20 +401,28 @@ impl Step for Cutover {
         let mut caught_up = None;
         if !recorded.cut_off {
             // A connection closed a moment ago may still be listed: give it a few seconds.
-            let mut left = old.other_sessions().await?;
-            let since = Instant::now();
-            while !left.is_empty() && since.elapsed() < Duration::from_secs(10) {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                left = old.other_sessions().await?;
-            }
-            if !left.is_empty() {
-                bail!(
-                    "{} session(s) of {} still use the old database ({}): something of the old orchestrator still runs \
-                     (a scheduler, an agent, a script). Stop it, then run `inmanta-migrate cutover` again; nothing was changed",
-                    left.len(),
-                    old.target.user,
-                    left.join(", ")
-                );
+            let closed = wait::until(
+                Duration::from_millis(500),
+                Duration::from_secs(10),
+                "the old database's last sessions to close",
+                async || Ok(old.other_sessions().await?.is_empty().then_some(())),
+            )
+            .await;
+            if let Err(e) = closed {
+                if !e.is::<wait::GaveUp>() {
+                    return Err(e);
+                }
+                let left = old.other_sessions().await?;
+                if !left.is_empty() {
+                    bail!(
+                        "{} session(s) of {} still use the old database ({}): something of the old orchestrator still \
+                         runs (a scheduler, an agent, a script). Stop it, then run `inmanta-migrate cutover` again; \
+                         nothing was changed",
+                        left.len(),
+                        old.target.user,
+                        left.join(", ")
+                    );
+                }
             }
             let then = work.journal().state::<PrecopyState>()?.schema_versions;
             let now = old.schema_versions().await?;

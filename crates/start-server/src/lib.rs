@@ -27,7 +27,6 @@ use migrate_core::{
 };
 use migrate_pg::Database;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 /// New side: starts the server, waits for its schema migration, checks
 /// every environment is there and halted.
@@ -166,8 +165,10 @@ impl Step for StartServer {
         .figure("schema_migrations", migrations)
         .figure("core_version", status.core_version.to_string());
         if !intermediates.is_empty() {
-            let list: Vec<_> =
-                intermediates.iter().map(|(v, n)| json!({ "version": v, "schema_migrations": n })).collect();
+            let list: Vec<_> = intermediates
+                .iter()
+                .map(|(version, schema_migrations)| Intermediate { version, schema_migrations: *schema_migrations })
+                .collect();
             outcome = outcome.figure("intermediates", list);
         }
         Ok(outcome)
@@ -177,6 +178,13 @@ impl Step for StartServer {
 /// How many core schema versions the database has installed.
 async fn core_schema_count(db: &Database) -> anyhow::Result<usize> {
     Ok(db.schema_versions().await?.get("core").map_or(0, Vec::len))
+}
+
+/// The figure of one intermediate server.
+#[derive(Serialize)]
+struct Intermediate<'a> {
+    version: &'a str,
+    schema_migrations: u64,
 }
 
 /// What a re-run of start-server resumes from.
