@@ -45,7 +45,7 @@ pub async fn preflight(cx: &Context, replace: bool) -> Checks {
                 } else {
                     format!("fix `{side}.service`")
                 };
-                checks.fail(format!("{side} service"), format!("{e:#}"), fix)
+                checks.fail_on(format!("{side} service"), &e, fix)
             }
         }
     }
@@ -75,7 +75,7 @@ pub async fn preflight(cx: &Context, replace: bool) -> Checks {
                     "check `old.database`: is this the orchestrator's database?",
                 ),
             },
-            Err(e) => checks.fail("database schema", format!("{e:#}"), "check `old.database`"),
+            Err(e) => checks.fail_on("database schema", &e, "check `old.database`"),
         }
         let floor = Some((*old_pg, format!("the old PostgreSQL {old_pg}")));
         db.check_tools(&["pg_dump", "pg_restore", "psql", "vacuumdb"], floor, &mut checks).await;
@@ -139,7 +139,7 @@ async fn database(cx: &Context, side: Side, checks: &mut Checks) -> Option<(Data
     let db = match Database::open(&cx.config, side).await {
         Ok(db) => db,
         Err(e) => {
-            checks.fail(name, format!("{e:#}"), format!("fix `{side}.database`"));
+            checks.fail_on(name, &e, format!("fix `{side}.database`"));
             return None;
         }
     };
@@ -149,7 +149,7 @@ async fn database(cx: &Context, side: Side, checks: &mut Checks) -> Option<(Data
             Some((db, major))
         }
         Err(e) => {
-            checks.fail(name, format!("{e:#}"), migrate_pg::unreachable_next_step(&side.to_string(), &e));
+            checks.fail_on(name, &e, migrate_pg::unreachable_next_step(&side.to_string(), &e));
             None
         }
     }

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use camino::Utf8PathBuf;
 use clap::{Parser, Subcommand};
 use migrate_core::{
-    ChecksFailed, Config, Context, Exit, Outcome, OutcomeStatus,
+    ChecksFailed, Config, Context, Exit, Failure, Outcome, OutcomeStatus,
     contract::{self, Document, Failed, FailedStatus, Finished},
     ui::Ui,
 };
@@ -128,17 +128,23 @@ fn finish(ui: &Ui, result: anyhow::Result<Outcome>) -> ExitCode {
         Ok(_) => Exit::Done,
         Err(e) => Exit::of(e),
     };
+    let failure = result.as_ref().err().map(Failure::of);
     if ui.is_json() {
         let exit_code = code as u8;
         let document = match result {
             Ok(outcome) => Document::Finished(Finished { schema_version: contract::VERSION, outcome, exit_code }),
-            Err(e) => Document::Failed(Failed {
-                schema_version: contract::VERSION,
-                status: if code == Exit::Operator { FailedStatus::NeedsOperator } else { FailedStatus::Failed },
-                error: format!("{e:#}"),
-                checks: e.downcast_ref::<ChecksFailed>().map(|c| c.0.clone()),
-                exit_code,
-            }),
+            Err(e) => {
+                let failure = failure.expect("made from the error");
+                Document::Failed(Failed {
+                    schema_version: contract::VERSION,
+                    status: if code == Exit::Operator { FailedStatus::NeedsOperator } else { FailedStatus::Failed },
+                    error: failure.shown(),
+                    kind: failure.kind,
+                    advice: failure.way_on().to_owned(),
+                    checks: e.downcast_ref::<ChecksFailed>().map(|c| c.0.clone()),
+                    exit_code,
+                })
+            }
         };
         println!("{}", serde_json::to_string_pretty(&document).expect("JSON"));
         return ExitCode::from(exit_code);
@@ -156,7 +162,7 @@ fn finish(ui: &Ui, result: anyhow::Result<Outcome>) -> ExitCode {
             };
             println!("{} {mark} {}", ui.paint_stdout("1", &outcome.step), outcome.summary);
         }
-        Err(e) => eprintln!("{} {e:#}", ui.paint("31", "error:")),
+        Err(_) => eprintln!("{} {}", ui.paint("31", "error:"), failure.expect("made from the error").shown()),
     }
     ExitCode::from(code as u8)
 }

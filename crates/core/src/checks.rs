@@ -3,7 +3,10 @@
 
 use serde::Serialize;
 
-use crate::ui::{Level, Ui};
+use crate::{
+    error::Failure,
+    ui::{Level, Ui},
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -40,6 +43,14 @@ impl Checks {
 
     pub fn fail(&mut self, name: impl Into<String>, detail: impl Into<String>, next: impl Into<String>) {
         self.push(name, CheckStatus::Fail, detail, Some(next));
+    }
+
+    /// A check failed on `error`: its message, and its own way on where it
+    /// knows one (a refused certificate, a wrong password), else `next`.
+    pub fn fail_on(&mut self, name: impl Into<String>, error: &anyhow::Error, next: impl Into<String>) {
+        let failure = Failure::of(error);
+        let next = failure.advice.unwrap_or_else(|| next.into());
+        self.push(name, CheckStatus::Fail, failure.message, Some(next));
     }
 
     /// A check whose outcome is an error or not.

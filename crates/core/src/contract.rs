@@ -17,6 +17,7 @@ use uuid::Uuid;
 use crate::{
     Outcome,
     checks::Checks,
+    error::ErrorKind,
     journal::{EnvPhase, EnvStatus, StepStatus},
     steps::StepId,
 };
@@ -53,6 +54,10 @@ pub struct Failed {
     pub status: FailedStatus,
     /// What went wrong and, where the tool knows it, what to do.
     pub error: String,
+    /// What kind of failure (a stable set: README lists it).
+    pub kind: ErrorKind,
+    /// What to do next.
+    pub advice: String,
     /// The preconditions, when a check failed.
     pub checks: Option<Checks>,
     /// 1 failed, 2 bad usage or config, 3 a check failed.
@@ -200,6 +205,8 @@ mod tests {
             schema_version: VERSION,
             status: FailedStatus::Failed,
             error: "no".into(),
+            kind: ErrorKind::Failed,
+            advice: ErrorKind::Failed.advice().into(),
             checks: None,
             exit_code: 1,
         });

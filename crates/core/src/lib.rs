@@ -23,7 +23,7 @@ pub mod wait;
 pub use checks::{Check, CheckStatus, Checks};
 pub use config::{Config, Side};
 pub use context::Context;
-pub use error::{ChecksFailed, ConfigError, Exit, NeedsOperator, UsageError};
+pub use error::{ChecksFailed, ConfigError, ErrorKind, Exit, Failure, NeedsOperator, UsageError};
 pub use secret::Secret;
 pub use step::{Outcome, OutcomeStatus, Step, execute};
 pub use steps::StepId;

@@ -84,7 +84,7 @@ async fn new_server_alone_stopped(cx: &Context, checks: &mut Checks) -> Option<i
             stop_it,
         ),
         Ok(state) => checks.pass(name, format!("its API does not answer and its service is {state:?}")),
-        Err(e) => checks.fail(name, format!("{e:#}"), "fix `new.service`"),
+        Err(e) => checks.fail_on(name, &e, "fix `new.service`"),
     }
     None
 }
@@ -103,7 +103,7 @@ async fn intermediates_stopped(cx: &Context, checks: &mut Checks) {
                 format!("stop it first: {}", service.describe()),
             ),
             Ok(state) => checks.pass(name, format!("its service is {state:?}")),
-            Err(e) => checks.fail(name, format!("{e:#}"), format!("fix `intermediate[{i}].service`")),
+            Err(e) => checks.fail_on(name, &e, format!("fix `intermediate[{i}].service`")),
         }
     }
 }
@@ -189,7 +189,7 @@ pub async fn installed_new_version(cx: &Context, checks: &mut Checks) -> Option<
             Some(v)
         }
         Some(Err(e)) => {
-            checks.fail(name, format!("{e:#}"), "fix `new.version_command`");
+            checks.fail_on(name, &e, "fix `new.version_command`");
             None
         }
         None => {

@@ -9,7 +9,14 @@ use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::{checks::Checks, config::Side, context::Context, error::ChecksFailed, journal::StepStatus, steps::StepId};
+use crate::{
+    checks::Checks,
+    config::Side,
+    context::Context,
+    error::{ChecksFailed, Failure},
+    journal::StepStatus,
+    steps::StepId,
+};
 
 /// One step of the migration.
 #[allow(async_fn_in_trait)] // used with static dispatch only
@@ -79,7 +86,7 @@ pub async fn execute<S: Step>(step: &S, cx: &Context) -> anyhow::Result<Outcome>
             }
             Err(e) => {
                 r.status = StepStatus::Failed;
-                r.error = Some(format!("{e:#}"));
+                r.error = Some(Failure::of(e).shown());
             }
         }
     })?;

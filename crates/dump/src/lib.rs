@@ -95,7 +95,7 @@ impl Step for Dump {
     async fn check(&self, cx: &Context) -> Checks {
         let mut checks = Checks::default();
         if let Err(e) = cx.inventory() {
-            checks.fail("inventory", format!("{e:#}"), "run `inmanta-migrate halt-all` first");
+            checks.fail_on("inventory", &e, "run `inmanta-migrate halt-all` first");
         }
         match cx.api(Side::Old).probe().await {
             Ok(None) => checks.pass("old server stopped", "its API does not answer"),
@@ -112,7 +112,7 @@ impl Step for Dump {
         let db = match Database::open(&cx.config, Side::Old).await {
             Ok(db) => db,
             Err(e) => {
-                checks.fail("old database", format!("{e:#}"), "fix `old.database` in the config");
+                checks.fail_on("old database", &e, "fix `old.database` in the config");
                 return checks;
             }
         };
@@ -123,7 +123,7 @@ impl Step for Dump {
             }
             Err(e) => {
                 let next = migrate_pg::unreachable_next_step("old", &e);
-                checks.fail("old database", format!("{e:#}"), next);
+                checks.fail_on("old database", &e, next);
                 None
             }
         };
@@ -146,11 +146,9 @@ impl Step for Dump {
                         );
                     }
                 }
-                Err(e) => checks.fail(
-                    "old database content",
-                    format!("{e:#}"),
-                    "is `old.database` the old orchestrator's database?",
-                ),
+                Err(e) => {
+                    checks.fail_on("old database content", &e, "is `old.database` the old orchestrator's database?")
+                }
             }
         }
         let floor = server_major.map(|m| (m, format!("the old PostgreSQL {m}")));
@@ -228,13 +226,9 @@ impl Step for Dump {
             .await?;
         drop(progress);
         if !out.success() {
-            let advice = db.network_advice(&out.stderr, "run `inmanta-migrate dump` again (it starts the dump over)");
-            bail!(
-                "pg_dump failed (exit code {}){}{}",
-                out.code,
-                migrate_core::runner::stderr_tail(&out.stderr),
-                advice.map(|a| format!("\n{a}")).unwrap_or_default()
-            );
+            let failed = format!("pg_dump failed (exit code {})", out.code);
+            let again = "run `inmanta-migrate dump` again (it starts the dump over)";
+            return Err(db.tool_failure(failed, &out.stderr, again).into());
         }
 
         let counts = snapshot.counts().await?;
@@ -317,7 +311,7 @@ pub fn check_dir(cx: &Context, checks: &mut Checks) {
             }
         }
         Ok(_) => checks.pass("dump directory", format!("{dir} is ready")),
-        Err(e) => checks.fail("dump directory", format!("{e:#}"), "fix `dump.dir`"),
+        Err(e) => checks.fail_on("dump directory", &e, "fix `dump.dir`"),
     }
 }
 

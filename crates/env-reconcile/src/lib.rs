@@ -31,7 +31,7 @@ use anyhow::{Context as _, bail};
 use futures::StreamExt;
 use inmanta_api::{Client, DryRunReport, ResourceDiff, ServerVersion};
 use migrate_core::{
-    Checks, Context, Outcome, Side, Step, StepId, UsageError,
+    Checks, Context, ErrorKind, Failure, Outcome, Side, Step, StepId, UsageError,
     inventory::{EnvironmentRecord, Inventory},
     journal::{EnvPhase, EnvRecord, EnvStatus},
     probe, wait,
@@ -66,6 +66,9 @@ pub struct EnvResult {
     pub name: String,
     pub status: EnvStatus,
     pub message: String,
+    /// What kind of failure, when it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<ErrorKind>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<i64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -127,7 +130,7 @@ impl Step for EnvReconcile {
         let inventory = match cx.inventory() {
             Ok(i) => i,
             Err(e) => {
-                checks.fail("inventory", format!("{e:#}"), "run `inmanta-migrate halt-all` on the old side first");
+                checks.fail_on("inventory", &e, "run `inmanta-migrate halt-all` on the old side first");
                 return checks;
             }
         };
@@ -221,15 +224,19 @@ impl Step for EnvReconcile {
             .map(|r| format!("{}: {}", r.name, r.message))
             .collect();
         if !failed.is_empty() {
-            let unanswered = failed.iter().any(|m| m.contains("server does not answer"));
-            let advice = if unanswered {
-                "-> the new server did not answer: check that it runs and that this machine reaches `new.api_url`, \
-                 then run `inmanta-migrate env-reconcile` again: each environment goes on from its last recorded phase"
+            let message = format!("{summary}\n  {}", failed.join("\n  "));
+            let again =
+                "run `inmanta-migrate env-reconcile` again: each environment goes on from its last recorded phase";
+            let unanswered = sorted.iter().any(|r| r.kind == Some(ErrorKind::ApiUnreachable));
+            let failure = if unanswered {
+                Failure::new(ErrorKind::ApiUnreachable, message).advise(format!(
+                    "the new server did not answer: check that it runs and that this machine reaches `new.api_url`, \
+                     then {again}"
+                ))
             } else {
-                "-> fix what the messages say, then run `inmanta-migrate env-reconcile` again: each environment goes on \
-                 from its last recorded phase"
+                Failure::new(ErrorKind::Failed, message).advise(format!("fix what the messages say, then {again}"))
             };
-            bail!("{summary}\n  {}\n{advice}", failed.join("\n  "));
+            return Err(failure.into());
         }
         // With --env, other environments may still wait for a run.
         let journal = work.journal();
@@ -276,6 +283,7 @@ async fn reconcile(cx: &Context, env: &EnvironmentRecord, named: bool, run: &Run
         name: env.name.clone(),
         status: EnvStatus::Done,
         message: String::new(),
+        kind: None,
         version: None,
         differences: Vec::new(),
         seconds: 0.0,
@@ -302,7 +310,9 @@ async fn reconcile(cx: &Context, env: &EnvironmentRecord, named: bool, run: &Run
         Ok(()) => {}
         Err(e) => {
             result.status = EnvStatus::Failed;
-            result.message = format!("{e:#}");
+            let failure = Failure::of(&e);
+            result.message = failure.shown();
+            result.kind = Some(failure.kind);
         }
     }
     result

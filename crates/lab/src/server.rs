@@ -178,7 +178,9 @@ impl Server {
     pub fn run_ctl(&self, action: &str) -> Result<(i32, String)> {
         let sh = shell()?;
         let ctl = self.ctl();
-        let out = cmd!(sh, "{ctl} {action}").quiet().ignore_status().output()?;
+        // Read by bash rather than executed: a script just written may still
+        // be open for writing in a child another thread forked (ETXTBSY).
+        let out = cmd!(sh, "bash {ctl} {action}").quiet().ignore_status().output()?;
         let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         Ok((out.status.code().unwrap_or(-1), text.trim().to_string()))
     }

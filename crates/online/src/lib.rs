@@ -17,7 +17,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use migrate_core::{
-    Checks, Context, Outcome, Side, Step, StepId,
+    Checks, Context, Failure, Outcome, Side, Step, StepId,
     config::CopyMode,
     journal::{StepState, StepStatus},
     probe, wait,
@@ -104,7 +104,7 @@ impl Step for Precopy {
             match (Database::open(&cx.config, Side::Old).await, Database::open(&cx.config, Side::New).await) {
                 (Ok(old), Ok(new)) => (old, new),
                 (Err(e), _) | (_, Err(e)) => {
-                    checks.fail("databases", format!("{e:#}"), "fix `old.database` and `new.database`");
+                    checks.fail_on("databases", &e, "fix `old.database` and `new.database`");
                     return checks;
                 }
             };
@@ -328,7 +328,7 @@ pub async fn check_online(cx: &Context, old: &Database, new: &Database, checks: 
                 );
             }
         }
-        Err(e) => checks.fail("old database", format!("{e:#}"), "fix `old.database`"),
+        Err(e) => checks.fail_on("old database", &e, "fix `old.database`"),
     }
     let recorded = cx.work().ok().and_then(|w| w.journal().state::<PrecopyState>().ok());
     let ours = recorded.and_then(|s| s.subscribed_into) == Some(new.target.to_string());
@@ -341,7 +341,7 @@ pub async fn check_online(cx: &Context, old: &Database, new: &Database, checks: 
         ),
         // The new database may not exist before the first precopy.
         Err(_) if !new.exists().await.unwrap_or(true) => {}
-        Err(e) => checks.fail("new admin role", format!("{e:#}"), "fix `new.database.admin_user`"),
+        Err(e) => checks.fail_on("new admin role", &e, "fix `new.database.admin_user`"),
     }
     match new.exists().await {
         Ok(false) => checks.pass("target database", format!("{} does not exist yet; it will be created", new.target)),
@@ -353,9 +353,9 @@ pub async fn check_online(cx: &Context, old: &Database, new: &Database, checks: 
                 format!("{} is not empty: {n} objects", new.target),
                 "point `new.database` at an empty database, or drop this one",
             ),
-            Err(e) => checks.fail("target database", format!("{e:#}"), "check `new.database`"),
+            Err(e) => checks.fail_on("target database", &e, "check `new.database`"),
         },
-        Err(e) => checks.fail("target database", format!("{e:#}"), "check `new.database.admin_user`"),
+        Err(e) => checks.fail_on("target database", &e, "check `new.database.admin_user`"),
     }
 }
 
@@ -378,7 +378,7 @@ impl Step for Cutover {
         let journal = match cx.work() {
             Ok(w) => w.journal(),
             Err(e) => {
-                checks.fail("journal", format!("{e:#}"), "run `inmanta-migrate precopy` first");
+                checks.fail_on("journal", &e, "run `inmanta-migrate precopy` first");
                 return checks;
             }
         };
@@ -574,14 +574,14 @@ impl CopyStatus {
                         status.lag_bytes = Some(slot.lag_bytes);
                     }
                     Ok(None) => {}
-                    Err(e) => status.errors.push(format!("{e:#}")),
+                    Err(e) => status.errors.push(Failure::of(&e).shown()),
                 }
                 match old.copy_leftovers().await {
                     Ok(l) => status.old_side = l,
-                    Err(e) => status.errors.push(format!("{e:#}")),
+                    Err(e) => status.errors.push(Failure::of(&e).shown()),
                 }
             }
-            Err(e) => status.errors.push(format!("{e:#}")),
+            Err(e) => status.errors.push(Failure::of(&e).shown()),
         }
         match Database::open(&cx.config, Side::New).await {
             Ok(new) => {
@@ -593,14 +593,14 @@ impl CopyStatus {
                         }
                         status.bytes = p.bytes;
                     }
-                    Err(e) => status.errors.push(format!("{e:#}")),
+                    Err(e) => status.errors.push(Failure::of(&e).shown()),
                 }
                 match new.copy_leftovers().await {
                     Ok(l) => status.new_side = l,
-                    Err(e) => status.errors.push(format!("{e:#}")),
+                    Err(e) => status.errors.push(Failure::of(&e).shown()),
                 }
             }
-            Err(e) => status.errors.push(format!("{e:#}")),
+            Err(e) => status.errors.push(Failure::of(&e).shown()),
         }
         status
     }

@@ -4,7 +4,7 @@
 
 use std::{error::Error as _, io, sync::Arc, time::Duration};
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{Context as _, bail};
 use camino::Utf8PathBuf;
 use rustls::{
     DigitallySignedStruct, SignatureScheme,
@@ -12,6 +12,8 @@ use rustls::{
     pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject},
 };
 use tokio_postgres::{Client, config::SslMode, error::SqlState};
+
+use migrate_core::{ErrorKind, Failure};
 
 use crate::Target;
 
@@ -144,7 +146,7 @@ pub(crate) async fn connect(target: &Target, who: As) -> anyhow::Result<Client> 
             client
         })
     };
-    connected.map_err(|e| anyhow!(explain(target, who, &e)))
+    connected.map_err(|e| explain(target, who, &e).into())
 }
 
 /// The TLS client of one `sslmode`, verifying as libpq does: `verify-full`
@@ -247,44 +249,66 @@ impl ServerCertVerifier for Lenient {
 }
 
 /// An operator-facing reason for a failed connection or statement: what
-/// PostgreSQL said (or why it could not be reached) and what to do.
-pub(crate) fn explain(target: &Target, who: As, error: &tokio_postgres::Error) -> String {
+/// PostgreSQL said (or why it could not be reached), as a failure of its
+/// kind, with what to do where this knows better than the kind.
+pub(crate) fn explain(target: &Target, who: As, error: &tokio_postgres::Error) -> Failure {
     let shown = target.shown(who);
     if let Some(db) = error.as_db_error() {
         let code = db.code();
-        let hint = if *code == SqlState::INVALID_PASSWORD || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
-            " -> check the database password in the config"
+        let (kind, advice) = if *code == SqlState::INVALID_PASSWORD
+            || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+        {
+            (ErrorKind::DatabaseLogin, Some("check the database password in the config"))
         } else if *code == SqlState::INVALID_CATALOG_NAME {
-            " -> check the database name"
+            (ErrorKind::DatabaseLogin, Some("check the database name"))
         } else if *code == SqlState::INSUFFICIENT_PRIVILEGE && who == As::Admin {
-            " -> set `admin_user` (and `admin_password`) to a role that may create and drop databases"
+            (
+                ErrorKind::Database,
+                Some("set `admin_user` (and `admin_password`) to a role that may create and drop databases"),
+            )
+        } else if *code == SqlState::TOO_MANY_CONNECTIONS {
+            (
+                ErrorKind::DatabaseUnreachable,
+                Some("PostgreSQL has no connection slot left: raise its `max_connections`, or stop what holds them"),
+            )
         } else {
-            ""
+            (ErrorKind::Database, None)
         };
         let detail = db.detail().map(|d| format!(" ({})", d.replace('\n', "; "))).unwrap_or_default();
-        return format!("PostgreSQL {shown}: {}{detail} (SQLSTATE {}){hint}", db.message(), code.code());
+        let failure =
+            Failure::new(kind, format!("PostgreSQL {shown}: {}{detail} (SQLSTATE {})", db.message(), code.code()));
+        return match advice {
+            Some(advice) => failure.advise(advice),
+            None => failure,
+        };
     }
     let text = error_chain(error);
     // TLS first: a failed handshake also comes as an I/O error.
-    let hint = if text.contains("password missing") {
-        " -> give the database password in the config (`password` or `passfile`)"
+    let (kind, advice) = if text.contains("password missing") {
+        (ErrorKind::DatabaseLogin, "give the database password in the config (`password` or `passfile`)")
     } else if text.contains("not valid for name") || text.contains("NotValidForName") {
-        " -> the server's certificate does not name this host: set `host` to a name in the certificate \
-         (sslmode verify-full checks it; verify-ca does not)"
+        (
+            ErrorKind::DatabaseTls,
+            "the server's certificate does not name this host: set `host` to a name in the certificate \
+             (sslmode verify-full checks it; verify-ca does not)",
+        )
     } else if text.contains("UnknownIssuer") {
-        " -> no CA in the root certificates (PGSSLROOTCERT, else ~/.postgresql/root.crt) signed the server's \
-         certificate: point PGSSLROOTCERT at the CA that did"
+        (
+            ErrorKind::DatabaseTls,
+            "no CA in the root certificates (PGSSLROOTCERT, else ~/.postgresql/root.crt) signed the server's \
+             certificate: point PGSSLROOTCERT at the CA that did",
+        )
     } else if text.contains("certificate") || text.contains("tls") || text.contains("TLS") {
-        " -> check `sslmode` and the root certificates (PGSSLROOTCERT)"
+        (ErrorKind::DatabaseTls, "check `sslmode` and the root certificates (PGSSLROOTCERT)")
     } else if error.source().and_then(|s| s.downcast_ref::<io::Error>()).is_some()
         || text.contains("timeout")
         || text.contains("error connecting")
     {
-        " -> is PostgreSQL running and reachable from here?"
+        (ErrorKind::DatabaseUnreachable, "is PostgreSQL running and reachable from here?")
     } else {
-        ""
+        return Failure::new(ErrorKind::Database, format!("PostgreSQL {shown}: {text}"));
     };
-    format!("PostgreSQL {shown}: {text}{hint}")
+    Failure::new(kind, format!("PostgreSQL {shown}: {text}")).advise(advice)
 }
 
 /// An error and its causes on one line.

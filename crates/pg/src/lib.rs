@@ -20,7 +20,7 @@ use anyhow::{Context as _, anyhow, bail};
 use camino::Utf8Path;
 use connect::As;
 use migrate_core::{
-    Checks, Secret, Side,
+    Checks, ErrorKind, Failure, Secret, Side,
     config::{Config, DatabaseConfig, PgTools},
     runner::{Cmd, Runner},
 };
@@ -31,11 +31,11 @@ pub use inmanta_cfg::{parse_database_section, read_inmanta_database};
 /// The next step of a check whose database did not answer: a refused
 /// certificate is fixed in the config, not by starting PostgreSQL.
 pub fn unreachable_next_step(side: &str, error: &anyhow::Error) -> String {
-    let text = format!("{error:#}");
-    if text.contains("TLS handshake") || text.contains("certificate") {
-        format!("fix `{side}.database` (`host`, `sslmode`) or the root certificates it is verified with")
-    } else {
-        format!("fix `{side}.database` or start PostgreSQL")
+    match Failure::of(error).kind {
+        ErrorKind::DatabaseTls => {
+            format!("fix `{side}.database` (`host`, `sslmode`) or the root certificates it is verified with")
+        }
+        _ => format!("fix `{side}.database` or start PostgreSQL"),
     }
 }
 pub use snapshot::Snapshot;
@@ -54,17 +54,20 @@ const NETWORK_FAILURES: [&str; 9] = [
 ];
 
 impl Database {
-    /// Advice for a PostgreSQL tool that failed with `stderr`, when what
-    /// it says is a lost or never made connection; `again` says what
-    /// running the step again does.
-    pub fn network_advice(&self, stderr: &str, again: &str) -> Option<String> {
-        NETWORK_FAILURES.iter().any(|words| stderr.contains(words)).then(|| {
+    /// The failure of a PostgreSQL tool (pg_dump, pg_restore) that ended
+    /// with `stderr`: what `failed` says, the end of stderr, and, when that
+    /// says the connection was lost or never made, which host to check;
+    /// `again` is what running the step again does.
+    pub fn tool_failure(&self, failed: String, stderr: &str, again: &str) -> Failure {
+        let message = format!("{failed}{}", migrate_core::runner::stderr_tail(stderr));
+        if NETWORK_FAILURES.iter().any(|words| stderr.contains(words)) {
             let (host, port) = (&self.target.host, self.target.port);
-            format!(
-                "-> the connection to PostgreSQL at {host}:{port} was lost or could not be made: check the network \
+            return Failure::new(ErrorKind::DatabaseUnreachable, message).advise(format!(
+                "the connection to PostgreSQL at {host}:{port} was lost or could not be made: check the network \
                  between this machine and {host} and that PostgreSQL runs there, then {again}"
-            )
-        })
+            ));
+        }
+        Failure::new(ErrorKind::Failed, message).advise(again)
     }
 }
 
@@ -369,9 +372,7 @@ impl Database {
                     "install PostgreSQL client tools at least that new and set `pg.bin_dir`",
                 ),
                 (Ok((version, _)), _) => checks.pass(name, format!("{tool} {version}")),
-                (Err(e), _) => {
-                    checks.fail(name, format!("{e:#}"), "install the PostgreSQL client tools or set `pg.bin_dir`")
-                }
+                (Err(e), _) => checks.fail_on(name, &e, "install the PostgreSQL client tools or set `pg.bin_dir`"),
             }
         }
     }
@@ -440,7 +441,7 @@ async fn answer<T>(
     let what = format!("an answer of PostgreSQL {}", target.shown(who));
     migrate_core::wait::within(ANSWER_LIMIT, &what, statement)
         .await?
-        .map_err(|e| anyhow!(connect::explain(target, who, &e)))
+        .map_err(|e| connect::explain(target, who, &e).into())
 }
 
 /// The first column of each row, as text.

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context as _, anyhow, bail};
 use camino::Utf8Path;
-use migrate_core::Secret;
+use migrate_core::{Failure, Secret};
 
 use crate::{As, Database, Target, conninfo_value, literal, strings};
 
@@ -187,7 +187,10 @@ impl Database {
         let what = format!("create the subscription in {}", self.target);
         failpoint::before(failpoint::Area::Database, &what);
         crate::answer(&self.target, As::AdminHere, client.batch_execute(&sql)).await.map_err(|e| {
-            anyhow!("cannot create the subscription: {}", format!("{e:#}").replace(password.expose(), "<password>"))
+            let failure = Failure::of(&e);
+            let message =
+                format!("cannot create the subscription: {}", failure.message.replace(password.expose(), "<password>"));
+            Failure { message, ..failure }
         })?;
         failpoint::after(failpoint::Area::Database, &what);
         Ok(())

@@ -5,8 +5,14 @@
 
 use camino::Utf8PathBuf;
 use lab::ScratchCluster;
-use migrate_core::{config::DatabaseConfig, config::PgTools, runner::Runner, secret::SecretSource};
+use migrate_core::{ErrorKind, Failure, config::DatabaseConfig, config::PgTools, runner::Runner, secret::SecretSource};
 use migrate_pg::{Database, Target};
+
+/// A failure's kind, and its text with the way on, as an operator sees it.
+fn failure(error: &anyhow::Error) -> (ErrorKind, String) {
+    let failure = Failure::of(error);
+    (failure.kind, failure.shown())
+}
 
 struct Fixture {
     cluster: ScratchCluster,
@@ -124,9 +130,11 @@ async fn the_admin_role_creates_and_drops_the_target_database() {
     // says which role to give.
     config.admin_user = None;
     config.admin_password = None;
-    let err = f.database(config).await.create().await.unwrap_err().to_string();
+    let err = f.database(config).await.create().await.unwrap_err();
+    let (kind, err) = failure(&err);
     assert!(err.contains("permission denied to create database"), "{err}");
     assert!(err.contains("SQLSTATE 42501") && err.contains("set `admin_user`"), "{err}");
+    assert_eq!(kind, ErrorKind::Database);
 }
 
 #[tokio::test]
@@ -135,25 +143,33 @@ async fn bad_connections_are_explained_and_name_no_password() {
         return;
     }
     let f = Fixture::new();
-    let err = f.database(f.config("not-the-password")).await.tables().await.unwrap_err().to_string();
+    let err = f.database(f.config("not-the-password")).await.tables().await.unwrap_err();
+    let (kind, err) = failure(&err);
     assert!(err.contains("password authentication failed"), "{err}");
     assert!(err.contains("check the database password") && err.contains("inmanta@127.0.0.1"), "{err}");
     assert!(!err.contains("not-the-password"), "{err}");
+    assert_eq!(kind, ErrorKind::DatabaseLogin);
 
     let mut config = f.config(ScratchCluster::PASSWORD);
     config.name = Some("nosuchdb".into());
-    let err = f.database(config).await.tables().await.unwrap_err().to_string();
+    let err = f.database(config).await.tables().await.unwrap_err();
+    let (kind, err) = failure(&err);
     assert!(err.contains("nosuchdb") && err.contains("check the database name"), "{err}");
+    assert_eq!(kind, ErrorKind::DatabaseLogin);
 
     let mut config = f.config(ScratchCluster::PASSWORD);
     config.port = Some(lab_free_port());
-    let err = f.database(config).await.tables().await.unwrap_err().to_string();
+    let err = f.database(config).await.tables().await.unwrap_err();
+    let (kind, err) = failure(&err);
     assert!(err.contains("is PostgreSQL running and reachable from here?"), "{err}");
+    assert_eq!(kind, ErrorKind::DatabaseUnreachable);
 
     let mut config = f.config(ScratchCluster::PASSWORD);
     config.password = None;
-    let err = f.database(config).await.tables().await.unwrap_err().to_string();
+    let err = f.database(config).await.tables().await.unwrap_err();
+    let (kind, err) = failure(&err);
     assert!(err.contains("give the database password"), "{err}");
+    assert_eq!(kind, ErrorKind::DatabaseLogin);
 
     // A libpq passfile works for the driver as for the tools.
     let mut config = f.config(ScratchCluster::PASSWORD);
@@ -167,8 +183,10 @@ async fn bad_connections_are_explained_and_name_no_password() {
     // The cluster has no TLS: `require` is refused, never retried in plain text.
     let mut config = f.config(ScratchCluster::PASSWORD);
     config.sslmode = Some("require".into());
-    let err = f.database(config).await.tables().await.unwrap_err().to_string();
+    let err = f.database(config).await.tables().await.unwrap_err();
+    let (kind, err) = failure(&err);
     assert!(err.contains("server does not support TLS") && err.contains("check `sslmode`"), "{err}");
+    assert_eq!(kind, ErrorKind::DatabaseTls);
     // `prefer` falls back to plain text, as libpq does.
     let mut config = f.config(ScratchCluster::PASSWORD);
     config.sslmode = Some("prefer".into());

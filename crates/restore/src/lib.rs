@@ -59,7 +59,7 @@ impl Step for Restore {
         let manifest = match Manifest::read(&dir) {
             Ok(m) => m,
             Err(e) => {
-                checks.fail("manifest", format!("{e:#}"), "run `inmanta-migrate dump` (again)");
+                checks.fail_on("manifest", &e, "run `inmanta-migrate dump` (again)");
                 return checks;
             }
         };
@@ -96,7 +96,7 @@ impl Step for Restore {
         let db = match Database::open(&cx.config, Side::New).await {
             Ok(db) => db,
             Err(e) => {
-                checks.fail("new database", format!("{e:#}"), "fix `new.database`");
+                checks.fail_on("new database", &e, "fix `new.database`");
                 return checks;
             }
         };
@@ -106,9 +106,7 @@ impl Step for Restore {
         if manifest.dump_format != DumpFormat::Plain {
             match db.restore_list(&manifest.data_path(&dir)).await {
                 Ok(toc) => checks.pass("archive readable", format!("pg_restore --list: {} entries", toc.len())),
-                Err(e) => {
-                    checks.fail("archive readable", format!("{e:#}"), "use a pg_restore at least as new as pg_dump")
-                }
+                Err(e) => checks.fail_on("archive readable", &e, "use a pg_restore at least as new as pg_dump"),
             }
         }
         let target_major = match db.server_version(true).await {
@@ -132,9 +130,9 @@ impl Step for Restore {
                 Some(target)
             }
             Err(e) => {
-                checks.fail(
+                checks.fail_on(
                     "target PostgreSQL",
-                    format!("{e:#}"),
+                    &e,
                     "fix `new.database` (admin_user needs to reach the `postgres` database)",
                 );
                 None
@@ -203,13 +201,10 @@ impl Step for Restore {
             out
         };
         if !out.success() {
+            let failed =
+                format!("loading the dump failed (exit code {}); the target database is left partly loaded", out.code);
             let again = "run `inmanta-migrate restore` again (it starts over)";
-            bail!(
-                "loading the dump failed (exit code {}){}\nthe target database is left partly loaded; {}",
-                out.code,
-                migrate_core::runner::stderr_tail(&out.stderr),
-                db.network_advice(&out.stderr, again).unwrap_or_else(|| again.to_owned())
-            );
+            return Err(db.tool_failure(failed, &out.stderr, again).into());
         }
         failpoint::after(failpoint::Area::Database, format_args!("load the dump into {}", db.target));
         let load_seconds = load_start.elapsed().as_secs_f64();
@@ -286,7 +281,7 @@ pub async fn check_target(cx: &Context, db: &Database, replace: bool, checks: &m
     let exists = match db.exists().await {
         Ok(e) => e,
         Err(e) => {
-            checks.fail(name, format!("{e:#}"), "check `new.database.admin_user`");
+            checks.fail_on(name, &e, "check `new.database.admin_user`");
             return;
         }
     };
@@ -297,7 +292,7 @@ pub async fn check_target(cx: &Context, db: &Database, replace: bool, checks: &m
     let objects = match db.user_object_count().await {
         Ok(n) => n,
         Err(e) => {
-            checks.fail(name, format!("{e:#}"), "check `new.database`");
+            checks.fail_on(name, &e, "check `new.database`");
             return;
         }
     };

@@ -53,12 +53,12 @@ impl Step for StartServer {
     async fn check(&self, cx: &Context) -> Checks {
         let mut checks = Checks::default();
         if let Err(e) = cx.inventory() {
-            checks.fail("inventory", format!("{e:#}"), "run `inmanta-migrate halt-all` on the old side first");
+            checks.fail_on("inventory", &e, "run `inmanta-migrate halt-all` on the old side first");
         }
         let service = Service::new(&cx.config.new);
         match service.state().await {
             Ok(state) => checks.pass("new service", format!("{}: {state:?}", service.describe())),
-            Err(e) => checks.fail("new service", format!("{e:#}"), "fix `new.service`"),
+            Err(e) => checks.fail_on("new service", &e, "fix `new.service`"),
         }
         if cx.api(Side::New).probe().await.ok().flatten().is_none() {
             // Never let a server create a fresh schema in an empty database:
@@ -75,10 +75,10 @@ impl Step for StartServer {
                     ),
                     Err(e) => {
                         let next = migrate_pg::unreachable_next_step("new", &e);
-                        checks.fail("new database", format!("{e:#}"), next)
+                        checks.fail_on("new database", &e, next)
                     }
                 },
-                Err(e) => checks.fail("new database", format!("{e:#}"), "fix `new.database`"),
+                Err(e) => checks.fail_on("new database", &e, "fix `new.database`"),
             }
         }
         checks

@@ -31,7 +31,7 @@ impl Step for StopServer {
         let service = Service::new(&cx.config.old);
         match service.state().await {
             Ok(state) => checks.pass("old service", format!("{}: {state:?}", service.describe())),
-            Err(e) => checks.fail("old service", format!("{e:#}"), "fix `old.service` in the config"),
+            Err(e) => checks.fail_on("old service", &e, "fix `old.service` in the config"),
         }
         match cx.api(Side::Old).probe().await {
             Ok(None) => checks.pass("old API", "does not answer: the server is already stopped"),
