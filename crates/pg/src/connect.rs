@@ -7,7 +7,7 @@ use std::{error::Error as _, io, sync::Arc, time::Duration};
 use anyhow::{Context as _, bail};
 use camino::Utf8PathBuf;
 use rustls::{
-    DigitallySignedStruct, SignatureScheme,
+    CertificateError, DigitallySignedStruct, SignatureScheme,
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
     pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject},
 };
@@ -283,32 +283,55 @@ pub(crate) fn explain(target: &Target, who: As, error: &tokio_postgres::Error) -
         };
     }
     let text = error_chain(error);
-    // TLS first: a failed handshake also comes as an I/O error.
-    let (kind, advice) = if text.contains("password missing") {
-        (ErrorKind::DatabaseLogin, "give the database password in the config (`password` or `passfile`)")
-    } else if text.contains("not valid for name") || text.contains("NotValidForName") {
+    let (kind, advice) = match (tls_cause(error), io_cause(error)) {
         (
+            Some(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )),
+            _,
+        ) => (
             ErrorKind::DatabaseTls,
             "the server's certificate does not name this host: set `host` to a name in the certificate \
-             (sslmode verify-full checks it; verify-ca does not)",
-        )
-    } else if text.contains("UnknownIssuer") {
-        (
+                 (sslmode verify-full checks it; verify-ca does not)",
+        ),
+        (Some(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)), _) => (
             ErrorKind::DatabaseTls,
             "no CA in the root certificates (PGSSLROOTCERT, else ~/.postgresql/root.crt) signed the server's \
              certificate: point PGSSLROOTCERT at the CA that did",
-        )
-    } else if text.contains("certificate") || text.contains("tls") || text.contains("TLS") {
-        (ErrorKind::DatabaseTls, "check `sslmode` and the root certificates (PGSSLROOTCERT)")
-    } else if error.source().and_then(|s| s.downcast_ref::<io::Error>()).is_some()
-        || text.contains("timeout")
-        || text.contains("error connecting")
-    {
-        (ErrorKind::DatabaseUnreachable, "is PostgreSQL running and reachable from here?")
-    } else {
-        return Failure::new(ErrorKind::Database, format!("PostgreSQL {shown}: {text}"));
+        ),
+        (Some(_), _) => (ErrorKind::DatabaseTls, "check `sslmode` and the root certificates (PGSSLROOTCERT)"),
+        // The driver's own refusals carry no type of their own: its words.
+        _ if text.contains("password missing") => {
+            (ErrorKind::DatabaseLogin, "give the database password in the config (`password` or `passfile`)")
+        }
+        _ if text.contains("does not support TLS") => (
+            ErrorKind::DatabaseTls,
+            "the server speaks no TLS: check `sslmode` (prefer falls back to plain text, require does not)",
+        ),
+        (None, Some(_)) => (ErrorKind::DatabaseUnreachable, "is PostgreSQL running and reachable from here?"),
+        (None, None) => return Failure::new(ErrorKind::Database, format!("PostgreSQL {shown}: {text}")),
     };
     Failure::new(kind, format!("PostgreSQL {shown}: {text}")).advise(advice)
+}
+
+/// The TLS failure under a driver error, when the handshake failed.
+fn tls_cause(error: &tokio_postgres::Error) -> Option<&rustls::Error> {
+    causes(error).find_map(|cause| {
+        cause.downcast_ref::<rustls::Error>().or_else(|| {
+            let inner = cause.downcast_ref::<io::Error>()?.get_ref()?;
+            inner.downcast_ref::<rustls::Error>()
+        })
+    })
+}
+
+/// The I/O failure under a driver error: a refused, reset or timed-out
+/// connection (the connect timeout is one too).
+fn io_cause(error: &tokio_postgres::Error) -> Option<io::ErrorKind> {
+    causes(error).find_map(|cause| cause.downcast_ref::<io::Error>().map(io::Error::kind))
+}
+
+fn causes(error: &tokio_postgres::Error) -> impl Iterator<Item = &(dyn std::error::Error + 'static)> {
+    std::iter::successors(error.source(), |&cause| cause.source())
 }
 
 /// An error and its causes on one line.
