@@ -240,6 +240,17 @@ fn an_online_copy_survives_kills_restarts_and_a_lost_slot() {
     assert!(waiting, "cutover ended before it wrote its fence");
     sigkill(&mut cutover);
     lab.psql(Side::New, "inmanta", unstall).unwrap();
+
+    // A table made by hand on the old side while the copy ran: found before
+    // the cut, which waits for the operator with the copy still running.
+    lab.psql(Side::Old, "inmanta", "SET ROLE inmanta; CREATE TABLE public.by_hand (id int PRIMARY KEY)").unwrap();
+    let differs = lab.run(&["cutover", "--json"]);
+    let failed = differs.code(3).json();
+    assert_eq!(failed["kind"], "needs_operator", "{failed}");
+    assert!(failed["error"].as_str().unwrap().contains("only on the old side: [\"public.by_hand\"]"), "{failed}");
+    assert!(failed["advice"].as_str().unwrap().contains("precopy --abandon"), "{failed}");
+    assert_eq!(leftovers(&lab, Side::New), "0 publications, 1 subscriptions, 0 slots, 0 copy roles", "not cut off");
+    lab.psql(Side::Old, "inmanta", "DROP TABLE public.by_hand").unwrap();
     lab.run(&["cutover"]).success();
     cut_off_then_migrate(&lab, &before);
 }

@@ -31,7 +31,7 @@ use anyhow::{Context as _, bail};
 use futures::StreamExt;
 use inmanta_api::{Client, DryRunReport, ResourceDiff, ServerVersion};
 use migrate_core::{
-    Checks, Context, ErrorKind, Failure, Outcome, Side, Step, StepId, UsageError,
+    Checks, Config, Context, ErrorKind, Failure, Outcome, Side, Step, StepId, UsageError,
     inventory::{EnvironmentRecord, Inventory},
     journal::{EnvPhase, EnvRecord, EnvStatus},
     probe, wait,
@@ -110,6 +110,27 @@ impl EnvReconcile {
     }
 }
 
+/// What a run does: the flags and the config merged, once.
+#[derive(Clone, Copy, Debug)]
+struct Settings {
+    /// `--release` or `reconcile.release`.
+    release: bool,
+    /// `--accept-protected`.
+    accept_protected: bool,
+    /// Environments at a time: `reconcile.concurrency`.
+    concurrency: usize,
+}
+
+impl EnvReconcile {
+    fn settings(&self, config: &Config) -> Settings {
+        Settings {
+            release: self.release || config.reconcile.release,
+            accept_protected: self.accept_protected,
+            concurrency: config.reconcile.concurrency as usize,
+        }
+    }
+}
+
 impl Step for EnvReconcile {
     const ID: StepId = StepId::EnvReconcile;
 
@@ -118,10 +139,11 @@ impl Step for EnvReconcile {
     }
 
     fn describe(&self, cx: &Context) -> String {
-        let release = if self.release || cx.config.reconcile.release { ", release it" } else { "" };
+        let settings = self.settings(&cx.config);
+        let release = if settings.release { ", release it" } else { "" };
         format!(
             "per environment ({} at a time): auto_deploy off, update & recompile, resume, dry-run{release}, auto_deploy back",
-            cx.config.reconcile.concurrency
+            settings.concurrency
         )
     }
 
@@ -163,10 +185,8 @@ impl Step for EnvReconcile {
     async fn run(&self, cx: &Context) -> anyhow::Result<Outcome> {
         let inventory = cx.inventory()?;
         let selection = self.selection(&inventory)?;
-        let release = self.release || cx.config.reconcile.release;
         let run = RunInfo {
-            release,
-            accept_protected: self.accept_protected,
+            settings: self.settings(&cx.config),
             old: inventory.core_version,
             new: cx.api(Side::New).server_status().await?.core_version,
             id: Uuid::new_v4().simple().to_string()[..8].to_owned(),
@@ -204,7 +224,7 @@ impl Step for EnvReconcile {
                     result
                 }
             })
-            .buffer_unordered(cx.config.reconcile.concurrency as usize)
+            .buffer_unordered(run.settings.concurrency)
             .collect()
             .await;
 
@@ -265,9 +285,7 @@ impl Step for EnvReconcile {
 
 /// What every environment of one run shares.
 struct RunInfo {
-    release: bool,
-    /// `--accept-protected`.
-    accept_protected: bool,
+    settings: Settings,
     /// inmanta-core of the old and the new server.
     old: ServerVersion,
     new: ServerVersion,
@@ -325,7 +343,7 @@ async fn reconcile_phases(
     earlier: EnvRecord,
     result: &mut EnvResult,
 ) -> anyhow::Result<()> {
-    let (release, server) = (run.release, run.new);
+    let (release, server) = (run.settings.release, run.new);
     let work = cx.work()?;
     let api = cx.api(Side::New);
     let options = &cx.config.reconcile;
@@ -342,7 +360,7 @@ async fn reconcile_phases(
     // 1. auto_deploy off.
     let protected = match api.set_setting(id, "auto_deploy", Value::Bool(false)).await {
         Ok(_) => false,
-        Err(e) if e.status() == Some(403) && run.accept_protected => {
+        Err(e) if e.status() == Some(403) && run.settings.accept_protected => {
             say("auto_deploy is protected by the project's project.yml; going on (--accept-protected)".into());
             true
         }

@@ -17,7 +17,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use migrate_core::{
-    Checks, Context, Failure, Outcome, Side, Step, StepId,
+    Checks, Context, ErrorKind, Failure, Outcome, Side, Step, StepId,
     config::CopyMode,
     journal::{StepState, StepStatus},
     probe, wait,
@@ -434,6 +434,7 @@ impl Step for Cutover {
                      offline (`copy.mode = \"offline\"`, then dump and restore --replace)"
                 );
             }
+            same_tables(&old, &new).await?;
             if recorded.caught_up {
                 cx.ui.info(Self::NAME, "the copy caught up in an earlier run, which was stopped while cutting it off");
             } else {
@@ -507,13 +508,43 @@ struct Verified {
 
 /// Every table on both sides with the same rows count, and the small ones
 /// with the same content.
+/// Before the cut: a table on one side only (made by hand on the old side
+/// while the copy ran, say) stops the cutover while the copy still runs and
+/// every way is still open.
+async fn same_tables(old: &Database, new: &Database) -> anyhow::Result<()> {
+    let (old_tables, new_tables) = (old.tables().await?, new.tables().await?);
+    if old_tables == new_tables {
+        return Ok(());
+    }
+    let only_old: Vec<&String> = old_tables.iter().filter(|t| !new_tables.contains(t)).collect();
+    let only_new: Vec<&String> = new_tables.iter().filter(|t| !old_tables.contains(t)).collect();
+    Err(Failure::new(
+        ErrorKind::NeedsOperator,
+        format!(
+            "the old database's tables differ from the copy's (only on the old side: {only_old:?}; only on the new \
+             side: {only_new:?}); nothing was cut off, the copy still runs"
+        ),
+    )
+    .advise(
+        "a table someone made by hand on the old side after precopy started: drop it there if nothing needs it, \
+         then run `inmanta-migrate cutover` again; to take it along, copy again (`inmanta-migrate precopy --abandon`, \
+         then `precopy`, then `cutover`) or move offline (`copy.mode = \"offline\"`, then `dump` and \
+         `restore --replace`). The old side is untouched: starting its server takes you back",
+    )
+    .into())
+}
+
 async fn verify(cx: &Context, old: &Database, new: &Database) -> anyhow::Result<Verified> {
     let _spinner = cx.ui.spinner(Cutover::NAME, "comparing both databases");
     let (old_tables, new_tables) = (old.tables().await?, new.tables().await?);
     if old_tables != new_tables {
         let missing: Vec<&String> = old_tables.iter().filter(|t| !new_tables.contains(t)).collect();
         let extra: Vec<&String> = new_tables.iter().filter(|t| !old_tables.contains(t)).collect();
-        bail!("the new database's tables differ from the old one's: missing {missing:?}, extra {extra:?}");
+        bail!(
+            "after the cut, the new database's tables differ from the old one's: missing {missing:?}, extra {extra:?}. \
+             The old side is untouched: start its server again to go back, or move offline (`copy.mode = \"offline\"`, \
+             dump, restore --replace)"
+        );
     }
     let jobs = cx.config.restore.jobs as usize;
     let (old_counts, new_counts) =
