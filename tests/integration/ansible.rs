@@ -13,9 +13,9 @@ use lab::{LabRoot, ModelVariant, Side};
 use serde_json::{Value, json};
 
 use crate::{
-    e2e::{Lab, SERIAL, lab},
     ssh::Sshd,
     support::contract,
+    support::lab::{Lab, SERIAL, lab},
 };
 
 const ANSIBLE: &str = "ansible-core>=2.17,<2.19";

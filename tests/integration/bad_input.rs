@@ -7,7 +7,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use lab::Side;
 
 use crate::{
-    e2e::{Lab, SERIAL, lab},
+    support::lab::{Lab, SERIAL, lab},
     support::{Run, Test, get, set},
 };
 

@@ -14,7 +14,7 @@ use lab::ScratchCluster;
 use serde_json::Value;
 
 use crate::{
-    database_steps::Setup,
+    support::scratch::Setup,
     support::{config_variant, set},
 };
 

@@ -3,57 +3,15 @@
 //! mid-restore. After each, running the tool again must finish the migration
 //! with nothing lost.
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
-
 use lab::Side;
 
-use crate::{
-    e2e::{Lab, SERIAL, assert_migrated, lab},
-    support::BIN,
+use crate::support::{
+    lab::{Lab, SERIAL, assert_migrated, lab},
+    process::{kill_group, run_to_crash, sigkill, spawn, wait_for},
 };
 
 fn step_status(lab: &Lab, step: &str) -> String {
     lab.journal()["steps"][step]["status"].as_str().unwrap_or("pending").to_owned()
-}
-
-pub fn spawn(lab: &Lab, args: &[&str]) -> Child {
-    let config = lab.config_path();
-    Command::new(BIN)
-        .args(["--config", config.as_str()])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-/// Waits until `ready` holds (true) or the child ends (false).
-pub fn wait_for(child: &mut Child, what: &str, mut ready: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    loop {
-        if ready() {
-            return true;
-        }
-        if child.try_wait().unwrap().is_some() {
-            return false;
-        }
-        assert!(start.elapsed() < Duration::from_secs(300), "never saw {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-pub fn sigkill(child: &mut Child) {
-    let _ = child.kill();
-    child.wait().unwrap();
-}
-
-/// SIGKILL to a whole process group (a server and its agents).
-fn kill_group(pid: u32) {
-    let status = Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).status().unwrap();
-    assert!(status.success(), "kill -KILL -{pid}");
 }
 
 /// The last run, uninterrupted: the migration finishes (with --release)
@@ -65,18 +23,6 @@ fn finish_and_check(lab: &Lab, before: &std::collections::BTreeMap<String, serde
         .run()
         .success();
     assert_migrated(lab, before, &lab.reconciled(), true);
-}
-
-/// Runs the tool with `args`, to be killed (SIGKILL) at the crash point
-/// `target` (`KIND:N`): the run, and the points it passed (its crash log,
-/// whose last line ends with "(crash)" when it was killed there).
-pub fn run_to_crash(lab: &Lab, args: &[&str], target: &str) -> (crate::support::Run, String) {
-    let log = lab.dir().join("points.log");
-    let _ = std::fs::remove_file(&log);
-    let mut cmd = lab.tool(args);
-    cmd.env(failpoint::CRASH_AT, target).env(failpoint::CRASH_LOG, log.as_str());
-    let run = crate::support::run(&mut cmd);
-    (run, std::fs::read_to_string(&log).unwrap_or_default())
 }
 
 /// A table big enough that dump and restore take a few seconds.

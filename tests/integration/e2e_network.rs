@@ -16,7 +16,7 @@ use std::{
 use lab::{Security, Side, UpOptions};
 
 use crate::{
-    e2e::{Lab, SERIAL, assert_migrated, lab_from},
+    support::lab::{Lab, SERIAL, assert_migrated, lab_from},
     support::{self, Run},
 };
 

@@ -6,10 +6,11 @@
 use lab::{EnvRole, Security, Side, UpOptions};
 use std::{collections::BTreeMap, time::Duration};
 
-use crate::e2e::{Lab, SERIAL, assert_migrated, lab, lab_from};
-use crate::e2e_faults::{run_to_crash, sigkill, spawn, wait_for};
-use crate::e2e_versions::lab_pair;
 use crate::support::{check_items, set};
+use crate::support::{
+    lab::{Lab, SERIAL, assert_migrated, lab, lab_from, lab_pair},
+    process::{run_to_crash, sigkill, spawn, wait_for},
+};
 
 /// [`leftovers`] once the copy is cut off or abandoned.
 const NOTHING_LEFT: &str = "0 publications, 0 subscriptions, 0 slots, 0 copy roles";

@@ -11,7 +11,7 @@ use std::time::Instant;
 use camino::{Utf8Path, Utf8PathBuf};
 use lab::{Security, Side, TokenKind};
 
-use crate::e2e::{Lab, SERIAL, assert_migrated, lab_with};
+use crate::support::lab::{Lab, SERIAL, assert_migrated, lab_with};
 use crate::support::{Run, Test, get, remove, set};
 
 /// Writes a 0600 file in the instance's directory.

@@ -9,31 +9,9 @@
 
 use std::collections::BTreeSet;
 
-use lab::{EnvRole, Machine, Security, Side, UpOptions};
+use lab::{EnvRole, Machine, Side};
 
-use crate::e2e::{Lab, SERIAL, assert_migrated, lab_from};
-
-/// A lab instance migrating `old` to `new`.
-pub fn lab_pair(name: &str, old: &str, new: &str) -> Lab {
-    lab_via(name, old, &[], new)
-}
-
-/// A lab instance migrating `old` to `new`, each side a booted machine.
-pub fn lab_booted(name: &str, old: &str, new: &str) -> Lab {
-    lab_from(
-        UpOptions { name: name.into(), old: old.into(), new: new.into(), systemd: true, ..UpOptions::default() },
-        Security::Plain,
-    )
-}
-
-/// A lab instance migrating `old` to `new` through intermediate servers.
-pub fn lab_via(name: &str, old: &str, via: &[&str], new: &str) -> Lab {
-    let via = via.iter().map(|v| v.to_string()).collect();
-    lab_from(
-        UpOptions { name: name.into(), old: old.into(), new: new.into(), via, ..UpOptions::default() },
-        Security::Plain,
-    )
-}
+use crate::support::lab::{Lab, SERIAL, assert_migrated, lab_booted, lab_pair, lab_via};
 
 /// The schema versions one side's database has installed.
 fn schema_versions(lab: &Lab, side: Side) -> BTreeSet<String> {

@@ -12,7 +12,7 @@ use std::{
 
 use camino::Utf8Path;
 
-use crate::e2e::{SERIAL, lab_with};
+use crate::support::lab::{SERIAL, lab_with};
 
 /// Every command line seen in /proc until `stop` is set.
 fn watch_command_lines(stop: Arc<AtomicBool>) -> (std::thread::JoinHandle<()>, Arc<Mutex<BTreeSet<String>>>) {

@@ -7,7 +7,7 @@ use fake_inmanta::{FakeInmanta, Flavor};
 use lab::Side;
 
 use crate::{
-    e2e::{Lab, SERIAL, lab},
+    support::lab::{Lab, SERIAL, lab},
     support::{Run, Test, config_variant, secret, set, snapshot},
 };
 

@@ -24,7 +24,7 @@ use lab::Side;
 use serde_json::Value;
 
 use crate::{
-    e2e::{SERIAL, lab},
+    support::lab::{SERIAL, lab},
     support::{Fakes, Run, check_items, item},
 };
 
@@ -389,7 +389,7 @@ fn a_wrong_host_key_is_refused_and_nothing_changes() {
     let mut text = fs::read_to_string(lab.config_path()).unwrap();
     text += &sshd.host_table("old", &wrong);
     fs::write(lab.config_path(), text).unwrap();
-    let halted = |lab: &crate::e2e::Lab| -> Vec<(String, Value)> {
+    let halted = |lab: &crate::support::lab::Lab| -> Vec<(String, Value)> {
         lab.environments(Side::Old).into_iter().map(|(name, e)| (name, e["halted"].clone())).collect()
     };
     let before = halted(&lab);

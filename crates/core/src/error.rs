@@ -173,7 +173,13 @@ impl Failure {
     /// cause that knows one (else its kind's).
     pub fn of(error: &anyhow::Error) -> Failure {
         let kind = error.chain().find_map(kind_of).unwrap_or(ErrorKind::Failed);
-        let advice = error.chain().filter_map(|c| c.downcast_ref::<Failure>()?.advice.clone()).last();
+        let advice = error
+            .chain()
+            .filter_map(|c| match c.downcast_ref::<Failure>() {
+                Some(failure) => failure.advice.clone(),
+                None => c.downcast_ref::<inmanta_api::Error>()?.advice(),
+            })
+            .last();
         Failure { kind, message: format!("{error:#}"), advice }
     }
 

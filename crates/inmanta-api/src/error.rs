@@ -4,7 +4,7 @@
 /// new) and the call; none carries a token.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{server} server: {call} answered HTTP {status}: {message}{}", hint(*.status))]
+    #[error("{server} server: {call} answered HTTP {status}: {message}")]
     Status { server: String, call: String, status: u16, message: String },
 
     /// No answer. `refused`: the connection was refused, which is what a
@@ -15,10 +15,7 @@ pub enum Error {
 
     /// Something answers, but the TLS handshake failed (most often: its
     /// certificate is not signed by the CA we trust).
-    #[error(
-        "{server} server: the TLS handshake of {call} failed: {detail} (is `{server}.api_url` an https server, and \
-         `{server}.ca_file` the CA that signed its certificate?)"
-    )]
+    #[error("{server} server: the TLS handshake of {call} failed: {detail}")]
     Tls { server: String, call: String, detail: String },
 
     #[error("{server} server: {call}: unexpected answer: {detail}")]
@@ -28,18 +25,29 @@ pub enum Error {
     Setup { server: String, detail: String },
 }
 
-fn hint(status: u16) -> &'static str {
-    match status {
-        401 => " (is the token missing or wrong? see `token` in the config)",
-        403 => {
-            " (the token is refused: is it expired, signed with another key or issuer, or scoped to one environment? \
-             It needs client type `api`; see `token` in the config)"
-        }
-        _ => "",
-    }
-}
-
 impl Error {
+    /// What to do, where the failure itself tells: a refused token, an
+    /// untrusted certificate.
+    pub fn advice(&self) -> Option<String> {
+        // Intermediate servers use the new side's token and CA.
+        let side = |server: &str| if server.starts_with("intermediate") { "new".to_owned() } else { server.to_owned() };
+        match self {
+            Error::Status { server, status: 401, .. } => {
+                Some(format!("is the token missing or wrong? see `{}.token` in the config", side(server)))
+            }
+            Error::Status { server, status: 403, .. } => Some(format!(
+                "the token is refused: is it expired, signed with another key or issuer, or scoped to one \
+                 environment? It needs client type `api`; see `{}.token` in the config",
+                side(server)
+            )),
+            Error::Tls { server, .. } => Some(format!(
+                "is `{server}.api_url` an https server, and `{}.ca_file` the CA that signed its certificate?",
+                side(server)
+            )),
+            _ => None,
+        }
+    }
+
     /// The HTTP status, when the server answered.
     pub fn status(&self) -> Option<u16> {
         match self {

@@ -112,7 +112,7 @@ impl Step for Precopy {
         // would replace it.
         if cx.work().is_ok_and(|w| w.journal().step(StepId::Cutover).attempts > 0) {
             checks.fail(
-                "cutover",
+                Cutover::NAME,
                 "cutover has run: the new database is no longer a copy in progress",
                 "go on with `inmanta-migrate migrate` (or start-server, env-reconcile); see `inmanta-migrate status`",
             );

@@ -2,6 +2,10 @@
 //! runs of the real `inmanta-migrate` binary in the style of just's tests,
 //! and typed edits of config files.
 
+pub mod lab;
+pub mod process;
+pub mod scratch;
+
 use std::process::Command;
 
 use camino::{Utf8Path, Utf8PathBuf};
