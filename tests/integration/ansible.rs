@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::{
     ssh::Sshd,
     support::contract,
-    support::lab::{Lab, SERIAL, lab},
+    support::lab::{Lab, alone, lab},
 };
 
 const ANSIBLE: &str = "ansible-core>=2.17,<2.19";
@@ -54,7 +54,7 @@ fn host_vars(lab: &Lab, dir: &Utf8Path, package: &Utf8Path) -> (Value, String) {
 #[test]
 #[ignore = "needs the real lab, an sshd and the .deb: cargo xtask ci"]
 fn the_role_migrates_a_fleet_and_names_each_outcome() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _alone = alone();
     let package = workspace().join(format!("target/dist/inmanta-migrate_{VERSION}_amd64.deb"));
     assert!(package.exists(), "{package} is missing: run `cargo xtask dist` (cargo xtask ci does, before this test)");
     let status = Command::new("dpkg-query").args(["-W", "-f", "${Status}", "inmanta-migrate"]).output().unwrap();

@@ -7,7 +7,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use lab::Side;
 
 use crate::{
-    support::lab::{Lab, SERIAL, lab},
+    support::lab::{Lab, lab, slot},
     support::{Run, Test, get, set},
 };
 
@@ -100,7 +100,7 @@ impl Cases {
 #[test]
 #[ignore = "needs the real lab: cargo xtask ci"]
 fn bad_input_is_refused_and_changes_nothing() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _slot = slot();
     let lab = lab("e2e-bad", "8.7.6");
     lab.run(&["halt-all"]).success();
     lab.run(&["stop-server"]).success();

@@ -10,12 +10,12 @@ use std::{
 use lab::{ModelVariant, Side};
 use serde_json::Value;
 
-use crate::support::lab::{SERIAL, assert_migrated, lab};
+use crate::support::lab::{assert_migrated, lab, slot};
 
 #[test]
 #[ignore = "needs the real lab: cargo xtask ci"]
 fn migrates_8_7_to_14_step_by_step() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _slot = slot();
     let lab = lab("e2e-8to14", "8.7.6");
     let before = lab.environments(Side::Old);
 
@@ -46,7 +46,7 @@ fn migrates_8_7_to_14_step_by_step() {
 #[test]
 #[ignore = "needs the real lab: cargo xtask ci"]
 fn migrate_resumes_after_being_killed() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _slot = slot();
     let lab = lab("e2e-11to14", "11.5.5");
     let before = lab.environments(Side::Old);
     let mut first =
@@ -79,7 +79,7 @@ fn migrate_resumes_after_being_killed() {
 #[test]
 #[ignore = "needs the real lab: cargo xtask ci"]
 fn differences_and_failed_compiles_stop_only_their_environment() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _slot = slot();
     let lab = lab("e2e-faults", "8.7.6");
     lab.push_model("plain", ModelVariant::WithDifferences).unwrap();
     lab.push_model("tuned", ModelVariant::Broken).unwrap();
@@ -112,7 +112,7 @@ fn differences_and_failed_compiles_stop_only_their_environment() {
 #[test]
 #[ignore = "needs the real lab: cargo xtask ci"]
 fn halt_all_again_takes_in_what_changed_after_it() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _slot = slot();
     let lab = lab("e2e-changed", "8.7.6");
     let old = lab.client(Side::Old).unwrap();
     lab.run(&["halt-all"]).success();
@@ -156,7 +156,7 @@ fn halt_all_again_takes_in_what_changed_after_it() {
 #[test]
 #[ignore = "needs the real lab: cargo xtask ci"]
 fn an_agent_paused_before_stays_paused_and_its_environment_ends_done() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _slot = slot();
     let lab = lab("e2e-paused", "8.7.6");
     let plain = lab.env("plain").unwrap().id.clone();
     let agent_paused = |side: Side| -> bool {

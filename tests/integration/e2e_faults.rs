@@ -6,7 +6,7 @@
 use lab::Side;
 
 use crate::support::{
-    lab::{Lab, SERIAL, assert_migrated, lab},
+    lab::{Lab, assert_migrated, lab, slot},
     process::{kill_group, run_to_crash, sigkill, spawn, wait_for},
 };
 
@@ -53,7 +53,7 @@ fn processes_with(needle: &str) -> Vec<String> {
 #[test]
 #[ignore = "needs the real lab: cargo xtask ci"]
 fn killed_at_every_step_boundary_and_inside_every_step() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _slot = slot();
     let lab = lab("e2e-kills", "8.7.6");
     add_ballast(&lab);
     let before = lab.environments(Side::Old);
@@ -98,7 +98,7 @@ fn killed_at_every_step_boundary_and_inside_every_step() {
 #[test]
 #[ignore = "needs the real lab: cargo xtask ci"]
 fn the_old_server_dying_during_halt_all() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _slot = slot();
     let lab = lab("e2e-old-dies", "8.7.6");
     let before = lab.environments(Side::Old);
     let pid = lab.server_pid(Side::Old).unwrap();
@@ -120,7 +120,7 @@ fn the_old_server_dying_during_halt_all() {
 #[test]
 #[ignore = "needs the real lab: cargo xtask ci"]
 fn the_new_server_dying_during_env_reconcile() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _slot = slot();
     let lab = lab("e2e-new-dies", "11.5.5");
     let before = lab.environments(Side::Old);
     for step in ["halt-all", "stop-server", "dump", "restore", "start-server"] {
@@ -143,7 +143,7 @@ fn the_new_server_dying_during_env_reconcile() {
 #[test]
 #[ignore = "needs the real lab: cargo xtask ci"]
 fn postgres_stopping_during_dump_and_restore() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _slot = slot();
     let lab = lab("e2e-pg-stops", "8.7.6");
     add_ballast(&lab);
     let before = lab.environments(Side::Old);
@@ -183,7 +183,7 @@ fn postgres_stopping_during_dump_and_restore() {
 #[test]
 #[ignore = "needs the real lab: cargo xtask ci"]
 fn killed_at_a_crash_point_of_every_kind() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _slot = slot();
     let lab = lab("e2e-crash-points", "8.7.6");
     let before = lab.environments(Side::Old);
     // Each run counts its own points and passes the steps done before

@@ -16,7 +16,7 @@ use std::{
 use lab::{Security, Side, UpOptions};
 
 use crate::{
-    support::lab::{Lab, SERIAL, assert_migrated, lab_from},
+    support::lab::{Lab, alone, assert_migrated, lab_from},
     support::{self, Run},
 };
 
@@ -54,7 +54,7 @@ fn any_environment(lab: &Lab, holds: impl Fn(&serde_json::Value) -> bool) -> boo
 #[test]
 #[ignore = "needs the real lab: cargo xtask ci"]
 fn a_cut_link_fails_the_step_within_its_limits_and_the_next_run_finishes() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _alone = alone();
     let options = UpOptions {
         name: "e2e-netcut".into(),
         old: "8.7.6".into(),

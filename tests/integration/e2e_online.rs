@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use crate::support::{check_items, set};
 use crate::support::{
-    lab::{Lab, SERIAL, assert_migrated, lab, lab_from, lab_pair},
+    lab::{Lab, assert_migrated, lab, lab_from, lab_pair, slot},
     process::{run_to_crash, sigkill, spawn, wait_for},
 };
 
@@ -57,7 +57,7 @@ fn count(lab: &Lab, side: Side, sql: &str) -> Option<i64> {
 #[test]
 #[ignore = "needs the real lab: cargo xtask ci"]
 fn migrates_8_7_to_14_online_while_the_old_orchestrator_works() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _slot = slot();
     migrates_online(lab("e2e-online", "8.7.6"));
 }
 
@@ -66,7 +66,7 @@ fn migrates_8_7_to_14_online_while_the_old_orchestrator_works() {
 #[test]
 #[ignore = "needs the real lab: cargo xtask ci"]
 fn migrates_11_5_to_15_5_online_across_postgresql_majors() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _slot = slot();
     let lab = lab_pair("e2e-11to15-online", "11.5.5", "15.5.9");
     let majors = |side| lab.psql(side, "postgres", "SHOW server_version_num").unwrap().trim()[..2].to_owned();
     assert_eq!((majors(Side::Old), majors(Side::New)), ("15".to_owned(), "17".to_owned()));
@@ -146,7 +146,7 @@ fn migrates_online(lab: Lab) {
 #[test]
 #[ignore = "needs the real lab: cargo xtask ci"]
 fn an_online_copy_survives_kills_restarts_and_a_lost_slot() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _slot = slot();
     let lab = online_lab("e2e-online-faults");
     let stall = "ALTER SUBSCRIPTION inmanta_migrate DISABLE";
     let unstall = "ALTER SUBSCRIPTION inmanta_migrate ENABLE";
@@ -293,7 +293,7 @@ fn crashed_at(lab: &Lab, args: &[&str], kind: &str, n: usize) -> Option<String> 
 #[test]
 #[ignore = "needs the real lab: cargo xtask ci"]
 fn an_online_copy_killed_at_each_database_change_finishes_on_the_next_run() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _slot = slot();
     let lab = online_lab("e2e-online-crash");
     let mut killed = Vec::new();
     let mut before = BTreeMap::new();

@@ -11,7 +11,7 @@ use std::time::Instant;
 use camino::{Utf8Path, Utf8PathBuf};
 use lab::{Security, Side, TokenKind};
 
-use crate::support::lab::{Lab, SERIAL, assert_migrated, lab_with};
+use crate::support::lab::{Lab, assert_migrated, lab_with, slot};
 use crate::support::{Run, Test, get, remove, set};
 
 /// Writes a 0600 file in the instance's directory.
@@ -96,7 +96,7 @@ fn assert_secure_setup(lab: &Lab) {
 #[test]
 #[ignore = "needs the real lab: cargo xtask ci"]
 fn migrates_a_secure_8_7_to_14_with_a_token_and_the_ca() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _slot = slot();
     let t0 = Instant::now();
     let lab = lab_with("sec-e2e-migrate", "8.7.6", Security::Secure);
     eprintln!("secure lab up in {:.1} s", t0.elapsed().as_secs_f64());
@@ -127,7 +127,7 @@ fn migrates_a_secure_8_7_to_14_with_a_token_and_the_ca() {
 #[test]
 #[ignore = "needs the real lab: cargo xtask ci"]
 fn a_wrong_ca_or_a_bad_token_is_refused_and_verification_is_off_only_loudly() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _slot = slot();
     let lab = lab_with("sec-e2e-refuse", "8.7.6", Security::Secure);
     let mut secrets = lab.secret_values();
     // The generated config names the lab's CA and tokens, and passes.

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 
 use lab::{EnvRole, Machine, Side};
 
-use crate::support::lab::{Lab, SERIAL, assert_migrated, lab_booted, lab_pair, lab_via};
+use crate::support::lab::{Lab, alone, assert_migrated, lab_booted, lab_pair, lab_via, slot};
 
 /// The schema versions one side's database has installed.
 fn schema_versions(lab: &Lab, side: Side) -> BTreeSet<String> {
@@ -107,7 +107,7 @@ fn unit_fails_to_start_then_restarts_in_a_loop(lab: &Lab) {
 #[test]
 #[ignore = "needs the real lab: cargo xtask ci"]
 fn migrates_11_5_to_15_5_across_postgresql_majors() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _slot = slot();
     migrates_step_by_step(lab_pair("e2e-11to15", "11.5.5", "15.5.9"), nothing);
 }
 
@@ -116,7 +116,7 @@ fn migrates_11_5_to_15_5_across_postgresql_majors() {
 #[test]
 #[ignore = "needs the real lab: cargo xtask ci"]
 fn migrates_15_5_to_18_4_on_systemd_machines() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _alone = alone();
     migrates_step_by_step(lab_booted("e2e-15to18", "15.5.9", "18.4.0"), nothing);
 }
 
@@ -126,7 +126,7 @@ fn migrates_15_5_to_18_4_on_systemd_machines() {
 #[test]
 #[ignore = "needs the real lab: cargo xtask ci"]
 fn migrates_18_2_to_19_0() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _slot = slot();
     migrates_step_by_step(lab_pair("e2e-18to19", "18.2.0", "19.0.0"), nothing);
 }
 
@@ -137,7 +137,7 @@ fn migrates_18_2_to_19_0() {
 #[ignore = "needs the real lab: cargo xtask ci"]
 fn migrates_18_4_to_20_1_and_refuses_19_0() {
     {
-        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let _slot = slot();
         let lab = lab_pair("e2e-18to19-refused", "18.4.0", "19.0.0");
         // The preflight says so before anything changes ...
         lab.run(&["check"])
@@ -152,7 +152,7 @@ fn migrates_18_4_to_20_1_and_refuses_19_0() {
         let tables = lab.psql(Side::New, "inmanta", "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'");
         assert_eq!(tables.unwrap().trim(), "0", "nothing was restored");
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _slot = slot();
     migrates_step_by_step(lab_pair("e2e-18to20", "18.4.0", "20.1.0"), nothing);
 }
 
@@ -161,7 +161,7 @@ fn migrates_18_4_to_20_1_and_refuses_19_0() {
 #[test]
 #[ignore = "needs the real lab: cargo xtask ci"]
 fn migrates_19_0_to_20_1_on_systemd_machines_through_a_broken_unit() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _alone = alone();
     migrates_step_by_step(lab_booted("e2e-19to20", "19.0.0", "20.1.0"), unit_fails_to_start_then_restarts_in_a_loop);
 }
 
@@ -172,7 +172,7 @@ fn migrates_19_0_to_20_1_on_systemd_machines_through_a_broken_unit() {
 #[test]
 #[ignore = "needs the real lab: cargo xtask ci"]
 fn migrates_11_5_to_19_0_through_15_5_and_18_2() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _slot = slot();
     let lab = lab_via("e2e-11to19", "11.5.5", &["15.5.9", "18.2.0"], "19.0.0");
     let before = lab.environments(Side::Old);
     let check = lab.run(&["check", "--json"]);

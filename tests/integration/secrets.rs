@@ -12,7 +12,7 @@ use std::{
 
 use camino::Utf8Path;
 
-use crate::support::lab::{SERIAL, lab_with};
+use crate::support::lab::{alone, lab_with};
 
 /// Every command line seen in /proc until `stop` is set.
 fn watch_command_lines(stop: Arc<AtomicBool>) -> (std::thread::JoinHandle<()>, Arc<Mutex<BTreeSet<String>>>) {
@@ -46,7 +46,7 @@ fn files_under(dir: &Utf8Path, out: &mut Vec<camino::Utf8PathBuf>) {
 #[test]
 #[ignore = "needs the real lab: cargo xtask ci"]
 fn secrets_appear_nowhere() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _alone = alone();
     let lab = lab_with("e2e-secrets", "8.7.6", lab::Security::Secure);
     let secrets = lab.secret_values();
     assert!(secrets.len() >= 9, "passwords, tokens, the JWT key, private keys: {}", secrets.len());

@@ -7,7 +7,7 @@ use fake_inmanta::{FakeInmanta, Flavor};
 use lab::Side;
 
 use crate::{
-    support::lab::{Lab, SERIAL, lab},
+    support::lab::{Lab, lab, slot},
     support::{Run, Test, config_variant, secret, set, snapshot},
 };
 
@@ -55,7 +55,7 @@ fn run(lab: &Lab, config: &Utf8Path, args: &[&str]) -> Run {
 #[test]
 #[ignore = "needs the lab's PostgreSQL: cargo xtask ci"]
 fn every_step_against_fake_apis_and_real_databases() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _slot = slot();
     let lab = lab("e2e-sequences", "8.7.6");
     // The fakes play the servers; the real old server must keep quiet.
     lab.stop_server(Side::Old).unwrap();
@@ -89,7 +89,7 @@ fn every_step_against_fake_apis_and_real_databases() {
 #[test]
 #[ignore = "needs the lab's PostgreSQL: cargo xtask ci"]
 fn check_names_each_failure() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _slot = slot();
     let lab = lab("e2e-check", "8.7.6");
     lab.stop_server(Side::Old).unwrap();
     let old = FakeInmanta::start(Flavor::V14);

@@ -24,7 +24,7 @@ use lab::Side;
 use serde_json::Value;
 
 use crate::{
-    support::lab::{SERIAL, lab},
+    support::lab::{lab, slot},
     support::{Fakes, Run, check_items, item},
 };
 
@@ -301,7 +301,7 @@ fn output(run: &Run) -> String {
 #[test]
 #[ignore = "needs the real lab: cargo xtask ci"]
 fn the_old_server_stops_over_ssh_through_a_quoted_path() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _slot = slot();
     let t0 = Instant::now();
     let sshd = Sshd::start();
     let lab = lab("ssh-stop", "8.7.6");
@@ -382,7 +382,7 @@ fn the_old_server_stops_over_ssh_through_a_quoted_path() {
 #[test]
 #[ignore = "needs the real lab: cargo xtask ci"]
 fn a_wrong_host_key_is_refused_and_nothing_changes() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _slot = slot();
     let sshd = Sshd::start();
     let lab = lab("ssh-hostkey", "8.7.6");
     let wrong = sshd.wrong_known_hosts();
@@ -412,7 +412,7 @@ fn a_wrong_host_key_is_refused_and_nothing_changes() {
 #[test]
 #[ignore = "needs the real lab: cargo xtask ci"]
 fn the_database_settings_are_read_from_inmanta_cfg_over_ssh() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _slot = slot();
     let sshd = Sshd::start();
     let lab = lab("ssh-cfg", "8.7.6");
 

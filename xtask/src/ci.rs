@@ -18,6 +18,9 @@ pub struct Ci {
     fast: bool,
 }
 
+/// Lab tests at a time in CI.
+const LAB_SLOTS: u32 = 2;
+
 /// The versions the end-to-end tests use (15.0 and later run in the lab's
 /// Debian 13 root, which `prepare` builds for them).
 pub const E2E_VERSIONS: [&str; 8] = ["8.7.6", "11.5.5", "14.0.0", "15.5.9", "18.2.0", "18.4.0", "19.0.0", "20.1.0"];
@@ -57,9 +60,13 @@ impl Ci {
         if !self.fast {
             part("dist: portable binary, packages, their checks", &mut || crate::dist::Dist::checked().run(sh))?;
             part("fuzz, each target briefly", &mut || crate::fuzz::Fuzz::short().run(sh))?;
-            // One lab instance at a time: the machine has two cores.
+            // Two lab tests at a time (a test that must be alone takes both
+            // slots, see tests/integration/support/lab.rs): one leaves the
+            // two cores partly idle.
             part("tests with real servers", &mut || {
-                Ok(cmd!(sh, "cargo test --workspace --quiet -- --ignored --test-threads=1").run()?)
+                let _slots = sh.push_env("INMANTA_MIGRATE_LAB_SLOTS", LAB_SLOTS.to_string());
+                let threads = format!("--test-threads={LAB_SLOTS}");
+                Ok(cmd!(sh, "cargo test --workspace --quiet -- --ignored {threads}").run()?)
             })?;
             part("bench downtime, small", &mut || crate::downtime::Downtime::smoke().run(sh))?;
         }

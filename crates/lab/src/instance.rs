@@ -671,7 +671,7 @@ impl Instance {
                 if procs::pid_alive(pid) {
                     pids.push(pid);
                 }
-                pids.extend(procs::group_members(pid));
+                pids.extend(procs::group_members_of(pid, server.cfg().as_str()));
             }
             // A booted machine's server has no pid file.
             pids.extend(server.pid());
@@ -925,6 +925,7 @@ impl Instance {
         let api = self.client(Side::Old)?;
         let tmp = self.dir.join("tmp");
         let secure = self.is_secure();
+        let _templates = template::in_use();
         let tpl = if fresh { None } else { template::load(&self.root, &self.state.old_version, envs, secure) };
         if let Some((t, dump)) = tpl {
             eprintln!("lab: restoring the seeded template {dump}");
@@ -1086,9 +1087,7 @@ pub fn up_with(root: &LabRoot, opts: &UpOptions, security: Security) -> Result<I
         let ns = format!("imn-{}-{side}", opts.name);
         crate::net::delete_namespace(&ns)?;
         if opts.own_network.contains(&side) {
-            let net = Net::pick(&ns)?;
-            net.create()?;
-            nets[i] = Some(net);
+            nets[i] = Some(Net::pick_and_create(&ns)?);
         }
     }
     let mut inst = Instance {

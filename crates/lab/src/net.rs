@@ -35,10 +35,16 @@ pub struct Net {
 impl Net {
     /// The first free link for `ns` (free: no address of it is on this
     /// machine, which is where every lab link has its near end).
-    pub fn pick(ns: &str) -> Result<Net> {
+    /// A free link for namespace `ns`, made at once (two instances coming
+    /// up together must not pick the same one).
+    pub fn pick_and_create(ns: &str) -> Result<Net> {
+        static PICKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one_at_a_time = PICKING.lock().unwrap_or_else(|e| e.into_inner());
         let used = used_links()?;
         let link = (0..LINKS).find(|l| !used.contains(l)).context("every lab link of 10.213.0.0/16 is taken")?;
-        Ok(Net { ns: ns.to_owned(), link })
+        let net = Net { ns: ns.to_owned(), link };
+        net.create()?;
+        Ok(net)
     }
 
     fn octets(&self, host: u8) -> String {

@@ -4,7 +4,7 @@ use std::fs;
 use std::net::{Ipv4Addr, TcpListener};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use rustix::process::{Pid, Signal};
 
 /// Fields of /proc/<pid>/stat that the lab needs.
@@ -52,6 +52,17 @@ pub(crate) fn group_members(pgid: u32) -> Vec<u32> {
     all_procs().into_iter().filter(|(_, s)| s.pgrp == pgid).map(|(p, _)| p).collect()
 }
 
+/// The members of the process group of a process we started, whose command
+/// line named `leader`: none when a process of another command leads it now
+/// (a stale pid file; the pid went to another instance's server, say).
+/// While any member lives, the kernel gives the group's id to no one else.
+pub(crate) fn group_members_of(pgid: u32, leader: &str) -> Vec<u32> {
+    if pid_alive(pgid) && !cmdline(pgid).is_some_and(|c| c.contains(leader)) {
+        return Vec::new();
+    }
+    group_members(pgid)
+}
+
 /// Live direct children of a process.
 pub(crate) fn children(ppid: u32) -> Vec<u32> {
     all_procs().into_iter().filter(|(_, s)| s.ppid == ppid).map(|(p, _)| p).collect()
@@ -90,10 +101,12 @@ pub(crate) fn wait_gone(pids: &[u32], timeout: Duration) -> bool {
     }
 }
 
-/// Terminates the live members of a process group: SIGTERM, wait, SIGKILL.
+/// Terminates the live members of the group of a process we started whose
+/// command line named `leader` (see [`group_members_of`]): SIGTERM, wait,
+/// SIGKILL.
 /// Returns the pids it had to signal.
-pub(crate) fn kill_group_leftovers(pgid: u32, grace: Duration) -> Vec<u32> {
-    let left = group_members(pgid);
+pub(crate) fn kill_group_leftovers(pgid: u32, leader: &str, grace: Duration) -> Vec<u32> {
+    let left = group_members_of(pgid, leader);
     if left.is_empty() {
         return left;
     }
@@ -124,13 +137,40 @@ pub(crate) fn check_port_free(what: &str, port: u16, hint: &str) -> Result<()> {
     Ok(())
 }
 
-/// `n` distinct free loopback ports (all held at once while choosing).
+/// Where lab ports come from: below the kernel's range for outgoing
+/// connections (32768 and up), so that no client connection of another
+/// instance takes one between its choice and its server's bind.
+const LAB_PORTS: std::ops::Range<u16> = 20000..32768;
+
+/// `n` distinct free loopback ports, none handed out before by this
+/// process: two instances coming up at once (tests in two threads) never
+/// get the same port, although a server binds its port long after.
 pub(crate) fn pick_free_ports(n: usize) -> Result<Vec<u16>> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
-        .collect::<std::io::Result<_>>()
-        .context("binding a free port on 127.0.0.1")?;
-    listeners.iter().map(|l| Ok(l.local_addr()?.port())).collect()
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    // Start where the process id says, so that two processes rarely probe
+    // the same ports first.
+    let span = LAB_PORTS.end - LAB_PORTS.start;
+    let start = (std::process::id() % u32::from(span)) as u16;
+    let mut ports = Vec::with_capacity(n);
+    let mut held = Vec::with_capacity(n);
+    for offset in 0..span {
+        if ports.len() == n {
+            break;
+        }
+        let port = LAB_PORTS.start + (start + offset) % span;
+        if handed_out.contains(&port) {
+            continue;
+        }
+        if let Ok(listener) = TcpListener::bind((Ipv4Addr::LOCALHOST, port)) {
+            held.push(listener);
+            ports.push(port);
+        }
+    }
+    anyhow::ensure!(ports.len() == n, "no {n} free ports on 127.0.0.1 in {LAB_PORTS:?}");
+    handed_out.extend(&ports);
+    Ok(ports)
 }
 
 #[cfg(test)]

@@ -185,6 +185,9 @@ impl RootFs {
     /// Mounts /proc, a /dev/shm (PostgreSQL's shared memory) and the lab's
     /// shared directories, each unless it already is.
     pub fn mount(&self) -> Result<()> {
+        // Two instances at once (tests in two threads) must not stack mounts.
+        static MOUNTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one_at_a_time = MOUNTING.lock().unwrap_or_else(|e| e.into_inner());
         let mounted = mount_points()?;
         let sh = shell()?;
         for (what, at, fstype) in self.mounts() {

@@ -241,7 +241,7 @@ impl Server {
             }
         }
         if let Some(pgid) = pgid {
-            let left = procs::kill_group_leftovers(pgid, Duration::from_secs(5));
+            let left = procs::kill_group_leftovers(pgid, self.cfg().as_str(), Duration::from_secs(5));
             if !left.is_empty() {
                 eprintln!("lab: killed leftovers of process group {pgid}: {left:?}");
             }
@@ -386,9 +386,13 @@ running() {
   tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$DIR/server.cfg"
 }
 
-# live members of process group $1
+# live members of process group $1; none when its leader lives but is not
+# this side's server (a stale pid file: the pid is another's by now)
 group_members() {
   local want=$1 p line st ppid pgrp rest
+  if alive "$want" && ! tr '\0' ' ' < "/proc/$want/cmdline" 2>/dev/null | grep -qF -- "$DIR/server.cfg"; then
+    return 0
+  fi
   for p in /proc/[0-9]*; do
     read -r line 2>/dev/null < "$p/stat" || continue
     read -r st ppid pgrp rest <<< "${line##*) }"

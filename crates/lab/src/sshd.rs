@@ -120,7 +120,7 @@ impl Sshd {
                 bail!("the lab's sshd (pid {pid}) does not stop");
             }
             // Sessions it forked (the daemon leads their process group).
-            procs::kill_group_leftovers(pid, Duration::from_secs(2));
+            procs::kill_group_leftovers(pid, "sshd", Duration::from_secs(2));
         }
         Ok(())
     }

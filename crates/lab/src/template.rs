@@ -56,6 +56,14 @@ fn load_variant(root: &LabRoot, old: &str, n: usize, secure: bool) -> Option<(Te
     .then_some((t, dump))
 }
 
+/// Held while an instance restores a template, or seeds and saves one:
+/// two instances coming up at once (tests in two threads) neither seed the
+/// same template twice nor read one that the other replaces.
+pub(crate) fn in_use() -> std::sync::MutexGuard<'static, ()> {
+    static TEMPLATES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TEMPLATES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The template for an instance: a plain one for a plain instance; for a
 /// secure one, a secure template, or else a plain one.
 pub(crate) fn load(root: &LabRoot, old: &str, n: usize, secure: bool) -> Option<(Template, Utf8PathBuf)> {

@@ -4,7 +4,7 @@
 use std::{
     collections::BTreeMap,
     process::{Command, Stdio},
-    sync::Mutex,
+    sync::{Condvar, Mutex},
     time::{Duration, Instant},
 };
 
@@ -13,8 +13,55 @@ use serde_json::Value;
 
 use super::{BIN, Run};
 
-/// One lab instance at a time, also if the harness runs tests in parallel.
-pub static SERIAL: Mutex<()> = Mutex::new(());
+/// How many lab tests run at once, whatever the harness's thread count:
+/// `INMANTA_MIGRATE_LAB_SLOTS` (default 1; `cargo xtask ci` sets 2, the
+/// machine's cores, which one lab test leaves partly idle).
+static SLOTS: Slots = Slots { taken: Mutex::new(0), freed: Condvar::new() };
+
+/// The slot of a lab test that may run beside another one.
+pub fn slot() -> Slot {
+    SLOTS.take(1)
+}
+
+/// Every slot: for a test that must be alone on the machine (it installs a
+/// package, boots machines, measures how fast a failure is noticed, or
+/// looks at every process).
+pub fn alone() -> Slot {
+    SLOTS.take(SLOTS.size())
+}
+
+struct Slots {
+    taken: Mutex<u32>,
+    freed: Condvar,
+}
+
+impl Slots {
+    fn size(&self) -> u32 {
+        std::env::var("INMANTA_MIGRATE_LAB_SLOTS").ok().and_then(|n| n.parse().ok()).unwrap_or(1).max(1)
+    }
+
+    fn take(&'static self, n: u32) -> Slot {
+        let mut taken = self.taken.lock().unwrap_or_else(|e| e.into_inner());
+        while *taken + n > self.size() {
+            taken = self.freed.wait(taken).unwrap_or_else(|e| e.into_inner());
+        }
+        *taken += n;
+        Slot { slots: self, n }
+    }
+}
+
+/// Held for the test's life; given back when dropped, also on panic.
+pub struct Slot {
+    slots: &'static Slots,
+    n: u32,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        *self.slots.taken.lock().unwrap_or_else(|e| e.into_inner()) -= self.n;
+        self.slots.freed.notify_all();
+    }
+}
 
 /// A lab instance that is purged when the test ends, also on panic.
 pub struct Lab(Option<Instance>);
