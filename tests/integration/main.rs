@@ -20,6 +20,7 @@ mod e2e_versions;
 mod env_reconcile;
 mod faults;
 mod halt_all;
+mod human;
 mod intermediate;
 mod online;
 mod output;

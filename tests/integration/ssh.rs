@@ -339,7 +339,7 @@ fn the_old_server_stops_over_ssh_through_a_quoted_path() {
     let items = check_items(&check);
     let service = item(&items, "old service");
     assert_eq!(service["status"], "pass", "{service}");
-    assert!(service["detail"].as_str().unwrap().ends_with("on root@127.0.0.1: Running"), "{service}");
+    assert!(service["detail"].as_str().unwrap().ends_with("on root@127.0.0.1: running"), "{service}");
     let version = item(&items, "new server version");
     assert_eq!(version["detail"], "inmanta-core 14.0.0 installed", "{version}");
 
@@ -520,7 +520,7 @@ fn remote_argv_arrives_literally() {
         let service = item(&items, "old service");
         assert_eq!(service["status"], "pass", "{service}");
         assert!(
-            service["detail"].as_str().unwrap().ends_with("Running"),
+            service["detail"].as_str().unwrap().ends_with("running"),
             "the wrapper's exit code came back: {service}"
         );
         let calls = calls(&log);

@@ -15,7 +15,13 @@ pub struct CheckArgs {
 
 pub async fn run(cx: &Context, args: &CheckArgs) -> anyhow::Result<Outcome> {
     let checks = preflight(cx, args.replace).await;
-    checks.report(&cx.ui, "check");
+    // The checks are check's result: stdout for a person (`check > file`
+    // keeps them), JSON events and the document's items for a script.
+    if cx.ui.is_json() {
+        checks.report(&cx.ui, "check");
+    } else {
+        print!("{}", checks.lines());
+    }
     if checks.failed() {
         return Err(ChecksFailed(checks).into());
     }
@@ -38,7 +44,7 @@ pub async fn preflight(cx: &Context, replace: bool) -> Checks {
     for side in [Side::Old, Side::New] {
         let service = Service::new(cx.config.side(side));
         match service.state().await {
-            Ok(state) => checks.pass(format!("{side} service"), format!("{}: {state:?}", service.describe())),
+            Ok(state) => checks.pass(format!("{side} service"), format!("{}: {state}", service.describe())),
             Err(e) => {
                 let fix = if cx.config.side(side).host.ssh.is_some() {
                     format!("fix `{side}.host` (ssh) or `{side}.service`")

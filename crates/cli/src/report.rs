@@ -95,7 +95,7 @@ pub fn markdown(journal: &Journal, inventory: Option<&Inventory>, mode: CopyMode
     let mut md = String::new();
     let _ = writeln!(md, "# Inmanta orchestrator migration\n");
     let old_version = inventory.map(|i| i.core_version.to_string()).unwrap_or_else(|| "?".into());
-    let new_version = new_version(journal).unwrap_or_else(|| "?".into());
+    let new_version = new_version(journal).unwrap_or_else(|| "version read by start-server".into());
     let _ = writeln!(md, "- from: {} (inmanta-core {old_version})", journal.migration.old_api);
     let _ = writeln!(md, "- to: {} (inmanta-core {new_version})", journal.migration.new_api);
     let _ = writeln!(md, "- started: {}\n", journal.created);
@@ -104,7 +104,7 @@ pub fn markdown(journal: &Journal, inventory: Option<&Inventory>, mode: CopyMode
         let r = journal.step(id);
         let seconds = r.seconds().map(|s| format!("{s:.1}")).unwrap_or_default();
         let summary = r.error.as_deref().or(r.summary.as_deref()).unwrap_or("").replace('\n', " ").replace('|', "\\|");
-        let _ = writeln!(md, "| {id} | {:?} | {seconds} | {} | {summary} |", r.status, r.attempts);
+        let _ = writeln!(md, "| {id} | {} | {seconds} | {} | {summary} |", r.status.words(), r.attempts);
     }
     if let Some(inv) = inventory {
         let _ = writeln!(
@@ -121,10 +121,10 @@ pub fn markdown(journal: &Journal, inventory: Option<&Inventory>, mode: CopyMode
             // An interrupted reconcile: how far it got.
             let status = match r {
                 Some(r) if r.status == EnvStatus::InProgress => {
-                    format!("InProgress (after {})", r.phase.map_or("start", EnvPhase::name))
+                    format!("in progress (last: {})", r.phase.map_or("started", EnvPhase::words))
                 }
-                Some(r) => format!("{:?}", r.status),
-                None => "Pending".into(),
+                Some(r) => r.status.words().to_owned(),
+                None => EnvStatus::Pending.words().to_owned(),
             };
             let version = r.and_then(|r| r.version).map(|v| v.to_string()).unwrap_or_default();
             let seconds = r.and_then(|r| r.seconds).map(|s| format!("{s:.1}")).unwrap_or_default();
@@ -161,7 +161,7 @@ mod tests {
             "steps": {}, "environments": { id: { "name": "prod", "status": "in_progress", "phase": "resumed" } },
         }))
         .unwrap();
-        assert!(markdown(&journal, Some(&inventory), CopyMode::Offline).contains("| InProgress (after resumed) |"));
+        assert!(markdown(&journal, Some(&inventory), CopyMode::Offline).contains("| in progress (last: resumed) |"));
         let report = document(&journal, Some(&inventory), CopyMode::Offline);
         assert_eq!(report.environments[0].phase, Some(EnvPhase::Resumed));
     }

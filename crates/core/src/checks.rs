@@ -83,6 +83,23 @@ impl Checks {
         self.items.iter().filter(|c| c.status == CheckStatus::Fail)
     }
 
+    /// Every check, a line each, for a person: what `check` prints on
+    /// stdout, since the checks are its result.
+    pub fn lines(&self) -> String {
+        self.items
+            .iter()
+            .map(|check| {
+                let next = check.next_step.as_deref().map(|n| format!("\n           next: {n}")).unwrap_or_default();
+                let mark = match check.status {
+                    CheckStatus::Pass => "ok",
+                    CheckStatus::Warn => "warning",
+                    CheckStatus::Fail => "FAILED",
+                };
+                format!("  {mark:<8} {}: {}{next}\n", check.name, check.detail)
+            })
+            .collect()
+    }
+
     /// Shows the warnings and failures (and, with `--json`, everything).
     pub fn report(&self, ui: &Ui, step: &str) {
         for check in &self.items {

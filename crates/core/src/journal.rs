@@ -67,6 +67,19 @@ pub enum StepStatus {
     NeedsOperator,
 }
 
+impl StepStatus {
+    /// As a person reads it.
+    pub fn words(self) -> &'static str {
+        match self {
+            StepStatus::Pending => "pending",
+            StepStatus::Running => "running",
+            StepStatus::Done => "done",
+            StepStatus::Failed => "failed",
+            StepStatus::NeedsOperator => "needs an operator",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct StepRecord {
     pub status: StepStatus,
@@ -115,6 +128,20 @@ pub enum EnvStatus {
     Failed,
 }
 
+impl EnvStatus {
+    /// As a person reads it.
+    pub fn words(self) -> &'static str {
+        match self {
+            EnvStatus::Pending => "pending",
+            EnvStatus::InProgress => "in progress",
+            EnvStatus::Done => "done",
+            EnvStatus::LeftHalted => "left halted",
+            EnvStatus::NeedsOperator => "needs an operator",
+            EnvStatus::Failed => "failed",
+        }
+    }
+}
+
 /// Where `env-reconcile` stands with one environment.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct EnvRecord {
@@ -156,15 +183,15 @@ pub enum EnvPhase {
 }
 
 impl EnvPhase {
-    /// As the journal and the report name it.
-    pub fn name(self) -> &'static str {
+    /// As a person reads it.
+    pub fn words(self) -> &'static str {
         match self {
-            EnvPhase::AutoDeployOff => "auto_deploy_off",
-            EnvPhase::CompileRequested => "compile_requested",
+            EnvPhase::AutoDeployOff => "auto_deploy turned off",
+            EnvPhase::CompileRequested => "compile requested",
             EnvPhase::Resumed => "resumed",
             EnvPhase::Compiled => "compiled",
-            EnvPhase::DryRunClean => "dry_run_clean",
-            EnvPhase::AutoDeployRestored => "auto_deploy_restored",
+            EnvPhase::DryRunClean => "dry-run clean",
+            EnvPhase::AutoDeployRestored => "auto_deploy put back",
         }
     }
 }

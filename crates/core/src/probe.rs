@@ -83,7 +83,7 @@ async fn new_server_alone_stopped(cx: &Context, checks: &mut Checks) -> Option<i
             format!("its API is closed, but {} reports it running (migrating a schema?)", service.describe()),
             stop_it,
         ),
-        Ok(state) => checks.pass(name, format!("its API does not answer and its service is {state:?}")),
+        Ok(state) => checks.pass(name, format!("its API does not answer and its service is {state}")),
         Err(e) => checks.fail_on(name, &e, "fix `new.service`"),
     }
     None
@@ -102,7 +102,7 @@ async fn intermediates_stopped(cx: &Context, checks: &mut Checks) {
                 format!("{} reports it running: the new database must not be replaced under it", service.describe()),
                 format!("stop it first: {}", service.describe()),
             ),
-            Ok(state) => checks.pass(name, format!("its service is {state:?}")),
+            Ok(state) => checks.pass(name, format!("its service is {state}")),
             Err(e) => checks.fail_on(name, &e, format!("fix `intermediate[{i}].service`")),
         }
     }

@@ -20,6 +20,16 @@ pub enum ProcessState {
     Failed,
 }
 
+impl std::fmt::Display for ProcessState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ProcessState::Running => "running",
+            ProcessState::Stopped => "stopped",
+            ProcessState::Failed => "failed",
+        })
+    }
+}
+
 pub struct Service<'a> {
     orch: &'a Orchestrator,
     runner: Runner,

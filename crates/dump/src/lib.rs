@@ -84,9 +84,9 @@ impl Step for Dump {
     fn describe(&self, cx: &Context) -> String {
         let d = &cx.config.dump;
         format!(
-            "pg_dump the old database into {} ({:?} format, {} job(s), compression {}), with a manifest",
+            "pg_dump the old database into {} ({} format, {} job(s), compression {}), with a manifest",
             cx.config.dump_dir(),
-            d.format,
+            d.format.name(),
             d.jobs,
             d.compress
         )

@@ -296,13 +296,16 @@ pub async fn check_target(cx: &Context, db: &Database, replace: bool, checks: &m
             return;
         }
     };
-    let ours = WorkDir::peek(&cx.config)
-        .ok()
-        .flatten()
+    let journal = WorkDir::peek(&cx.config).ok().flatten();
+    let ours = journal
+        .as_ref()
         .and_then(|j| j.state::<RestoreState>().ok())
         .is_some_and(|state| state.target_touched == Some(db.target.to_string()));
+    let restored = journal.is_some_and(|j| j.is_done(StepId::Restore));
     if objects == 0 {
         checks.pass(name, format!("{} exists and is empty", db.target));
+    } else if ours && restored {
+        checks.pass(name, format!("{} holds this migration's restore", db.target));
     } else if ours {
         checks.pass(name, format!("{} holds an interrupted restore of this migration; it will be redone", db.target));
     } else if replace {

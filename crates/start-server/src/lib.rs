@@ -57,7 +57,7 @@ impl Step for StartServer {
         }
         let service = Service::new(&cx.config.new);
         match service.state().await {
-            Ok(state) => checks.pass("new service", format!("{}: {state:?}", service.describe())),
+            Ok(state) => checks.pass("new service", format!("{}: {state}", service.describe())),
             Err(e) => checks.fail_on("new service", &e, "fix `new.service`"),
         }
         if cx.api(Side::New).probe().await.ok().flatten().is_none() {
@@ -107,7 +107,7 @@ impl Step for StartServer {
                     if service.state().await? == ProcessState::Running {
                         cx.ui.info(Self::NAME, "the new server runs already; waiting for it to answer");
                     } else {
-                        cx.ui.info(Self::NAME, format!("starting {}", service.describe()));
+                        cx.ui.info(Self::NAME, format!("starting the new server ({})", service.describe()));
                         start_service(&service, "new").await?;
                     }
                     wait_until_answering(cx, api, &service, "new").await?
@@ -291,7 +291,7 @@ async fn wait_until_answering(
             match service.state().await? {
                 ProcessState::Running => {}
                 state => bail!(
-                    "the {label} server stopped while starting ({state:?}); {}\n{}",
+                    "the {label} server stopped while starting ({state}); {}\n{}",
                     log_end(service, 40).await,
                     way_on(service)
                 ),

@@ -30,7 +30,7 @@ impl Step for StopServer {
         let mut checks = Checks::default();
         let service = Service::new(&cx.config.old);
         match service.state().await {
-            Ok(state) => checks.pass("old service", format!("{}: {state:?}", service.describe())),
+            Ok(state) => checks.pass("old service", format!("{}: {state}", service.describe())),
             Err(e) => checks.fail_on("old service", &e, "fix `old.service` in the config"),
         }
         match cx.api(Side::Old).probe().await {
@@ -68,10 +68,10 @@ impl Step for StopServer {
         let answering = api.probe().await?.is_some();
         let state = service.state().await?;
         if !answering && state != ProcessState::Running {
-            return Ok(Outcome::nothing_to_do(Self::NAME, format!("the old server is already stopped ({state:?})")));
+            return Ok(Outcome::nothing_to_do(Self::NAME, format!("the old server is already stopped ({state})")));
         }
         let start = Instant::now();
-        cx.ui.info(Self::NAME, format!("stopping {}", service.describe()));
+        cx.ui.info(Self::NAME, format!("stopping the old server ({})", service.describe()));
         service.stop().await?;
         let spinner = cx.ui.spinner(Self::NAME, "waiting until the API is silent and the process gone");
         let what =

@@ -258,6 +258,36 @@ macro_rules! snapshot {
 }
 pub(crate) use snapshot;
 
+/// A run's whole human output, stdout then stderr, with its directory
+/// shown as `[dir]`, for [`snapshot_human!`].
+pub fn human(run: &Run, dir: &Utf8Path) -> String {
+    format!("--- exit code {}\n--- stdout\n{}--- stderr\n{}", run.code, run.stdout, run.stderr)
+        .replace(dir.as_str(), "[dir]")
+}
+
+/// A snapshot of a run's whole human output ([`human`]), with what differs
+/// from run to run masked: times, ids, ports, durations, sizes. It fails on
+/// any line added, lost or changed, where `stderr_has` sees one fragment.
+macro_rules! snapshot_human {
+    ($name:expr, $run:expr, $dir:expr) => {
+        insta::with_settings!({ filters => vec![
+            (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)", "[time]"),
+            (r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "[uuid]"),
+            (r"127\.0\.0\.1:\d+", "127.0.0.1:[port]"),
+            (r"\bport \d+", "port [port]"),
+            (r"\d+(\.\d+)? s\b", "[n] s"),
+            (r"\| \d+\.\d \|", "| [n] |"),
+            (r"(PostgreSQL|pg_dump|pg_restore|psql|vacuumdb) \d+\.\d+", "$1 [version]"),
+            (r"\d+(\.\d+)? (MB|MiB|GB|GiB|kB|KiB|bytes)\b", "[size]"),
+            (r"\bpid \d+", "pid [pid]"),
+            (r"inmanta-migrate [0-9a-f]{8}:", "inmanta-migrate [run]:"),
+        ]}, {
+            insta::assert_snapshot!($name, $crate::support::human($run, $dir));
+        })
+    };
+}
+pub(crate) use snapshot_human;
+
 /// A copy of the tool config `config` with `edit` applied to its TOML tree,
 /// written beside it as `<name>.toml`. The edit must change something.
 pub fn config_variant(config: &Utf8Path, name: &str, edit: impl FnOnce(&mut toml::Table)) -> Utf8PathBuf {

@@ -204,6 +204,15 @@ pub enum DumpFormat {
 }
 
 impl DumpFormat {
+    /// As the config names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            DumpFormat::Directory => "directory",
+            DumpFormat::Custom => "custom",
+            DumpFormat::Plain => "plain",
+        }
+    }
+
     /// pg_dump's `--format` letter.
     pub fn flag(self) -> &'static str {
         match self {
