@@ -149,11 +149,11 @@ fn a_wrong_ca_or_a_bad_token_is_refused_and_verification_is_off_only_loudly() {
     });
     let run = run_with(&lab, &wrong_ca, &["check"]);
     run.code(3)
-        .stderr_has("old API")
-        .stderr_has("TLS handshake")
-        .stderr_has("invalid peer certificate")
-        .stderr_has("UnknownIssuer")
-        .stderr_has("`old.ca_file`");
+        .output_has("old API")
+        .output_has("TLS handshake")
+        .output_has("invalid peer certificate")
+        .output_has("UnknownIssuer")
+        .output_has("`old.ca_file`");
     assert_no_secret(&run, &secrets, "check with a wrong CA");
 
     // (c) An expired token, and one signed with another key.
@@ -163,7 +163,7 @@ fn a_wrong_ca_or_a_bad_token_is_refused_and_verification_is_off_only_loudly() {
         let file = private_file(&lab, &format!("{kind:?}-token"), &token);
         let config = lab.config_variant(&format!("{kind:?}-token"), |c| set(c, "old.token.file", file.as_str()));
         let run = run_with(&lab, &config, &["check"]);
-        run.code(3).stderr_has("old API").stderr_has("HTTP 403").stderr_has(says).stderr_has("`old.token`");
+        run.code(3).output_has("old API").output_has("HTTP 403").output_has(says).output_has("`old.token`");
         assert_no_secret(&run, &secrets, &format!("check with a {kind:?} token"));
     }
     // No token at all.
@@ -172,7 +172,7 @@ fn a_wrong_ca_or_a_bad_token_is_refused_and_verification_is_off_only_loudly() {
         remove(c, "new.token");
     });
     let run = run_with(&lab, &config, &["check"]);
-    run.code(3).stderr_has("HTTP 401").stderr_has("token");
+    run.code(3).output_has("HTTP 401").output_has("token");
     assert_no_secret(&run, &secrets, "check without a token");
     // A valid token minted now is accepted: the failures above are the tokens'.
     let fresh = lab.mint_token(TokenKind::Valid).unwrap();

@@ -142,7 +142,7 @@ fn migrates_18_4_to_20_1_and_refuses_19_0() {
         // The preflight says so before anything changes ...
         lab.run(&["check"])
             .code(3)
-            .stderr_has("the old database has core schema version 202610150, newer than inmanta-core 19.0.0 knows");
+            .output_has("the old database has core schema version 202610150, newer than inmanta-core 19.0.0 knows");
         // ... and restore refuses the dump all the same.
         for step in ["halt-all", "stop-server", "dump"] {
             lab.run(&[step]).success();

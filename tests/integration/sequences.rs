@@ -102,7 +102,7 @@ fn check_names_each_failure() {
     run(&lab, &good, &["check"]).success().stdout_has("checks passed");
 
     let wrong_url = config_for_fakes(&lab, &old, &new, "wrong-url", |c| set(c, "old.api_url", "http://127.0.0.1:9"));
-    run(&lab, &wrong_url, &["check"]).code(3).stderr_has("old API").stderr_has("old server does not answer");
+    run(&lab, &wrong_url, &["check"]).code(3).output_has("old API").output_has("old server does not answer");
 
     old.require_token("the-right-token");
     let token = lab.dir().join("wrong-token");
@@ -110,7 +110,7 @@ fn check_names_each_failure() {
     let wrong_token =
         config_for_fakes(&lab, &old, &new, "wrong-token", |c| set(c, "old.token", secret("file", token.as_str())));
     let run_wrong = run(&lab, &wrong_token, &["check"]);
-    run_wrong.code(3).stderr_has("HTTP 401").stderr_has("fix `old.token`");
+    run_wrong.code(3).output_has("HTTP 401").output_has("fix `old.token`");
     assert!(!run_wrong.stderr.contains("a-wrong-token"));
 
     std::fs::write(&token, "the-right-token\n").unwrap();
@@ -120,7 +120,7 @@ fn check_names_each_failure() {
     });
     run(&lab, &older, &["check"])
         .code(3)
-        .stderr_has("the new server (11.0.0) is older than the old one (14.0.0): a downgrade");
+        .output_has("the new server (11.0.0) is older than the old one (14.0.0): a downgrade");
 
     // Several problems at once are all reported.
     let both = config_for_fakes(&lab, &old, &new, "both", |c| {

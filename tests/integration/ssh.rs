@@ -395,7 +395,7 @@ fn a_wrong_host_key_is_refused_and_nothing_changes() {
     let before = halted(&lab);
 
     let check = lab.run(&["check"]);
-    check.code(3).stderr_has("Host key verification failed");
+    check.code(3).output_has("Host key verification failed");
     let text = output(&check);
     let at = text.find("old service").unwrap_or_else(|| panic!("no old service check:\n{text}"));
     assert!(text[at..].contains("Host key verification failed"), "the old service check names it:\n{text}");
@@ -446,7 +446,7 @@ fn the_database_settings_are_read_from_inmanta_cfg_over_ssh() {
     // "127.0.0.1" in a remote server's file is that server's own machine, not
     // this one, where the PostgreSQL tools run: refused, with the way out.
     let loopback = lab.run(&["check"]);
-    loopback.code(3).stderr_has("puts the database on 127.0.0.1").stderr_has("set `database.host`");
+    loopback.code(3).output_has("puts the database on 127.0.0.1").output_has("set `database.host`");
     // Here the "remote" host is this machine, so saying so is right; the
     // other keys still come from the server's files.
     text = set(&text, "old.database", "host", Some("\"127.0.0.1\""));

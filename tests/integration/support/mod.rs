@@ -42,6 +42,19 @@ impl Run {
         self
     }
 
+    /// In stdout or stderr: `check`'s items are on stdout, its failure on
+    /// stderr.
+    #[track_caller]
+    pub fn output_has(&self, text: &str) -> &Self {
+        assert!(
+            self.stdout.contains(text) || self.stderr.contains(text),
+            "the output lacks {text:?}:\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
     #[track_caller]
     pub fn stdout_has(&self, text: &str) -> &Self {
         assert!(self.stdout.contains(text), "stdout lacks {text:?}:\n{}", self.stdout);
