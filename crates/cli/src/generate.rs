@@ -77,10 +77,10 @@ mod tests {
     fn the_surface_is_what_the_cli_has() {
         let surface = surface();
         let names: Vec<&str> = surface.iter().map(|(n, _)| n.as_str()).collect();
-        for expected in ["check", "migrate", "precopy", "env-reconcile", "completions"] {
+        // man-pages too: an operator who installs from a checkout needs it.
+        for expected in ["check", "migrate", "precopy", "env-reconcile", "completions", "man-pages"] {
             assert!(names.contains(&expected), "{expected} missing from {names:?}");
         }
-        assert!(!names.contains(&"man-pages"), "man-pages is for packagers, hidden");
         let migrate = &surface.iter().find(|(n, _)| n == "migrate").unwrap().1;
         assert!(migrate.contains(&"--yes".to_owned()) && migrate.contains(&"--config".to_owned()), "{migrate:?}");
     }

@@ -65,8 +65,8 @@ enum Command {
     /// Prints the completion script for a shell (bash: save it as
     /// /etc/bash_completion.d/inmanta-migrate).
     Completions(generate::CompletionsArgs),
-    /// Writes the man pages, one per subcommand (for packagers).
-    #[command(hide = true)]
+    /// Writes the man pages, one per subcommand, into a folder (after
+    /// `cargo install`: /usr/local/share/man/man1).
     ManPages(generate::ManPagesArgs),
 }
 

@@ -11,6 +11,37 @@ use serde::Serialize;
 
 use crate::{migrate::MigrateArgs, steps::StepCommand};
 
+/// What the steps do not say by themselves: what ends unreleased, and
+/// what going back takes at each point.
+fn notes(cx: &Context) -> String {
+    let mut notes = String::from("Good to know:\n");
+    if !cx.config.reconcile.release {
+        notes.push_str(
+            "  - Environments whose auto_deploy was on end with their new version compiled and dry-run clean, but \
+             not released: pass --release to migrate or env-reconcile (or set reconcile.release = true) to release \
+             it.\n",
+        );
+    }
+    let old_side = match cx.config.copy.mode {
+        CopyMode::Offline => {
+            "the tool changes nothing on the old side but halting its environments and stopping its server"
+        }
+        CopyMode::Online => {
+            "the tool changes nothing on the old side but halting its environments and stopping its server, and the \
+             online copy's publication, role and fence table in its database (`precopy --abandon` removes them)"
+        }
+    };
+    let _ = writeln!(
+        notes,
+        "  - The way back: {old_side}. After halt-all, going back means resuming the environments it halted \
+         (inventory.json in {} lists them); after stop-server, also starting the old server again. Once \
+         env-reconcile resumes an environment on the new server, stop that server before you go back: two \
+         orchestrators must never drive the same environment.",
+        cx.config.work_dir
+    );
+    notes
+}
+
 /// One step of the plan, in `--json`'s details.
 #[derive(Serialize)]
 struct PlannedStep {
@@ -42,6 +73,7 @@ pub async fn run(cx: &Context) -> anyhow::Result<Outcome> {
         let _ = writeln!(text, "  {}. [{mark}] {name}: {what}", i + 1);
         steps.push(PlannedStep { step: step.id(), status, would: what });
     }
+    let _ = write!(text, "\n{}", notes(cx));
     let summary = if remaining == 0 {
         "every step is done".to_owned()
     } else {
