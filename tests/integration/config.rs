@@ -201,6 +201,10 @@ fn the_shipped_configs_use_only_known_keys() {
         // Parsing checks keys and types; secrets are only read by `load`.
         migrate_core::Config::parse(&text, &path).unwrap_or_else(|e| panic!("{e}"));
     }
+    // And the config README.md starts an operator with.
+    let readme = std::fs::read_to_string(root.join("../README.md")).unwrap();
+    let block = readme.split("```toml\n").nth(1).and_then(|b| b.split("```").next()).expect("a toml block in README");
+    migrate_core::Config::parse(block, camino::Utf8Path::new("README.md")).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// The tests' typed config edits write a config the tool reads as edited.
