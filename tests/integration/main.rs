@@ -21,6 +21,7 @@ mod env_reconcile;
 mod faults;
 mod halt_all;
 mod human;
+mod init;
 mod intermediate;
 mod online;
 mod output;

@@ -3,6 +3,7 @@
 
 mod check;
 mod generate;
+mod init;
 mod migrate;
 mod plan;
 mod report;
@@ -50,6 +51,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Writes a first config for two orchestrators from what it finds on
+    /// both sides, marking what it could not find; then run `check`.
+    Init(init::InitArgs),
     /// Preflight: checks everything that can be checked before anything
     /// changes (config, APIs, tokens, versions, databases, tools, disk,
     /// target database, new server stopped) and reports every failure.
@@ -87,6 +91,10 @@ fn main() -> ExitCode {
     }
     // Single-threaded on purpose: see migrate_core::runner (PR_SET_PDEATHSIG).
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
+    // It writes the config, so it reads none.
+    if let Command::Init(args) = &cli.command {
+        return finish(&ui, runtime.block_on(init::run(args, &cli.config)));
+    }
     let result = runtime.block_on(run(cli.command, cli.config, &ui));
     finish(&ui, result)
 }
@@ -115,7 +123,9 @@ async fn run(command: Command, config_path: Utf8PathBuf, ui: &Ui) -> anyhow::Res
         Command::Status => status::run(&cx).await,
         Command::Migrate(args) => migrate::run(&cx, &args).await,
         Command::Step(step) => step.execute(&cx).await,
-        Command::Completions(_) | Command::ManPages(_) => unreachable!("handled before the config is read"),
+        Command::Completions(_) | Command::ManPages(_) | Command::Init(_) => {
+            unreachable!("handled before the config is read")
+        }
     };
     report::refresh(&cx);
     result
