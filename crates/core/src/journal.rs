@@ -243,18 +243,23 @@ impl Journal {
     /// Reads `journal.json` of any format this binary knows, upgraded to
     /// the current one.
     pub fn read(path: &Utf8Path) -> anyhow::Result<Journal> {
-        let mut value: Value = fsutil::read_json(path)?;
+        Journal::from_value(fsutil::read_json(path)?, path.as_str())
+    }
+
+    /// A journal of any format this binary knows, as JSON (`shown`: where
+    /// it comes from, for errors).
+    pub fn from_value(mut value: Value, shown: &str) -> anyhow::Result<Journal> {
         let format = value.get("format").and_then(Value::as_u64).unwrap_or(0);
         if format > u64::from(FORMAT) {
             bail!(
-                "{path} was written by a newer inmanta-migrate ({}); use that version",
+                "{shown} was written by a newer inmanta-migrate ({}); use that version",
                 value.get("tool_version").and_then(Value::as_str).unwrap_or("?")
             );
         }
         if format == 1 {
             upgrade_from_1(&mut value);
         }
-        serde_json::from_value(value).with_context(|| format!("{path} is not a journal this version can read"))
+        serde_json::from_value(value).with_context(|| format!("{shown} is not a journal this version can read"))
     }
 }
 
