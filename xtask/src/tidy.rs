@@ -41,6 +41,10 @@ impl Package {
         for dir in dirs {
             collect_rust_files(&dir, &mut files);
         }
+        if self.name == "inmanta-migrate" {
+            // It expands migrate_core::the_steps!, which names the step crates.
+            files.push(workspace().join("crates/core/src/steps.rs"));
+        }
         files
     }
 

@@ -1,8 +1,6 @@
-//! The subcommand of each step of `migrate_core::steps::STEPS` (the one
-//! list of the steps: order, side, modes, journal keys), with its options;
-//! `plan`, `status`, `migrate` and the report walk the list through these.
-//! A step added to the list asks for its line here (the match in
-//! [`StepCommand::of`] is exhaustive).
+//! The subcommand of each step of the one list of the steps
+//! (`migrate_core::the_steps!`), with its options; `plan`, `status`,
+//! `migrate` and the report walk the list through these.
 
 use clap::Subcommand;
 use migrate_core::{Context, Outcome, Step, StepId, config::CopyMode, execute};
@@ -10,7 +8,7 @@ use migrate_core::{Context, Outcome, Step, StepId, config::CopyMode, execute};
 use crate::migrate::MigrateArgs;
 
 macro_rules! step_commands {
-    ($($id:ident: $step:ty,)*) => {
+    ($($id:ident $name:literal $side:ident $modes:ident $step:ty,)*) => {
         /// One step with its options: a subcommand of its own.
         #[derive(Debug, Subcommand)]
         pub enum StepCommand {
@@ -55,16 +53,7 @@ macro_rules! step_commands {
     };
 }
 
-step_commands! {
-    Precopy: step_online::Precopy,
-    HaltAll: step_halt_all::HaltAll,
-    StopServer: step_stop_server::StopServer,
-    Dump: step_dump::Dump,
-    Restore: step_restore::Restore,
-    Cutover: step_online::Cutover,
-    StartServer: step_start_server::StartServer,
-    EnvReconcile: step_env_reconcile::EnvReconcile,
-}
+migrate_core::the_steps!(step_commands);
 
 impl StepCommand {
     /// Every step in the order a migration with this copy mode runs them,

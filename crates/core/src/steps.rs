@@ -1,9 +1,10 @@
 //! The one list of the migration's steps (ripgrep's list of flags is the
-//! model): each step's id, subcommand and journal key, the side it changes
-//! and the copy modes it belongs to, in the order a migration runs them.
-//! The CLI, `plan`, `status`, `migrate`, the report, the journal and the
-//! tests all read it; a new step is its crate, a line here and its variant
-//! in the CLI's command list (which the compiler asks for).
+//! model): each step's id, subcommand and journal key, the side it changes,
+//! the copy modes it belongs to and its type, in the order a migration runs
+//! them ([`the_steps!`]). This crate makes [`StepId`] and [`STEPS`] of it,
+//! the CLI its subcommands; `plan`, `status`, `migrate`, the report, the
+//! journal and the tidy tests read those. A new step is its crate and a
+//! line in the list.
 
 use std::fmt;
 
@@ -41,8 +42,29 @@ pub struct StepInfo {
     pub modes: Modes,
 }
 
+/// The one list of the steps: calls the macro `$then` with every step as
+/// `Id "subcommand" Side Modes path::to::Type,`. The types live in the
+/// step crates, which only the CLI depends on: this crate's own expansion
+/// ignores them.
+#[macro_export]
+macro_rules! the_steps {
+    ($then:ident) => {
+        $then! {
+            // id          subcommand       side  modes    type
+            Precopy        "precopy"        New   Online   step_online::Precopy,
+            HaltAll        "halt-all"       Old   Both     step_halt_all::HaltAll,
+            StopServer     "stop-server"    Old   Both     step_stop_server::StopServer,
+            Dump           "dump"           Old   Offline  step_dump::Dump,
+            Restore        "restore"        New   Offline  step_restore::Restore,
+            Cutover        "cutover"        New   Online   step_online::Cutover,
+            StartServer    "start-server"   New   Both     step_start_server::StartServer,
+            EnvReconcile   "env-reconcile"  New   Both     step_env_reconcile::EnvReconcile,
+        }
+    };
+}
+
 macro_rules! steps {
-    ($($id:ident $name:literal $side:ident $modes:ident,)*) => {
+    ($($id:ident $name:literal $side:ident $modes:ident $step:path,)*) => {
         /// A step of the migration. Ordered as a migration runs them.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub enum StepId {
@@ -56,17 +78,7 @@ macro_rules! steps {
     };
 }
 
-steps! {
-    // id          subcommand       side  modes
-    Precopy        "precopy"        New   Online,
-    HaltAll        "halt-all"       Old   Both,
-    StopServer     "stop-server"    Old   Both,
-    Dump           "dump"           Old   Offline,
-    Restore        "restore"        New   Offline,
-    Cutover        "cutover"        New   Online,
-    StartServer    "start-server"   New   Both,
-    EnvReconcile   "env-reconcile"  New   Both,
-}
+the_steps!(steps);
 
 impl StepId {
     pub const fn info(self) -> &'static StepInfo {
