@@ -66,21 +66,13 @@ pub async fn run(args: &InitArgs, path: &Utf8Path) -> anyhow::Result<Outcome> {
     let pg_dump = Runner::local().cmd(&["pg_dump", "--version"]).timeout(LIMIT).output().await.ok();
     let pg_dump = pg_dump.filter(|o| o.success()).map(|o| o.stdout.trim().to_owned());
 
-    let mut text = String::new();
-    let mut missing = 0;
-    let mut note = |text: &mut String, found: bool, what: String| {
-        if !found {
-            missing += 1;
-        }
-        let _ = writeln!(text, "# {}{what}", if found { "" } else { "NOT FOUND: " });
-    };
+    let mut out = Writer::default();
     let work = std::env::current_dir()
         .ok()
         .and_then(|d| Utf8PathBuf::from_path_buf(d).ok())
         .unwrap_or_else(|| Utf8PathBuf::from("/var/lib"))
         .join("inmanta-migrate-work");
-    let _ = writeln!(
-        text,
+    out.line(format!(
         "# The migration {} -> {}, written by `inmanta-migrate init`.\n\
          # Every key: config/example.toml (also /usr/share/doc/inmanta-migrate/).\n\
          # Fill in what is marked NOT FOUND, then run `inmanta-migrate check`.\n\n\
@@ -89,125 +81,137 @@ pub async fn run(args: &InitArgs, path: &Utf8Path) -> anyhow::Result<Outcome> {
         old.api,
         new.api,
         quoted(work.as_str())
-    );
+    ));
     for side in [&old, &new] {
-        let _ = writeln!(text, "[{}]", side.key);
+        out.orchestrator(side, side.key == "new", inmanta.as_deref());
+        out.service(side);
+        out.database(side, &args.inmanta_config);
+    }
+    out.line("[pg]".into());
+    match &pg_dump {
+        Some(version) => out.found(format!("{version} on PATH (it must be as new as both servers)")),
+        None => out.not_found(
+            "pg_dump on PATH: install the PostgreSQL client tools, or set `bin_dir = \"/usr/pgsql-17/bin\"`".into(),
+        ),
+    }
+    // What it wrote must be a config the tool reads.
+    Config::parse(&out.text, path).context("init wrote a config the tool does not read (a bug: please report it)")?;
+    fsutil::write_atomic(path, out.text.as_bytes())?;
+    let summary = match out.missing {
+        0 => format!("wrote {path}: everything was found; next: inmanta-migrate check"),
+        n => format!("wrote {path}: {n} thing(s) marked NOT FOUND to fill in; then: inmanta-migrate check"),
+    };
+    Ok(Outcome::done("init", summary).figure("not_found", out.missing))
+}
+
+/// The config as it is written, and how many things were not found.
+#[derive(Default)]
+struct Writer {
+    text: String,
+    missing: usize,
+}
+
+impl Writer {
+    fn line(&mut self, line: String) {
+        let _ = writeln!(self.text, "{line}");
+    }
+
+    fn found(&mut self, what: String) {
+        self.line(format!("# {what}"));
+    }
+
+    fn not_found(&mut self, what: String) {
+        self.missing += 1;
+        self.line(format!("# NOT FOUND: {what}"));
+    }
+
+    /// `[old]` or `[new]`: the API, a token where it asks for one, and the
+    /// new side's `version_command`.
+    fn orchestrator(&mut self, side: &Side, is_new: bool, inmanta: Option<&str>) {
+        self.line(format!("[{}]", side.key));
         // The old server must answer (halt-all talks to it); the new one is
         // rightly stopped until start-server.
-        let fine = side.api_says.starts_with("answers") || side.key == "new";
-        note(&mut text, fine, format!("{}: {}", side.api, side.api_says));
-        let _ = writeln!(text, "api_url = {}", quoted(&side.api));
-        if side.needs_token {
-            note(
-                &mut text,
-                false,
-                format!(
-                    "a token: the API asks for one; write an unscoped `api` token to /etc/inmanta-migrate/{}-token",
-                    side.key
-                ),
-            );
-            let _ = writeln!(text, "token = {{ file = \"/etc/inmanta-migrate/{}-token\" }}", side.key);
+        let what = format!("{}: {}", side.api, side.api_says);
+        if side.api_says.starts_with("answers") || is_new {
+            self.found(what)
+        } else {
+            self.not_found(what)
         }
-        if side.key == "new" {
-            match &inmanta {
+        self.line(format!("api_url = {}", quoted(&side.api)));
+        if side.needs_token {
+            let file = format!("/etc/inmanta-migrate/{}-token", side.key);
+            self.not_found(format!("a token: the API asks for one; write an unscoped `api` token to {file}"));
+            self.line(format!("token = {{ file = {} }}", quoted(&file)));
+        }
+        if is_new {
+            match inmanta {
                 Some(command) => {
-                    note(
-                        &mut text,
-                        true,
-                        format!("the installed inmanta-core, read while the server is stopped: {command}"),
-                    );
-                    let _ = writeln!(text, "version_command = [{}, \"--version\"]", quoted(command));
+                    self.found(format!("the installed inmanta-core, read while the server is stopped: {command}"));
+                    self.line(format!("version_command = [{}, \"--version\"]", quoted(command)));
                 }
-                None => note(
-                    &mut text,
-                    false,
+                None => self.not_found(
                     "the `inmanta` command: set `version_command = [\"/path/to/inmanta\", \"--version\"]`".into(),
                 ),
             }
         }
         if let Some(ssh) = &side.ssh {
-            let _ = writeln!(text, "\n[{}.host]\nssh = {}", side.key, quoted(ssh));
+            self.line(format!("\n[{}.host]\nssh = {}", side.key, quoted(ssh)));
         }
-        let _ = writeln!(text, "\n[{}.service]", side.key);
+    }
+
+    /// `[<side>.service]`: the unit where systemd shows it.
+    fn service(&mut self, side: &Side) {
+        self.line(format!("\n[{}.service]", side.key));
+        let place = side.runner.place();
         match &side.unit {
-            Ok(user) => {
-                note(&mut text, true, format!("{UNIT} on {}", side.runner.place()));
-                let _ = writeln!(text, "manager = \"systemd\"\nunit = \"{UNIT}\"");
-                if *user {
-                    let _ = writeln!(text, "user = true");
-                }
-            }
-            Err(why) => {
-                note(
-                    &mut text,
-                    false,
-                    format!(
-                        "{UNIT} on {} ({why}): set `unit`, or `manager = \"command\"` with `start`, `stop` and \
-                         `status` (an argv each)",
-                        side.runner.place()
-                    ),
-                );
-                let _ = writeln!(text, "manager = \"systemd\"\nunit = \"{UNIT}\"");
-            }
+            Ok(_) => self.found(format!("{UNIT} on {place}")),
+            Err(why) => self.not_found(format!(
+                "{UNIT} on {place} ({why}): set `unit`, or `manager = \"command\"` with `start`, `stop` and \
+                 `status` (an argv each)"
+            )),
         }
-        let _ = writeln!(text, "\n[{}.database]", side.key);
+        self.line(format!("manager = \"systemd\"\nunit = \"{UNIT}\""));
+        if side.unit == Ok(true) {
+            self.line("user = true".into());
+        }
+    }
+
+    /// `[<side>.database]`: the server's own inmanta.cfg where it is read,
+    /// else the keys to fill in; never a password.
+    fn database(&mut self, side: &Side, inmanta_config: &Utf8Path) {
+        self.line(format!("\n[{}.database]", side.key));
+        let place = side.runner.place();
         match &side.database {
             Ok(keys) => {
-                note(
-                    &mut text,
-                    true,
-                    format!(
-                        "{} in {}/inmanta.cfg on {}, read at every run (the password too: it is never copied here)",
-                        keys.join(", "),
-                        args.inmanta_config,
-                        side.runner.place()
-                    ),
-                );
-                let _ = writeln!(text, "inmanta_config = {}", quoted(args.inmanta_config.as_str()));
+                self.found(format!(
+                    "{} in {inmanta_config}/inmanta.cfg on {place}, read at every run (the password too: it is \
+                     never copied here)",
+                    keys.join(", ")
+                ));
+                self.line(format!("inmanta_config = {}", quoted(inmanta_config.as_str())));
             }
             Err(why) => {
-                note(
-                    &mut text,
-                    false,
-                    format!("the server's database settings ({why}): set host, port, name, user and password"),
-                );
-                let _ = writeln!(
-                    text,
+                self.not_found(format!(
+                    "the server's database settings ({why}): set host, port, name, user and password"
+                ));
+                self.line(format!(
                     "# host = \"127.0.0.1\"\n# port = 5432\n# name = \"inmanta\"\n# user = \"inmanta\"\n\
                      # password = {{ file = \"/etc/inmanta-migrate/{}-db-password\" }}",
                     side.key
-                );
+                ));
             }
         }
         if side.key == "new" {
-            let _ = writeln!(
-                text,
+            self.line(
                 "# `restore` creates the new database: when `user` may not, a role that may\n\
                  # (its password in a file of its own):\n\
                  # admin_user = \"postgres\"\n\
-                 # admin_password = {{ file = \"/etc/inmanta-migrate/postgres-password\" }}"
+                 # admin_password = { file = \"/etc/inmanta-migrate/postgres-password\" }"
+                    .into(),
             );
         }
-        text.push('\n');
+        self.line(String::new());
     }
-    let _ = writeln!(text, "[pg]");
-    match &pg_dump {
-        Some(version) => note(&mut text, true, format!("{version} on PATH (it must be as new as both servers)")),
-        None => note(
-            &mut text,
-            false,
-            "pg_dump on PATH: install the PostgreSQL client tools, or set `bin_dir = \"/usr/pgsql-17/bin\"`".into(),
-        ),
-    }
-    // What it wrote must be a config the tool reads.
-    Config::parse(&text, path).context("init wrote a config the tool does not read (a bug: please report it)")?;
-    fsutil::write_atomic(path, text.as_bytes())?;
-    let summary = if missing == 0 {
-        format!("wrote {path}: everything was found; next: inmanta-migrate check")
-    } else {
-        format!("wrote {path}: {missing} thing(s) marked NOT FOUND to fill in; then: inmanta-migrate check")
-    };
-    Ok(Outcome::done("init", summary).figure("not_found", missing))
 }
 
 /// One command on a side's machine.
