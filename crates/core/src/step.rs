@@ -13,7 +13,7 @@ use crate::{
     checks::Checks,
     config::Side,
     context::Context,
-    error::{ChecksFailed, Failure},
+    error::{ChecksFailed, Exit, Failure},
     journal::StepStatus,
     steps::StepId,
 };
@@ -85,8 +85,13 @@ pub async fn execute<S: Step>(step: &S, cx: &Context) -> anyhow::Result<Outcome>
                 r.figures.extend(outcome.figures.clone());
             }
             Err(e) => {
-                r.status = StepStatus::Failed;
-                r.error = Some(Failure::of(e).shown());
+                let failure = Failure::of(e);
+                // A step that stopped for an operator did not fail.
+                r.status = match failure.exit_code() {
+                    Exit::Operator => StepStatus::NeedsOperator,
+                    _ => StepStatus::Failed,
+                };
+                r.error = Some(failure.shown());
             }
         }
     })?;
