@@ -5,7 +5,7 @@
 use fake_inmanta::{FakeInmanta, Flavor, Model};
 use uuid::Uuid;
 
-use crate::support::{Fakes, snapshot};
+use crate::support::{Fakes, config_variant, set, snapshot};
 
 /// Three environments on the old server, halted by halt-all, and the same
 /// three on the new one as a restore leaves them: all halted.
@@ -147,6 +147,30 @@ fn a_failed_compile_is_shown_with_its_error() {
     assert_eq!(env.settings["auto_deploy"], false, "auto_deploy stays off");
     assert_eq!(env.versions.len(), 1, "nothing new was exported");
     snapshot!("reconcile_broken", s.f.new.requests_by_env()["{env:prod}"]);
+}
+
+/// A server whose PostgreSQL ran out of connections answers with errors
+/// and closed connections; its log says why, and so does the tool.
+#[test]
+fn a_server_out_of_database_connections_is_named_with_what_to_set() {
+    let s = setup(Flavor::V14);
+    s.f.new.with_env(s.prod, |e| e.model = Model::Broken);
+    let log = s.f.path().join("new-server.log");
+    std::fs::write(
+        &log,
+        "2026-12-06 02:00:00 inmanta.server ERROR asyncpg.exceptions.TooManyConnectionsError: remaining connection \
+         slots are reserved for roles with the SUPERUSER attribute\n",
+    )
+    .unwrap();
+    let config = config_variant(&s.f.path().join("inmanta-migrate.toml"), "logged", |c| {
+        set(c, "new.service.log_file", log.as_str());
+    });
+    let run = s.f.test().config(&config).args(["env-reconcile", "--json"]).run();
+    let failed = run.code(1).json();
+    assert_eq!(failed["kind"], "database", "{failed}");
+    let advice = failed["advice"].as_str().unwrap();
+    assert!(advice.contains("ran out of connections") && advice.contains("`max_connections`"), "{advice}");
+    assert!(advice.contains("remaining connection slots are reserved"), "quotes the log: {advice}");
 }
 
 #[test]

@@ -34,7 +34,10 @@ pub async fn preflight(cx: &Context, replace: bool) -> Checks {
     checks.pass("config", format!("{} is valid", cx.config.path));
 
     // APIs and versions.
-    let old = probe::api(cx, Side::Old, &mut checks).await.map(|(s, _)| s.core_version);
+    let old_api = probe::api(cx, Side::Old, &mut checks).await;
+    let old = old_api.as_ref().map(|(s, _)| s.core_version);
+    // The environments that will run on the new server (halted ones stay halted).
+    let running = old_api.as_ref().map(|(_, envs)| envs.iter().filter(|e| !e.halted).count() as u32);
     let new = new_server(cx, &mut checks).await;
     if let (Some(old), Some(new)) = (old, new) {
         probe::versions(old, new, &cx.config.intermediate_versions(), &mut checks);
@@ -98,6 +101,12 @@ pub async fn preflight(cx: &Context, replace: bool) -> Checks {
             );
         }
         probe::postgres_for(new, *new_pg, &mut checks);
+    }
+    if let (Some(version), Some(running), Some((db, _))) = (new, running, &new_db) {
+        match db.connection_slots().await {
+            Ok(slots) => probe::new_connections(version, &db.target.pools, running, slots, &mut checks),
+            Err(e) => checks.fail_on("PostgreSQL connections", &e, "check `new.database.admin_user`"),
+        }
     }
     match (cx.config.copy.mode, &old_db, &new_db) {
         (CopyMode::Offline, _, Some((new, _))) => step_restore::check_target(cx, new, replace, &mut checks).await,

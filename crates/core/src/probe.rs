@@ -299,6 +299,92 @@ pub fn schema_chain(cx: &Context, newest: i64, source: &str, new: Option<ServerV
     }
 }
 
+/// The database pool sizes an orchestrator's inmanta.cfg sets, each `None`
+/// when left to the server's default.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Pools {
+    /// `[database] connection_pool_min_size` / `_max_size` (deprecated from 15.0).
+    pub database: (Option<u32>, Option<u32>),
+    /// `[server] db_connection_pool_min_size` / `_max_size` (15.0+).
+    pub server: (Option<u32>, Option<u32>),
+    /// `[scheduler] db_connection_pool_min_size` / `_max_size` (15.0+): each
+    /// running environment's scheduler has a pool of its own.
+    pub scheduler: (Option<u32>, Option<u32>),
+}
+
+/// The PostgreSQL connections a server opens, at start and at most.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Connections {
+    pub at_start: u32,
+    pub at_most: u32,
+    /// Of `at_most`, what does not grow with the environments: the server's
+    /// own pool and its singleton lock.
+    pub server: u32,
+}
+
+/// The connections a server of `version` opens with `pools` and `running`
+/// environments. Read in inmanta-core (server/config.py, agent/config.py,
+/// agentmanager.py): up to 14.x one pool (`[database]`, 10..70); from 15.0
+/// the server's pool (half the old one, 5..35, or the old key's value itself
+/// where only that is set) and one per running environment's scheduler, in
+/// a process of its own (a tenth of the old one, 1..7; a halted environment
+/// has none); from 18.2 one more for the singleton lock.
+pub fn connections(version: inmanta_api::ServerVersion, pools: &Pools, running: u32) -> Connections {
+    let (old_min, old_max) = pools.database;
+    if version.major < 15 {
+        let (at_start, at_most) = (old_min.unwrap_or(10), old_max.unwrap_or(70));
+        return Connections { at_start, at_most, server: at_most };
+    }
+    let lock = u32::from(version >= inmanta_api::ServerVersion::new(18, 2, 0));
+    let server_min = pools.server.0.or(old_min).unwrap_or(5) + lock;
+    let server_max = pools.server.1.or(old_max).unwrap_or(35) + lock;
+    let scheduler_min = pools.scheduler.0.unwrap_or(old_min.map_or(1, |m| m / 10));
+    let scheduler_max = pools.scheduler.1.unwrap_or(old_max.map_or(7, |m| m / 10));
+    Connections {
+        at_start: server_min + running * scheduler_min,
+        at_most: server_max + running * scheduler_max,
+        server: server_max,
+    }
+}
+
+/// Whether the new PostgreSQL has the connections the new server will open
+/// (`slots`: what `max_connections` leaves to roles that are not
+/// superusers). Measured: 50 environments of 11.5.5 on 15.5.9 ran out of
+/// 100 slots; 20 used 54.
+pub fn new_connections(
+    version: inmanta_api::ServerVersion,
+    pools: &Pools,
+    running: u32,
+    slots: u32,
+    checks: &mut Checks,
+) {
+    let name = "PostgreSQL connections";
+    let needs = connections(version, pools, running);
+    // Room for the tool, psql and a DBA.
+    let spare = 10;
+    let said = format!(
+        "inmanta-core {version} with {running} running environment(s) opens {} connection(s) at start and up to {}; \
+         the new PostgreSQL allows {slots}",
+        needs.at_start, needs.at_most
+    );
+    let mut next = format!("set `max_connections` to {} or more (a PostgreSQL restart)", needs.at_most + spare);
+    if version.major >= 15 && running > 0 {
+        let per_scheduler = slots.saturating_sub(spare + needs.server) / running;
+        if per_scheduler >= 1 {
+            next.push_str(&format!(
+                ", or `[scheduler] db_connection_pool_max_size = {per_scheduler}` in the new server's inmanta.cfg"
+            ));
+        }
+    }
+    if needs.at_start > slots {
+        checks.fail(name, said, next);
+    } else if needs.at_most > slots {
+        checks.warn(name, said, next);
+    } else {
+        checks.pass(name, said);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -366,5 +452,39 @@ mod tests {
         assert!(chain(202409090, &["15.5.9", "16.0.0"]).is_err());
         // A release the table does not know is not judged.
         assert_eq!(chain(202409090, &["21.0.0"]), Ok(()));
+    }
+
+    #[test]
+    fn connections_follow_the_version_and_the_pools() {
+        let v = |s: &str| s.parse::<inmanta_api::ServerVersion>().unwrap();
+        let default = Pools::default();
+        assert_eq!(connections(v("14.0.0"), &default, 50), Connections { at_start: 10, at_most: 70, server: 70 });
+        // Measured on 15.5.9: 20 environments used 54 connections (at most 175).
+        assert_eq!(connections(v("15.5.9"), &default, 20), Connections { at_start: 25, at_most: 175, server: 35 });
+        assert_eq!(connections(v("20.1.0"), &default, 50).at_most, 36 + 50 * 7, "the singleton lock from 18.2");
+        let old_key = Pools { database: (None, Some(20)), ..Pools::default() };
+        assert_eq!(connections(v("19.0.0"), &old_key, 10).at_most, 21 + 10 * 2, "the old key itself, and a tenth");
+        let tuned = Pools { scheduler: (Some(1), Some(2)), ..Pools::default() };
+        assert_eq!(connections(v("15.5.9"), &tuned, 50).at_most, 35 + 100);
+    }
+
+    #[test]
+    fn check_says_what_to_set_when_the_connections_do_not_fit() {
+        let v = "15.5.9".parse().unwrap();
+        let verdict = |running: u32, slots: u32| {
+            let mut checks = Checks::default();
+            new_connections(v, &Pools::default(), running, slots, &mut checks);
+            let item = checks.items.pop().unwrap();
+            (format!("{:?}", item.status).to_lowercase(), item.detail, item.next_step.unwrap_or_default())
+        };
+        assert_eq!(verdict(5, 97).0, "pass");
+        let (status, detail, next) = verdict(50, 97);
+        assert_eq!(status, "warn", "{detail}");
+        assert!(detail.contains("up to 385") && detail.contains("allows 97"), "{detail}");
+        assert!(
+            next.contains("`max_connections` to 395") && next.contains("db_connection_pool_max_size = 1"),
+            "{next}"
+        );
+        assert_eq!(verdict(100, 97).0, "fail", "105 at start");
     }
 }

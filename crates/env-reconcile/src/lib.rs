@@ -34,7 +34,9 @@ use migrate_core::{
     Checks, Config, Context, ErrorKind, Failure, Outcome, Side, Step, StepId, UsageError,
     inventory::{EnvironmentRecord, Inventory},
     journal::{EnvPhase, EnvRecord, EnvStatus},
-    probe, wait,
+    probe,
+    service::Service,
+    wait,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -57,6 +59,18 @@ pub struct EnvReconcile {
     /// then checks the released version.
     #[arg(long)]
     pub accept_protected: bool,
+}
+
+/// PostgreSQL's words for a server out of connections.
+const OUT_OF_CONNECTIONS: [&str; 3] =
+    ["remaining connection slots are reserved", "too many clients already", "TooManyConnectionsError"];
+
+/// The new server's log line saying its PostgreSQL ran out of connections,
+/// if its recent log has one.
+async fn out_of_connections(cx: &Context) -> Option<String> {
+    let log = Service::new(&cx.config.new).log_tail(400).await;
+    let line = log.lines().rev().find(|l| OUT_OF_CONNECTIONS.iter().any(|words| l.contains(words)))?;
+    Some(line.trim().chars().take(200).collect())
 }
 
 /// How one environment ended, for the outcome and the report.
@@ -248,7 +262,15 @@ impl Step for EnvReconcile {
             let again =
                 "run `inmanta-migrate env-reconcile` again: each environment goes on from its last recorded phase";
             let unanswered = sorted.iter().any(|r| r.kind == Some(ErrorKind::ApiUnreachable));
-            let failure = if unanswered {
+            let failure = if let Some(said) = out_of_connections(cx).await {
+                // The server's answers (closed connections, errors) hide it; its log says it.
+                Failure::new(ErrorKind::Database, message).advise(format!(
+                    "the new server's PostgreSQL ran out of connections (its log: \"{said}\"): raise the new \
+                     PostgreSQL's `max_connections` (a restart), or lower `[scheduler] db_connection_pool_max_size` \
+                     in the new server's inmanta.cfg and restart that server (`inmanta-migrate check` says by how \
+                     much), then {again}"
+                ))
+            } else if unanswered {
                 Failure::new(ErrorKind::ApiUnreachable, message).advise(format!(
                     "the new server did not answer: check that it runs and that this machine reaches `new.api_url`, \
                      then {again}"

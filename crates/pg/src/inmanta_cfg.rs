@@ -6,7 +6,7 @@
 
 use anyhow::Context as _;
 use camino::Utf8Path;
-use migrate_core::{Secret, runner::Runner};
+use migrate_core::{Secret, probe::Pools, runner::Runner};
 
 #[derive(Debug, Default)]
 pub struct InmantaDatabase {
@@ -15,6 +15,8 @@ pub struct InmantaDatabase {
     pub name: Option<String>,
     pub user: Option<String>,
     pub password: Option<Secret>,
+    /// The database pool sizes it sets (the server's defaults elsewhere).
+    pub pools: Pools,
 }
 
 /// One command on the orchestrator's host (over ssh, perhaps).
@@ -57,6 +59,20 @@ pub fn parse_database_section(text: &str) -> anyhow::Result<InmantaDatabase> {
 
 fn apply(found: &mut InmantaDatabase, text: &str) -> anyhow::Result<()> {
     let ini = ini::Ini::load_from_str(text)?;
+    // Inmanta takes dashes and underscores alike in option names.
+    let size = |section: &str, key: &str| -> anyhow::Result<Option<u32>> {
+        let Some(section_values) = ini.section(Some(section)) else { return Ok(None) };
+        let value = section_values.get(key).or_else(|| section_values.get(key.replace('_', "-")));
+        value.map(|v| v.trim().parse().with_context(|| format!("[{section}] {key} {v:?}"))).transpose()
+    };
+    for (table, (section, prefix)) in [
+        (&mut found.pools.database, ("database", "connection_pool")),
+        (&mut found.pools.server, ("server", "db_connection_pool")),
+        (&mut found.pools.scheduler, ("scheduler", "db_connection_pool")),
+    ] {
+        table.0 = size(section, &format!("{prefix}_min_size"))?.or(table.0);
+        table.1 = size(section, &format!("{prefix}_max_size"))?.or(table.1);
+    }
     let Some(section) = ini.section(Some("database")) else {
         return Ok(());
     };
@@ -93,5 +109,17 @@ mod tests {
         assert_eq!(found.user.as_deref(), Some("u"));
         assert_eq!(found.password.as_ref().unwrap().expose(), "p2");
         assert!(apply(&mut found, "[database]\nport=x\n").is_err());
+    }
+
+    #[test]
+    fn pool_sizes_are_read_with_dashes_or_underscores() {
+        let mut found = InmantaDatabase::default();
+        apply(&mut found, "[database]\nconnection_pool_max_size=20\n[scheduler]\ndb-connection-pool-max-size = 3\n")
+            .unwrap();
+        apply(&mut found, "[server]\ndb_connection_pool_max_size=12\n").unwrap();
+        assert_eq!(found.pools.database, (None, Some(20)));
+        assert_eq!(found.pools.scheduler, (None, Some(3)));
+        assert_eq!(found.pools.server, (None, Some(12)));
+        assert!(apply(&mut found, "[scheduler]\ndb_connection_pool_max_size=lots\n").is_err());
     }
 }

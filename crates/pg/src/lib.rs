@@ -22,6 +22,7 @@ use connect::As;
 use migrate_core::{
     Checks, ErrorKind, Failure, Secret, Side,
     config::{Config, DatabaseConfig, PgTools},
+    probe::Pools,
     runner::{Cmd, Runner},
 };
 use tokio_postgres::{Row, types::ToSql};
@@ -93,6 +94,8 @@ pub struct Target {
     sslmode: Option<String>,
     admin_user: Option<String>,
     admin_password: Option<Secret>,
+    /// The server's database pools, as its inmanta.cfg sets them.
+    pub pools: Pools,
 }
 
 impl fmt::Display for Target {
@@ -133,6 +136,7 @@ impl Target {
             name: cfg.name.clone().or(from_server.name).unwrap_or_else(|| "inmanta".to_owned()),
             user: cfg.user.clone().or(from_server.user).unwrap_or_else(|| "inmanta".to_owned()),
             password: read(&cfg.password)?.or(from_server.password),
+            pools: from_server.pools,
             passfile: cfg.passfile.clone(),
             sslmode: cfg.sslmode.clone(),
             admin_user: cfg.admin_user.clone(),
@@ -267,6 +271,17 @@ impl Database {
         let version: String = row.try_get(0)?;
         let num: i32 = row.try_get(1)?;
         Ok((version.split_whitespace().next().unwrap_or("").to_owned(), num as u32 / 10000))
+    }
+
+    /// The connections PostgreSQL leaves to roles that are not superusers:
+    /// `max_connections` less `superuser_reserved_connections` and (16+)
+    /// `reserved_connections`. Asked as the admin role.
+    pub async fn connection_slots(&self) -> anyhow::Result<u32> {
+        let sql = "SELECT current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int \
+                   - coalesce(current_setting('reserved_connections', true)::int, 0)";
+        let rows = self.rows(As::Admin, sql, &[]).await?;
+        let slots: i32 = rows.first().ok_or_else(|| anyhow!("no answer to max_connections"))?.try_get(0)?;
+        Ok(slots.max(0) as u32)
     }
 
     pub async fn size_bytes(&self) -> anyhow::Result<i64> {
