@@ -207,6 +207,76 @@ fn the_shipped_configs_use_only_known_keys() {
     migrate_core::Config::parse(block, camino::Utf8Path::new("README.md")).unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// config/example.toml documents every key the tool reads, and no key it
+/// does not: for each table, the keys the tool expects (from its own
+/// refusal of an unknown key) against the keys written there, set or
+/// commented out. Tables documented once for several ("the same keys as
+/// [old]") share their keys.
+#[test]
+fn the_reference_config_documents_every_key_and_no_other() {
+    const SHARED: [(&str, &str); 4] = [
+        ("new", "old"),
+        ("new.service", "old.service"),
+        ("new.database", "old.database"),
+        ("intermediate.service", "old.service"),
+    ];
+    let path = camino::Utf8Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/example.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    // Table -> documented keys (a table's own tables count as its keys).
+    let mut documented: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
+    let mut table = String::new();
+    for line in text.lines() {
+        // "# [intermediate.host]: like [new.host]" documents a table in prose.
+        if let Some(prose) = line.strip_prefix("# [")
+            && let Some((named, _)) = prose.split_once(']')
+            && let Some((parent, own)) = named.rsplit_once('.')
+        {
+            documented.entry(parent.to_owned()).or_default().insert(own.to_owned());
+            continue;
+        }
+        if let Some(header) = line.strip_prefix('[') {
+            table = header.trim_matches(|c| c == '[' || c == ']').to_owned();
+            let (parent, own) = table.rsplit_once('.').unwrap_or(("", &table));
+            documented.entry(parent.to_owned()).or_default().insert(own.to_owned());
+            continue;
+        }
+        let key = line.trim_start_matches("# ");
+        if let Some((key, _)) = key.split_once(" = ")
+            && !key.is_empty()
+            && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+        {
+            documented.entry(table.clone()).or_default().insert(key.to_owned());
+        }
+    }
+    let tables: Vec<String> = documented.keys().cloned().collect();
+    let mut problems = Vec::new();
+    for table in tables {
+        // The tool names what it expects when it meets a key it does not know.
+        let probe = if table.is_empty() {
+            format!("zz_unknown = 1\n{text}")
+        } else {
+            let header = if table == "intermediate" { "[[intermediate]]".to_owned() } else { format!("[{table}]") };
+            text.replacen(&format!("{header}\n"), &format!("{header}\nzz_unknown = 1\n"), 1)
+        };
+        let err = migrate_core::Config::parse(&probe, &path).expect_err("an unknown key is refused").to_string();
+        // "expected `a`", "expected `a` or `b`", "expected one of `a`, `b`, `c`".
+        let listed = err.split("expected ").nth(1).unwrap_or_else(|| panic!("[{table}]: {err}"));
+        let expected: std::collections::BTreeSet<String> =
+            listed.split('`').skip(1).step_by(2).map(str::to_owned).collect();
+        let mut have = documented[&table].clone();
+        if let Some((_, from)) = SHARED.iter().find(|(t, _)| *t == table) {
+            have.extend(documented[*from].iter().cloned());
+        }
+        for key in expected.difference(&have) {
+            problems.push(format!("[{table}] {key}: read by the tool, not documented in config/example.toml"));
+        }
+        for key in have.difference(&expected) {
+            problems.push(format!("[{table}] {key}: documented in config/example.toml, unknown to the tool"));
+        }
+    }
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
 /// The tests' typed config edits write a config the tool reads as edited.
 #[test]
 fn typed_config_edits_change_what_the_tool_reads() {
