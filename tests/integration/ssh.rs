@@ -460,7 +460,7 @@ fn the_database_settings_are_read_from_inmanta_cfg_over_ssh() {
     let expected = format!("inmanta@127.0.0.1:{}/inmanta answers: PostgreSQL", lab.ports().pg_old);
     assert!(db["detail"].as_str().unwrap().starts_with(&expected), "{db}");
     let human = lab.run(&["check"]);
-    human.success().stderr_has("old database");
+    human.success().stdout_has("old database");
     for run in [&check, &human] {
         let text = output(run);
         for secret in [password.as_str(), decoy, "not-a-cfg-file"] {

@@ -434,10 +434,10 @@ impl Step for Cutover {
                      offline (`copy.mode = \"offline\"`, then dump and restore --replace)"
                 );
             }
-            same_tables(&old, &new).await?;
             if recorded.caught_up {
                 cx.ui.info(Self::NAME, "the copy caught up in an earlier run, which was stopped while cutting it off");
             } else {
+                same_tables(&old, &new).await?;
                 caught_up = Some(catch_up(cx, &old, &new).await?);
                 work.update_state(|s: &mut CutoverState| s.caught_up = true)?;
             }
@@ -512,7 +512,11 @@ struct Verified {
 /// while the copy ran, say) stops the cutover while the copy still runs and
 /// every way is still open.
 async fn same_tables(old: &Database, new: &Database) -> anyhow::Result<()> {
-    let (old_tables, new_tables) = (old.tables().await?, new.tables().await?);
+    // The copy's own fence is on both sides until the cut, and goes with it.
+    let inmanta_tables = async |db: &Database| -> anyhow::Result<Vec<String>> {
+        Ok(db.tables().await?.into_iter().filter(|t| t != replication::FENCE).collect())
+    };
+    let (old_tables, new_tables) = (inmanta_tables(old).await?, inmanta_tables(new).await?);
     if old_tables == new_tables {
         return Ok(());
     }

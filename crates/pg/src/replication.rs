@@ -21,7 +21,7 @@ use crate::{As, Database, Target, conninfo_value, literal, strings};
 /// The name of everything the copy creates on either side.
 pub const NAME: &str = "inmanta_migrate";
 /// The fence, a table of the old database replicated like Inmanta's own.
-const FENCE: &str = "public.inmanta_migrate_fence";
+pub const FENCE: &str = "public.inmanta_migrate_fence";
 
 /// What the old side offers an online copy.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
