@@ -228,11 +228,15 @@ async fn follow(cx: &Context, old: &Database, new: &Database) -> anyhow::Result<
         })
         .await;
         let (progress, now) = moved.map_err(|e| match e.downcast::<wait::GaveUp>() {
-            Ok(gave_up) => anyhow::anyhow!(
-                "{gave_up}: neither a table's state nor the bytes on the new side changed. The copy goes on in \
-                 PostgreSQL's background if it still runs: `inmanta-migrate status` shows it, `precopy` follows it \
-                 again; look at both PostgreSQL logs for the reason"
-            ),
+            Ok(gave_up) => Failure::new(
+                ErrorKind::Timeout,
+                format!("{gave_up}: neither a table's state nor the bytes on the new side changed"),
+            )
+            .advise(
+                "the copy goes on in PostgreSQL's background if it still runs: `inmanta-migrate status` shows it, \
+                 `precopy` follows it again; both PostgreSQL logs say why it stalls",
+            )
+            .into(),
             Err(e) => e,
         })?;
         last = now;
