@@ -27,7 +27,10 @@ fn init_writes_what_it_finds_marks_the_rest_and_keeps_secrets_out() {
     .unwrap();
     let config = f.path().join("first.toml");
 
-    init(&f, &config, &etc, &[]).success().stdout_has("NOT FOUND to fill in");
+    init(&f, &config, &etc, &[])
+        .success()
+        .stdout_has("NOT FOUND to fill in")
+        .stdout_has("NOT FOUND: inmanta-server.service on this machine");
     let text = std::fs::read_to_string(&config).unwrap();
     assert!(text.contains("answers: inmanta-core 11.5.5"), "{text}");
     assert!(text.contains(&format!("inmanta_config = \"{etc}\"")), "{text}");
@@ -51,4 +54,13 @@ fn init_writes_what_it_finds_marks_the_rest_and_keeps_secrets_out() {
     assert!(text.contains("# NOT FOUND: the server's database settings"), "{text}");
     assert!(text.contains("# password = { file ="), "where a password goes, commented:\n{text}");
     migrate_core::Config::parse(&text, &config).unwrap_or_else(|e| panic!("{e}\n{text}"));
+
+    // A server started with `-c FILE`: the file itself.
+    let file = etc.join("inmanta.cfg");
+    init(&f, &config, &file, &["--force"]).success();
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        text.contains(&format!("inmanta_config = \"{file}\"")) && text.contains("# host, user, password in"),
+        "{text}"
+    );
 }

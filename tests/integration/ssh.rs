@@ -467,7 +467,7 @@ fn the_database_settings_are_read_from_inmanta_cfg_over_ssh() {
             assert!(!text.contains(secret), "{secret:?} appears in the output:\n{text}");
         }
     }
-    // find + two cat + the service status, per run.
+    // test -f, find, two cat and the service status, per run.
     assert!(sshd.sessions() >= 8, "read over ssh:\n{}", sshd.log());
 }
 

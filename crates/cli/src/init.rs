@@ -26,7 +26,8 @@ pub struct InitArgs {
     /// (its service and inmanta.cfg are read over ssh).
     #[arg(long, value_name = "USER@HOST")]
     pub old_ssh: Option<String>,
-    /// The folder of each server's inmanta.cfg.
+    /// Each server's config: the folder of its inmanta.cfg, or the file its
+    /// server is started with (`-c FILE`).
     #[arg(long, value_name = "DIR", default_value = "/etc/inmanta")]
     pub inmanta_config: Utf8PathBuf,
     /// Replace an existing config file.
@@ -97,18 +98,23 @@ pub async fn run(args: &InitArgs, path: &Utf8Path) -> anyhow::Result<Outcome> {
     // What it wrote must be a config the tool reads.
     Config::parse(&out.text, path).context("init wrote a config the tool does not read (a bug: please report it)")?;
     fsutil::write_atomic(path, out.text.as_bytes())?;
-    let summary = match out.missing {
+    let summary = match out.missing.len() {
         0 => format!("wrote {path}: everything was found; next: inmanta-migrate check"),
         n => format!("wrote {path}: {n} thing(s) marked NOT FOUND to fill in; then: inmanta-migrate check"),
     };
-    Ok(Outcome::done("init", summary).figure("not_found", out.missing))
+    let outcome = Outcome::done("init", summary).figure("not_found", out.missing.len());
+    if out.missing.is_empty() {
+        return Ok(outcome);
+    }
+    // What to fill in, a line each, before the summary.
+    Ok(outcome.text(out.missing.iter().map(|what| format!("NOT FOUND: {what}")).collect::<Vec<_>>().join("\n")))
 }
 
-/// The config as it is written, and how many things were not found.
+/// The config as it is written, and what was not found.
 #[derive(Default)]
 struct Writer {
     text: String,
-    missing: usize,
+    missing: Vec<String>,
 }
 
 impl Writer {
@@ -121,8 +127,8 @@ impl Writer {
     }
 
     fn not_found(&mut self, what: String) {
-        self.missing += 1;
         self.line(format!("# NOT FOUND: {what}"));
+        self.missing.push(what);
     }
 
     /// `[old]` or `[new]`: the API, a token where it asks for one, and the
@@ -184,7 +190,7 @@ impl Writer {
         match &side.database {
             Ok(keys) => {
                 self.found(format!(
-                    "{} in {inmanta_config}/inmanta.cfg on {place}, read at every run (the password too: it is \
+                    "{} in {inmanta_config} on {place}, read at every run (the password too: it is \
                      never copied here)",
                     keys.join(", ")
                 ));

@@ -22,8 +22,17 @@ pub struct InmantaDatabase {
 /// One command on the orchestrator's host (over ssh, perhaps).
 const LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Reads the files on the orchestrator's host (through `runner`).
+/// Reads the files on the orchestrator's host (through `runner`): `dir`'s
+/// inmanta.cfg and inmanta.d/*.cfg, or `dir` itself when it is a file (a
+/// server started with `-c FILE`).
 pub async fn read_inmanta_database(dir: &Utf8Path, runner: &Runner) -> anyhow::Result<InmantaDatabase> {
+    if runner.cmd(&["test", "-f", dir.as_str()]).timeout(LIMIT).output().await?.success() {
+        let out = runner.cmd(&["cat", dir.as_str()]).timeout(LIMIT).output().await?;
+        anyhow::ensure!(out.success(), "cannot read {dir} (on {})", runner.place());
+        let mut found = InmantaDatabase::default();
+        apply(&mut found, &out.stdout).with_context(|| format!("cannot parse {dir} (on {})", runner.place()))?;
+        return Ok(found);
+    }
     let main = dir.join("inmanta.cfg");
     let listing = runner
         .cmd(&["find", dir.join("inmanta.d").as_str(), "-maxdepth", "1", "-type", "f", "-name", "*.cfg"])
@@ -44,7 +53,11 @@ pub async fn read_inmanta_database(dir: &Utf8Path, runner: &Runner) -> anyhow::R
         apply(&mut found, &out.stdout).with_context(|| format!("cannot parse {file} (on {})", runner.place()))?;
     }
     if !read_any {
-        anyhow::bail!("found no inmanta.cfg in {dir} (on {}): check `database.inmanta_config`", runner.place());
+        anyhow::bail!(
+            "found no inmanta.cfg in {dir} (on {}): `database.inmanta_config` names the server's config folder \
+             (inmanta.cfg, inmanta.d/) or its config file",
+            runner.place()
+        );
     }
     Ok(found)
 }
