@@ -133,28 +133,29 @@ async fn run(command: Command, config_path: Utf8PathBuf, ui: &Ui) -> anyhow::Res
 
 /// Prints the outcome (or the error) and turns it into the exit code.
 fn finish(ui: &Ui, result: anyhow::Result<Outcome>) -> ExitCode {
+    // What the error is, read once: its exit code, kind, text and advice.
+    let result = result.map_err(|e| {
+        let failure = Failure::of(&e);
+        (e, failure)
+    });
     let code = match &result {
         Ok(outcome) if outcome.status == OutcomeStatus::NeedsOperator => Exit::Operator,
         Ok(_) => Exit::Done,
-        Err(e) => Exit::of(e),
+        Err((_, failure)) => failure.exit_code(),
     };
-    let failure = result.as_ref().err().map(Failure::of);
     if ui.is_json() {
         let exit_code = code as u8;
         let document = match result {
             Ok(outcome) => Document::Finished(Finished { schema_version: contract::VERSION, outcome, exit_code }),
-            Err(e) => {
-                let failure = failure.expect("made from the error");
-                Document::Failed(Failed {
-                    schema_version: contract::VERSION,
-                    status: if code == Exit::Operator { FailedStatus::NeedsOperator } else { FailedStatus::Failed },
-                    error: failure.shown(),
-                    kind: failure.kind,
-                    advice: failure.way_on().to_owned(),
-                    checks: e.downcast_ref::<ChecksFailed>().map(|c| c.0.clone()),
-                    exit_code,
-                })
-            }
+            Err((e, failure)) => Document::Failed(Failed {
+                schema_version: contract::VERSION,
+                status: if code == Exit::Operator { FailedStatus::NeedsOperator } else { FailedStatus::Failed },
+                error: failure.shown(),
+                kind: failure.kind,
+                advice: failure.way_on().to_owned(),
+                checks: e.downcast_ref::<ChecksFailed>().map(|c| c.0.clone()),
+                exit_code,
+            }),
         };
         println!("{}", serde_json::to_string_pretty(&document).expect("JSON"));
         return ExitCode::from(exit_code);
@@ -172,7 +173,7 @@ fn finish(ui: &Ui, result: anyhow::Result<Outcome>) -> ExitCode {
             };
             println!("{} {mark} {}", ui.paint_stdout("1", &outcome.step), outcome.summary);
         }
-        Err(_) => eprintln!("{} {}", ui.paint("31", "error:"), failure.expect("made from the error").shown()),
+        Err((_, failure)) => eprintln!("{} {}", ui.paint("31", "error:"), failure.shown()),
     }
     ExitCode::from(code as u8)
 }

@@ -512,6 +512,11 @@ struct Verified {
 
 /// Every table on both sides with the same rows count, and the small ones
 /// with the same content.
+/// The tables only the old side has, and those only the new side has.
+fn one_side_only<'a>(old: &'a [String], new: &'a [String]) -> (Vec<&'a String>, Vec<&'a String>) {
+    (old.iter().filter(|t| !new.contains(t)).collect(), new.iter().filter(|t| !old.contains(t)).collect())
+}
+
 /// Before the cut: a table on one side only (made by hand on the old side
 /// while the copy ran, say) stops the cutover while the copy still runs and
 /// every way is still open.
@@ -524,8 +529,7 @@ async fn same_tables(old: &Database, new: &Database) -> anyhow::Result<()> {
     if old_tables == new_tables {
         return Ok(());
     }
-    let only_old: Vec<&String> = old_tables.iter().filter(|t| !new_tables.contains(t)).collect();
-    let only_new: Vec<&String> = new_tables.iter().filter(|t| !old_tables.contains(t)).collect();
+    let (only_old, only_new) = one_side_only(&old_tables, &new_tables);
     Err(Failure::new(
         ErrorKind::NeedsOperator,
         format!(
@@ -546,8 +550,7 @@ async fn verify(cx: &Context, old: &Database, new: &Database) -> anyhow::Result<
     let _spinner = cx.ui.spinner(Cutover::NAME, "comparing both databases");
     let (old_tables, new_tables) = (old.tables().await?, new.tables().await?);
     if old_tables != new_tables {
-        let missing: Vec<&String> = old_tables.iter().filter(|t| !new_tables.contains(t)).collect();
-        let extra: Vec<&String> = new_tables.iter().filter(|t| !old_tables.contains(t)).collect();
+        let (missing, extra) = one_side_only(&old_tables, &new_tables);
         bail!(
             "after the cut, the new database's tables differ from the old one's: missing {missing:?}, extra {extra:?}. \
              The old side is untouched: start its server again to go back, or move offline (`copy.mode = \"offline\"`, \
