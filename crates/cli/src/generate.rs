@@ -7,7 +7,7 @@ use std::io::Write;
 use anyhow::{Context as _, Result};
 use camino::Utf8PathBuf;
 use clap::{Args, CommandFactory};
-use migrate_core::Outcome;
+use migrate_core::{Figures, Outcome};
 
 #[derive(Debug, Args)]
 pub struct CompletionsArgs {
@@ -46,7 +46,8 @@ pub fn man_pages(args: &ManPagesArgs) -> Result<Outcome> {
     clap_mangen::generate_to(crate::Cli::command(), dir)
         .with_context(|| format!("cannot write the man pages to {dir}"))?;
     let pages = crate::Cli::command().get_subcommands().filter(|s| !s.is_hide_set()).count() + 1;
-    Ok(Outcome::done("man-pages", format!("{pages} man pages in {dir}")).figure("pages", pages))
+    Ok(Outcome::done("man-pages", format!("{pages} man pages in {dir}"))
+        .figures(Figures { pages: Some(pages), ..Figures::default() }))
 }
 
 #[cfg(test)]
@@ -106,7 +107,7 @@ mod tests {
         let dir = Utf8PathBuf::from_path_buf(tmp.path().join("man1")).unwrap();
         let outcome = man_pages(&ManPagesArgs { dir: dir.clone() }).unwrap();
         let surface = surface();
-        assert_eq!(outcome.figures["pages"], surface.len());
+        assert_eq!(outcome.figures.pages, Some(surface.len()));
         for (sub, flags) in surface {
             let file = if sub == "inmanta-migrate" {
                 dir.join("inmanta-migrate.1")

@@ -10,7 +10,7 @@ use std::{fmt::Write as _, time::Duration};
 use anyhow::Context as _;
 use camino::{Utf8Path, Utf8PathBuf};
 use inmanta_api::{Client, ClientOptions};
-use migrate_core::{Config, Outcome, UsageError, config::HostConfig, fsutil, runner::Runner};
+use migrate_core::{Config, Figures, Outcome, UsageError, config::HostConfig, fsutil, runner::Runner};
 
 /// Writes a commented config for two orchestrators to the config path
 /// (`--config`), from what it finds on both sides; then run `check`.
@@ -102,7 +102,8 @@ pub async fn run(args: &InitArgs, path: &Utf8Path) -> anyhow::Result<Outcome> {
         0 => format!("wrote {path}: everything was found; next: inmanta-migrate check"),
         n => format!("wrote {path}: {n} thing(s) marked NOT FOUND to fill in; then: inmanta-migrate check"),
     };
-    let outcome = Outcome::done("init", summary).figure("not_found", out.missing.len());
+    let outcome =
+        Outcome::done("init", summary).figures(Figures { not_found: Some(out.missing.len()), ..Figures::default() });
     if out.missing.is_empty() {
         return Ok(outcome);
     }

@@ -88,7 +88,7 @@ pub fn document(journal: &Journal, inventory: Option<&Inventory>, mode: CopyMode
 
 /// The new server's inmanta-core version, once start-server saw it.
 fn new_version(journal: &Journal) -> Option<String> {
-    journal.step(StepId::StartServer).figures.get("core_version").and_then(|v| v.as_str().map(str::to_owned))
+    journal.step(StepId::StartServer).figures.core_version.clone()
 }
 
 pub fn markdown(journal: &Journal, inventory: Option<&Inventory>, mode: CopyMode) -> String {

@@ -11,13 +11,14 @@ use std::collections::BTreeMap;
 
 use schemars::{JsonSchema, generate::SchemaSettings};
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use uuid::Uuid;
 
 use crate::{
     Outcome,
     checks::Checks,
     error::ErrorKind,
+    figures::Figures,
     journal::{EnvPhase, EnvStatus, StepStatus},
     steps::StepId,
 };
@@ -130,7 +131,7 @@ pub struct StepReport {
     pub summary: Option<String>,
     pub error: Option<String>,
     /// Measured figures: sizes, counts, durations, versions.
-    pub figures: Map<String, Value>,
+    pub figures: Figures,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -198,7 +199,7 @@ mod tests {
         let document = validator("document.schema.json");
         let done = Document::Finished(Finished {
             schema_version: VERSION,
-            outcome: Outcome::done("dump", "12 tables").figure("bytes", 42),
+            outcome: Outcome::done("dump", "12 tables").figures(Figures { bytes: Some(42), ..Figures::default() }),
             exit_code: 0,
         });
         let failed = Document::Failed(Failed {

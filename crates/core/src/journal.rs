@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::{config::Config, error::UsageError, fsutil, steps::StepId};
+use crate::{config::Config, error::UsageError, figures::Figures, fsutil, steps::StepId};
 
 /// 2: resume state apart from figures, environment phases as names of [`EnvPhase`].
 const FORMAT: u32 = 2;
@@ -92,8 +92,8 @@ pub struct StepRecord {
     #[serde(default)]
     pub error: Option<String>,
     /// Measured figures: sizes, counts, durations. Only the report reads them.
-    #[serde(default)]
-    pub figures: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Figures::is_empty")]
+    pub figures: Figures,
     /// What a re-run resumes from: the step's [`StepState`], null if it
     /// needs none.
     #[serde(default, skip_serializing_if = "Value::is_null")]

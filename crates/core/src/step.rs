@@ -7,13 +7,14 @@
 
 use jiff::Timestamp;
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::{
     checks::Checks,
     config::Side,
     context::Context,
     error::{ChecksFailed, Exit, Failure},
+    figures::Figures,
     journal::StepStatus,
     steps::StepId,
 };
@@ -82,7 +83,7 @@ pub async fn execute<S: Step>(step: &S, cx: &Context) -> anyhow::Result<Outcome>
                     OutcomeStatus::Done | OutcomeStatus::NothingToDo => StepStatus::Done,
                 };
                 r.summary = Some(outcome.summary.clone());
-                r.figures.extend(outcome.figures.clone());
+                r.figures.merge(&outcome.figures);
             }
             Err(e) => {
                 let failure = Failure::of(e);
@@ -115,7 +116,7 @@ pub struct Outcome {
     pub status: OutcomeStatus,
     pub summary: String,
     /// Measured figures, also kept in the journal.
-    pub figures: Map<String, Value>,
+    pub figures: Figures,
     /// Anything else a script may want (per-environment results, ...).
     #[serde(skip_serializing_if = "Value::is_null")]
     pub details: Value,
@@ -146,14 +147,14 @@ impl Outcome {
             step: step.to_owned(),
             status,
             summary: summary.into(),
-            figures: Map::new(),
+            figures: Figures::default(),
             details: Value::Null,
             text: None,
         }
     }
 
-    pub fn figure(mut self, name: &str, value: impl Serialize) -> Self {
-        self.figures.insert(name.to_owned(), serde_json::to_value(value).unwrap_or(Value::Null));
+    pub fn figures(mut self, figures: Figures) -> Self {
+        self.figures = figures;
         self
     }
 

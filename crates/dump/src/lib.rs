@@ -14,7 +14,7 @@ use anyhow::{Context as _, bail};
 use camino::{Utf8Path, Utf8PathBuf};
 use jiff::Timestamp;
 use migrate_core::{
-    Checks, Context, Outcome, Side, Step, StepId,
+    Checks, Context, Figures, Outcome, Side, Step, StepId,
     config::DumpFormat,
     fsutil,
     manifest::{self, Manifest},
@@ -272,11 +272,14 @@ impl Step for Dump {
             Self::NAME,
             format!("{} tables, {rows} rows, {} in {seconds:.1} s -> {data}", manifest.tables.len(), mib(bytes)),
         )
-        .figure("tables", manifest.tables.len())
-        .figure("rows", rows)
-        .figure("bytes", bytes)
-        .figure("database_bytes", manifest.database_bytes)
-        .figure("seconds", seconds))
+        .figures(Figures {
+            tables: Some(manifest.tables.len()),
+            rows: Some(rows),
+            bytes: Some(bytes),
+            database_bytes: Some(manifest.database_bytes),
+            seconds: Some(seconds),
+            ..Figures::default()
+        }))
     }
 }
 

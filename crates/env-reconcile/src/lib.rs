@@ -31,7 +31,7 @@ use anyhow::{Context as _, bail};
 use futures::StreamExt;
 use inmanta_api::{Client, DryRunReport, ResourceDiff, ServerVersion};
 use migrate_core::{
-    Checks, Config, Context, ErrorKind, Failure, Outcome, Side, Step, StepId, UsageError,
+    Checks, Config, Context, ErrorKind, Failure, Figures, Outcome, Side, Step, StepId, UsageError,
     inventory::{EnvironmentRecord, Inventory},
     journal::{EnvPhase, EnvRecord, EnvStatus},
     probe,
@@ -298,9 +298,12 @@ impl Step for EnvReconcile {
             Outcome::done(Self::NAME, summary)
         };
         Ok(outcome
-            .figure("reconciled", count(EnvStatus::Done))
-            .figure("left_halted", count(EnvStatus::LeftHalted))
-            .figure("needs_operator", count(EnvStatus::NeedsOperator))
+            .figures(Figures {
+                reconciled: Some(count(EnvStatus::Done)),
+                left_halted: Some(count(EnvStatus::LeftHalted)),
+                needs_operator: Some(count(EnvStatus::NeedsOperator)),
+                ..Figures::default()
+            })
             .details(sorted))
     }
 }

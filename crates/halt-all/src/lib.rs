@@ -16,7 +16,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use migrate_core::{Checks, Context, Outcome, Side, Step, StepId, fsutil, inventory::Inventory, probe, wait};
+use migrate_core::{Checks, Context, Figures, Outcome, Side, Step, StepId, fsutil, inventory::Inventory, probe, wait};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -169,9 +169,12 @@ impl Step for HaltAll {
             work.path(Inventory::FILE)
         );
         Ok(Outcome::done(Self::NAME, summary)
-            .figure("environments", results.len())
-            .figure("halted_by_this_run", halted_now)
-            .figure("halted_before", inventory.environments.iter().filter(|e| e.halted).count())
+            .figures(Figures {
+                environments: Some(results.len()),
+                halted_by_this_run: Some(halted_now),
+                halted_before: Some(inventory.environments.iter().filter(|e| e.halted).count()),
+                ..Figures::default()
+            })
             .details(results))
     }
 }

@@ -17,7 +17,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use migrate_core::{
-    Checks, Context, ErrorKind, Failure, Outcome, Side, Step, StepId,
+    Checks, Context, ErrorKind, Failure, Figures, Outcome, Side, Step, StepId,
     config::CopyMode,
     journal::{StepState, StepStatus},
     probe, wait,
@@ -169,9 +169,12 @@ impl Step for Precopy {
                 new.target
             ),
         )
-        .figure("tables", progress.tables.len())
-        .figure("bytes", progress.bytes)
-        .figure("seconds", start.elapsed().as_secs_f64()))
+        .figures(Figures {
+            tables: Some(progress.tables.len()),
+            bytes: u64::try_from(progress.bytes).ok(),
+            seconds: Some(start.elapsed().as_secs_f64()),
+            ..Figures::default()
+        }))
     }
 }
 
@@ -460,11 +463,14 @@ impl Step for Cutover {
                 verified.tables, verified.rows, verified.hashed
             ),
         )
-        .figure("tables", verified.tables)
-        .figure("rows", verified.rows)
-        .figure("hashed_tables", verified.hashed)
-        .figure("catch_up_seconds", caught_up)
-        .figure("seconds", seconds))
+        .figures(Figures {
+            tables: Some(verified.tables),
+            rows: Some(verified.rows),
+            hashed_tables: Some(verified.hashed),
+            catch_up_seconds: caught_up,
+            seconds: Some(seconds),
+            ..Figures::default()
+        }))
     }
 }
 

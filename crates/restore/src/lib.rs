@@ -11,7 +11,7 @@ use std::{collections::HashSet, time::Instant};
 
 use anyhow::{Context as _, bail};
 use migrate_core::{
-    Checks, Context, Outcome, Side, Step, StepId,
+    Checks, Context, Figures, Outcome, Side, Step, StepId,
     config::{DumpFormat, same_url},
     journal::{StepState, WorkDir},
     manifest::Manifest,
@@ -242,11 +242,14 @@ impl Step for Restore {
                 db.target
             ),
         )
-        .figure("tables", manifest.tables.len())
-        .figure("rows", rows)
-        .figure("load_seconds", load_seconds)
-        .figure("analyze_seconds", analyze_seconds)
-        .figure("seconds", seconds))
+        .figures(Figures {
+            tables: Some(manifest.tables.len()),
+            rows: Some(rows),
+            load_seconds: Some(load_seconds),
+            analyze_seconds: Some(analyze_seconds),
+            seconds: Some(seconds),
+            ..Figures::default()
+        }))
     }
 }
 

@@ -19,7 +19,8 @@ use std::{
 use anyhow::{Context as _, bail};
 use inmanta_api::{Client, ServerStatus};
 use migrate_core::{
-    Checks, Context, Outcome, Side, Step, StepId,
+    Checks, Context, Figures, Outcome, Side, Step, StepId,
+    figures::Intermediate,
     inventory::Inventory,
     journal::StepState,
     service::{ProcessState, Service},
@@ -153,7 +154,16 @@ impl Step for StartServer {
         let migrations = schema_after.saturating_sub(schema_before);
         verify_environments(cx, &inventory).await?;
         let via: String = intermediates.iter().map(|(v, n)| format!("{v} ({n}), ")).collect();
-        let mut outcome = Outcome::done(
+        let intermediates = (!intermediates.is_empty()).then(|| {
+            intermediates
+                .iter()
+                .map(|(version, schema_migrations)| Intermediate {
+                    version: version.clone(),
+                    schema_migrations: *schema_migrations,
+                })
+                .collect()
+        });
+        Ok(Outcome::done(
             Self::NAME,
             format!(
                 "inmanta-core {} answers after {answered:.1} s ({via}{migrations} schema migration(s)); all {} environment(s) present and halted",
@@ -161,17 +171,13 @@ impl Step for StartServer {
                 inventory.environments.len()
             ),
         )
-        .figure("seconds_to_answer", answered)
-        .figure("schema_migrations", migrations)
-        .figure("core_version", status.core_version.to_string());
-        if !intermediates.is_empty() {
-            let list: Vec<_> = intermediates
-                .iter()
-                .map(|(version, schema_migrations)| Intermediate { version, schema_migrations: *schema_migrations })
-                .collect();
-            outcome = outcome.figure("intermediates", list);
-        }
-        Ok(outcome)
+        .figures(Figures {
+            seconds_to_answer: Some(answered),
+            schema_migrations: Some(migrations),
+            core_version: Some(status.core_version.to_string()),
+            intermediates,
+            ..Figures::default()
+        }))
     }
 }
 
@@ -180,19 +186,12 @@ async fn core_schema_count(db: &Database) -> anyhow::Result<usize> {
     Ok(db.schema_versions().await?.get("core").map_or(0, Vec::len))
 }
 
-/// The figure of one intermediate server.
-#[derive(Serialize)]
-struct Intermediate<'a> {
-    version: &'a str,
-    schema_migrations: u64,
-}
-
 /// What a re-run of start-server resumes from.
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct StartServerState {
     /// Each intermediate server done (by version): the schema versions it added.
-    pub intermediates_done: BTreeMap<String, u64>,
+    pub intermediates_done: BTreeMap<String, usize>,
 }
 
 impl StepState for StartServerState {
@@ -202,7 +201,7 @@ impl StepState for StartServerState {
 /// Starts each `[[intermediate]]` server not yet done, waits until it
 /// answers (its schema migrations ran), checks its version and stops it.
 /// Returns (version, schema versions it added) of every intermediate.
-async fn walk_intermediates(cx: &Context, db: &Database) -> anyhow::Result<Vec<(String, u64)>> {
+async fn walk_intermediates(cx: &Context, db: &Database) -> anyhow::Result<Vec<(String, usize)>> {
     let work = cx.work()?;
     let mut done = Vec::new();
     for (i, via) in cx.config.intermediate.iter().enumerate() {
@@ -233,7 +232,7 @@ async fn walk_intermediates(cx: &Context, db: &Database) -> anyhow::Result<Vec<(
                 via.version
             );
         }
-        let added = core_schema_count(db).await?.saturating_sub(before) as u64;
+        let added = core_schema_count(db).await?.saturating_sub(before);
         cx.ui.info(StartServer::NAME, format!("the {label} ran {added} schema migration(s); stopping it"));
         service.stop().await?;
         wait::until(Duration::from_millis(500), cx.config.timeouts.stop, &format!("the {label} to stop"), async || {

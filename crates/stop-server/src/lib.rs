@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use migrate_core::{
-    Checks, Context, Outcome, Side, Step, StepId,
+    Checks, Context, Figures, Outcome, Side, Step, StepId,
     service::{ProcessState, Service},
     wait,
 };
@@ -101,6 +101,7 @@ impl Step for StopServer {
         drop(spinner);
         result?;
         let seconds = start.elapsed().as_secs_f64();
-        Ok(Outcome::done(Self::NAME, format!("the old server stopped in {seconds:.1} s")).figure("seconds", seconds))
+        Ok(Outcome::done(Self::NAME, format!("the old server stopped in {seconds:.1} s"))
+            .figures(Figures { seconds: Some(seconds), ..Figures::default() }))
     }
 }
