@@ -146,7 +146,9 @@ fn finish(ui: &Ui, result: anyhow::Result<Outcome>) -> ExitCode {
     if ui.is_json() {
         let exit_code = code as u8;
         let document = match result {
-            Ok(outcome) => Document::Finished(Finished { schema_version: contract::VERSION, outcome, exit_code }),
+            Ok(outcome) => {
+                Document::Finished(Box::new(Finished { schema_version: contract::VERSION, outcome, exit_code }))
+            }
             Err((e, failure)) => Document::Failed(Failed {
                 schema_version: contract::VERSION,
                 status: if code == Exit::Operator { FailedStatus::NeedsOperator } else { FailedStatus::Failed },

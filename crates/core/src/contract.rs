@@ -33,7 +33,7 @@ pub const VERSION: u32 = 1;
 pub enum Document {
     /// The command ran to its end (exit code 0, or 3 when it stopped for an
     /// operator).
-    Finished(Finished),
+    Finished(Box<Finished>),
     /// It failed (exit code 1 or 2), or a check stopped it (3).
     Failed(Failed),
 }
@@ -197,11 +197,11 @@ mod tests {
     #[test]
     fn documents_of_the_types_validate_and_others_do_not() {
         let document = validator("document.schema.json");
-        let done = Document::Finished(Finished {
+        let done = Document::Finished(Box::new(Finished {
             schema_version: VERSION,
             outcome: Outcome::done("dump", "12 tables").figures(Figures { bytes: Some(42), ..Figures::default() }),
             exit_code: 0,
-        });
+        }));
         let failed = Document::Failed(Failed {
             schema_version: VERSION,
             status: FailedStatus::Failed,
