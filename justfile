@@ -53,6 +53,14 @@ migrate *args:
 reconcile env *args:
     {{bin}} --config {{config}} env-reconcile --env {{env}} {{args}}
 
+# The way back to the old orchestrator (lists what is lost; `--force` to accept).
+rollback *args:
+    {{bin}} --config {{config}} rollback {{args}}
+
+# The point of no return: the old server stopped and disabled for good.
+finish *args:
+    {{bin}} --config {{config}} finish {{args}}
+
 # --- developers ------------------------------------------------------------
 
 # The lab of real servers and the whole migration on it (the README's first command).

@@ -29,7 +29,9 @@ fn every_subcommand_speaks_the_published_contract_done_or_failed() {
     f.config("");
     let mut seen_status = Vec::new();
     let mut seen_codes = Vec::new();
-    let names = subcommands(&f);
+    let mut names = subcommands(&f);
+    // Last: they end the migration, and the steps after a rollback start a new one.
+    names.sort_by_key(|n| matches!(n.as_str(), "rollback" | "finish"));
     assert!(names.len() >= 12 && names.iter().any(|n| n == "env-reconcile"), "{names:?}");
     for name in names.iter().filter(|n| *n != "completions") {
         let mut args = vec!["--json", name.as_str()];

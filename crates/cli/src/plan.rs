@@ -5,15 +5,15 @@ use std::fmt::Write as _;
 use migrate_core::{
     Context, Outcome, StepId,
     config::CopyMode,
-    journal::{StepStatus, WorkDir},
+    journal::{Journal, StepStatus, WorkDir},
 };
 use serde::Serialize;
 
 use crate::{migrate::MigrateArgs, steps::StepCommand};
 
 /// What the steps do not say by themselves: what ends unreleased, and
-/// what going back takes at each point.
-fn notes(cx: &Context) -> String {
+/// what going back takes at this point.
+fn notes(cx: &Context, journal: Option<&Journal>) -> String {
     let mut notes = String::from("Good to know:\n");
     if !cx.config.reconcile.release {
         notes.push_str(
@@ -33,13 +33,38 @@ fn notes(cx: &Context) -> String {
     };
     let _ = writeln!(
         notes,
-        "  - The way back: {old_side}. After halt-all, going back means resuming the environments it halted \
-         (inventory.json in {} lists them); after stop-server, also starting the old server again. Once \
-         env-reconcile resumes an environment on the new server, stop that server before you go back: two \
-         orchestrators must never drive the same environment.",
-        cx.config.work_dir
+        "  - The way back: {old_side}. `inmanta-migrate rollback` goes back from any point before `finish`: it \
+         halts every environment on the new server and stops it first, then starts the old server and resumes \
+         the environments that ran before, with their settings. Now: {}",
+        way_back_now(journal)
     );
     notes
+}
+
+/// What `rollback` would do and lose at this point of the journal.
+pub fn way_back_now(journal: Option<&Journal>) -> String {
+    let Some(journal) = journal else { return "nothing to go back from yet.".into() };
+    if let Some(at) = journal.finished {
+        return format!("no way back: `finish` ran at {at}.");
+    }
+    if let Some(back) = &journal.rolled_back {
+        return format!(
+            "rolled back at {} (from {}); `migrate` starts a new attempt.",
+            back.at,
+            back.from.map_or("the start", StepId::name)
+        );
+    }
+    match journal.reached() {
+        None => "nothing to go back from yet.".into(),
+        Some(s) if s < StepId::StartServer => format!(
+            "after {s}: rollback loses nothing (no server ran on the new database); it starts the old server and \
+             resumes what ran."
+        ),
+        Some(s) => format!(
+            "after {s}: a server ran on the new database; rollback lists what it did there (versions compiled or \
+             released, settings changed) and goes back only with --force if there is any."
+        ),
+    }
 }
 
 /// One step of the plan, in `--json`'s details.
@@ -73,7 +98,7 @@ pub async fn run(cx: &Context) -> anyhow::Result<Outcome> {
         let _ = writeln!(text, "  {}. [{mark}] {name}: {what}", i + 1);
         steps.push(PlannedStep { step: step.id(), status, would: what });
     }
-    let _ = write!(text, "\n{}", notes(cx));
+    let _ = write!(text, "\n{}", notes(cx, journal.as_ref()));
     let summary = if remaining == 0 {
         "every step is done".to_owned()
     } else {

@@ -7,11 +7,11 @@ use camino::Utf8PathBuf;
 use migrate_core::{
     Context,
     config::CopyMode,
-    contract::{self, EnvReport, Report, StepReport},
+    contract::{self, EarlierReport, EnvReport, Report, RolledBackReport, StepReport},
     fsutil,
     inventory::Inventory,
-    journal::{EnvPhase, EnvStatus, Journal},
-    steps::StepId,
+    journal::{EnvPhase, EnvStatus, Journal, RolledBack, StepRecord},
+    steps::{STEPS, StepId},
 };
 
 /// Rewrites the report if this run worked in the work directory; returns the
@@ -34,21 +34,38 @@ pub fn refresh(cx: &Context) -> Option<Utf8PathBuf> {
     }
 }
 
+fn step_report(step: StepId, r: &StepRecord) -> StepReport {
+    StepReport {
+        step,
+        status: r.status,
+        started: r.started.map(|t| t.to_string()),
+        ended: r.ended.map(|t| t.to_string()),
+        seconds: r.seconds(),
+        attempts: r.attempts,
+        summary: r.summary.clone(),
+        error: r.error.clone(),
+        figures: r.figures.clone(),
+    }
+}
+
+/// The steps of the sequence, then `rollback` and `finish` once they ran.
+fn steps_shown(journal: &Journal, mode: CopyMode) -> impl Iterator<Item = StepId> + '_ {
+    let aside = STEPS.iter().map(|s| s.id).filter(|id| !id.in_sequence() && journal.step(*id).attempts > 0);
+    StepId::in_mode(mode).chain(aside)
+}
+
+fn rolled_back_report(back: &RolledBack) -> RolledBackReport {
+    RolledBackReport { from: back.from, at: back.at.to_string() }
+}
+
 pub fn document(journal: &Journal, inventory: Option<&Inventory>, mode: CopyMode) -> Report {
-    let steps = StepId::in_mode(mode)
-        .map(|id| {
-            let r = journal.step(id);
-            StepReport {
-                step: id,
-                status: r.status,
-                started: r.started.map(|t| t.to_string()),
-                ended: r.ended.map(|t| t.to_string()),
-                seconds: r.seconds(),
-                attempts: r.attempts,
-                summary: r.summary.clone(),
-                error: r.error.clone(),
-                figures: r.figures.clone(),
-            }
+    let steps = steps_shown(journal, mode).map(|id| step_report(id, &journal.step(id))).collect();
+    let earlier_attempts = journal
+        .earlier
+        .iter()
+        .map(|a| EarlierReport {
+            rolled_back: rolled_back_report(&a.rolled_back),
+            steps: a.steps.iter().map(|(id, r)| step_report(*id, r)).collect(),
         })
         .collect();
     let environments = inventory
@@ -83,6 +100,10 @@ pub fn document(journal: &Journal, inventory: Option<&Inventory>, mode: CopyMode
         new_version: new_version(journal),
         steps,
         environments,
+        way_back: crate::plan::way_back_now(Some(journal)),
+        rolled_back: journal.rolled_back.as_ref().map(rolled_back_report),
+        finished: journal.finished.map(|t| t.to_string()),
+        earlier_attempts,
     }
 }
 
@@ -98,9 +119,13 @@ pub fn markdown(journal: &Journal, inventory: Option<&Inventory>, mode: CopyMode
     let new_version = new_version(journal).unwrap_or_else(|| "version read by start-server".into());
     let _ = writeln!(md, "- from: {} (inmanta-core {old_version})", journal.migration.old_api);
     let _ = writeln!(md, "- to: {} (inmanta-core {new_version})", journal.migration.new_api);
-    let _ = writeln!(md, "- started: {}\n", journal.created);
+    let _ = writeln!(md, "- started: {}", journal.created);
+    if let Some(at) = journal.finished {
+        let _ = writeln!(md, "- finished: {at}");
+    }
+    let _ = writeln!(md, "- the way back: {}\n", crate::plan::way_back_now(Some(journal)));
     let _ = writeln!(md, "## Steps\n\n| step | status | seconds | attempts | summary |\n|---|---|---|---|---|");
-    for id in StepId::in_mode(mode) {
+    for id in steps_shown(journal, mode) {
         let r = journal.step(id);
         let seconds = r.seconds().map(|s| format!("{s:.1}")).unwrap_or_default();
         let summary = r.error.as_deref().or(r.summary.as_deref()).unwrap_or("").replace('\n', " ").replace('|', "\\|");
@@ -131,6 +156,21 @@ pub fn markdown(journal: &Journal, inventory: Option<&Inventory>, mode: CopyMode
             let message = r.and_then(|r| r.message.as_deref()).unwrap_or("").replace('\n', " ").replace('|', "\\|");
             let _ =
                 writeln!(md, "| {} (`{}`) | {before} | {status} | {version} | {seconds} | {message} |", e.name, e.id);
+        }
+    }
+    for (n, attempt) in journal.earlier.iter().enumerate() {
+        let from = attempt.rolled_back.from.map_or("the start", StepId::name);
+        let _ = writeln!(
+            md,
+            "\n## Attempt {}: rolled back from {from} at {}\n\n| step | status | seconds | summary |\n|---|---|---|---|",
+            n + 1,
+            attempt.rolled_back.at
+        );
+        for (id, r) in &attempt.steps {
+            let seconds = r.seconds().map(|s| format!("{s:.1}")).unwrap_or_default();
+            let summary =
+                r.error.as_deref().or(r.summary.as_deref()).unwrap_or("").replace('\n', " ").replace('|', "\\|");
+            let _ = writeln!(md, "| {id} | {} | {seconds} | {summary} |", r.status.words());
         }
     }
     md

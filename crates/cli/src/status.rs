@@ -18,6 +18,15 @@ pub async fn run(cx: &Context) -> anyhow::Result<Outcome> {
     }
     let steps: Vec<_> = StepId::in_mode(cx.config.copy.mode).collect();
     let done = steps.iter().filter(|&&s| journal.is_done(s)).count();
-    let summary = format!("{done} of {} steps done; journal: {}", steps.len(), cx.config.work_dir.join("journal.json"));
+    let journal_path = cx.config.work_dir.join("journal.json");
+    let summary = match (&journal.rolled_back, journal.finished) {
+        (_, Some(at)) => format!("finished at {at}: the new orchestrator is the only one; journal: {journal_path}"),
+        (Some(back), _) => format!(
+            "rolled back from {} at {}: the old orchestrator runs; `migrate` starts a new attempt; journal: {journal_path}",
+            back.from.map_or("the start", StepId::name),
+            back.at
+        ),
+        _ => format!("{done} of {} steps done; journal: {journal_path}", steps.len()),
+    };
     Ok(Outcome::done("status", summary).text(text).details(details))
 }

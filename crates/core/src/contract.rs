@@ -117,6 +117,28 @@ pub struct Report {
     pub steps: Vec<StepReport>,
     /// Every environment of the old server (empty before halt-all).
     pub environments: Vec<EnvReport>,
+    /// What `rollback` would do and lose now, or why there is no way back.
+    pub way_back: String,
+    /// Set when `rollback` brought the old orchestrator back.
+    pub rolled_back: Option<RolledBackReport>,
+    /// When `finish` ran (RFC 3339, UTC): from then on there is no way back.
+    pub finished: Option<String>,
+    /// Attempts rolled back before this one, oldest first.
+    pub earlier_attempts: Vec<EarlierReport>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RolledBackReport {
+    /// The last step of the sequence that had started.
+    pub from: Option<StepId>,
+    /// RFC 3339, UTC.
+    pub at: String,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct EarlierReport {
+    pub rolled_back: RolledBackReport,
+    pub steps: Vec<StepReport>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]

@@ -41,6 +41,32 @@ pub struct Journal {
     pub steps: BTreeMap<StepId, StepRecord>,
     #[serde(default)]
     pub environments: BTreeMap<Uuid, EnvRecord>,
+    /// Set when `rollback` brought the old orchestrator back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back: Option<RolledBack>,
+    /// Set when `finish` made the new orchestrator the only one: from then
+    /// on there is no way back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<Timestamp>,
+    /// Attempts rolled back before this one, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier: Vec<EarlierAttempt>,
+}
+
+/// When a rollback ended an attempt, and from which point.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RolledBack {
+    /// The last step of the sequence that had started.
+    pub from: Option<StepId>,
+    pub at: Timestamp,
+}
+
+/// An attempt that `rollback` ended, kept for the report.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EarlierAttempt {
+    pub rolled_back: RolledBack,
+    pub steps: BTreeMap<StepId, StepRecord>,
+    pub environments: BTreeMap<Uuid, EnvRecord>,
 }
 
 /// What makes a work directory belong to one migration.
@@ -205,6 +231,9 @@ impl Journal {
             migration: key,
             steps: BTreeMap::new(),
             environments: BTreeMap::new(),
+            rolled_back: None,
+            finished: None,
+            earlier: Vec::new(),
         }
     }
 
@@ -214,6 +243,28 @@ impl Journal {
 
     pub fn step_mut(&mut self, id: StepId) -> &mut StepRecord {
         self.steps.entry(id).or_default()
+    }
+
+    /// The last step of the sequence that has started, in sequence order:
+    /// the point a rollback now goes back from.
+    pub fn reached(&self) -> Option<StepId> {
+        self.steps.iter().filter(|(id, r)| id.in_sequence() && r.attempts > 0).map(|(id, _)| *id).max()
+    }
+
+    /// Ends a rolled-back attempt: its record moves to [`Journal::earlier`]
+    /// and the sequence starts again. Restore's state stays, so that restore
+    /// knows the new database it filled is this migration's to replace.
+    pub fn begin_new_attempt(&mut self) {
+        let Some(rolled_back) = self.rolled_back.take() else { return };
+        let restore = self.steps.get(&StepId::Restore).map(|r| r.state.clone()).unwrap_or(Value::Null);
+        self.earlier.push(EarlierAttempt {
+            rolled_back,
+            steps: std::mem::take(&mut self.steps),
+            environments: std::mem::take(&mut self.environments),
+        });
+        if !restore.is_null() {
+            self.step_mut(StepId::Restore).state = restore;
+        }
     }
 
     pub fn is_done(&self, id: StepId) -> bool {

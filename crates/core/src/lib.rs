@@ -12,6 +12,7 @@ pub mod fsutil;
 pub mod inventory;
 pub mod journal;
 pub mod manifest;
+pub mod one_driver;
 pub mod probe;
 pub mod runner;
 pub mod secret;

@@ -5,10 +5,13 @@
 use std::time::Duration;
 
 use anyhow::bail;
+use inmanta_api::{Client, ServerStatus};
 
 use crate::{
     config::{Manager, Orchestrator},
+    context::Context,
     runner::Runner,
+    wait,
 };
 
 /// What the service manager says about the server process.
@@ -100,6 +103,21 @@ impl<'a> Service<'a> {
         result
     }
 
+    /// systemd: whether the unit starts at boot is `enable` (true) or
+    /// `disable` (false). With commands there is no such thing: `Ok(false)`,
+    /// nothing was done.
+    pub async fn set_enabled(&self, enabled: bool) -> anyhow::Result<bool> {
+        if self.orch.service.manager != Manager::Systemd {
+            return Ok(false);
+        }
+        let argv = self.systemctl(&[if enabled { "enable" } else { "disable" }]);
+        let what = format!("{} {}", if enabled { "enable" } else { "disable" }, self.describe());
+        failpoint::before(failpoint::Area::Service, &what);
+        let result = self.runner.cmd(&argv).timeout(COMMAND_TIMEOUT).output_to_files().run().await.map(drop);
+        failpoint::after(failpoint::Area::Service, &what);
+        result.map(|()| true)
+    }
+
     pub async fn state(&self) -> anyhow::Result<ProcessState> {
         match self.orch.service.manager {
             Manager::Systemd => {
@@ -186,4 +204,94 @@ impl<'a> Service<'a> {
             .await,
         )
     }
+}
+
+/// Asks the service manager to start a server; a start that fails comes
+/// with the end of the server's log and the way on.
+pub async fn start_service(service: &Service<'_>, label: &str, again: &str) -> anyhow::Result<()> {
+    if let Err(e) = service.start().await {
+        bail!("the {label} server did not start: {e:#}\n{}\n{}", log_end(service, 20).await, way_on(service, again));
+    }
+    Ok(())
+}
+
+/// What to do after a server failed to come up.
+fn way_on(service: &Service<'_>, again: &str) -> String {
+    format!(
+        "fix what the log names in {} (its config, unit or database), then run `inmanta-migrate {again}` \
+         again: it waits for a server still (re)starting",
+        service.describe()
+    )
+}
+
+/// Polls the API; watches the process and its log meanwhile.
+pub async fn wait_until_answering(
+    cx: &Context,
+    again: &str,
+    api: &Client,
+    service: &Service<'_>,
+    label: &str,
+) -> anyhow::Result<ServerStatus> {
+    let limit = cx.config.timeouts.start;
+    let restarts_at_start = service.restarts().await;
+    let spinner = cx.ui.spinner(again, "waiting for the API (it opens after the schema migration)");
+    let mut tick = 0u64;
+    let what = format!("the {label} server to answer (timeouts.start)");
+    // Polled often: the step is done as soon as the server answers (goal P4).
+    let answered = wait::until(Duration::from_millis(200), limit, &what, async || {
+        match api.probe().await {
+            Ok(Some(status)) => return Ok(Some(status)),
+            Ok(None) => {}
+            // A server busy starting may accept and not answer in time.
+            Err(e) if e.is_unreachable() => {}
+            Err(e) => return Err(e.into()),
+        }
+        tick += 1;
+        if tick.is_multiple_of(5) {
+            match service.state().await? {
+                ProcessState::Running => {}
+                state => bail!(
+                    "the {label} server stopped while starting ({state}); {}\n{}",
+                    log_end(service, 40).await,
+                    way_on(service, again)
+                ),
+            }
+            if let (Some(before), Some(now)) = (restarts_at_start, service.restarts().await)
+                && now > before + 1
+            {
+                bail!(
+                    "the {label} server restarts in a loop ({} restarts); {}\n{}",
+                    now - before,
+                    log_end(service, 40).await,
+                    way_on(service, again)
+                );
+            }
+        }
+        if tick.is_multiple_of(12)
+            && let Some(line) =
+                service.log_tail(200).await.lines().rev().find(|l| l.contains("Updating database schema to version"))
+        {
+            let version = line.rsplit(' ').next().unwrap_or("");
+            spinner.set_message(format!("schema migration: at version {version}"));
+        }
+        Ok(None)
+    })
+    .await;
+    match answered {
+        Err(e) if e.is::<wait::GaveUp>() => bail!(
+            "the {label} server did not answer within {} (timeouts.start); {}",
+            humantime::format_duration(limit),
+            log_end(service, 40).await
+        ),
+        answered => answered,
+    }
+}
+
+/// "the end of its log (<where>):" and the last `lines` lines, indented.
+pub async fn log_end(service: &Service<'_>, lines: usize) -> String {
+    format!("the end of its log ({}):\n{}", service.log_source(), indent(&service.log_tail(lines).await))
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n")
 }

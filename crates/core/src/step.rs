@@ -5,6 +5,8 @@
 //! records as done is not run again, a failed check changes nothing, and the
 //! start and end of every run are written down before and after it.
 
+use anyhow::Context as _;
+use camino::Utf8PathBuf;
 use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::Value;
@@ -15,7 +17,8 @@ use crate::{
     context::Context,
     error::{ChecksFailed, Exit, Failure},
     figures::Figures,
-    journal::StepStatus,
+    inventory::Inventory,
+    journal::{Journal, StepStatus},
     steps::StepId,
 };
 
@@ -48,6 +51,9 @@ pub trait Step {
 /// Runs a step under the journal's rules.
 pub async fn execute<S: Step>(step: &S, cx: &Context) -> anyhow::Result<Outcome> {
     let work = cx.work()?;
+    if S::ID.in_sequence() && work.journal().rolled_back.is_some() {
+        new_attempt(cx)?;
+    }
     let record = work.journal().step(S::ID);
     if record.status == StepStatus::Done && !step.runs_when_done() {
         let when =
@@ -97,6 +103,27 @@ pub async fn execute<S: Step>(step: &S, cx: &Context) -> anyhow::Result<Outcome>
         }
     })?;
     result
+}
+
+/// The first step after a rollback starts the migration again: the rolled
+/// back attempt's inventory and dump are set aside (renamed, never deleted:
+/// the operator removes them), its record kept in the journal.
+fn new_attempt(cx: &Context) -> anyhow::Result<()> {
+    let work = cx.work()?;
+    let n = work.journal().earlier.len() + 1;
+    let aside = |path: Utf8PathBuf| -> anyhow::Result<()> {
+        if path.exists() {
+            let to = Utf8PathBuf::from(format!("{path}.attempt-{n}"));
+            std::fs::rename(&path, &to).with_context(|| format!("cannot set {path} aside as {to}"))?;
+            cx.ui.info("migrate", format!("attempt {n} was rolled back: its {path} is kept as {to}"));
+        }
+        Ok(())
+    };
+    aside(work.path(Inventory::FILE))?;
+    aside(cx.config.dump_dir())?;
+    work.update(Journal::begin_new_attempt)?;
+    cx.ui.info("migrate", format!("attempt {} starts from halt-all (the report keeps attempt {n})", n + 1));
+    Ok(())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]

@@ -20,6 +20,9 @@ pub enum Modes {
     Offline,
     /// `copy.mode = "online"`: the database is copied before the window.
     Online,
+    /// Not a step of the migration's sequence: the operator runs it to end
+    /// the migration one way or the other (`rollback`, `finish`).
+    Aside,
 }
 
 impl Modes {
@@ -59,6 +62,8 @@ macro_rules! the_steps {
             Cutover        "cutover"        New   Online   step_online::Cutover,
             StartServer    "start-server"   New   Both     step_start_server::StartServer,
             EnvReconcile   "env-reconcile"  New   Both     step_env_reconcile::EnvReconcile,
+            Rollback       "rollback"       Old   Aside    step_rollback::Rollback,
+            Finish         "finish"         Old   Aside    step_rollback::Finish,
         }
     };
 }
@@ -97,6 +102,12 @@ impl StepId {
     /// The steps of a migration in this copy mode, in order.
     pub fn in_mode(mode: CopyMode) -> impl Iterator<Item = StepId> {
         STEPS.iter().filter(move |s| s.modes.has(mode)).map(|s| s.id)
+    }
+
+    /// Whether it is a step of the migration's sequence (not `rollback` or
+    /// `finish`).
+    pub fn in_sequence(self) -> bool {
+        self.info().modes != Modes::Aside
     }
 
     pub fn from_name(name: &str) -> Option<StepId> {

@@ -34,7 +34,7 @@ use migrate_core::{
     Checks, Config, Context, ErrorKind, Failure, Figures, Outcome, Side, Step, StepId, UsageError,
     inventory::{EnvironmentRecord, Inventory},
     journal::{EnvPhase, EnvRecord, EnvStatus},
-    probe,
+    one_driver, probe,
     service::Service,
     wait,
 };
@@ -262,7 +262,14 @@ impl Step for EnvReconcile {
             let again =
                 "run `inmanta-migrate env-reconcile` again: each environment goes on from its last recorded phase";
             let unanswered = sorted.iter().any(|r| r.kind == Some(ErrorKind::ApiUnreachable));
-            let failure = if let Some(said) = out_of_connections(cx).await {
+            let two_drivers = sorted.iter().any(|r| r.kind == Some(ErrorKind::NeedsOperator));
+            let failure = if two_drivers {
+                Failure::new(ErrorKind::NeedsOperator, message).advise(format!(
+                    "the old server runs again: decide which orchestrator drives these environments. To go on \
+                     here: halt them on the old server and stop it (`inmanta-migrate halt-all`, `inmanta-migrate \
+                     stop-server`), then {again}. To go back: `inmanta-migrate rollback`"
+                ))
+            } else if let Some(said) = out_of_connections(cx).await {
                 // The server's answers (closed connections, errors) hide it; its log says it.
                 Failure::new(ErrorKind::Database, message).advise(format!(
                     "the new server's PostgreSQL ran out of connections (its log: \"{said}\"): raise the new \
@@ -424,6 +431,8 @@ async fn reconcile_phases(
     phase(EnvPhase::CompileRequested)?;
 
     // 3. Resume; the queued compile (and on 18.2+ a recovery compile) runs.
+    // Asked right before: an old server started by hand meanwhile stops it.
+    one_driver::old_side_lets_go(cx, id, &env.name).await?;
     api.resume(id).await.context("cannot resume")?;
     if api.environment(id).await?.halted {
         bail!("the environment still reports halted after resume");

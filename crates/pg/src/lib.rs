@@ -366,6 +366,17 @@ impl Database {
         result
     }
 
+    /// A comment on the database (its owner may set it), for whoever lists
+    /// databases later: `\l+` in psql shows it.
+    pub async fn comment_on_database(&self, text: &str) -> anyhow::Result<()> {
+        let sql = format!("COMMENT ON DATABASE {} IS {}", ident(&self.target.name), literal(text));
+        let what = format!("comment on database {}", self.target);
+        failpoint::before(failpoint::Area::Database, &what);
+        let result = self.execute(As::Owner, &sql).await;
+        failpoint::after(failpoint::Area::Database, &what);
+        result
+    }
+
     pub async fn drop_database(&self) -> anyhow::Result<()> {
         let what = format!("drop database {}", self.target);
         failpoint::before(failpoint::Area::Database, &what);

@@ -17,13 +17,12 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use inmanta_api::{Client, ServerStatus};
 use migrate_core::{
     Checks, Context, Figures, Outcome, Side, Step, StepId,
     figures::Intermediate,
     inventory::Inventory,
     journal::StepState,
-    service::{ProcessState, Service},
+    service::{ProcessState, Service, start_service, wait_until_answering},
     wait,
 };
 use migrate_pg::Database;
@@ -109,9 +108,9 @@ impl Step for StartServer {
                         cx.ui.info(Self::NAME, "the new server runs already; waiting for it to answer");
                     } else {
                         cx.ui.info(Self::NAME, format!("starting the new server ({})", service.describe()));
-                        start_service(&service, "new").await?;
+                        start_service(&service, "new", Self::NAME).await?;
                     }
-                    wait_until_answering(cx, api, &service, "new").await?
+                    wait_until_answering(cx, Self::NAME, api, &service, "new").await?
                 }
             };
             anyhow::Ok((status, start.elapsed().as_secs_f64()))
@@ -219,9 +218,9 @@ async fn walk_intermediates(cx: &Context, db: &Database) -> anyhow::Result<Vec<(
             None => {
                 if service.state().await? != ProcessState::Running {
                     cx.ui.info(StartServer::NAME, format!("starting the {label} ({})", service.describe()));
-                    start_service(&service, &label).await?;
+                    start_service(&service, &label, StartServer::NAME).await?;
                 }
-                wait_until_answering(cx, &api, &service, &label).await?
+                wait_until_answering(cx, StartServer::NAME, &api, &service, &label).await?
             }
         };
         if status.core_version.to_string() != via.version {
@@ -244,95 +243,6 @@ async fn walk_intermediates(cx: &Context, db: &Database) -> anyhow::Result<Vec<(
         done.push((via.version.clone(), added));
     }
     Ok(done)
-}
-
-/// Asks the service manager to start a server; a start that fails comes
-/// with the end of the server's log and the way on.
-async fn start_service(service: &Service<'_>, label: &str) -> anyhow::Result<()> {
-    if let Err(e) = service.start().await {
-        bail!("the {label} server did not start: {e:#}\n{}\n{}", log_end(service, 20).await, way_on(service));
-    }
-    Ok(())
-}
-
-/// What to do after a server failed to come up.
-fn way_on(service: &Service<'_>) -> String {
-    format!(
-        "fix what the log names in {} (its config, unit or database), then run `inmanta-migrate start-server` \
-         again: it waits for a server still (re)starting",
-        service.describe()
-    )
-}
-
-/// Polls the API; watches the process and its log meanwhile.
-async fn wait_until_answering(
-    cx: &Context,
-    api: &Client,
-    service: &Service<'_>,
-    label: &str,
-) -> anyhow::Result<ServerStatus> {
-    let limit = cx.config.timeouts.start;
-    let restarts_at_start = service.restarts().await;
-    let spinner = cx.ui.spinner(StartServer::NAME, "waiting for the API (it opens after the schema migration)");
-    let mut tick = 0u64;
-    let what = format!("the {label} server to answer (timeouts.start)");
-    // Polled often: the step is done as soon as the server answers (goal P4).
-    let answered = wait::until(Duration::from_millis(200), limit, &what, async || {
-        match api.probe().await {
-            Ok(Some(status)) => return Ok(Some(status)),
-            Ok(None) => {}
-            // A server busy starting may accept and not answer in time.
-            Err(e) if e.is_unreachable() => {}
-            Err(e) => return Err(e.into()),
-        }
-        tick += 1;
-        if tick.is_multiple_of(5) {
-            match service.state().await? {
-                ProcessState::Running => {}
-                state => bail!(
-                    "the {label} server stopped while starting ({state}); {}\n{}",
-                    log_end(service, 40).await,
-                    way_on(service)
-                ),
-            }
-            if let (Some(before), Some(now)) = (restarts_at_start, service.restarts().await)
-                && now > before + 1
-            {
-                bail!(
-                    "the {label} server restarts in a loop ({} restarts); {}\n{}",
-                    now - before,
-                    log_end(service, 40).await,
-                    way_on(service)
-                );
-            }
-        }
-        if tick.is_multiple_of(12)
-            && let Some(line) =
-                service.log_tail(200).await.lines().rev().find(|l| l.contains("Updating database schema to version"))
-        {
-            let version = line.rsplit(' ').next().unwrap_or("");
-            spinner.set_message(format!("schema migration: at version {version}"));
-        }
-        Ok(None)
-    })
-    .await;
-    match answered {
-        Err(e) if e.is::<wait::GaveUp>() => bail!(
-            "the {label} server did not answer within {} (timeouts.start); {}",
-            humantime::format_duration(limit),
-            log_end(service, 40).await
-        ),
-        answered => answered,
-    }
-}
-
-/// "the end of its log (<where>):" and the last `lines` lines, indented.
-async fn log_end(service: &Service<'_>, lines: usize) -> String {
-    format!("the end of its log ({}):\n{}", service.log_source(), indent(&service.log_tail(lines).await))
-}
-
-fn indent(text: &str) -> String {
-    text.lines().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n")
 }
 
 /// Every environment of the inventory is on the new server and halted, and

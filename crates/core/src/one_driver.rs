@@ -1,0 +1,58 @@
+//! The rule above every feature: never two orchestrators driving the same
+//! environment at once. An environment is resumed on the new side only while
+//! the old server is silent or has it halted, and on the old side only once
+//! the new side is inert (its server silent and stopped). Both directions
+//! ask here, just before each resume.
+
+use anyhow::bail;
+use uuid::Uuid;
+
+use crate::{
+    config::Side,
+    context::Context,
+    error::NeedsOperator,
+    service::{ProcessState, Service},
+};
+
+/// Before the new side resumes `env`: the old server does not answer, or
+/// has `env` halted. A server that answers with it running is driving it.
+pub async fn old_side_lets_go(cx: &Context, env: Uuid, name: &str) -> anyhow::Result<()> {
+    let api = cx.api(Side::Old);
+    match api.probe().await {
+        Ok(None) => return Ok(()),
+        Err(e) if e.is_unreachable() => return Ok(()),
+        Err(e) => bail!("cannot tell whether the old server drives environment {name} ({env}): {e}"),
+        Ok(Some(_)) => {}
+    }
+    match api.environment(env).await {
+        Ok(old) if old.halted => Ok(()),
+        Ok(_) => Err(NeedsOperator(format!(
+            "the old server ({}) answers and runs environment {name} ({env}): resuming it here would let two \
+             orchestrators drive it; nothing was resumed. Halt it on the old server and stop the old server \
+             (`inmanta-migrate halt-all`, `inmanta-migrate stop-server`), or go back with `inmanta-migrate rollback`",
+            cx.config.old.api_url
+        ))
+        .into()),
+        // Not on the old server: nothing there can drive it.
+        Err(e) if e.status() == Some(404) => Ok(()),
+        Err(e) => bail!("cannot tell whether the old server drives environment {name} ({env}): {e}"),
+    }
+}
+
+/// Before the old side resumes anything: the new server does not answer and
+/// its service manager reports it stopped.
+pub async fn new_side_is_inert(cx: &Context) -> anyhow::Result<()> {
+    let answers = !matches!(cx.api(Side::New).probe().await, Ok(None));
+    let state = Service::new(&cx.config.new).state().await?;
+    if answers || state == ProcessState::Running {
+        return Err(NeedsOperator(format!(
+            "the new server is not inert (API {} {}, service {state}): resuming on the old side would let two \
+             orchestrators drive the same environments; nothing was resumed. Run `inmanta-migrate rollback` again: \
+             it stops the new server first",
+            cx.config.new.api_url,
+            if answers { "answers" } else { "is silent" }
+        ))
+        .into());
+    }
+    Ok(())
+}

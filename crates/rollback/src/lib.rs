@@ -1,0 +1,489 @@
+//! The two ways a migration ends.
+//!
+//! `rollback`: back to the old orchestrator, from any point before `finish`.
+//! Inmanta's schema migrations only go forward, so the way back is the old
+//! server on its untouched database. In this order: the new side is made
+//! inert (its environments halted, its server stopped and, with systemd,
+//! disabled; an online copy removed); the old database is checked against
+//! what the dump counted; the old server is started and checked against the
+//! inventory; then the environments that ran before are resumed and their
+//! settings put back. What the new side did that going back throws away is
+//! listed first, and refused without `--force`.
+//!
+//! `finish`: the point of no return once the new side is accepted. The old
+//! server is stopped and disabled, its database marked as migrated, and from
+//! then on `rollback` refuses.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use jiff::Timestamp;
+use migrate_core::{
+    Checks, Context, Figures, NeedsOperator, Outcome, Side, Step, StepId,
+    config::CopyMode,
+    inventory::{EnvironmentRecord, Inventory},
+    journal::{EnvPhase, Journal, RolledBack},
+    manifest::Manifest,
+    one_driver,
+    service::{ProcessState, Service, start_service, wait_until_answering},
+    wait,
+};
+use migrate_pg::{Database, replication};
+use serde::Serialize;
+
+/// Old side: back to the old orchestrator (the new side made inert first).
+#[derive(Debug, Default, clap::Args)]
+pub struct Rollback {
+    /// Go back even though the new side did work that is then lost
+    /// (rollback lists it first).
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// What rollback did to one environment on the old side.
+#[derive(Debug, Serialize)]
+struct EnvBack {
+    id: uuid::Uuid,
+    name: String,
+    action: String,
+}
+
+impl Step for Rollback {
+    const ID: StepId = StepId::Rollback;
+
+    fn describe(&self, cx: &Context) -> String {
+        let online = if cx.config.copy.mode == CopyMode::Online { ", remove the online copy" } else { "" };
+        format!(
+            "halt every environment on the new server, stop it ({}){online}; start the old server ({}) and resume \
+             the environments that ran before, with their settings",
+            Service::new(&cx.config.new).describe(),
+            Service::new(&cx.config.old).describe()
+        )
+    }
+
+    async fn check(&self, cx: &Context) -> Checks {
+        let mut checks = Checks::default();
+        let journal = match cx.work() {
+            Ok(work) => work.journal(),
+            Err(e) => {
+                checks.fail_on("work directory", &e, "fix `work_dir`");
+                return checks;
+            }
+        };
+        if let Some(at) = journal.finished {
+            checks.fail(
+                "way back",
+                format!("`finish` ran at {at}: the new orchestrator is the only one"),
+                "there is no way back through this tool after finish: the old server is disabled and its \
+                 database marked as migrated. Migrate again in the other direction if you must",
+            );
+            return checks;
+        }
+        if cx.inventory().is_err() {
+            checks.pass("inventory", "none: halt-all never ran, nothing to roll back");
+            return checks;
+        }
+        for (side, orch) in [("old", &cx.config.old), ("new", &cx.config.new)] {
+            let service = Service::new(orch);
+            match service.state().await {
+                Ok(state) => checks.pass(format!("{side} service"), format!("{}: {state}", service.describe())),
+                Err(e) => checks.fail_on(format!("{side} service"), &e, format!("fix `{side}.service`")),
+            }
+        }
+        match losses(cx, &journal).await {
+            Ok(lost) if lost.is_empty() => {
+                checks.pass("what is lost", "nothing: the new side did no work of its own yet")
+            }
+            Ok(lost) if self.force => {
+                checks.warn("what is lost", lost.join("; "), "going back anyway (--force): this is thrown away")
+            }
+            Ok(lost) => checks.fail(
+                "what is lost",
+                lost.join("; "),
+                "to go back anyway and lose it: `inmanta-migrate rollback --force`; to keep the new side: \
+                 `inmanta-migrate finish`",
+            ),
+            Err(e) if self.force => checks.warn(
+                "what is lost",
+                format!("cannot tell: {e:#}"),
+                "going back anyway (--force): whatever the new side did is thrown away",
+            ),
+            Err(e) => checks.fail_on(
+                "what is lost",
+                &e,
+                "make the new server answer so that rollback can list what it would throw away, or go back \
+                 without the list: `inmanta-migrate rollback --force`",
+            ),
+        }
+        checks
+    }
+
+    async fn run(&self, cx: &Context) -> anyhow::Result<Outcome> {
+        let start = Instant::now();
+        let work = cx.work()?;
+        let journal = work.journal();
+        let Ok(inventory) = cx.inventory() else {
+            return Ok(Outcome::nothing_to_do(Self::NAME, "halt-all never ran: the old orchestrator was not touched"));
+        };
+        let from = journal.reached();
+
+        // 1. Nothing on the new side may drive anything from here on.
+        let new_halted = make_new_side_inert(cx).await?;
+        if journal.step(StepId::Precopy).attempts > 0 {
+            let (old, new) =
+                (Database::open(&cx.config, Side::Old).await?, Database::open(&cx.config, Side::New).await?);
+            replication::cut_off(&old, &new).await.context("cannot remove the online copy")?;
+            cx.ui.info(Self::NAME, "the online copy is removed from both sides (no slot, publication or subscription)");
+        }
+        one_driver::new_side_is_inert(cx).await?;
+
+        // 2. The old database as the dump left it, then the old server.
+        let old_service = Service::new(&cx.config.old);
+        let old_api = cx.api(Side::Old);
+        if old_api.probe().await?.is_none() {
+            compare_with_dump(cx, &journal).await?;
+            if old_service.set_enabled(true).await? {
+                cx.ui.info(Self::NAME, format!("enabled {} again", old_service.describe()));
+            }
+            if old_service.state().await? != ProcessState::Running {
+                cx.ui.info(Self::NAME, format!("starting the old server ({})", old_service.describe()));
+                start_service(&old_service, "old", Self::NAME).await?;
+            }
+            wait_until_answering(cx, Self::NAME, old_api, &old_service, "old").await?;
+        }
+        verify_old_environments(cx, &inventory).await?;
+
+        // 3. Each environment as it was: resumed if it ran, its settings back.
+        let mut results = Vec::new();
+        for record in &inventory.environments {
+            results.push(put_back(cx, record).await?);
+        }
+        verify_as_inventoried(cx, &inventory).await?;
+
+        let at = Timestamp::now();
+        work.update(|j| j.rolled_back = Some(RolledBack { from, at }))?;
+        let seconds = start.elapsed().as_secs_f64();
+        let resumed = results.iter().filter(|r| r.action.starts_with("resumed")).count();
+        let point = from.map_or_else(|| "the start".to_owned(), |s| s.to_string());
+        Ok(Outcome::done(
+            Self::NAME,
+            format!(
+                "rolled back from {point} in {seconds:.1} s: the new server is stopped with {new_halted} \
+                 environment(s) halted; the old server runs with {resumed} environment(s) resumed and {} left \
+                 halted as before. `inmanta-migrate migrate` starts a new attempt",
+                results.len() - resumed
+            ),
+        )
+        .figures(Figures { seconds: Some(seconds), environments: Some(results.len()), ..Figures::default() })
+        .details(results))
+    }
+}
+
+/// What going back would throw away of the new side's own work.
+async fn losses(cx: &Context, journal: &Journal) -> anyhow::Result<Vec<String>> {
+    // Before a server ran on the new database, nothing was done there.
+    if journal.step(StepId::StartServer).attempts == 0 {
+        return Ok(Vec::new());
+    }
+    let inventory = cx.inventory()?;
+    let api = cx.api(Side::New);
+    let Some(status) = api.probe().await? else {
+        let touched: Vec<&str> = journal
+            .environments
+            .values()
+            .filter(|r| matches!(r.phase, Some(p) if p >= EnvPhase::Resumed))
+            .map(|r| r.name.as_str())
+            .collect();
+        if touched.is_empty() {
+            return Ok(Vec::new());
+        }
+        bail!(
+            "the new server does not answer, and env-reconcile resumed {} there: what it did cannot be listed",
+            touched.join(", ")
+        );
+    };
+    let mut lost = Vec::new();
+    for record in &inventory.environments {
+        let Ok(live) = api.environment(record.id).await else { continue };
+        let name = &record.name;
+        let latest = api.latest_version(record.id).await?.map(|v| v.version);
+        if latest > record.latest_version
+            && let Some(latest) = latest
+        {
+            lost.push(format!("{name}: version {latest} compiled on the new server"));
+        }
+        let released = api.latest_released_version(record.id, status.core_version).await?.map(|v| v.version);
+        if released > record.latest_released_version
+            && let Some(released) = released
+        {
+            lost.push(format!("{name}: version {released} released on the new server (it may have deployed)"));
+        }
+        // auto_deploy is the migration's own to change and put back.
+        for (key, value) in &live.settings {
+            if key != "auto_deploy" && record.settings.get(key) != Some(value) {
+                lost.push(format!("{name}: setting {key} changed on the new server to {value}"));
+            }
+        }
+    }
+    Ok(lost)
+}
+
+/// Halts every environment the new server runs (while it answers), then
+/// stops it and, with systemd, disables it; intermediate servers left
+/// running by an interrupted start-server are stopped too. How many
+/// environments it halted.
+async fn make_new_side_inert(cx: &Context) -> anyhow::Result<usize> {
+    let api = cx.api(Side::New);
+    let mut halted = 0;
+    if api.probe().await?.is_some() {
+        for env in api.environments().await.context("cannot list the new server's environments")? {
+            if !env.halted {
+                api.halt(env.id).await.with_context(|| format!("cannot halt {} on the new server", env.name))?;
+                cx.ui.info(Rollback::NAME, format!("halted {} ({}) on the new server", env.name, env.id));
+                halted += 1;
+            }
+        }
+    }
+    let intermediates: Vec<_> = cx.config.intermediate.iter().map(|i| i.orchestrator(&cx.config.new)).collect();
+    let servers = intermediates.iter().map(|orch| ("intermediate", orch)).chain([("new", &cx.config.new)]);
+    for (label, orch) in servers {
+        let service = Service::new(orch);
+        if service.state().await? == ProcessState::Running {
+            cx.ui.info(Rollback::NAME, format!("stopping the {label} server ({})", service.describe()));
+            service.stop().await?;
+            let what = format!("the {label} server to stop ({})", service.describe());
+            wait::until(Duration::from_millis(500), cx.config.timeouts.stop, &what, async || {
+                Ok((service.state().await? != ProcessState::Running).then_some(()))
+            })
+            .await?;
+        }
+        if label == "new" && service.set_enabled(false).await? {
+            cx.ui.info(Rollback::NAME, format!("disabled {}: a reboot does not bring it back", service.describe()));
+        }
+    }
+    Ok(halted)
+}
+
+/// While it was down nothing may have changed the old database: the rows of
+/// every table the dump counted are still there, table by table.
+async fn compare_with_dump(cx: &Context, journal: &Journal) -> anyhow::Result<()> {
+    if !journal.is_done(StepId::Dump) {
+        return Ok(());
+    }
+    let manifest = Manifest::read(&cx.config.dump_dir()).context("cannot read the dump's manifest")?;
+    let db = Database::open(&cx.config, Side::Old).await?;
+    let tables: Vec<String> = manifest.tables.keys().cloned().collect();
+    let now = db.row_counts(&tables).await?;
+    let changed: Vec<String> = manifest
+        .tables
+        .iter()
+        .filter(|(table, rows)| now.get(*table) != Some(rows))
+        .map(|(table, rows)| format!("{table}: {rows} rows at the dump, {} now", now.get(table).copied().unwrap_or(0)))
+        .collect();
+    if !changed.is_empty() {
+        return Err(NeedsOperator(format!(
+            "the old database changed since the dump, while its server was down; the old server is not started:\n  \
+             {}\nfind out what wrote to {} (another server on that database?) before going back",
+            changed.join("\n  "),
+            db.target
+        ))
+        .into());
+    }
+    cx.ui.info(Rollback::NAME, format!("the old database is as the dump counted it ({} tables)", tables.len()));
+    Ok(())
+}
+
+/// The old server holds the inventory's environments, with the same names,
+/// projects and latest versions.
+async fn verify_old_environments(cx: &Context, inventory: &Inventory) -> anyhow::Result<()> {
+    let api = cx.api(Side::Old);
+    let live = api.environments().await.context("cannot list the old server's environments")?;
+    let mut problems = Vec::new();
+    for record in &inventory.environments {
+        match live.iter().find(|e| e.id == record.id) {
+            None => problems.push(format!("{} is missing", record.label())),
+            Some(env) if env.name != record.name || env.project_id != record.project_id => {
+                problems.push(format!("{} changed name or project (now {:?})", record.label(), env.name))
+            }
+            Some(_) => {
+                let latest = api.latest_version(record.id).await?.map(|v| v.version);
+                if latest != record.latest_version {
+                    problems.push(format!(
+                        "{} has latest version {latest:?}, the inventory {:?}",
+                        record.label(),
+                        record.latest_version
+                    ));
+                }
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(NeedsOperator(format!(
+            "the old server does not hold what the inventory recorded; nothing was resumed:\n  {}",
+            problems.join("\n  ")
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// One environment back as the inventory has it: its stored settings, then
+/// resumed if it ran before (halting paused its agents and marked the
+/// others to unpause on resume: agents paused before stay paused).
+async fn put_back(cx: &Context, record: &EnvironmentRecord) -> anyhow::Result<EnvBack> {
+    let api = cx.api(Side::Old);
+    let live = api.environment(record.id).await?;
+    let mut changed = Vec::new();
+    for (key, value) in &record.settings {
+        if live.settings.get(key) != Some(value) {
+            api.set_setting(record.id, key, value.clone())
+                .await
+                .with_context(|| format!("cannot put setting {key} of {} back", record.label()))?;
+            changed.push(key.clone());
+        }
+    }
+    let action = if record.halted {
+        "left halted, as before".to_owned()
+    } else if live.halted {
+        one_driver::new_side_is_inert(cx).await?;
+        api.resume(record.id).await.with_context(|| format!("cannot resume {}", record.label()))?;
+        "resumed".to_owned()
+    } else {
+        "resumed already".to_owned()
+    };
+    let action =
+        if changed.is_empty() { action } else { format!("{action}; settings put back: {}", changed.join(", ")) };
+    cx.ui.info(Rollback::NAME, format!("{}: {action}", record.label()));
+    Ok(EnvBack { id: record.id, name: record.name.clone(), action })
+}
+
+/// After: halted flags and stored settings equal the inventory's.
+async fn verify_as_inventoried(cx: &Context, inventory: &Inventory) -> anyhow::Result<()> {
+    let api = cx.api(Side::Old);
+    let mut problems = Vec::new();
+    for record in &inventory.environments {
+        let live = api.environment(record.id).await?;
+        if live.halted != record.halted {
+            problems.push(format!("{} is {}", record.label(), if live.halted { "halted" } else { "running" }));
+        }
+        for (key, value) in &record.settings {
+            if live.settings.get(key) != Some(value) {
+                problems.push(format!("{}: setting {key} is {:?}", record.label(), live.settings.get(key)));
+            }
+        }
+    }
+    if !problems.is_empty() {
+        bail!("the old side is not as the inventory recorded it:\n  {}", problems.join("\n  "));
+    }
+    Ok(())
+}
+
+/// Old side: the point of no return, once the new side is accepted.
+#[derive(Debug, Default, clap::Args)]
+pub struct Finish {
+    /// Also delete the dump (it holds the database's secrets).
+    #[arg(long)]
+    pub remove_dump: bool,
+    /// Finish although env-reconcile is not done.
+    #[arg(long)]
+    pub force: bool,
+}
+
+impl Step for Finish {
+    const ID: StepId = StepId::Finish;
+
+    fn describe(&self, cx: &Context) -> String {
+        let dump = if self.remove_dump { ", delete the dump" } else { "" };
+        format!(
+            "stop and disable the old server ({}), mark the old database as migrated{dump}: no way back after this",
+            Service::new(&cx.config.old).describe()
+        )
+    }
+
+    async fn check(&self, cx: &Context) -> Checks {
+        let mut checks = Checks::default();
+        let journal = match cx.work() {
+            Ok(work) => work.journal(),
+            Err(e) => {
+                checks.fail_on("work directory", &e, "fix `work_dir`");
+                return checks;
+            }
+        };
+        if journal.rolled_back.is_some() {
+            checks.fail(
+                "migration",
+                "it was rolled back: the old orchestrator is the one in use",
+                "run `inmanta-migrate migrate` for a new attempt first",
+            );
+        } else if journal.is_done(StepId::EnvReconcile) {
+            checks.pass("migration", "env-reconcile is done: the new side runs every environment");
+        } else if self.force {
+            checks.warn("migration", "env-reconcile is not done", "finishing anyway (--force)");
+        } else {
+            checks.fail(
+                "migration",
+                "env-reconcile is not done: the new side does not run every environment yet",
+                "finish the migration first (`inmanta-migrate migrate`), or pass --force",
+            );
+        }
+        let service = Service::new(&cx.config.old);
+        match service.state().await {
+            Ok(state) => checks.pass("old service", format!("{}: {state}", service.describe())),
+            Err(e) => checks.fail_on("old service", &e, "fix `old.service`"),
+        }
+        if matches!(cx.api(Side::Old).probe().await, Ok(Some(_))) {
+            checks.fail(
+                "old API",
+                format!("{} answers: the old server runs", cx.config.old.api_url),
+                "the old server should be down after the migration: find out who started it; `inmanta-migrate \
+                 stop-server` stops it once every environment is halted there",
+            );
+        }
+        checks
+    }
+
+    async fn run(&self, cx: &Context) -> anyhow::Result<Outcome> {
+        let work = cx.work()?;
+        let service = Service::new(&cx.config.old);
+        if service.state().await? == ProcessState::Running {
+            service.stop().await?;
+        }
+        let disabled = service.set_enabled(false).await?;
+        let at = Timestamp::now();
+        let marked = mark_old_database(cx, at).await;
+        if let Err(e) = &marked {
+            cx.ui.warn(Self::NAME, format!("the old database could not be marked as migrated: {e:#}"));
+        }
+        let mut removed = false;
+        if self.remove_dump {
+            let dir = cx.config.dump_dir();
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).with_context(|| format!("cannot delete the dump in {dir}"))?;
+                removed = true;
+            }
+        }
+        work.update(|j| j.finished = Some(at))?;
+        let mut said = vec![if disabled {
+            format!("{} stopped and disabled", service.describe())
+        } else {
+            format!("{} stopped (commands cannot disable it: make sure nothing starts it again)", service.describe())
+        }];
+        if marked.is_ok() {
+            said.push("the old database is marked as migrated".to_owned());
+        }
+        if removed {
+            said.push(format!("the dump in {} is deleted", cx.config.dump_dir()));
+        }
+        Ok(Outcome::done(Self::NAME, format!("finished: {}; rollback is no longer possible", said.join("; "))))
+    }
+}
+
+/// A comment on the old database that tells whoever looks that it moved.
+async fn mark_old_database(cx: &Context, at: Timestamp) -> anyhow::Result<()> {
+    let db = Database::open(&cx.config, Side::Old).await?;
+    let text = format!(
+        "migrated by inmanta-migrate to {} at {at}; no orchestrator should start on this database",
+        cx.config.new.api_url
+    );
+    db.comment_on_database(&text).await
+}
