@@ -8,7 +8,7 @@ use lab::Side;
 
 use crate::{
     support::lab::{Lab, lab, slot},
-    support::{Run, Test, get, set},
+    support::{Run, Test, get, set, snapshot_human},
 };
 
 /// A copy of the lab's config with `edit` applied, and a run with it.
@@ -106,6 +106,8 @@ fn bad_input_is_refused_and_changes_nothing() {
     lab.run(&["stop-server"]).success();
     let dump_dir = lab.work_dir().join("dump");
     let mut cases = Cases::default();
+    // The whole output of a run, in snapshots/integration__bad_input__<name>.snap.
+    let snap = |name: &str, run: &Run| snapshot_human!(name, run, lab.dir());
 
     // --- the old database and the dump directory ---
     cases.case("foreign file in the dump directory", || {
@@ -113,20 +115,25 @@ fn bad_input_is_refused_and_changes_nothing() {
         std::fs::write(dump_dir.join("notes.txt"), "not a dump").unwrap();
         let run = lab.run(&["dump"]);
         std::fs::remove_file(dump_dir.join("notes.txt")).unwrap();
-        run.code(3).stderr_has("holds files that are not a dump of this tool: notes.txt");
+        run.code(3);
+        snap("foreign_file_in_dump_dir", &run);
     });
     cases.case("wrong database password", || {
         let wrong_password = lab.dir().join("wrong-password");
         std::fs::write(&wrong_password, "not-the-password\n").unwrap();
-        run_with(&lab, "wrong-password", |c| set(c, "old.database.password.file", wrong_password.as_str()), &["dump"])
-            .code(3)
-            .stderr_has("password authentication failed")
-            .stderr_has("check the database password");
+        let run = run_with(
+            &lab,
+            "wrong-password",
+            |c| set(c, "old.database.password.file", wrong_password.as_str()),
+            &["dump"],
+        );
+        run.code(3);
+        snap("wrong_database_password", &run);
     });
     cases.case("no database there", || {
-        run_with(&lab, "no-database", |c| set(c, "old.database.port", 9), &["dump"])
-            .code(3)
-            .stderr_has("is PostgreSQL running and reachable");
+        let run = run_with(&lab, "no-database", |c| set(c, "old.database.port", 9), &["dump"]);
+        run.code(3);
+        snap("no_database_there", &run);
     });
     cases.case("no disk space", || {
         let tiny = lab.dir().join("tiny");
@@ -138,14 +145,15 @@ fn bad_input_is_refused_and_changes_nothing() {
         assert!(mounted.success(), "mount a 1 MiB tmpfs (tests run as root)");
         let run = run_with(&lab, "no-space", |c| set(c, "dump.dir", format!("{tiny}/dump")), &["dump"]);
         let _ = std::process::Command::new("umount").arg(tiny.as_str()).status();
-        run.code(3).stderr_has("disk space").stderr_has("free");
+        run.code(3);
+        snap("no_disk_space", &run);
     });
     cases.case("work directory not usable", || {
         let file = lab.dir().join("a-file");
         std::fs::write(&file, "").unwrap();
-        run_with(&lab, "bad-workdir", |c| set(c, "work_dir", format!("{file}/work")), &["dump"])
-            .code(2)
-            .stderr_has("is not usable");
+        let run = run_with(&lab, "bad-workdir", |c| set(c, "work_dir", format!("{file}/work")), &["dump"]);
+        run.code(2);
+        snap("work_dir_not_usable", &run);
     });
     assert!(!dump_dir.join("manifest.json").exists(), "nothing was dumped by the refused runs");
 
@@ -154,49 +162,50 @@ fn bad_input_is_refused_and_changes_nothing() {
 
     // --- damaged dumps ---
     cases.case("manifest edited", || {
-        restore_damaged(&lab, "edited", |d| rewrite_manifest(d, |m| m["tables"]["public.environment"] = 99.into()))
-            .code(3)
-            .stderr_has("does not match its checksum");
+        let run =
+            restore_damaged(&lab, "edited", |d| rewrite_manifest(d, |m| m["tables"]["public.environment"] = 99.into()));
+        run.code(3);
+        snap("manifest_edited", &run);
     });
     cases.case("data file truncated", || {
-        restore_damaged(&lab, "truncated", |d| {
+        let run = restore_damaged(&lab, "truncated", |d| {
             let f = largest_data_file(d);
             let len = std::fs::metadata(&f).unwrap().len();
             std::fs::OpenOptions::new().write(true).open(&f).unwrap().set_len(len / 2).unwrap();
-        })
-        .code(3)
-        .stderr_has("(truncated or replaced)");
+        });
+        run.code(3);
+        snap("data_file_truncated", &run);
     });
     cases.case("data file changed", || {
-        restore_damaged(&lab, "flipped", |d| {
+        let run = restore_damaged(&lab, "flipped", |d| {
             let f = largest_data_file(d);
             let mut bytes = std::fs::read(&f).unwrap();
             bytes[0] ^= 0x20;
             std::fs::write(&f, bytes).unwrap();
-        })
-        .code(3)
-        .stderr_has("checksum mismatch");
+        });
+        run.code(3);
+        snap("data_file_changed", &run);
     });
     cases.case("no manifest", || {
-        restore_damaged(&lab, "partial", |d| std::fs::remove_file(d.join("manifest.json")).unwrap())
-            .code(3)
-            .stderr_has("holds no complete dump");
+        let run = restore_damaged(&lab, "partial", |d| std::fs::remove_file(d.join("manifest.json")).unwrap());
+        run.code(3);
+        snap("no_manifest", &run);
     });
     cases.case("schema newer than the new server knows", || {
-        restore_damaged(&lab, "newer-schema", |d| {
+        let run = restore_damaged(&lab, "newer-schema", |d| {
             rewrite_manifest(d, |m| m["schema_versions"]["core"].as_array_mut().unwrap().push(299912310.into()));
             reseal_manifest(d);
-        })
-        .code(3)
-        .stderr_has("newer than inmanta-core 14.0.0 knows");
+        });
+        run.code(3);
+        snap("schema_newer_than_new_server", &run);
     });
 
     // --- versions and tools ---
     cases.case("downgrade", || {
         let says_8_0 = vec!["echo", "Inmanta Service Orchestrator: 8.0.0"];
-        run_with(&lab, "downgrade", |c| set(c, "new.version_command", says_8_0), &["restore"])
-            .code(3)
-            .stderr_has("the new server (8.0.0) is older than the old one (8.7.6): a downgrade");
+        let run = run_with(&lab, "downgrade", |c| set(c, "new.version_command", says_8_0), &["restore"]);
+        run.code(3);
+        snap("downgrade", &run);
     });
     cases.case("pg_restore older than the archive", || {
         let old_tools = lab.dir().join("old-tools");
@@ -207,7 +216,7 @@ fn bad_input_is_refused_and_changes_nothing() {
         let fake_restore = old_tools.join("pg_restore");
         std::fs::write(&fake_restore, "#!/bin/sh\n[ \"$1\" = --version ] && { echo 'pg_restore (PostgreSQL) 13.0'; exit 0; }\necho 'pg_restore: error: unsupported version (1.14) in file header' >&2; exit 1\n").unwrap();
         std::fs::set_permissions(&fake_restore, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        run_with(
+        let run = run_with(
             &lab,
             "old-pg-restore",
             |c| {
@@ -216,9 +225,9 @@ fn bad_input_is_refused_and_changes_nothing() {
                 set(c, "pg.bin_dir", old_tools.as_str())
             },
             &["restore"],
-        )
-        .code(3)
-        .stderr_has("pg_restore 13.0 is older than the pg_dump 15");
+        );
+        run.code(3);
+        snap("pg_restore_older_than_archive", &run);
     });
 
     // --- a target database that holds data ---
@@ -229,10 +238,14 @@ fn bad_input_is_refused_and_changes_nothing() {
             "SET ROLE inmanta; CREATE TABLE precious (id int); INSERT INTO precious VALUES (1)",
         )
         .unwrap();
-        lab.run(&["restore"]).code(3).stderr_has("is not empty").stderr_has("--replace");
+        let run = lab.run(&["restore"]);
+        run.code(3);
+        snap("target_database_holds_data", &run);
         assert_eq!(lab.psql(Side::New, "inmanta", "SELECT count(*) FROM precious").unwrap().trim(), "1", "untouched");
         assert_eq!(user_objects(&lab, Side::New), 1, "no refused run loaded anything");
-        lab.run(&["restore", "--replace"]).success().stderr_has("dropping and recreating database");
+        let run = lab.run(&["restore", "--replace"]);
+        run.success();
+        snap("restore_replace", &run);
         assert!(lab.psql(Side::New, "inmanta", "SELECT count(*) FROM precious").is_err(), "replaced, as asked");
     });
     cases.finish();

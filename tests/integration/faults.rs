@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use fake_inmanta::{Fault, Flavor};
 
-use crate::support::Fakes;
+use crate::support::{Fakes, snapshot_human};
 
 #[test]
 fn idempotent_reads_are_retried_a_bounded_number_of_times() {
@@ -21,7 +21,9 @@ fn idempotent_reads_are_retried_a_bounded_number_of_times() {
     g.old.add_env("prod");
     g.config("");
     g.old.inject(Fault::Status { prefix: "/api/v2/project".into(), status: 500, times: 100 });
-    g.run(&["halt-all"]).code(1).stderr_has("GET /api/v2/project answered HTTP 500");
+    let run = g.run(&["halt-all"]);
+    run.code(1);
+    snapshot_human!("http_500_after_retries", &run, g.path());
     let tries = g.old.requests().iter().filter(|r| r.path == "/api/v2/project").count();
     assert_eq!(tries, 4, "one try and three retries, no more");
 }
@@ -32,7 +34,9 @@ fn changes_are_never_retried() {
     let env = f.old.add_env("prod");
     f.config("");
     f.old.inject(Fault::Status { prefix: "/api/v2/actions/environment/halt".into(), status: 503, times: 1 });
-    f.run(&["halt-all"]).code(1).stderr_has("cannot halt prod").stderr_has("HTTP 503");
+    let run = f.run(&["halt-all"]);
+    run.code(1);
+    snapshot_human!("halt_not_retried", &run, f.path());
     let halts = f.old.requests().iter().filter(|r| r.path.ends_with("/halt")).count();
     assert_eq!(halts, 1);
     assert!(!f.old.env(env).halted);
@@ -48,8 +52,10 @@ fn a_hanging_api_times_out_with_the_call_named() {
     f.config("[timeouts]\napi = \"300ms\"\n");
     f.old.inject(Fault::Hang { prefix: "/api/v2/agents".into() });
     let start = Instant::now();
-    f.run(&["halt-all"]).code(1).stderr_has("GET /api/v2/agents").stderr_has("timed out");
+    let run = f.run(&["halt-all"]);
+    run.code(1);
     assert!(start.elapsed() < Duration::from_secs(20), "bounded: {:?}", start.elapsed());
+    snapshot_human!("api_timeout", &run, f.path());
 }
 
 #[test]
@@ -73,7 +79,9 @@ fn a_second_run_is_refused_by_the_lock() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let second = f.run(&["halt-all"]);
-    second.code(1).stderr_has("another inmanta-migrate run holds the lock").stderr_has(&format!("pid {}", first.id()));
+    second.code(1);
+    assert!(second.stderr.contains(&format!("pid {}", first.id())), "names the holder's pid:\n{}", second.stderr);
+    snapshot_human!("lock_held", &second, f.path());
     let mut first = first;
     let _ = first.kill();
     let _ = first.wait();

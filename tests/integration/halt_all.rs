@@ -3,7 +3,7 @@
 
 use fake_inmanta::{Flavor, Recorded};
 
-use crate::support::{Fakes, config_variant, secret, set, snapshot};
+use crate::support::{Fakes, config_variant, secret, set, snapshot, snapshot_human};
 
 #[test]
 fn halts_running_environments_after_taking_the_inventory() {
@@ -80,7 +80,7 @@ fn an_interrupted_run_keeps_the_first_inventory() {
     };
     assert_eq!(halted_before(a), false, "a stays 'running before the migration'");
     assert_eq!(halted_before(b), false);
-    run.stderr_has("earlier run stopped during halt-all");
+    snapshot_human!("after_interruption", &run, f.path());
 }
 
 #[test]
@@ -91,7 +91,8 @@ fn a_wrong_token_is_named_and_changes_nothing() {
     std::fs::write(f.path().join("token"), "wrong-token\n").unwrap();
     let path = config_variant(&f.config(""), "with-token", |c| set(c, "old.token", secret("file", "token")));
     let run = f.test().config(&path).arg("halt-all").run();
-    run.code(3).stderr_has("HTTP 401").stderr_has("old.token");
+    run.code(3);
+    snapshot_human!("wrong_token", &run, f.path());
     assert!(!f.old.env(env).halted);
     assert!(!run.stderr.contains("wrong-token") && !run.stdout.contains("wrong-token"));
     assert!(f.old.requests().iter().all(|r| r.method == "GET"), "nothing but reads");
@@ -101,11 +102,7 @@ fn a_wrong_token_is_named_and_changes_nothing() {
 fn an_unreachable_server_is_named() {
     let f = Fakes::new(Flavor::V14, Flavor::V14);
     let path = config_variant(&f.config(""), "unreachable", |c| set(c, "old.api_url", "http://127.0.0.1:9"));
-    f.test()
-        .config(&path)
-        .arg("halt-all")
-        .run()
-        .code(3)
-        .stderr_has("old server does not answer")
-        .stderr_has("start the old server or fix `old.api_url`");
+    let run = f.test().config(&path).arg("halt-all").run();
+    run.code(3);
+    snapshot_human!("unreachable", &run, f.path());
 }

@@ -4,7 +4,7 @@
 
 use fake_inmanta::Flavor;
 
-use crate::support::{Fakes, check_items};
+use crate::support::{Fakes, check_items, snapshot_human};
 
 #[test]
 fn plan_shows_the_online_steps_in_their_order() {
@@ -49,5 +49,7 @@ fn cutover_refuses_to_run_before_precopy_and_stop_server() {
 fn a_bad_copy_mode_is_a_config_error() {
     let f = Fakes::new(Flavor::V14, Flavor::V14);
     f.config("[copy]\nmode = \"sideways\"\n");
-    f.run(&["plan"]).code(2).stderr_has("sideways");
+    let run = f.run(&["plan"]);
+    run.code(2);
+    snapshot_human!("bad_copy_mode", &run, f.path());
 }

@@ -2,14 +2,16 @@
 
 use fake_inmanta::Flavor;
 
-use crate::support::Fakes;
+use crate::support::{Fakes, snapshot_human};
 
 #[test]
 fn refuses_while_an_environment_runs_then_stops_after_halt_all() {
     let f = Fakes::new(Flavor::V14, Flavor::V14);
     f.old.add_env("prod");
     f.config("");
-    f.run(&["stop-server"]).code(3).stderr_has("still running: prod").stderr_has("halt-all");
+    let refused = f.run(&["stop-server"]);
+    refused.code(3);
+    snapshot_human!("refused_while_running", &refused, f.path());
     assert!(reqwest_free_probe(&f.old.url()), "still up");
 
     f.run(&["halt-all"]).success();
@@ -23,7 +25,9 @@ fn force_stops_with_running_environments() {
     let f = Fakes::new(Flavor::V14, Flavor::V14);
     f.old.add_env("prod");
     f.config("");
-    f.run(&["stop-server", "--force"]).success().stderr_has("stopping anyway (--force)");
+    let run = f.run(&["stop-server", "--force"]);
+    run.success();
+    snapshot_human!("forced", &run, f.path());
     f.old.wait_stopped(true);
 }
 
@@ -36,7 +40,9 @@ fn a_failing_stop_command_is_reported() {
         .unwrap()
         .replace(&format!("stop = {stop:?}"), r#"stop = ["sh", "-c", "echo permission denied >&2; exit 4"]"#);
     std::fs::write(&path, text).unwrap();
-    f.run(&["stop-server"]).code(1).stderr_has("exit code 4").stderr_has("permission denied");
+    let run = f.run(&["stop-server"]);
+    run.code(1);
+    snapshot_human!("stop_command_fails", &run, f.path());
     assert!(reqwest_free_probe(&f.old.url()), "still up");
 }
 

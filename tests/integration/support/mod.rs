@@ -279,8 +279,10 @@ pub fn human(run: &Run, dir: &Utf8Path) -> String {
 }
 
 /// A snapshot of a run's whole human output ([`human`]), with what differs
-/// from run to run masked: times, ids, ports, durations, sizes. It fails on
-/// any line added, lost or changed, where `stderr_has` sees one fragment.
+/// from run to run masked: times, ids, ports, durations, sizes, pids, dump
+/// data file names (pg_dump's ids), the sizes a manifest records and row
+/// counts (a lab's servers write rows until they stop). It fails on any line
+/// added, lost or changed, where `stderr_has` sees one fragment.
 macro_rules! snapshot_human {
     ($name:expr, $run:expr, $dir:expr) => {
         insta::with_settings!({ filters => vec![
@@ -293,6 +295,10 @@ macro_rules! snapshot_human {
             (r"(PostgreSQL|pg_dump|pg_restore|psql|vacuumdb) \d+\.\d+", "$1 [version]"),
             (r"\d+(\.\d+)? (MB|MiB|GB|GiB|kB|KiB|bytes)\b", "[size]"),
             (r"\bpid \d+", "pid [pid]"),
+            (r#""seconds": [0-9.eE+-]+"#, r#""seconds": [n]"#),
+            (r"\b\d+\.dat\b", "[n].dat"),
+            (r"the manifest says \d+", "the manifest says [size]"),
+            (r"\b\d+ rows\b", "[n] rows"),
             (r"inmanta-migrate [0-9a-f]{8}:", "inmanta-migrate [run]:"),
         ]}, {
             insta::assert_snapshot!($name, $crate::support::human($run, $dir));
