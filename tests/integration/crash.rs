@@ -146,6 +146,40 @@ fn a_migration_killed_at_any_point_finishes_on_the_next_run() {
     eprintln!("crashed and recovered at {} points: {by_kind:?}", all.len());
 }
 
+/// The same for the way back: after a whole migration, `rollback --force`
+/// killed at each of its points, then run again, ends where an uncrashed
+/// rollback ended: the old side as before, the new side halted and stopped.
+#[test]
+#[ignore = "a few minutes (a migration per crash point): cargo xtask ci"]
+fn a_rollback_killed_at_any_point_finishes_on_the_next_run() {
+    const ROLLBACK: [&str; 2] = ["rollback", "--force"];
+    let s = setup(ScratchCluster::start().expect("a scratch PostgreSQL cluster"));
+    s.test().args(MIGRATE).run().success();
+    let log = s.fakes.path().join("points.log");
+    s.test().args(ROLLBACK).env(failpoint::CRASH_LOG, log.as_str()).run().success();
+    let all = points(&log);
+    let reference = outcome(&s);
+    assert!(journal(&s)["rolled_back"].is_object(), "the journal says it was rolled back");
+    assert!(all.iter().any(|p| p.kind == "service"), "rollback passes service points: {all:#?}");
+    let mut pg: ScratchCluster = s.pg;
+    drop(s.fakes);
+
+    let mut by_kind: BTreeMap<&str, usize> = BTreeMap::new();
+    for point in &all {
+        let at = format!("{}:{} ({})", point.kind, point.n, point.what);
+        let s = setup(pg);
+        s.test().args(MIGRATE).run().success();
+        let crashed = s.test().args(ROLLBACK).env(failpoint::CRASH_AT, &format!("{}:{}", point.kind, point.n)).run();
+        assert_eq!(crashed.signal, Some(9), "{at}: not killed there\n{}", crashed.stderr);
+        s.test().args(ROLLBACK).run().success();
+        assert_eq!(outcome(&s), reference, "{at}: the rollback after the crash ended elsewhere");
+        assert!(journal(&s)["rolled_back"].is_object(), "{at}: the journal says it was rolled back");
+        *by_kind.entry(point.kind.as_str()).or_default() += 1;
+        pg = s.pg;
+    }
+    eprintln!("rollback crashed and recovered at {} points: {by_kind:?}", all.len());
+}
+
 #[test]
 fn a_bad_crash_switch_is_a_usage_error_before_anything_changes() {
     let fakes = crate::support::Fakes::new(fake_inmanta::Flavor::V11, fake_inmanta::Flavor::V14);

@@ -25,7 +25,8 @@ Exit codes:
   0  done, or nothing to do
   1  failed
   2  bad usage or config
-  3  stopped for an operator: a check failed, or a dry-run showed differences";
+  3  stopped for an operator: a check failed, a dry-run showed differences, rollback would
+     lose work (without --force), or the old server drives an environment";
 
 /// Moves a running Inmanta orchestrator (server and PostgreSQL database) to
 /// another machine or major version, one resumable step at a time.

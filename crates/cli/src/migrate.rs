@@ -23,6 +23,9 @@ pub struct MigrateArgs {
 
 pub async fn run(cx: &Context, args: &MigrateArgs) -> anyhow::Result<Outcome> {
     let work = cx.work()?;
+    if work.journal().rolled_back.is_some() {
+        migrate_core::step::new_attempt(cx)?;
+    }
     let journal = work.journal();
     let remaining: Vec<StepCommand> =
         StepCommand::all(args, cx.config.copy.mode).into_iter().filter(|s| !journal.is_done(s.id())).collect();

@@ -110,7 +110,7 @@ impl Checks {
                     ui.event(Level::Warn, step, format_args!("{}: {}{next}", check.name, check.detail))
                 }
                 CheckStatus::Fail => {
-                    ui.event(Level::Error, step, format_args!("{}: {}{next}", check.name, check.detail))
+                    ui.event(Level::Error, step, format_args!("failed: {}: {}{next}", check.name, check.detail))
                 }
             }
         }

@@ -71,6 +71,10 @@ fn without_credentials(url: &str) -> String {
 
 impl Inventory {
     pub const FILE: &'static str = "inventory.json";
+    /// The new server's environments right after its schema migration (as
+    /// `start-server` saw them): what `rollback` holds the new side against
+    /// to tell its own work from the upgrade's.
+    pub const NEW_FILE: &'static str = "inventory-new.json";
 
     pub fn environment(&self, id: Uuid) -> Option<&EnvironmentRecord> {
         self.environments.iter().find(|e| e.id == id)

@@ -89,7 +89,7 @@ impl Manifest {
         let expected = expected.split_whitespace().next().unwrap_or("");
         let (_, actual) = fsutil::sha256_file(&path)?;
         if expected != actual {
-            bail!("{path} does not match its checksum in {sum_path}: it was changed after the dump; take a new dump");
+            bail!("{path} does not match its checksum in {sum_path}: it was changed after the dump");
         }
         let manifest: Manifest = fsutil::read_json(&path)?;
         if manifest.format > FORMAT {
@@ -107,8 +107,10 @@ impl Manifest {
         for ((entry, path), hashed) in self.files.iter().zip(&paths).zip(fsutil::sha256_files(&refs)) {
             match hashed {
                 Err(e) => problems.push(format!("{path}: {e:#}")),
-                Ok((bytes, _)) if bytes != entry.bytes => problems
-                    .push(format!("{path}: {bytes} bytes, the manifest says {} (truncated or replaced)", entry.bytes)),
+                Ok((bytes, _)) if bytes != entry.bytes => problems.push(format!(
+                    "{path}: {bytes} bytes, the manifest says {} bytes (truncated or replaced)",
+                    entry.bytes
+                )),
                 Ok((_, sum)) if sum != entry.sha256 => {
                     problems.push(format!("{path}: checksum mismatch (corrupt or changed)"))
                 }

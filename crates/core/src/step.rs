@@ -108,7 +108,7 @@ pub async fn execute<S: Step>(step: &S, cx: &Context) -> anyhow::Result<Outcome>
 /// The first step after a rollback starts the migration again: the rolled
 /// back attempt's inventory and dump are set aside (renamed, never deleted:
 /// the operator removes them), its record kept in the journal.
-fn new_attempt(cx: &Context) -> anyhow::Result<()> {
+pub fn new_attempt(cx: &Context) -> anyhow::Result<()> {
     let work = cx.work()?;
     let n = work.journal().earlier.len() + 1;
     let aside = |path: Utf8PathBuf| -> anyhow::Result<()> {
@@ -120,6 +120,7 @@ fn new_attempt(cx: &Context) -> anyhow::Result<()> {
         Ok(())
     };
     aside(work.path(Inventory::FILE))?;
+    aside(work.path(Inventory::NEW_FILE))?;
     aside(cx.config.dump_dir())?;
     work.update(Journal::begin_new_attempt)?;
     cx.ui.info("migrate", format!("attempt {} starts from halt-all (the report keeps attempt {n})", n + 1));

@@ -489,14 +489,15 @@ fn is_refused(error: &(dyn std::error::Error + 'static)) -> bool {
 
 /// The useful part of a transport error: its innermost cause
 /// ("Connection refused", "operation timed out", a TLS reason).
+/// The outer layers ("error sending request for url (...)", "client error
+/// (Connect)") repeat what the message already says.
 fn transport_detail(error: &reqwest::Error) -> String {
-    let mut detail = if error.is_timeout() { "timed out".to_owned() } else { error.to_string() };
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        detail = format!("{detail}: {cause}");
-        source = cause.source();
+    let mut innermost: &dyn std::error::Error = error;
+    while let Some(cause) = innermost.source() {
+        innermost = cause;
     }
-    detail
+    let detail = innermost.to_string();
+    if error.is_timeout() && !detail.contains("timed out") { format!("timed out ({detail})") } else { detail }
 }
 
 #[cfg(test)]

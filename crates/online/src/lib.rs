@@ -357,7 +357,7 @@ pub async fn check_online(cx: &Context, old: &Database, new: &Database, checks: 
             Ok(0) => checks.pass("target database", format!("{} exists and is empty", new.target)),
             Ok(n) => checks.fail(
                 "target database",
-                format!("{} is not empty: {n} objects", new.target),
+                format!("{} is not empty: {n} object(s)", new.target),
                 "point `new.database` at an empty database, or drop this one",
             ),
             Err(e) => checks.fail_on("target database", &e, "check `new.database`"),

@@ -158,7 +158,10 @@ impl Step for Restore {
             cx.ui.info(Self::NAME, format!("creating database {}", db.target));
             db.create().await?;
         } else if objects > 0 {
-            cx.ui.warn(Self::NAME, format!("dropping and recreating database {} ({objects} objects in it)", db.target));
+            cx.ui.warn(
+                Self::NAME,
+                format!("dropping and recreating database {} ({objects} object(s) in it)", db.target),
+            );
             db.drop_database().await?;
             db.create().await?;
         }
@@ -312,13 +315,13 @@ pub async fn check_target(cx: &Context, db: &Database, replace: bool, checks: &m
     } else if ours {
         checks.pass(name, format!("{} holds an interrupted restore of this migration; it will be redone", db.target));
     } else if replace {
-        checks.warn(name, format!("{} holds {objects} objects", db.target), "they will be DROPPED (--replace)");
+        checks.warn(name, format!("{} holds {objects} object(s)", db.target), "they will be DROPPED (--replace)");
     } else {
         let schema = db.schema_versions().await.ok().and_then(|s| s.get("core").map(|v| v.len()));
         let what = schema.map(|n| format!(", an Inmanta schema with {n} versions")).unwrap_or_default();
         checks.fail(
             name,
-            format!("{} is not empty: {objects} objects{what}", db.target),
+            format!("{} is not empty: {objects} object(s){what}", db.target),
             "refusing to overwrite it: give `--replace` to drop and recreate it, or point `new.database` elsewhere",
         );
     }

@@ -21,6 +21,7 @@ use jiff::Timestamp;
 use migrate_core::{
     Checks, Context, Figures, NeedsOperator, Outcome, Side, Step, StepId,
     config::CopyMode,
+    fsutil,
     inventory::{EnvironmentRecord, Inventory},
     journal::{EnvPhase, Journal, RolledBack},
     manifest::Manifest,
@@ -185,7 +186,17 @@ async fn losses(cx: &Context, journal: &Journal) -> anyhow::Result<Vec<String>> 
     if journal.step(StepId::StartServer).attempts == 0 {
         return Ok(Vec::new());
     }
-    let inventory = cx.inventory()?;
+    // Held against the new side as its schema migration left it (which may
+    // add settings), or as the old side had it when start-server could not
+    // take that.
+    let work = cx.work()?;
+    let upgraded: Option<Inventory> = fsutil::read_json(&work.path(Inventory::NEW_FILE)).ok();
+    // Without it, settings cannot be told apart: the upgrade sets some.
+    let compare_settings = upgraded.is_some();
+    let inventory = match upgraded {
+        Some(upgraded) => upgraded,
+        None => cx.inventory()?,
+    };
     let api = cx.api(Side::New);
     let Some(status) = api.probe().await? else {
         let touched: Vec<&str> = journal
@@ -219,7 +230,7 @@ async fn losses(cx: &Context, journal: &Journal) -> anyhow::Result<Vec<String>> 
             lost.push(format!("{name}: version {released} released on the new server (it may have deployed)"));
         }
         // auto_deploy is the migration's own to change and put back.
-        for (key, value) in &live.settings {
+        for (key, value) in live.settings.iter().filter(|_| compare_settings) {
             if key != "auto_deploy" && record.settings.get(key) != Some(value) {
                 lost.push(format!("{name}: setting {key} changed on the new server to {value}"));
             }

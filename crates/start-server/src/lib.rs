@@ -20,6 +20,7 @@ use anyhow::{Context as _, bail};
 use migrate_core::{
     Checks, Context, Figures, Outcome, Side, Step, StepId,
     figures::Intermediate,
+    fsutil,
     inventory::Inventory,
     journal::StepState,
     service::{ProcessState, Service, start_service, wait_until_answering},
@@ -152,6 +153,8 @@ impl Step for StartServer {
         let schema_after = core_schema_count(&db).await?;
         let migrations = schema_after.saturating_sub(schema_before);
         verify_environments(cx, &inventory).await?;
+        let upgraded = Inventory::take(api).await.context("cannot take the new server's inventory")?;
+        fsutil::write_json(&cx.work()?.path(Inventory::NEW_FILE), &upgraded)?;
         let via: String = intermediates.iter().map(|(v, n)| format!("{v} ({n}), ")).collect();
         let intermediates = (!intermediates.is_empty()).then(|| {
             intermediates

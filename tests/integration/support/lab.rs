@@ -162,7 +162,12 @@ impl Lab {
     }
 
     pub fn wait_deployed(&self, env: &str, version: Option<i64>) {
-        let api = self.client(Side::New).unwrap();
+        self.wait_deployed_on(Side::New, env, version)
+    }
+
+    /// Every resource of `env` deployed on one side (at `version`, if given).
+    pub fn wait_deployed_on(&self, side: Side, env: &str, version: Option<i64>) {
+        let api = self.client(side).unwrap();
         let start = Instant::now();
         loop {
             let resources = api.resources(env).unwrap();

@@ -1,0 +1,118 @@
+//! The way back and the point of no return on the real lab (8.7.6 ->
+//! 14.0.0): `rollback` after start-server and after a finished migration,
+//! the split-brain guard of env-reconcile, and `finish`.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use lab::{EnvRole, Side};
+use serde_json::Value;
+
+use crate::support::lab::{Lab, lab, slot};
+
+/// The old side as the inventory had it: every environment there, halted
+/// as before, its stored settings as before. A setting stored since may
+/// only hold its default: 8.7.6 stores `autostart_on_start` when it starts.
+fn assert_old_side_as_before(lab: &Lab, before: &BTreeMap<String, Value>) {
+    let now = lab.environments(Side::Old);
+    assert_eq!(before.keys().collect::<Vec<_>>(), now.keys().collect::<Vec<_>>(), "the same environments");
+    let api = lab.client(Side::Old).unwrap();
+    for (name, old) in before {
+        assert_eq!(now[name]["id"], old["id"], "{name}: id");
+        assert_eq!(now[name]["halted"], old["halted"], "{name}: halted as before the migration");
+        let (was, is) = (old["settings"].as_object().unwrap(), now[name]["settings"].as_object().unwrap());
+        let definitions = api.get("/api/v2/environment_settings", Some(old["id"].as_str().unwrap())).unwrap();
+        for (key, value) in is {
+            match was.get(key) {
+                Some(before) => assert_eq!(value, before, "{name}: setting {key} as before the migration"),
+                None => assert_eq!(
+                    value, &definitions["data"]["definition"][key]["default"],
+                    "{name}: setting {key}, stored since, holds its default"
+                ),
+            }
+        }
+        assert!(was.keys().all(|k| is.contains_key(k)), "{name}: no setting lost: {was:?} -> {is:?}");
+    }
+}
+
+/// The new side can drive nothing: its server is down and every environment
+/// in its database is halted.
+fn assert_new_side_inert(lab: &Lab) {
+    assert!(!lab.server_running(Side::New), "the new server is stopped");
+    let running = lab.psql(Side::New, "inmanta", "SELECT count(*) FROM environment WHERE NOT halted").unwrap();
+    assert_eq!(running.trim(), "0", "every environment is halted in the new database");
+}
+
+#[test]
+#[ignore = "needs the real lab: cargo xtask ci"]
+fn rolls_back_from_start_server_and_after_a_migration_then_finishes() {
+    let _slot = slot();
+    let lab = lab("e2e-rollback", "8.7.6");
+    let before = lab.environments(Side::Old);
+
+    // 1. After start-server: nothing is lost, so no --force is needed.
+    for step in ["halt-all", "stop-server", "dump", "restore", "start-server"] {
+        lab.run(&[step]).success();
+    }
+    let back = lab.run(&["rollback", "--json"]);
+    back.success();
+    assert_eq!(back.json()["status"], "done", "{}", back.stdout);
+    assert_eq!(lab.journal()["rolled_back"]["from"], "start-server");
+    assert_new_side_inert(&lab);
+    assert_old_side_as_before(&lab, &before);
+    lab.run(&["status"]).success().stdout_has("rolled back from start-server");
+    lab.run(&["finish"]).code(3).output_has("it was rolled back");
+
+    // 2. A new attempt to the end; the new database is replaced, not refused.
+    lab.run(&["migrate", "--yes", "--json"]).success();
+    let journal = lab.journal();
+    assert_eq!(journal["earlier"].as_array().map(Vec::len), Some(1), "the first attempt is kept");
+    assert!(lab.work_dir().join("inventory.json.attempt-1").exists(), "the first inventory set aside");
+
+    // Going back now throws away the versions compiled on the new server.
+    let refused = lab.run(&["rollback"]);
+    refused.code(3).output_has("compiled on the new server").output_has("rollback --force");
+    assert!(lab.server_running(Side::New), "a refused rollback changes nothing");
+    lab.run(&["rollback", "--force"]).success();
+    assert_new_side_inert(&lab);
+    assert_old_side_as_before(&lab, &before);
+
+    // The old orchestrator works again: a compile there deploys.
+    let plain = lab.envs().iter().find(|e| e.role == EnvRole::Plain).expect("a plain environment").clone();
+    let old_api = lab.client(Side::Old).unwrap();
+    let compiled = old_api.compile(&plain.id, false, Duration::from_secs(300)).unwrap();
+    assert!(compiled.success, "a compile on the old server after the rollback: {}", compiled.failure);
+    lab.wait_deployed_on(Side::Old, &plain.id, compiled.version);
+
+    // 3. A third attempt, step by step: the old server started by hand and
+    // running an environment stops env-reconcile before it resumes anything.
+    for step in ["halt-all", "stop-server", "dump", "restore", "start-server"] {
+        lab.run(&[step]).success();
+    }
+    lab.start_server(Side::Old).unwrap();
+    old_api.resume(&plain.id).unwrap();
+    let guarded = lab.run(&["env-reconcile"]);
+    guarded.code(3).output_has("two orchestrators").output_has("nothing was resumed");
+    let sql = format!("SELECT halted FROM environment WHERE id = '{}'", plain.id);
+    let halted = lab.psql(Side::New, "inmanta", &sql).unwrap();
+    assert_eq!(halted.trim(), "t", "{} was not resumed on the new side while the old one drives it", plain.name);
+    old_api.halt(&plain.id).unwrap();
+    lab.stop_server(Side::Old).unwrap();
+    let reconciled = lab.run(&["env-reconcile", "--json"]);
+    reconciled.success();
+    let after = lab.environments(Side::New);
+    assert_eq!(before.keys().collect::<Vec<_>>(), after.keys().collect::<Vec<_>>(), "every environment migrated");
+
+    // 4. finish: no way back.
+    lab.run(&["finish", "--remove-dump"]).success();
+    assert!(!lab.server_running(Side::Old), "the old server stays down");
+    let comment = lab
+        .psql(
+            Side::Old,
+            "postgres",
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = 'inmanta'",
+        )
+        .unwrap();
+    assert!(comment.contains("migrated by inmanta-migrate"), "the old database says it moved: {comment:?}");
+    assert!(!lab.work_dir().join("dump").exists(), "--remove-dump deleted the dump");
+    lab.run(&["rollback"]).code(3).output_has("no way back");
+}
