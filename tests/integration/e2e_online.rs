@@ -73,6 +73,40 @@ fn migrates_11_5_to_15_5_online_across_postgresql_majors() {
     migrates_online(lab);
 }
 
+/// The way back from an online copy: after precopy and the window's first
+/// steps, then (a new attempt) after cutover. Each leaves no slot,
+/// publication, subscription or copy role on either side, and the old
+/// orchestrator as it was.
+#[test]
+#[ignore = "needs the real lab: cargo xtask ci"]
+fn rolls_back_an_online_copy_after_precopy_and_after_cutover() {
+    let _slot = slot();
+    let lab = online_lab("e2e-online-rollback");
+    wal_level_logical(&lab);
+    let before = lab.environments(Side::Old);
+    let halted_before = |lab: &Lab| -> BTreeMap<String, serde_json::Value> {
+        lab.environments(Side::Old).into_iter().map(|(name, e)| (name, e["halted"].clone())).collect()
+    };
+    let expected: BTreeMap<_, _> = before.iter().map(|(name, e)| (name.clone(), e["halted"].clone())).collect();
+
+    for (point, steps) in [
+        ("halt-all", &["precopy", "halt-all", "stop-server"][..]),
+        ("cutover", &["precopy", "halt-all", "stop-server", "cutover"][..]),
+    ] {
+        for step in steps {
+            lab.run(&[step]).success();
+        }
+        let back = lab.run(&["rollback", "--json"]);
+        back.success();
+        eprintln!("TIMING online rollback after {point}: done in {} s", back.json()["figures"]["seconds"]);
+        assert_eq!(leftovers(&lab, Side::Old), NOTHING_LEFT, "after {point}");
+        assert_eq!(leftovers(&lab, Side::New), NOTHING_LEFT, "after {point}");
+        assert!(lab.server_running(Side::Old), "after {point}: the old server runs again");
+        assert_eq!(halted_before(&lab), expected, "after {point}: halted as before the migration");
+    }
+    assert_eq!(lab.journal()["earlier"].as_array().map(Vec::len), Some(1), "two attempts: one kept, one rolled back");
+}
+
 /// The old orchestrator keeps working during the copy (a compile, its
 /// release and deploy write versions, resources and deploy history), then
 /// the window opens: halt-all, stop-server. Returns the environments as the

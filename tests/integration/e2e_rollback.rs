@@ -57,6 +57,7 @@ fn rolls_back_from_start_server_and_after_a_migration_then_finishes() {
     back.success();
     assert_eq!(back.json()["status"], "done", "{}", back.stdout);
     assert_eq!(lab.journal()["rolled_back"]["from"], "start-server");
+    eprintln!("TIMING rollback after start-server: done in {} s", back.json()["figures"]["seconds"]);
     assert_new_side_inert(&lab);
     assert_old_side_as_before(&lab, &before);
     lab.run(&["status"]).success().stdout_has("rolled back from start-server");
@@ -72,7 +73,10 @@ fn rolls_back_from_start_server_and_after_a_migration_then_finishes() {
     let refused = lab.run(&["rollback"]);
     refused.code(3).output_has("compiled on the new server").output_has("rollback --force");
     assert!(lab.server_running(Side::New), "a refused rollback changes nothing");
-    lab.run(&["rollback", "--force"]).success();
+    let forced = lab.run(&["rollback", "--force", "--json"]);
+    forced.success();
+    assert_eq!(lab.journal()["rolled_back"]["from"], "env-reconcile");
+    eprintln!("TIMING rollback after a whole migrate (--force): done in {} s", forced.json()["figures"]["seconds"]);
     assert_new_side_inert(&lab);
     assert_old_side_as_before(&lab, &before);
 

@@ -22,7 +22,7 @@ fn schema_versions(lab: &Lab, side: Side) -> BTreeSet<String> {
 /// Step by step, with the assertions of the 8.7.6 -> 14.0.0 e2e test, and
 /// a second run of every step that changes nothing; `before_start` runs
 /// after the restore, before the NEW server's first start.
-fn migrates_step_by_step(lab: Lab, before_start: fn(&Lab)) {
+fn migrates_step_by_step(lab: &Lab, before_start: fn(&Lab)) {
     let (old, new) = (lab.version(Side::Old).to_owned(), lab.version(Side::New).to_owned());
     assert!(lab.machine(Side::New).in_root(), "a 15+ server runs from the Debian 13 root");
     assert_eq!(lab.tool_machine(), lab.machine(Side::New), "the tool runs on the new machine");
@@ -33,15 +33,15 @@ fn migrates_step_by_step(lab: Lab, before_start: fn(&Lab)) {
     lab.run(&["stop-server"]).success();
     lab.run(&["dump"]).success();
     lab.run(&["restore"]).success();
-    let old_schema = schema_versions(&lab, Side::Old);
-    assert_eq!(schema_versions(&lab, Side::New), old_schema);
+    let old_schema = schema_versions(lab, Side::Old);
+    assert_eq!(schema_versions(lab, Side::New), old_schema);
     assert_eq!(lab.fingerprints(Side::Old), lab.fingerprints(Side::New), "row counts and content equal");
     assert!(!lab.server_running(Side::Old), "stop-server stopped the old server");
 
-    before_start(&lab);
+    before_start(lab);
     let started = lab.run(&["start-server", "--json"]);
     started.success();
-    let new_schema = schema_versions(&lab, Side::New);
+    let new_schema = schema_versions(lab, Side::New);
     assert!(new_schema.is_superset(&old_schema), "the new server keeps every applied version");
     let added = new_schema.len() - old_schema.len();
     assert!(added > 0, "{old} -> {new} migrates the schema");
@@ -59,7 +59,7 @@ fn migrates_step_by_step(lab: Lab, before_start: fn(&Lab)) {
     } else {
         reconciled.success();
     }
-    assert_migrated(&lab, &before, &lab.reconciled(), false);
+    assert_migrated(lab, &before, &lab.reconciled(), false);
 
     for step in ["halt-all", "stop-server", "dump", "restore", "start-server", "env-reconcile"] {
         lab.run(&[step]).success().stdout_has("nothing to do");
@@ -108,7 +108,7 @@ fn unit_fails_to_start_then_restarts_in_a_loop(lab: &Lab) {
 #[ignore = "needs the real lab: cargo xtask ci"]
 fn migrates_11_5_to_15_5_across_postgresql_majors() {
     let _slot = slot();
-    migrates_step_by_step(lab_pair("e2e-11to15", "11.5.5", "15.5.9"), nothing);
+    migrates_step_by_step(&lab_pair("e2e-11to15", "11.5.5", "15.5.9"), nothing);
 }
 
 /// On booted machines: systemd and journald on both sides, the OLD one
@@ -117,7 +117,21 @@ fn migrates_11_5_to_15_5_across_postgresql_majors() {
 #[ignore = "needs the real lab: cargo xtask ci"]
 fn migrates_15_5_to_18_4_on_systemd_machines() {
     let _alone = alone();
-    migrates_step_by_step(lab_booted("e2e-15to18", "15.5.9", "18.4.0"), nothing);
+    let lab = lab_booted("e2e-15to18", "15.5.9", "18.4.0");
+    migrates_step_by_step(&lab, nothing);
+
+    // The way back on systemd machines: the new unit stopped and disabled
+    // (a reboot would not bring it back), the old one running again.
+    let unit = |side| lab.server_unit(side).unwrap();
+    let old_enabled = unit(Side::Old).1;
+    lab.run(&["rollback", "--force"]).success();
+    assert_eq!(unit(Side::New), ("inactive".to_owned(), "disabled".to_owned()), "the new unit after rollback");
+    assert_eq!(unit(Side::Old), ("active".to_owned(), old_enabled.clone()), "the old unit after rollback");
+    // Again to the end: the new unit enabled again; then finish.
+    lab.run(&["migrate", "--yes"]).success();
+    assert_eq!(unit(Side::New), ("active".to_owned(), "enabled".to_owned()), "the new unit after a new attempt");
+    lab.run(&["finish"]).success();
+    assert_eq!(unit(Side::Old), ("inactive".to_owned(), "disabled".to_owned()), "the old unit after finish");
 }
 
 /// ISO9 -> ISO10 as open source has it: 19.0.0 is the only 19.x on PyPI,
@@ -127,7 +141,7 @@ fn migrates_15_5_to_18_4_on_systemd_machines() {
 #[ignore = "needs the real lab: cargo xtask ci"]
 fn migrates_18_2_to_19_0() {
     let _slot = slot();
-    migrates_step_by_step(lab_pair("e2e-18to19", "18.2.0", "19.0.0"), nothing);
+    migrates_step_by_step(&lab_pair("e2e-18to19", "18.2.0", "19.0.0"), nothing);
 }
 
 /// The latest ISO9 release, 18.4.0, goes to 20.1.0: 19.0.0 is refused by
@@ -153,7 +167,7 @@ fn migrates_18_4_to_20_1_and_refuses_19_0() {
         assert_eq!(tables.unwrap().trim(), "0", "nothing was restored");
     }
     let _slot = slot();
-    migrates_step_by_step(lab_pair("e2e-18to20", "18.4.0", "20.1.0"), nothing);
+    migrates_step_by_step(&lab_pair("e2e-18to20", "18.4.0", "20.1.0"), nothing);
 }
 
 /// On booted machines, with a NEW unit that fails to start and then one
@@ -162,7 +176,7 @@ fn migrates_18_4_to_20_1_and_refuses_19_0() {
 #[ignore = "needs the real lab: cargo xtask ci"]
 fn migrates_19_0_to_20_1_on_systemd_machines_through_a_broken_unit() {
     let _alone = alone();
-    migrates_step_by_step(lab_booted("e2e-19to20", "19.0.0", "20.1.0"), unit_fails_to_start_then_restarts_in_a_loop);
+    migrates_step_by_step(&lab_booted("e2e-19to20", "19.0.0", "20.1.0"), unit_fails_to_start_then_restarts_in_a_loop);
 }
 
 /// Inmanta's rule for several majors, automated: 11.5.5 (ISO7) -> 19.0.0

@@ -59,6 +59,10 @@ pub struct RolledBack {
     /// The last step of the sequence that had started.
     pub from: Option<StepId>,
     pub at: Timestamp,
+    /// It disabled the new server's systemd unit: the next start-server
+    /// enables it again.
+    #[serde(default)]
+    pub disabled_new_unit: bool,
 }
 
 /// An attempt that `rollback` ended, kept for the report.
@@ -252,18 +256,20 @@ impl Journal {
     }
 
     /// Ends a rolled-back attempt: its record moves to [`Journal::earlier`]
-    /// and the sequence starts again. Restore's state stays, so that restore
-    /// knows the new database it filled is this migration's to replace.
+    /// and the sequence starts again. The states of the steps that fill the
+    /// new database stay: they know it is this migration's to replace.
     pub fn begin_new_attempt(&mut self) {
+        const FILLERS: [StepId; 2] = [StepId::Restore, StepId::Precopy];
         let Some(rolled_back) = self.rolled_back.take() else { return };
-        let restore = self.steps.get(&StepId::Restore).map(|r| r.state.clone()).unwrap_or(Value::Null);
+        let kept: Vec<(StepId, Value)> =
+            FILLERS.iter().filter_map(|id| Some((*id, self.steps.get(id)?.state.clone()))).collect();
         self.earlier.push(EarlierAttempt {
             rolled_back,
             steps: std::mem::take(&mut self.steps),
             environments: std::mem::take(&mut self.environments),
         });
-        if !restore.is_null() {
-            self.step_mut(StepId::Restore).state = restore;
+        for (id, state) in kept.into_iter().filter(|(_, state)| !state.is_null()) {
+            self.step_mut(id).state = state;
         }
     }
 
@@ -489,6 +495,32 @@ mod tests {
              [old.database]\nport = 1\n[new]\napi_url = \"http://127.0.0.1:2\"\n[new.service]\nmanager = \"systemd\"\n"
         );
         Config::parse(&text, Utf8Path::new("t.toml")).unwrap()
+    }
+
+    /// A rolled-back attempt moves to `earlier`; the new one starts empty
+    /// but for the states that know which new database is ours.
+    #[test]
+    fn a_new_attempt_keeps_the_earlier_one_and_which_database_is_ours() {
+        let mut journal = Journal::new(MigrationKey { old_api: "o".into(), new_api: "n".into() });
+        for id in [StepId::HaltAll, StepId::StopServer, StepId::Dump, StepId::Restore, StepId::StartServer] {
+            journal.step_mut(id).status = StepStatus::Done;
+            journal.step_mut(id).attempts = 1;
+        }
+        journal.step_mut(StepId::Restore).state = serde_json::json!({ "target_touched": "inmanta@new/inmanta" });
+        assert_eq!(journal.reached(), Some(StepId::StartServer));
+        journal.begin_new_attempt();
+        assert!(journal.earlier.is_empty(), "nothing to begin before a rollback");
+
+        journal.rolled_back =
+            Some(RolledBack { from: journal.reached(), at: Timestamp::now(), disabled_new_unit: true });
+        journal.begin_new_attempt();
+        assert_eq!(journal.earlier.len(), 1);
+        assert_eq!(journal.earlier[0].rolled_back.from, Some(StepId::StartServer));
+        assert_eq!(journal.earlier[0].steps.len(), 5, "the earlier attempt's record is kept whole");
+        assert!(journal.rolled_back.is_none() && journal.reached().is_none(), "the new attempt starts from the start");
+        assert_eq!(journal.steps.keys().collect::<Vec<_>>(), [&StepId::Restore]);
+        assert_eq!(journal.step(StepId::Restore).status, StepStatus::Pending);
+        assert_eq!(journal.step(StepId::Restore).state["target_touched"], "inmanta@new/inmanta");
     }
 
     fn temp() -> (tempfile::TempDir, Utf8PathBuf) {

@@ -245,6 +245,16 @@ impl Instance {
             binds: vec![self.root.cache_dir(), self.root.instances_dir()],
         })
     }
+    /// What systemd says of a booted side's server unit: `is-active` and
+    /// `is-enabled` ("active", "enabled", ...).
+    pub fn server_unit(&self, side: Side) -> Result<(String, String)> {
+        let machine = self.booted(side).context("the side does not run on a booted machine")?;
+        let ask = |verb: &str| -> Result<String> {
+            Ok(machine.run(&["systemctl", verb, crate::machine::SERVER_UNIT])?.1.trim().to_owned())
+        };
+        Ok((ask("is-active")?, ask("is-enabled")?))
+    }
+
     /// The host name of a side's booted machine.
     pub fn machine_name(&self, side: Side) -> String {
         format!("imm-{}-{side}", self.state.name.replace('_', "-"))

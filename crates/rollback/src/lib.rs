@@ -129,7 +129,7 @@ impl Step for Rollback {
         let from = journal.reached();
 
         // 1. Nothing on the new side may drive anything from here on.
-        let new_halted = make_new_side_inert(cx).await?;
+        let (new_halted, disabled_new_unit) = make_new_side_inert(cx).await?;
         if journal.step(StepId::Precopy).attempts > 0 {
             let (old, new) =
                 (Database::open(&cx.config, Side::Old).await?, Database::open(&cx.config, Side::New).await?);
@@ -143,9 +143,6 @@ impl Step for Rollback {
         let old_api = cx.api(Side::Old);
         if old_api.probe().await?.is_none() {
             compare_with_dump(cx, &journal).await?;
-            if old_service.set_enabled(true).await? {
-                cx.ui.info(Self::NAME, format!("enabled {} again", old_service.describe()));
-            }
             if old_service.state().await? != ProcessState::Running {
                 cx.ui.info(Self::NAME, format!("starting the old server ({})", old_service.describe()));
                 start_service(&old_service, "old", Self::NAME).await?;
@@ -162,7 +159,7 @@ impl Step for Rollback {
         verify_as_inventoried(cx, &inventory).await?;
 
         let at = Timestamp::now();
-        work.update(|j| j.rolled_back = Some(RolledBack { from, at }))?;
+        work.update(|j| j.rolled_back = Some(RolledBack { from, at, disabled_new_unit }))?;
         let seconds = start.elapsed().as_secs_f64();
         let resumed = results.iter().filter(|r| r.action.starts_with("resumed")).count();
         let point = from.map_or_else(|| "the start".to_owned(), |s| s.to_string());
@@ -242,10 +239,10 @@ async fn losses(cx: &Context, journal: &Journal) -> anyhow::Result<Vec<String>> 
 /// Halts every environment the new server runs (while it answers), then
 /// stops it and, with systemd, disables it; intermediate servers left
 /// running by an interrupted start-server are stopped too. How many
-/// environments it halted.
-async fn make_new_side_inert(cx: &Context) -> anyhow::Result<usize> {
+/// environments it halted, and whether it disabled the new unit.
+async fn make_new_side_inert(cx: &Context) -> anyhow::Result<(usize, bool)> {
     let api = cx.api(Side::New);
-    let mut halted = 0;
+    let (mut halted, mut disabled) = (0, false);
     if api.probe().await?.is_some() {
         for env in api.environments().await.context("cannot list the new server's environments")? {
             if !env.halted {
@@ -270,9 +267,10 @@ async fn make_new_side_inert(cx: &Context) -> anyhow::Result<usize> {
         }
         if label == "new" && service.set_enabled(false).await? {
             cx.ui.info(Rollback::NAME, format!("disabled {}: a reboot does not bring it back", service.describe()));
+            disabled = true;
         }
     }
-    Ok(halted)
+    Ok((halted, disabled))
 }
 
 /// While it was down nothing may have changed the old database: the rows of

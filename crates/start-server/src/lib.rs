@@ -155,6 +155,13 @@ impl Step for StartServer {
         verify_environments(cx, &inventory).await?;
         let upgraded = Inventory::take(api).await.context("cannot take the new server's inventory")?;
         fsutil::write_json(&cx.work()?.path(Inventory::NEW_FILE), &upgraded)?;
+        // A rollback disabled the unit so that a reboot would not bring it
+        // back; this attempt's server starts at boot again.
+        if cx.work()?.journal().earlier.last().is_some_and(|a| a.rolled_back.disabled_new_unit)
+            && service.set_enabled(true).await?
+        {
+            cx.ui.info(Self::NAME, format!("enabled {} again (a rollback had disabled it)", service.describe()));
+        }
         let via: String = intermediates.iter().map(|(v, n)| format!("{v} ({n}), ")).collect();
         let intermediates = (!intermediates.is_empty()).then(|| {
             intermediates
