@@ -146,21 +146,17 @@ fn a_migration_killed_at_any_point_finishes_on_the_next_run() {
     eprintln!("crashed and recovered at {} points: {by_kind:?}", all.len());
 }
 
-/// The same for the way back: after a whole migration, `rollback --force`
-/// killed at each of its points, then run again, ends where an uncrashed
-/// rollback ended: the old side as before, the new side halted and stopped.
-#[test]
-#[ignore = "a few minutes (a migration per crash point): cargo xtask ci"]
-fn a_rollback_killed_at_any_point_finishes_on_the_next_run() {
-    const ROLLBACK: [&str; 2] = ["rollback", "--force"];
+/// The same for the two ends of a migration: after a whole migration,
+/// `command` killed at each of its points, then run again, ends where an
+/// uncrashed run ended, and the journal says so (`mark`).
+fn sweep_after_migrate(command: &[&str], mark: &str) {
     let s = setup(ScratchCluster::start().expect("a scratch PostgreSQL cluster"));
     s.test().args(MIGRATE).run().success();
     let log = s.fakes.path().join("points.log");
-    s.test().args(ROLLBACK).env(failpoint::CRASH_LOG, log.as_str()).run().success();
+    s.test().args(command.iter().copied()).env(failpoint::CRASH_LOG, log.as_str()).run().success();
     let all = points(&log);
     let reference = outcome(&s);
-    assert!(journal(&s)["rolled_back"].is_object(), "the journal says it was rolled back");
-    assert!(all.iter().any(|p| p.kind.starts_with("service")), "rollback passes service points: {all:#?}");
+    assert!(!journal(&s)[mark].is_null(), "the journal records {mark}");
     let mut pg: ScratchCluster = s.pg;
     drop(s.fakes);
 
@@ -169,15 +165,35 @@ fn a_rollback_killed_at_any_point_finishes_on_the_next_run() {
         let at = format!("{}:{} ({})", point.kind, point.n, point.what);
         let s = setup(pg);
         s.test().args(MIGRATE).run().success();
-        let crashed = s.test().args(ROLLBACK).env(failpoint::CRASH_AT, &format!("{}:{}", point.kind, point.n)).run();
+        let crashed = s
+            .test()
+            .args(command.iter().copied())
+            .env(failpoint::CRASH_AT, &format!("{}:{}", point.kind, point.n))
+            .run();
         assert_eq!(crashed.signal, Some(9), "{at}: not killed there\n{}", crashed.stderr);
-        s.test().args(ROLLBACK).run().success();
-        assert_eq!(outcome(&s), reference, "{at}: the rollback after the crash ended elsewhere");
-        assert!(journal(&s)["rolled_back"].is_object(), "{at}: the journal says it was rolled back");
+        s.test().args(command.iter().copied()).run().success();
+        assert_eq!(outcome(&s), reference, "{at}: {command:?} after the crash ended elsewhere");
+        assert!(!journal(&s)[mark].is_null(), "{at}: the journal records {mark}");
         *by_kind.entry(point.kind.as_str()).or_default() += 1;
         pg = s.pg;
     }
-    eprintln!("rollback crashed and recovered at {} points: {by_kind:?}", all.len());
+    eprintln!("{command:?} crashed and recovered at {} points: {by_kind:?}", all.len());
+    assert!(by_kind.contains_key("journal"), "{command:?} passes journal points");
+}
+
+/// Killed anywhere in `rollback`, the next `rollback` finishes it: the old
+/// side as before, the new side halted and stopped.
+#[test]
+#[ignore = "a few minutes (a migration per crash point): cargo xtask ci"]
+fn a_rollback_killed_at_any_point_finishes_on_the_next_run() {
+    sweep_after_migrate(&["rollback", "--force"], "rolled_back");
+}
+
+/// Killed anywhere in `finish`, the next `finish` finishes it.
+#[test]
+#[ignore = "a few minutes (a migration per crash point): cargo xtask ci"]
+fn a_finish_killed_at_any_point_finishes_on_the_next_run() {
+    sweep_after_migrate(&["finish"], "finished");
 }
 
 #[test]

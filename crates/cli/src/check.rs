@@ -58,6 +58,20 @@ pub async fn preflight(cx: &Context, replace: bool) -> Checks {
             }
         }
     }
+    // The way back starts the old server again through the same unit.
+    let old_service = Service::new(&cx.config.old);
+    match old_service.installed().await {
+        Ok(Some(true)) => {
+            checks.pass("way back", format!("{} is installed: rollback can start it", old_service.describe()))
+        }
+        Ok(Some(false)) => checks.fail(
+            "way back",
+            format!("{} is not installed", old_service.describe()),
+            "fix `old.service.unit`: stop-server and rollback stop and start the old server through it",
+        ),
+        Ok(None) => checks.pass("way back", "rollback starts the old server with `old.service.start`"),
+        Err(e) => checks.fail_on("way back", &e, "fix `old.service`"),
+    }
 
     // Databases and tools.
     let old_db = database(cx, Side::Old, &mut checks).await;

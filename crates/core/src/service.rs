@@ -118,6 +118,18 @@ impl<'a> Service<'a> {
         result.map(|()| true)
     }
 
+    /// systemd: whether the unit is installed (`LoadState=loaded`), which
+    /// `is-active` does not tell (a missing unit is just "inactive"). With
+    /// commands: None, nothing to ask.
+    pub async fn installed(&self) -> anyhow::Result<Option<bool>> {
+        if self.orch.service.manager != Manager::Systemd {
+            return Ok(None);
+        }
+        let argv = self.systemctl(&["show", "--property=LoadState", "--value"]);
+        let out = self.runner.cmd(&argv).timeout(COMMAND_TIMEOUT).output().await?;
+        Ok(Some(out.stdout.trim() == "loaded"))
+    }
+
     pub async fn state(&self) -> anyhow::Result<ProcessState> {
         match self.orch.service.manager {
             Manager::Systemd => {
