@@ -103,11 +103,16 @@ impl<'a> Service<'a> {
         result
     }
 
-    /// systemd: whether the unit starts at boot is `enable` (true) or
-    /// `disable` (false). With commands there is no such thing: `Ok(false)`,
-    /// nothing was done.
+    /// systemd: whether the unit starts at boot, `enable` (true) or
+    /// `disable` (false); true when this changed it. A unit that is neither
+    /// enabled nor disabled (static, masked, generated) is left alone, and
+    /// with commands there is no such thing: false, nothing was done.
     pub async fn set_enabled(&self, enabled: bool) -> anyhow::Result<bool> {
         if self.orch.service.manager != Manager::Systemd {
+            return Ok(false);
+        }
+        let out = self.runner.cmd(&self.systemctl(&["is-enabled"])).timeout(COMMAND_TIMEOUT).output().await?;
+        if out.stdout.trim() != if enabled { "disabled" } else { "enabled" } {
             return Ok(false);
         }
         let argv = self.systemctl(&[if enabled { "enable" } else { "disable" }]);

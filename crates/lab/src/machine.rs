@@ -173,12 +173,21 @@ impl Booted {
     fn install_units(&self) -> Result<()> {
         let leader = self.leader().context("machine not running")?;
         let target = Utf8PathBuf::from(format!("/proc/{leader}/root/etc/systemd/system"));
+        let mut enabled = Vec::new();
         for entry in self.units_dir().read_dir_utf8()? {
             let entry = entry?;
             fs::copy(entry.path(), target.join(entry.file_name()))
                 .with_context(|| format!("installing {} on {}", entry.file_name(), self.name))?;
+            if fs::read_to_string(entry.path())?.contains("[Install]") {
+                enabled.push(entry.file_name().to_owned());
+            }
         }
-        self.systemctl(&["daemon-reload"]).map(drop)
+        self.systemctl(&["daemon-reload"])?;
+        // As an operator's install does (`systemctl enable`): started at boot.
+        for unit in enabled {
+            self.systemctl(&["enable", &unit])?;
+        }
+        Ok(())
     }
 
     /// Writes a unit (kept in `units/`) and installs it if the machine runs.
@@ -304,7 +313,10 @@ pub(crate) fn server_unit(label: &str, dir: &Utf8Path, inmanta: &Utf8Path, index
          ExecStart={inmanta} -vv --timed-logs -c {dir}/server.cfg server\n\
          Restart=on-failure\n\
          RestartSec=2\n\
-         TimeoutStopSec=60\n"
+         TimeoutStopSec=60\n\
+         \n\
+         [Install]\n\
+         WantedBy=multi-user.target\n"
     )
 }
 
