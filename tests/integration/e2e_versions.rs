@@ -127,8 +127,18 @@ fn migrates_15_5_to_18_4_on_systemd_machines() {
     lab.run(&["rollback", "--force"]).success();
     assert_eq!(unit(Side::New), ("inactive".to_owned(), "disabled".to_owned()), "the new unit after rollback");
     assert_eq!(unit(Side::Old), ("active".to_owned(), old_enabled.clone()), "the old unit after rollback");
-    // Again to the end: the new unit enabled again; then finish.
-    lab.run(&["migrate", "--yes"]).success();
+    // Again to the end (the protected environment, as the first time, with
+    // the operator's --accept-protected): the new unit enabled again; then finish.
+    let again = lab.run(&["migrate", "--yes"]);
+    match lab.envs().iter().find(|e| e.role == EnvRole::Protected) {
+        Some(protected) => {
+            again.code(3);
+            lab.run(&["env-reconcile", "--env", &protected.name, "--accept-protected"]).success();
+        }
+        None => {
+            again.success();
+        }
+    }
     assert_eq!(unit(Side::New), ("active".to_owned(), "enabled".to_owned()), "the new unit after a new attempt");
     lab.run(&["finish"]).success();
     assert_eq!(unit(Side::Old), ("inactive".to_owned(), "disabled".to_owned()), "the old unit after finish");

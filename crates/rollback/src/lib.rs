@@ -41,6 +41,14 @@ pub struct Rollback {
     pub force: bool,
 }
 
+/// What rollback did, for `--json` and the report.
+#[derive(Debug, Serialize)]
+struct RolledBackDetails {
+    /// What the new side had done that going back threw away.
+    lost: Vec<String>,
+    environments: Vec<EnvBack>,
+}
+
 /// What rollback did to one environment on the old side.
 #[derive(Debug, Serialize)]
 struct EnvBack {
@@ -127,6 +135,9 @@ impl Step for Rollback {
             return Ok(Outcome::nothing_to_do(Self::NAME, "halt-all never ran: the old orchestrator was not touched"));
         };
         let from = journal.reached();
+        // Listed once more while the new server still answers (the check
+        // listed it too): the report says what going back threw away.
+        let lost = losses(cx, &journal).await.unwrap_or_else(|e| vec![format!("cannot tell: {e:#}")]);
 
         // 1. Nothing on the new side may drive anything from here on.
         let (new_halted, disabled_new_unit) = make_new_side_inert(cx).await?;
@@ -163,17 +174,21 @@ impl Step for Rollback {
         let seconds = start.elapsed().as_secs_f64();
         let resumed = results.iter().filter(|r| r.action.starts_with("resumed")).count();
         let point = from.map_or_else(|| "the start".to_owned(), |s| s.to_string());
+        let thrown_away = match lost.len() {
+            0 => "nothing of the new side's work was lost".to_owned(),
+            n => format!("{n} piece(s) of the new side's work thrown away: {}", lost.join("; ")),
+        };
         Ok(Outcome::done(
             Self::NAME,
             format!(
-                "rolled back from {point} in {seconds:.1} s: the new server is stopped with {new_halted} \
-                 environment(s) halted; the old server runs with {resumed} environment(s) resumed and {} left \
-                 halted as before. `inmanta-migrate migrate` starts a new attempt",
+                "rolled back from {point} in {seconds:.1} s: the new server is stopped ({new_halted} environment(s) \
+                 halted there by this run); the old server runs with {resumed} environment(s) resumed and {} left \
+                 halted as before; {thrown_away}. `inmanta-migrate migrate` starts a new attempt",
                 results.len() - resumed
             ),
         )
         .figures(Figures { seconds: Some(seconds), environments: Some(results.len()), ..Figures::default() })
-        .details(results))
+        .details(RolledBackDetails { lost, environments: results }))
     }
 }
 
