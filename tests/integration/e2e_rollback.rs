@@ -1,6 +1,7 @@
 //! The way back and the point of no return on the real lab (8.7.6 ->
-//! 14.0.0): `rollback` after start-server and after a finished migration,
-//! the split-brain guard of env-reconcile, and `finish`.
+//! 14.0.0): `rollback` after dump, after start-server and in the middle of
+//! env-reconcile (refused without --force), the split-brain guard of
+//! env-reconcile, and `finish`.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -42,53 +43,64 @@ fn assert_new_side_inert(lab: &Lab) {
     assert_eq!(running.trim(), "0", "every environment is halted in the new database");
 }
 
+/// Runs `rollback` (with `args`), checks it went back from `point` and
+/// that both sides are as they must be, and prints its time for the note.
+fn roll_back(lab: &Lab, before: &BTreeMap<String, Value>, point: &str, args: &[&str]) {
+    let mut all = vec!["rollback", "--json"];
+    all.extend(args);
+    let back = lab.run(&all);
+    back.success();
+    assert_eq!(back.json()["status"], "done", "{}", back.stdout);
+    assert_eq!(lab.journal()["rolled_back"]["from"], point);
+    eprintln!("TIMING rollback from {point} {args:?}: done in {:.1} s", back.json()["figures"]["seconds"]);
+    assert_new_side_inert(lab);
+    assert_old_side_as_before(lab, before);
+    lab.run(&["status"]).success().stdout_has(&format!("rolled back from {point}"));
+}
+
 #[test]
 #[ignore = "needs the real lab: cargo xtask ci"]
-fn rolls_back_from_start_server_and_after_a_migration_then_finishes() {
+fn rolls_back_from_four_points_keeps_one_driver_and_finishes() {
     let _slot = slot();
     let lab = lab("e2e-rollback", "8.7.6");
     let before = lab.environments(Side::Old);
 
-    // 1. After start-server: nothing is lost, so no --force is needed.
+    // 1. After dump: the old database is checked against the dump's counts.
+    for step in ["halt-all", "stop-server", "dump"] {
+        lab.run(&[step]).success();
+    }
+    roll_back(&lab, &before, "dump", &[]);
+    lab.run(&["finish"]).code(3).output_has("it was rolled back");
+
+    // 2. After start-server: a server ran on the new database, but did
+    // nothing of its own, so no --force is needed.
     for step in ["halt-all", "stop-server", "dump", "restore", "start-server"] {
         lab.run(&[step]).success();
     }
-    let back = lab.run(&["rollback", "--json"]);
-    back.success();
-    assert_eq!(back.json()["status"], "done", "{}", back.stdout);
-    assert_eq!(lab.journal()["rolled_back"]["from"], "start-server");
-    eprintln!("TIMING rollback after start-server: done in {} s", back.json()["figures"]["seconds"]);
-    assert_new_side_inert(&lab);
-    assert_old_side_as_before(&lab, &before);
-    lab.run(&["status"]).success().stdout_has("rolled back from start-server");
-    lab.run(&["finish"]).code(3).output_has("it was rolled back");
-
-    // 2. A new attempt to the end; the new database is replaced, not refused.
-    lab.run(&["migrate", "--yes", "--json"]).success();
-    let journal = lab.journal();
-    assert_eq!(journal["earlier"].as_array().map(Vec::len), Some(1), "the first attempt is kept");
     assert!(lab.work_dir().join("inventory.json.attempt-1").exists(), "the first inventory set aside");
+    roll_back(&lab, &before, "start-server", &[]);
 
-    // Going back now throws away the versions compiled on the new server.
+    // 3. In the middle of env-reconcile, one environment reconciled: going
+    // back throws away the version compiled there, so only with --force.
+    let plain = lab.envs().iter().find(|e| e.role == EnvRole::Plain).expect("a plain environment").clone();
+    for step in ["halt-all", "stop-server", "dump", "restore", "start-server"] {
+        lab.run(&[step]).success();
+    }
+    lab.run(&["env-reconcile", "--env", &plain.name]).success();
     let refused = lab.run(&["rollback"]);
     refused.code(3).output_has("compiled on the new server").output_has("rollback --force");
     assert!(lab.server_running(Side::New), "a refused rollback changes nothing");
-    let forced = lab.run(&["rollback", "--force", "--json"]);
-    forced.success();
-    assert_eq!(lab.journal()["rolled_back"]["from"], "env-reconcile");
-    eprintln!("TIMING rollback after a whole migrate (--force): done in {} s", forced.json()["figures"]["seconds"]);
-    assert_new_side_inert(&lab);
-    assert_old_side_as_before(&lab, &before);
+    roll_back(&lab, &before, "env-reconcile", &["--force"]);
+    assert_eq!(lab.journal()["earlier"].as_array().map(Vec::len), Some(2), "the earlier attempts are kept");
 
     // The old orchestrator works again: a compile there deploys.
-    let plain = lab.envs().iter().find(|e| e.role == EnvRole::Plain).expect("a plain environment").clone();
     let old_api = lab.client(Side::Old).unwrap();
     let compiled = old_api.compile(&plain.id, false, Duration::from_secs(300)).unwrap();
     assert!(compiled.success, "a compile on the old server after the rollback: {}", compiled.failure);
     lab.wait_deployed_on(Side::Old, &plain.id, compiled.version);
 
-    // 3. A third attempt, step by step: the old server started by hand and
-    // running an environment stops env-reconcile before it resumes anything.
+    // 4. The old server started by hand and running an environment stops
+    // env-reconcile before it resumes that environment here.
     for step in ["halt-all", "stop-server", "dump", "restore", "start-server"] {
         lab.run(&[step]).success();
     }
@@ -101,21 +113,15 @@ fn rolls_back_from_start_server_and_after_a_migration_then_finishes() {
     assert_eq!(halted.trim(), "t", "{} was not resumed on the new side while the old one drives it", plain.name);
     old_api.halt(&plain.id).unwrap();
     lab.stop_server(Side::Old).unwrap();
-    let reconciled = lab.run(&["env-reconcile", "--json"]);
-    reconciled.success();
+    lab.run(&["env-reconcile"]).success();
     let after = lab.environments(Side::New);
     assert_eq!(before.keys().collect::<Vec<_>>(), after.keys().collect::<Vec<_>>(), "every environment migrated");
 
-    // 4. finish: no way back.
+    // 5. finish: no way back.
     lab.run(&["finish", "--remove-dump"]).success();
     assert!(!lab.server_running(Side::Old), "the old server stays down");
-    let comment = lab
-        .psql(
-            Side::Old,
-            "postgres",
-            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = 'inmanta'",
-        )
-        .unwrap();
+    let sql = "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = 'inmanta'";
+    let comment = lab.psql(Side::Old, "postgres", sql).unwrap();
     assert!(comment.contains("migrated by inmanta-migrate"), "the old database says it moved: {comment:?}");
     assert!(!lab.work_dir().join("dump").exists(), "--remove-dump deleted the dump");
     lab.run(&["rollback"]).code(3).output_has("no way back");

@@ -72,13 +72,7 @@ impl Step for Rollback {
 
     async fn check(&self, cx: &Context) -> Checks {
         let mut checks = Checks::default();
-        let journal = match cx.work() {
-            Ok(work) => work.journal(),
-            Err(e) => {
-                checks.fail_on("work directory", &e, "fix `work_dir`");
-                return checks;
-            }
-        };
+        let Some(journal) = journal(cx, &mut checks) else { return checks };
         if let Some(at) = journal.finished {
             checks.fail(
                 "way back",
@@ -189,6 +183,17 @@ impl Step for Rollback {
         )
         .figures(Figures { seconds: Some(seconds), environments: Some(results.len()), ..Figures::default() })
         .details(RolledBackDetails { lost, environments: results }))
+    }
+}
+
+/// The journal, or a failed check that says why not.
+fn journal(cx: &Context, checks: &mut Checks) -> Option<Journal> {
+    match cx.work() {
+        Ok(work) => Some(work.journal()),
+        Err(e) => {
+            checks.fail_on("work directory", &e, "fix `work_dir`");
+            None
+        }
     }
 }
 
@@ -426,13 +431,7 @@ impl Step for Finish {
 
     async fn check(&self, cx: &Context) -> Checks {
         let mut checks = Checks::default();
-        let journal = match cx.work() {
-            Ok(work) => work.journal(),
-            Err(e) => {
-                checks.fail_on("work directory", &e, "fix `work_dir`");
-                return checks;
-            }
-        };
+        let Some(journal) = journal(cx, &mut checks) else { return checks };
         if journal.rolled_back.is_some() {
             checks.fail(
                 "migration",
