@@ -39,8 +39,11 @@ fn assert_old_side_as_before(lab: &Lab, before: &BTreeMap<String, Value>) {
 /// in its database is halted.
 fn assert_new_side_inert(lab: &Lab) {
     assert!(!lab.server_running(Side::New), "the new server is stopped");
-    let running = lab.psql(Side::New, "inmanta", "SELECT count(*) FROM environment WHERE NOT halted").unwrap();
-    assert_eq!(running.trim(), "0", "every environment is halted in the new database");
+    let restored = lab.psql(Side::New, "inmanta", "SELECT to_regclass('public.environment') IS NOT NULL").unwrap();
+    if restored.trim() == "t" {
+        let running = lab.psql(Side::New, "inmanta", "SELECT count(*) FROM environment WHERE NOT halted").unwrap();
+        assert_eq!(running.trim(), "0", "every environment is halted in the new database");
+    }
 }
 
 /// Runs `rollback` (with `args`), checks it went back from `point` and

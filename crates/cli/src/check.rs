@@ -40,7 +40,7 @@ pub async fn preflight(cx: &Context, replace: bool) -> Checks {
     let running = old_api.as_ref().map(|(_, envs)| envs.iter().filter(|e| !e.halted).count() as u32);
     let new = new_server(cx, &mut checks).await;
     if let (Some(old), Some(new)) = (old, new) {
-        probe::versions(old, new, &cx.config.intermediate_versions(), &mut checks);
+        probe::versions(old, new, &cx.config.intermediate_versions(), true, &mut checks);
     }
 
     // Services.

@@ -120,7 +120,15 @@ const PRODUCT_RELEASES: [(&str, u64); 4] = [("ISO7", 11), ("ISO8", 15), ("ISO9",
 /// over a product release is against Inmanta's rule (one product major at a
 /// time): a warning naming the releases in between, unless `via` (the
 /// `[[intermediate]]` versions) has a server of each.
-pub fn versions(old: inmanta_api::ServerVersion, new: inmanta_api::ServerVersion, via: &[&str], checks: &mut Checks) {
+/// `explain`: the whole reason of a skip warning (`check`), or one line
+/// that points there (the steps that check it again).
+pub fn versions(
+    old: inmanta_api::ServerVersion,
+    new: inmanta_api::ServerVersion,
+    via: &[&str],
+    explain: bool,
+    checks: &mut Checks,
+) {
     let name = "versions";
     let via_majors: Vec<u64> =
         via.iter().filter_map(|v| v.parse::<inmanta_api::ServerVersion>().ok()).map(|v| v.major).collect();
@@ -146,6 +154,12 @@ pub fn versions(old: inmanta_api::ServerVersion, new: inmanta_api::ServerVersion
             name,
             format!("the new server ({new}) is older than the old one ({old}): a downgrade"),
             "install an inmanta-core at least as new as the old server's on the new machine",
+        );
+    } else if !skipped.is_empty() && !explain {
+        checks.warn(
+            name,
+            format!("inmanta-core {old} -> {new}{through} skips {}", skipped.join(" and ")),
+            "`inmanta-migrate check` says why that matters and what to do",
         );
     } else if !skipped.is_empty() {
         let pair = (old.to_string(), new.to_string());
@@ -391,7 +405,7 @@ mod tests {
 
     fn verdict(old: &str, new: &str, via: &[&str]) -> (String, String) {
         let mut checks = Checks::default();
-        versions(old.parse().unwrap(), new.parse().unwrap(), via, &mut checks);
+        versions(old.parse().unwrap(), new.parse().unwrap(), via, true, &mut checks);
         let item = checks.items.pop().unwrap();
         (format!("{:?}", item.status).to_lowercase(), item.detail)
     }

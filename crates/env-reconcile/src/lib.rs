@@ -227,7 +227,7 @@ impl Step for EnvReconcile {
                         result.status = EnvStatus::Failed;
                         result.message = format!("cannot write the journal: {e:#}");
                     }
-                    let line = format!("{}: {}", result.name, result.message);
+                    let line = format!("{}: {}", result.name, indented(&result.message));
                     match result.status {
                         EnvStatus::Done | EnvStatus::LeftHalted => cx.ui.info(Self::NAME, line),
                         _ => cx.ui.error(Self::NAME, line),
@@ -255,7 +255,8 @@ impl Step for EnvReconcile {
         let failed: Vec<String> = sorted
             .iter()
             .filter(|r| r.status == EnvStatus::Failed)
-            .map(|r| format!("{}: {}", r.name, r.message))
+            // The whole message was printed as the environment ended.
+            .map(|r| format!("{}: {}", r.name, r.message.lines().next().unwrap_or_default()))
             .collect();
         if !failed.is_empty() {
             let message = format!("{summary}\n  {}", failed.join("\n  "));
@@ -612,6 +613,14 @@ async fn dry_run(cx: &Context, env: &EnvironmentRecord, version: i64) -> anyhow:
         Ok(Some(report))
     })
     .await
+}
+
+/// A message of several lines (a compiler's error) with its later lines
+/// indented under the first, and no trailing blank line.
+fn indented(message: &str) -> String {
+    let mut lines = message.trim_end().lines();
+    let first = lines.next().unwrap_or_default().to_owned();
+    lines.fold(first, |all, line| format!("{all}\n    {line}"))
 }
 
 /// Agents paused on purpose before the migration (halting pauses the others

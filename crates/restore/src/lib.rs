@@ -265,7 +265,7 @@ fn major(version: &str) -> u32 {
 async fn version_gates(cx: &Context, manifest: &Manifest, target_pg: Option<u32>, checks: &mut Checks) {
     let new = probe::installed_new_version(cx, checks).await;
     if let Some(new) = new {
-        probe::versions(manifest.inventory.core_version, new, &cx.config.intermediate_versions(), checks);
+        probe::versions(manifest.inventory.core_version, new, &cx.config.intermediate_versions(), false, checks);
     }
     match manifest.schema_versions.get("core").and_then(|v| v.iter().max().copied()) {
         Some(dump) => probe::schema_chain(cx, dump, "the dump", new, checks),
