@@ -156,9 +156,12 @@ impl Writer {
                     self.found(format!("the installed inmanta-core, read while the server is stopped: {command}"));
                     self.line(format!("version_command = [{}, \"--version\"]", quoted(command)));
                 }
-                None => self.not_found(
-                    "the `inmanta` command: set `version_command = [\"/path/to/inmanta\", \"--version\"]`".into(),
-                ),
+                None => self.not_found(format!(
+                    "the `inmanta` command (looked for {} on {}): set `version_command = \
+                     [\"/path/to/inmanta\", \"--version\"]`",
+                    INMANTA_COMMANDS.join(" and, on the PATH, "),
+                    side.runner.place()
+                )),
             }
         }
         if let Some(ssh) = &side.ssh {
@@ -171,13 +174,22 @@ impl Writer {
         self.line(format!("\n[{}.service]", side.key));
         let place = side.runner.place();
         match &side.unit {
-            Ok(_) => self.found(format!("{UNIT} on {place}")),
-            Err(why) => self.not_found(format!(
-                "{UNIT} on {place} ({why}): set `unit`, or `manager = \"command\"` with `start`, `stop` and \
-                 `status` (an argv each)"
-            )),
+            Ok(_) => {
+                self.found(format!("{UNIT} on {place}"));
+                self.line(format!("manager = \"systemd\"\nunit = \"{UNIT}\""));
+            }
+            // The config needs a manager: systemd, the usual one, with the
+            // other way beside it to choose instead.
+            Err(why) => {
+                self.not_found(format!(
+                    "{UNIT} on {place} ({why}): fix `unit`, or use the commands below instead (an argv each)"
+                ));
+                self.line(format!("manager = \"systemd\"\nunit = \"{UNIT}\""));
+                self.line(
+                    "# manager = \"command\"\n# start = [\"...\"]\n# stop = [\"...\"]\n# status = [\"...\"]".into(),
+                );
+            }
         }
-        self.line(format!("manager = \"systemd\"\nunit = \"{UNIT}\""));
         if side.unit == Ok(true) {
             self.line("user = true".into());
         }
