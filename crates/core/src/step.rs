@@ -123,7 +123,8 @@ pub fn new_attempt(cx: &Context) -> anyhow::Result<()> {
     aside(work.path(Inventory::NEW_FILE))?;
     aside(cx.config.dump_dir())?;
     work.update(Journal::begin_new_attempt)?;
-    cx.ui.info("migrate", format!("attempt {} starts from halt-all (the report keeps attempt {n})", n + 1));
+    let first = StepId::in_mode(cx.config.copy.mode).next().map_or("the start", StepId::name);
+    cx.ui.info("migrate", format!("attempt {} starts from {first} (the report keeps attempt {n})", n + 1));
     Ok(())
 }
 

@@ -23,14 +23,14 @@ use migrate_core::{
     config::CopyMode,
     fsutil,
     inventory::{EnvironmentRecord, Inventory},
-    journal::{EnvPhase, Journal, RolledBack},
+    journal::{EnvPhase, Journal, RolledBack, StepState},
     manifest::Manifest,
     one_driver,
     service::{ProcessState, Service, start_service, wait_until_answering},
     wait,
 };
 use migrate_pg::{Database, replication};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Old side: back to the old orchestrator (the new side made inert first).
 #[derive(Debug, Default, clap::Args)]
@@ -39,6 +39,19 @@ pub struct Rollback {
     /// (rollback lists it first).
     #[arg(long)]
     pub force: bool,
+}
+
+/// What a re-run of rollback resumes from.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RollbackState {
+    /// It disabled the new server's unit (a re-run finds it disabled and
+    /// could no longer tell that it did).
+    pub disabled_new_unit: bool,
+}
+
+impl StepState for RollbackState {
+    const STEP: StepId = StepId::Rollback;
 }
 
 /// What rollback did, for `--json` and the report.
@@ -134,7 +147,7 @@ impl Step for Rollback {
         let lost = losses(cx, &journal).await.unwrap_or_else(|e| vec![format!("cannot tell: {e:#}")]);
 
         // 1. Nothing on the new side may drive anything from here on.
-        let (new_halted, disabled_new_unit) = make_new_side_inert(cx).await?;
+        let new_halted = make_new_side_inert(cx).await?;
         if journal.step(StepId::Precopy).attempts > 0 {
             let (old, new) =
                 (Database::open(&cx.config, Side::Old).await?, Database::open(&cx.config, Side::New).await?);
@@ -164,6 +177,7 @@ impl Step for Rollback {
         verify_as_inventoried(cx, &inventory).await?;
 
         let at = Timestamp::now();
+        let disabled_new_unit = work.journal().state::<RollbackState>()?.disabled_new_unit;
         work.update(|j| j.rolled_back = Some(RolledBack { from, at, disabled_new_unit }))?;
         let seconds = start.elapsed().as_secs_f64();
         let resumed = results.iter().filter(|r| r.action.starts_with("resumed")).count();
@@ -259,10 +273,10 @@ async fn losses(cx: &Context, journal: &Journal) -> anyhow::Result<Vec<String>> 
 /// Halts every environment the new server runs (while it answers), then
 /// stops it and, with systemd, disables it; intermediate servers left
 /// running by an interrupted start-server are stopped too. How many
-/// environments it halted, and whether it disabled the new unit.
-async fn make_new_side_inert(cx: &Context) -> anyhow::Result<(usize, bool)> {
+/// environments it halted.
+async fn make_new_side_inert(cx: &Context) -> anyhow::Result<usize> {
     let api = cx.api(Side::New);
-    let (mut halted, mut disabled) = (0, false);
+    let mut halted = 0;
     if api.probe().await?.is_some() {
         for env in api.environments().await.context("cannot list the new server's environments")? {
             if !env.halted {
@@ -287,10 +301,10 @@ async fn make_new_side_inert(cx: &Context) -> anyhow::Result<(usize, bool)> {
         }
         if label == "new" && service.set_enabled(false).await? {
             cx.ui.info(Rollback::NAME, format!("disabled {}: a reboot does not bring it back", service.describe()));
-            disabled = true;
+            cx.work()?.update_state(|s: &mut RollbackState| s.disabled_new_unit = true)?;
         }
     }
-    Ok((halted, disabled))
+    Ok(halted)
 }
 
 /// While it was down nothing may have changed the old database: the rows of
