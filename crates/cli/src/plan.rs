@@ -87,7 +87,9 @@ pub async fn run(cx: &Context) -> anyhow::Result<Outcome> {
     let mut remaining = 0;
     for (i, step) in StepCommand::all(&MigrateArgs::default(), cx.config.copy.mode).iter().enumerate() {
         let name = step.name();
-        let status = journal.as_ref().map(|j| j.step(step.id()).status).unwrap_or_default();
+        // After a rollback the next run starts a new attempt: all to do.
+        let status =
+            journal.as_ref().filter(|j| j.rolled_back.is_none()).map(|j| j.step(step.id()).status).unwrap_or_default();
         let what = step.describe(cx);
         let mark = if status == StepStatus::Done {
             "done"

@@ -18,9 +18,29 @@ use crate::{
 /// has `env` halted. A server that answers with it running is driving it.
 pub async fn old_side_lets_go(cx: &Context, env: Uuid, name: &str) -> anyhow::Result<()> {
     let api = cx.api(Side::Old);
+    let service = Service::new(&cx.config.old);
     match api.probe().await {
         Ok(None) => return Ok(()),
-        Err(e) if e.is_unreachable() => return Ok(()),
+        Err(e) if e.is_refused() => return Ok(()),
+        // A timeout is no silence: a busy or cut-off server may still
+        // drive it. Its service manager decides.
+        Err(e) if e.is_unreachable() => {
+            return match service.state().await {
+                Ok(ProcessState::Running) => Err(NeedsOperator(format!(
+                    "the old server does not answer ({e}) but {} reports it running: it may still drive \
+                     environment {name} ({env}); nothing was resumed. Stop it ({}), then run \
+                     `inmanta-migrate env-reconcile` again",
+                    service.describe(),
+                    service.describe()
+                ))
+                .into()),
+                Ok(_) => Ok(()),
+                Err(state) => bail!(
+                    "cannot tell whether the old server drives environment {name} ({env}): its API does not \
+                     answer ({e}) and its service cannot be asked: {state:#}"
+                ),
+            };
+        }
         Err(e) => bail!("cannot tell whether the old server drives environment {name} ({env}): {e}"),
         Ok(Some(_)) => {}
     }
@@ -28,9 +48,11 @@ pub async fn old_side_lets_go(cx: &Context, env: Uuid, name: &str) -> anyhow::Re
         Ok(old) if old.halted => Ok(()),
         Ok(_) => Err(NeedsOperator(format!(
             "the old server ({}) answers and runs environment {name} ({env}): resuming it here would let two \
-             orchestrators drive it; nothing was resumed. Halt it on the old server and stop the old server \
-             (`inmanta-migrate halt-all`, `inmanta-migrate stop-server`), or go back with `inmanta-migrate rollback`",
-            cx.config.old.api_url
+             orchestrators drive it; nothing was resumed. Halt it there (`inmanta-migrate halt-all` halts every \
+             environment again) and stop that server ({}), then run `inmanta-migrate env-reconcile` again; or go \
+             back with `inmanta-migrate rollback`",
+            cx.config.old.api_url,
+            service.describe()
         ))
         .into()),
         // Not on the old server: nothing there can drive it.
@@ -44,13 +66,22 @@ pub async fn old_side_lets_go(cx: &Context, env: Uuid, name: &str) -> anyhow::Re
 pub async fn new_side_is_inert(cx: &Context) -> anyhow::Result<()> {
     let answers = !matches!(cx.api(Side::New).probe().await, Ok(None));
     let state = Service::new(&cx.config.new).state().await?;
-    if answers || state == ProcessState::Running {
+    if state == ProcessState::Running {
         return Err(NeedsOperator(format!(
-            "the new server is not inert (API {} {}, service {state}): resuming on the old side would let two \
-             orchestrators drive the same environments; nothing was resumed. Run `inmanta-migrate rollback` again: \
-             it stops the new server first",
+            "the new server still runs ({}: {state}): resuming on the old side would let two orchestrators drive \
+             the same environments; nothing was resumed. Run `inmanta-migrate rollback` again: it stops the new \
+             server first",
+            Service::new(&cx.config.new).describe()
+        ))
+        .into());
+    }
+    if answers {
+        return Err(NeedsOperator(format!(
+            "something answers on {} though {} reports the new server stopped (a server started outside its \
+             service?): resuming on the old side would let two orchestrators drive the same environments; nothing \
+             was resumed. Stop that server by hand, then run `inmanta-migrate rollback` again",
             cx.config.new.api_url,
-            if answers { "answers" } else { "is silent" }
+            Service::new(&cx.config.new).describe()
         ))
         .into());
     }

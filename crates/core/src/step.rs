@@ -86,6 +86,9 @@ pub async fn execute<S: Step>(step: &S, cx: &Context) -> anyhow::Result<Outcome>
                 r.status = match outcome.status {
                     OutcomeStatus::NeedsOperator => StepStatus::NeedsOperator,
                     OutcomeStatus::Partial => StepStatus::Pending,
+                    // `rollback` with nothing to go back from yet must still
+                    // be there when there is.
+                    OutcomeStatus::NothingToDo if !S::ID.in_sequence() => StepStatus::Pending,
                     OutcomeStatus::Done | OutcomeStatus::NothingToDo => StepStatus::Done,
                 };
                 r.summary = Some(outcome.summary.clone());

@@ -20,7 +20,7 @@ use anyhow::{Context as _, bail};
 use jiff::Timestamp;
 use migrate_core::{
     Checks, Context, Figures, NeedsOperator, Outcome, Side, Step, StepId,
-    config::CopyMode,
+    config::{CopyMode, Manager},
     fsutil,
     inventory::{EnvironmentRecord, Inventory},
     journal::{EnvPhase, Journal, RolledBack, StepState},
@@ -48,6 +48,12 @@ pub struct RollbackState {
     /// It disabled the new server's unit (a re-run finds it disabled and
     /// could no longer tell that it did).
     pub disabled_new_unit: bool,
+    /// What the new side's work going back throws away, listed while the
+    /// new server still answered (a re-run finds it stopped).
+    pub lost: Option<Vec<String>>,
+    /// It asked for the old server's start: from here on the old database
+    /// is the old server's again, not what the dump left.
+    pub started_old: bool,
 }
 
 impl StepState for RollbackState {
@@ -96,7 +102,12 @@ impl Step for Rollback {
             return checks;
         }
         if cx.inventory().is_err() {
-            checks.pass("inventory", "none: halt-all never ran, nothing to roll back");
+            let what = if journal.step(StepId::Precopy).attempts > 0 {
+                "none: halt-all never ran; rollback only removes the online copy"
+            } else {
+                "none: halt-all never ran, nothing to roll back"
+            };
+            checks.pass("inventory", what);
             return checks;
         }
         for (side, orch) in [("old", &cx.config.old), ("new", &cx.config.new)] {
@@ -138,29 +149,47 @@ impl Step for Rollback {
         let start = Instant::now();
         let work = cx.work()?;
         let journal = work.journal();
-        let Ok(inventory) = cx.inventory() else {
-            return Ok(Outcome::nothing_to_do(Self::NAME, "halt-all never ran: the old orchestrator was not touched"));
-        };
         let from = journal.reached();
-        // Listed once more while the new server still answers (the check
-        // listed it too): the report says what going back threw away.
-        let lost = losses(cx, &journal).await.unwrap_or_else(|e| vec![format!("cannot tell: {e:#}")]);
+        // Listed while the new server still answers (the check listed it
+        // too), kept for a re-run: the report says what going back threw away.
+        let lost = match work.journal().state::<RollbackState>()?.lost {
+            Some(lost) => lost,
+            None => {
+                let lost = losses(cx, &journal).await.unwrap_or_else(|e| vec![format!("cannot tell: {e:#}")]);
+                work.update_state(|s: &mut RollbackState| s.lost = Some(lost.clone()))?;
+                lost
+            }
+        };
 
-        // 1. Nothing on the new side may drive anything from here on.
-        let new_halted = make_new_side_inert(cx).await?;
+        // 1. Nothing on the new side may drive anything from here on. An
+        // online copy goes first: it runs before halt-all.
         if journal.step(StepId::Precopy).attempts > 0 {
             let (old, new) =
                 (Database::open(&cx.config, Side::Old).await?, Database::open(&cx.config, Side::New).await?);
             replication::cut_off(&old, &new).await.context("cannot remove the online copy")?;
             cx.ui.info(Self::NAME, "the online copy is removed from both sides (no slot, publication or subscription)");
         }
+        let Ok(inventory) = cx.inventory() else {
+            if from.is_none() {
+                return Ok(Outcome::nothing_to_do(Self::NAME, "no step ran: there is nothing to go back from"));
+            }
+            work.update(|j| j.rolled_back = Some(RolledBack { from, at: Timestamp::now(), disabled_new_unit: false }))?;
+            return Ok(Outcome::done(
+                Self::NAME,
+                "rolled back: the online copy is removed; halt-all never ran, so the old orchestrator was not touched",
+            ));
+        };
+        let new_halted = make_new_side_inert(cx).await?;
         one_driver::new_side_is_inert(cx).await?;
 
         // 2. The old database as the dump left it, then the old server.
         let old_service = Service::new(&cx.config.old);
         let old_api = cx.api(Side::Old);
         if old_api.probe().await?.is_none() {
-            compare_with_dump(cx, &journal).await?;
+            if !work.journal().state::<RollbackState>()?.started_old {
+                compare_with_dump(cx, &journal).await?;
+            }
+            work.update_state(|s: &mut RollbackState| s.started_old = true)?;
             if old_service.state().await? != ProcessState::Running {
                 cx.ui.info(Self::NAME, format!("starting the old server ({})", old_service.describe()));
                 start_service(&old_service, "old", Self::NAME).await?;
@@ -245,8 +274,18 @@ async fn losses(cx: &Context, journal: &Journal) -> anyhow::Result<Vec<String>> 
         );
     };
     let mut lost = Vec::new();
+    for env in api.environments().await.context("cannot list the new server's environments")? {
+        if inventory.environment(env.id).is_none() {
+            lost.push(format!("{}: an environment created on the new server", env.name));
+        }
+    }
     for record in &inventory.environments {
-        let Ok(live) = api.environment(record.id).await else { continue };
+        let live = match api.environment(record.id).await {
+            Ok(live) => live,
+            // Deleted there: nothing of it to lose.
+            Err(e) if e.status() == Some(404) => continue,
+            Err(e) => return Err(e).with_context(|| format!("cannot read {} on the new server", record.label())),
+        };
         let name = &record.name;
         let latest = api.latest_version(record.id).await?.map(|v| v.version);
         if latest > record.latest_version
@@ -290,21 +329,28 @@ async fn make_new_side_inert(cx: &Context) -> anyhow::Result<usize> {
     let servers = intermediates.iter().map(|orch| ("intermediate", orch)).chain([("new", &cx.config.new)]);
     for (label, orch) in servers {
         let service = Service::new(orch);
-        if service.state().await? == ProcessState::Running {
-            cx.ui.info(Rollback::NAME, format!("stopping the {label} server ({})", service.describe()));
-            service.stop().await?;
-            let what = format!("the {label} server to stop ({})", service.describe());
-            wait::until(Duration::from_millis(500), cx.config.timeouts.stop, &what, async || {
-                Ok((service.state().await? != ProcessState::Running).then_some(()))
-            })
-            .await?;
-        }
+        stop_and_wait(cx, Rollback::NAME, &service, label).await?;
         if label == "new" && service.set_enabled(false).await? {
             cx.ui.info(Rollback::NAME, format!("disabled {}: a reboot does not bring it back", service.describe()));
             cx.work()?.update_state(|s: &mut RollbackState| s.disabled_new_unit = true)?;
         }
     }
     Ok(halted)
+}
+
+/// Stops a server that runs and waits until its service manager reports it
+/// stopped.
+async fn stop_and_wait(cx: &Context, step: &str, service: &Service<'_>, label: &str) -> anyhow::Result<()> {
+    if service.state().await? != ProcessState::Running {
+        return Ok(());
+    }
+    cx.ui.info(step, format!("stopping the {label} server ({})", service.describe()));
+    service.stop().await?;
+    let what = format!("the {label} server to stop ({})", service.describe());
+    wait::until(Duration::from_millis(500), cx.config.timeouts.stop, &what, async || {
+        Ok((service.state().await? != ProcessState::Running).then_some(()))
+    })
+    .await
 }
 
 /// While it was down nothing may have changed the old database: the rows of
@@ -348,6 +394,8 @@ async fn verify_old_environments(cx: &Context, inventory: &Inventory) -> anyhow:
             Some(env) if env.name != record.name || env.project_id != record.project_id => {
                 problems.push(format!("{} changed name or project (now {:?})", record.label(), env.name))
             }
+            // One resumed by an interrupted run of rollback may have moved on.
+            Some(env) if !env.halted => {}
             Some(_) => {
                 let latest = api.latest_version(record.id).await?.map(|v| v.version);
                 if latest != record.latest_version {
@@ -469,11 +517,10 @@ impl Step for Finish {
             Err(e) => checks.fail_on("old service", &e, "fix `old.service`"),
         }
         if matches!(cx.api(Side::Old).probe().await, Ok(Some(_))) {
-            checks.fail(
+            checks.warn(
                 "old API",
-                format!("{} answers: the old server runs", cx.config.old.api_url),
-                "the old server should be down after the migration: find out who started it; `inmanta-migrate \
-                 stop-server` stops it once every environment is halted there",
+                format!("{} answers: the old server runs again", cx.config.old.api_url),
+                "finish stops it; find out who started it: two orchestrators must not drive the same environments",
             );
         }
         checks
@@ -482,34 +529,39 @@ impl Step for Finish {
     async fn run(&self, cx: &Context) -> anyhow::Result<Outcome> {
         let work = cx.work()?;
         let service = Service::new(&cx.config.old);
-        if service.state().await? == ProcessState::Running {
-            service.stop().await?;
-        }
+        stop_and_wait(cx, Self::NAME, &service, "old").await?;
         let disabled = service.set_enabled(false).await?;
         let at = Timestamp::now();
         let marked = mark_old_database(cx, at).await;
         if let Err(e) = &marked {
             cx.ui.warn(Self::NAME, format!("the old database could not be marked as migrated: {e:#}"));
         }
-        let mut removed = false;
+        // The dumps of rolled-back attempts hold the same secrets.
+        let mut removed = Vec::new();
         if self.remove_dump {
             let dir = cx.config.dump_dir();
-            if dir.exists() {
-                std::fs::remove_dir_all(&dir).with_context(|| format!("cannot delete the dump in {dir}"))?;
-                removed = true;
+            let attempts = (1..=work.journal().earlier.len()).map(|n| format!("{dir}.attempt-{n}").into());
+            for dump in std::iter::once(dir.clone()).chain(attempts) {
+                if dump.exists() {
+                    std::fs::remove_dir_all(&dump).with_context(|| format!("cannot delete the dump in {dump}"))?;
+                    removed.push(dump.to_string());
+                }
             }
         }
         work.update(|j| j.finished = Some(at))?;
-        let mut said = vec![if disabled {
-            format!("{} stopped and disabled", service.describe())
-        } else {
-            format!("{} stopped (commands cannot disable it: make sure nothing starts it again)", service.describe())
+        let mut said = vec![match (disabled, cx.config.old.service.manager) {
+            (true, _) => format!("{} stopped and disabled", service.describe()),
+            (false, Manager::Systemd) => format!("{} stopped; it was not enabled", service.describe()),
+            (false, Manager::Command) => format!(
+                "{} stopped (commands cannot disable it: make sure nothing starts it again)",
+                service.describe()
+            ),
         }];
         if marked.is_ok() {
             said.push("the old database is marked as migrated".to_owned());
         }
-        if removed {
-            said.push(format!("the dump in {} is deleted", cx.config.dump_dir()));
+        if !removed.is_empty() {
+            said.push(format!("deleted the dump(s) {}", removed.join(", ")));
         }
         Ok(Outcome::done(Self::NAME, format!("finished: {}; rollback is no longer possible", said.join("; "))))
     }

@@ -157,7 +157,7 @@ impl Step for StartServer {
         fsutil::write_json(&cx.work()?.path(Inventory::NEW_FILE), &upgraded)?;
         // A rollback disabled the unit so that a reboot would not bring it
         // back; this attempt's server starts at boot again.
-        if cx.work()?.journal().earlier.last().is_some_and(|a| a.rolled_back.disabled_new_unit)
+        if cx.work()?.journal().earlier.iter().any(|a| a.rolled_back.disabled_new_unit)
             && service.set_enabled(true).await?
         {
             cx.ui.info(Self::NAME, format!("enabled {} again (a rollback had disabled it)", service.describe()));
