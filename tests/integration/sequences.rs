@@ -84,6 +84,20 @@ fn every_step_against_fake_apis_and_real_databases() {
     assert!(old.env(plain).halted && old.env(halted).halted, "the old side is halted");
     assert!(!new.env(plain).halted, "plain was reconciled and resumed");
     assert!(new.env(halted).halted, "halted was halted before and stays so");
+
+    // The way back: the new side halted and stopped before the old side
+    // starts and resumes what ran; the calls in that order on each side.
+    old.clear_requests();
+    new.clear_requests();
+    run(&lab, &config, &["rollback"]).code(3).output_has("compiled on the new server");
+    assert!(!new.env(plain).halted, "a refused rollback changes nothing");
+    run(&lab, &config, &["rollback", "--force"]).success();
+    snapshot!("sequence_rollback_old", old.requests_by_env());
+    snapshot!("sequence_rollback_new", new.requests_by_env());
+    assert!(new.env(plain).halted && new.env(halted).halted, "the new side is halted");
+    assert!(!old.env(plain).halted, "plain runs on the old side again");
+    assert!(old.env(halted).halted, "halted stays halted");
+    run(&lab, &config, &["finish"]).code(3).output_has("it was rolled back");
 }
 
 #[test]

@@ -376,9 +376,14 @@ pub fn new_connections(
     let needs = connections(version, pools, running);
     // Room for the tool, psql and a DBA.
     let spare = 10;
+    let pools_said = if version.major < 15 {
+        "in one pool".to_owned()
+    } else {
+        format!("its own pool (up to {}) and one per running environment's scheduler", needs.server)
+    };
     let said = format!(
-        "inmanta-core {version} with {running} running environment(s) opens {} connection(s) at start and up to {}; \
-         the new PostgreSQL allows {slots}",
+        "inmanta-core {version} with {running} running environment(s) opens {} connection(s) at start, up to {} \
+         under load ({pools_said}); the new PostgreSQL allows {slots}",
         needs.at_start, needs.at_most
     );
     let mut next = format!("set `max_connections` to {} or more (a PostgreSQL restart)", needs.at_most + spare);
