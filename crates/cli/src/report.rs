@@ -112,6 +112,11 @@ fn new_version(journal: &Journal) -> Option<String> {
     journal.step(StepId::StartServer).figures.core_version.clone()
 }
 
+/// A text as one cell of a Markdown table.
+fn cell(text: &str) -> String {
+    text.replace('\n', " ").replace('|', "\\|")
+}
+
 pub fn markdown(journal: &Journal, inventory: Option<&Inventory>, mode: CopyMode) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# Inmanta orchestrator migration\n");
@@ -128,7 +133,7 @@ pub fn markdown(journal: &Journal, inventory: Option<&Inventory>, mode: CopyMode
     for id in steps_shown(journal, mode) {
         let r = journal.step(id);
         let seconds = r.seconds().map(|s| format!("{s:.1}")).unwrap_or_default();
-        let summary = r.error.as_deref().or(r.summary.as_deref()).unwrap_or("").replace('\n', " ").replace('|', "\\|");
+        let summary = cell(r.error.as_deref().or(r.summary.as_deref()).unwrap_or(""));
         let _ = writeln!(md, "| {id} | {} | {seconds} | {} | {summary} |", r.status.words(), r.attempts);
     }
     if let Some(inv) = inventory {
@@ -153,7 +158,7 @@ pub fn markdown(journal: &Journal, inventory: Option<&Inventory>, mode: CopyMode
             };
             let version = r.and_then(|r| r.version).map(|v| v.to_string()).unwrap_or_default();
             let seconds = r.and_then(|r| r.seconds).map(|s| format!("{s:.1}")).unwrap_or_default();
-            let message = r.and_then(|r| r.message.as_deref()).unwrap_or("").replace('\n', " ").replace('|', "\\|");
+            let message = cell(r.and_then(|r| r.message.as_deref()).unwrap_or(""));
             let _ =
                 writeln!(md, "| {} (`{}`) | {before} | {status} | {version} | {seconds} | {message} |", e.name, e.id);
         }
@@ -168,8 +173,7 @@ pub fn markdown(journal: &Journal, inventory: Option<&Inventory>, mode: CopyMode
         );
         for (id, r) in &attempt.steps {
             let seconds = r.seconds().map(|s| format!("{s:.1}")).unwrap_or_default();
-            let summary =
-                r.error.as_deref().or(r.summary.as_deref()).unwrap_or("").replace('\n', " ").replace('|', "\\|");
+            let summary = cell(r.error.as_deref().or(r.summary.as_deref()).unwrap_or(""));
             let _ = writeln!(md, "| {id} | {} | {seconds} | {summary} |", r.status.words());
         }
     }

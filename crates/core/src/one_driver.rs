@@ -65,13 +65,14 @@ pub async fn old_side_lets_go(cx: &Context, env: Uuid, name: &str) -> anyhow::Re
 /// its service manager reports it stopped.
 pub async fn new_side_is_inert(cx: &Context) -> anyhow::Result<()> {
     let answers = !matches!(cx.api(Side::New).probe().await, Ok(None));
-    let state = Service::new(&cx.config.new).state().await?;
+    let service = Service::new(&cx.config.new);
+    let state = service.state().await?;
     if state == ProcessState::Running {
         return Err(NeedsOperator(format!(
             "the new server still runs ({}: {state}): resuming on the old side would let two orchestrators drive \
              the same environments; nothing was resumed. Run `inmanta-migrate rollback` again: it stops the new \
              server first",
-            Service::new(&cx.config.new).describe()
+            service.describe()
         ))
         .into());
     }
@@ -81,7 +82,7 @@ pub async fn new_side_is_inert(cx: &Context) -> anyhow::Result<()> {
              service?): resuming on the old side would let two orchestrators drive the same environments; nothing \
              was resumed. Stop that server by hand, then run `inmanta-migrate rollback` again",
             cx.config.new.api_url,
-            Service::new(&cx.config.new).describe()
+            service.describe()
         ))
         .into());
     }
