@@ -69,6 +69,17 @@ impl Context {
         client(&self.config, &self.ui, &format!("intermediate[{index}]"), &orch, &self.new_access)
     }
 
+    /// A client of a rehearsal server: the new server (`None`) or the
+    /// `index`th intermediate, answering on `rehearsal.port`.
+    pub fn rehearsal_api(&self, index: Option<usize>) -> anyhow::Result<Client> {
+        let mut orch = match index {
+            Some(i) => self.config.intermediate[i].orchestrator(&self.config.new),
+            None => self.config.new.clone(),
+        };
+        orch.api_url = crate::config::with_port(&orch.api_url, self.config.rehearsal.port);
+        client(&self.config, &self.ui, "rehearsal", &orch, &self.new_access)
+    }
+
     pub fn api(&self, side: Side) -> &Client {
         match side {
             Side::Old => &self.old,

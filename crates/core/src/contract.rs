@@ -184,6 +184,7 @@ pub fn schemas() -> BTreeMap<&'static str, Value> {
         ("document.schema.json", schema::<Document>()),
         ("event.schema.json", schema::<Event>()),
         ("report.schema.json", schema::<Report>()),
+        ("rehearsal.schema.json", schema::<crate::rehearsal::Rehearsal>()),
     ])
 }
 

@@ -14,6 +14,7 @@ pub mod journal;
 pub mod manifest;
 pub mod one_driver;
 pub mod probe;
+pub mod rehearsal;
 pub mod runner;
 pub mod secret;
 pub mod service;

@@ -36,13 +36,77 @@ impl std::fmt::Display for ProcessState {
 pub struct Service<'a> {
     orch: &'a Orchestrator,
     runner: Runner,
+    /// Settings the server takes from its environment for this start.
+    overrides: Vec<(String, String)>,
 }
+
+/// A systemd drop-in of the rehearsal's overrides: runtime only (under
+/// /run, gone at reboot), named so that nothing else writes it.
+const DROP_IN: &str = "50-inmanta-migrate-rehearsal.conf";
 
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl<'a> Service<'a> {
     pub fn new(orch: &'a Orchestrator) -> Self {
-        Service { orch, runner: Runner::on(&orch.host) }
+        Service { orch, runner: Runner::on(&orch.host), overrides: Vec::new() }
+    }
+
+    /// The same service, its server started with these settings in its
+    /// environment (`INMANTA_<SECTION>_<OPTION>`, read by inmanta-core 8.x
+    /// to 20.x over its config files): with commands, `env K=V ... start`;
+    /// with systemd, a runtime drop-in that [`Self::install_overrides`]
+    /// writes and [`Self::remove_overrides`] removes. No secret goes there.
+    pub fn with_overrides(mut self, overrides: Vec<(String, String)>) -> Self {
+        self.overrides = overrides;
+        self
+    }
+
+    /// The shell line that finds the drop-in directory of the unit.
+    fn drop_in_dir(&self) -> String {
+        let svc = &self.orch.service;
+        let root = if svc.user { "${XDG_RUNTIME_DIR:-/run/user/$(id -u)}/systemd/user" } else { "/run/systemd/system" };
+        format!("{root}/{}.d", shell_words::quote(svc.unit()))
+    }
+
+    /// `[sudo -n] sh -c SCRIPT` on the service's machine.
+    fn shell(&self, script: String) -> Vec<String> {
+        let mut argv = Vec::new();
+        if self.orch.service.sudo {
+            argv.extend(["sudo".to_owned(), "-n".to_owned()]);
+        }
+        argv.extend(["sh".to_owned(), "-c".to_owned(), script]);
+        argv
+    }
+
+    /// systemd: writes the overrides' drop-in and reloads the manager.
+    pub async fn install_overrides(&self) -> anyhow::Result<()> {
+        if self.orch.service.manager != Manager::Systemd || self.overrides.is_empty() {
+            return Ok(());
+        }
+        let mut text =
+            String::from("# Written by inmanta-migrate rehearse; removed when the rehearsal ends.\n[Service]\n");
+        for (key, value) in &self.overrides {
+            text.push_str(&format!("Environment=\"{key}={value}\"\n"));
+        }
+        let script = format!("d={}; mkdir -p \"$d\" && cat > \"$d/{DROP_IN}\"", self.drop_in_dir());
+        self.runner.cmd(&self.shell(script)).stdin(text).timeout(COMMAND_TIMEOUT).run().await?;
+        self.daemon_reload().await
+    }
+
+    /// systemd: removes the drop-in (when there is one) and reloads.
+    pub async fn remove_overrides(&self) -> anyhow::Result<()> {
+        if self.orch.service.manager != Manager::Systemd {
+            return Ok(());
+        }
+        let script = format!("f={}/{DROP_IN}; [ ! -e \"$f\" ] || rm -f \"$f\"", self.drop_in_dir());
+        self.runner.cmd(&self.shell(script)).timeout(COMMAND_TIMEOUT).run().await?;
+        self.daemon_reload().await
+    }
+
+    async fn daemon_reload(&self) -> anyhow::Result<()> {
+        let mut argv = self.systemd_tool("systemctl");
+        argv.push("daemon-reload".to_owned());
+        self.runner.cmd(&argv).timeout(COMMAND_TIMEOUT).run().await.map(drop)
     }
 
     /// `[sudo -n] <program> [--user]`: systemctl or journalctl as the
@@ -82,7 +146,13 @@ impl<'a> Service<'a> {
     pub async fn start(&self) -> anyhow::Result<()> {
         let argv = match self.orch.service.manager {
             Manager::Systemd => self.systemctl(&["start"]),
-            Manager::Command => self.orch.service.start.clone().unwrap_or_default(),
+            Manager::Command if self.overrides.is_empty() => self.orch.service.start.clone().unwrap_or_default(),
+            Manager::Command => {
+                let mut argv = vec!["env".to_owned()];
+                argv.extend(self.overrides.iter().map(|(k, v)| format!("{k}={v}")));
+                argv.extend(self.orch.service.start.clone().unwrap_or_default());
+                argv
+            }
         };
         let what = format!("start {}", self.describe());
         failpoint::before(failpoint::Area::Service, &what);
@@ -302,6 +372,20 @@ pub async fn wait_until_answering(
         ),
         answered => answered,
     }
+}
+
+/// Stops a server that runs and waits until its service reports it gone.
+pub async fn stop_and_wait(cx: &Context, step: &str, service: &Service<'_>, label: &str) -> anyhow::Result<()> {
+    if service.state().await? != ProcessState::Running {
+        return Ok(());
+    }
+    cx.ui.info(step, format!("stopping the {label} server ({})", service.describe()));
+    service.stop().await?;
+    let what = format!("the {label} server to stop ({})", service.describe());
+    wait::until(Duration::from_millis(500), cx.config.timeouts.stop, &what, async || {
+        Ok((service.state().await? != ProcessState::Running).then_some(()))
+    })
+    .await
 }
 
 /// "the end of its log (<where>):" and the last `lines` lines, indented.

@@ -20,8 +20,9 @@ pub enum Modes {
     Offline,
     /// `copy.mode = "online"`: the database is copied before the window.
     Online,
-    /// Not a step of the migration's sequence: the operator runs it to end
-    /// the migration one way or the other (`rollback`, `finish`).
+    /// Not a step of the migration's sequence: the operator runs it before
+    /// the window (`rehearse`) or to end the migration one way or the other
+    /// (`rollback`, `finish`).
     Aside,
 }
 
@@ -53,18 +54,19 @@ pub struct StepInfo {
 macro_rules! the_steps {
     ($then:ident) => {
         $then! {
-            // id          subcommand       side  modes    type
-            Precopy        "precopy"        New   Online   step_online::Precopy,
-            HaltAll        "halt-all"       Old   Both     step_halt_all::HaltAll,
-            StopServer     "stop-server"    Old   Both     step_stop_server::StopServer,
-            Dump           "dump"           Old   Offline  step_dump::Dump,
-            Restore        "restore"        New   Offline  step_restore::Restore,
-            Cutover        "cutover"        New   Online   step_online::Cutover,
-            StartServer    "start-server"   New   Both     step_start_server::StartServer,
-            EnvReconcile   "env-reconcile"  New   Both     step_env_reconcile::EnvReconcile,
-            Rollback       "rollback"       Old   Aside    step_rollback::Rollback,
-            Finish         "finish"         Old   Aside    step_rollback::Finish,
-        }
+        // id          subcommand       side  modes    type
+                    Rehearse       "rehearse"       New   Aside    step_rehearse::Rehearse,
+                    Precopy        "precopy"        New   Online   step_online::Precopy,
+                    HaltAll        "halt-all"       Old   Both     step_halt_all::HaltAll,
+                    StopServer     "stop-server"    Old   Both     step_stop_server::StopServer,
+                    Dump           "dump"           Old   Offline  step_dump::Dump,
+                    Restore        "restore"        New   Offline  step_restore::Restore,
+                    Cutover        "cutover"        New   Online   step_online::Cutover,
+                    StartServer    "start-server"   New   Both     step_start_server::StartServer,
+                    EnvReconcile   "env-reconcile"  New   Both     step_env_reconcile::EnvReconcile,
+                    Rollback       "rollback"       Old   Aside    step_rollback::Rollback,
+                    Finish         "finish"         Old   Aside    step_rollback::Finish,
+                }
     };
 }
 

@@ -199,22 +199,7 @@ impl Step for Dump {
 
         let name = data_name(options.format);
         let partial = dir.join(format!("{PARTIAL}{name}"));
-        let mut dump = db
-            .tool("pg_dump")
-            .connect(false)
-            .arg(format!("--format={}", options.format.flag()))
-            .arg("--verbose")
-            // Never wait forever for a lock (only possible with --allow-running).
-            .arg("--lock-wait-timeout=300s")
-            .arg(format!("--snapshot={}", snapshot.id))
-            .arg(format!("--file={partial}"));
-        match options.format {
-            DumpFormat::Directory => {
-                dump = dump.arg(format!("--jobs={}", options.jobs)).arg(format!("--compress={}", options.compress))
-            }
-            DumpFormat::Custom => dump = dump.arg(format!("--compress={}", options.compress)),
-            DumpFormat::Plain => dump = dump.args(["--no-owner", "--no-privileges"]),
-        }
+        let dump = db.dump_command(&options, Some(&snapshot.id), &partial);
         // The row counts run in the snapshot while pg_dump reads: both
         // finish sooner than one after the other.
         snapshot.start_counting();

@@ -416,7 +416,7 @@ async fn reconcile_phases(
     // a run after a failure or differences asks for a new compile.
     let resumable = earlier.status == EnvStatus::InProgress;
     let marker = match earlier.marker {
-        Some(marker) if resumable && find_compile(api, id, &marker).await?.is_some() => marker,
+        Some(marker) if resumable && api.compile_with_marker(id, &marker).await?.is_some() => marker,
         _ => {
             let marker = format!("inmanta-migrate {}: update & recompile after the migration", run.id);
             work.update_env(id, |r| r.marker = Some(marker.clone()))?;
@@ -445,8 +445,10 @@ async fn reconcile_phases(
         Ok(api.compile_queue(id).await?.is_empty().then_some(()))
     })
     .await?;
-    let compile =
-        find_compile(api, id, &marker).await?.with_context(|| format!("no compile carries the marker {marker:?}"))?;
+    let compile = api
+        .compile_with_marker(id, &marker)
+        .await?
+        .with_context(|| format!("no compile carries the marker {marker:?}"))?;
     if !compile.is_done() {
         bail!("the compile {} is not finished although the queue is empty", compile.id);
     }
@@ -572,11 +574,6 @@ async fn reconcile_phases(
     }
     result.message = message;
     Ok(())
-}
-
-async fn find_compile(api: &Client, env: Uuid, marker: &str) -> anyhow::Result<Option<inmanta_api::CompileReport>> {
-    let reports = api.compile_reports(env, 100).await?;
-    Ok(reports.into_iter().find(|r| r.message() == Some(marker)))
 }
 
 /// Requests a dry-run and waits for its report. A dry-run that meets

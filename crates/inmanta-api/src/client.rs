@@ -372,6 +372,13 @@ impl Client {
         self.get(call, "/data").await
     }
 
+    /// The compile whose message is `marker` (see
+    /// [`Self::update_and_recompile`]), among the newest hundred.
+    pub async fn compile_with_marker(&self, env: Uuid, marker: &str) -> Result<Option<CompileReport>> {
+        let reports = self.compile_reports(env, 100).await?;
+        Ok(reports.into_iter().find(|r| r.message() == Some(marker)))
+    }
+
     pub async fn compile_details(&self, env: Uuid, compile: Uuid) -> Result<CompileDetails> {
         self.get(Call::get(format!("/api/v2/compilereport/{compile}")).env(env), "/data").await
     }
@@ -397,6 +404,13 @@ impl Client {
         };
         let versions: Vec<DesiredState> = self.get(call, "/data").await?;
         Ok(versions.into_iter().next())
+    }
+
+    /// The resources of one version with their attributes: its desired
+    /// state, read on the server (`GET /api/v1/version/<v>`, 8.x to 20.x).
+    pub async fn version_resources(&self, env: Uuid, version: i64) -> Result<Vec<crate::VersionedResource>> {
+        let call = Call::get(format!("/api/v1/version/{version}")).env(env).query("include_logs", false);
+        self.get(call, "/resources").await
     }
 
     /// Releases a version and pushes it to the agents

@@ -204,6 +204,35 @@ pub struct CompileStage {
     pub errstream: String,
 }
 
+/// `GET /api/v1/version/<v>`: one resource of a version.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VersionedResource {
+    /// `std::File[host,path=/x],v=3`: the id with its version.
+    #[serde(default)]
+    pub resource_version_id: Option<String>,
+    /// Without the version (newer servers say it).
+    #[serde(default)]
+    pub resource_id: Option<String>,
+    #[serde(default)]
+    pub attributes: serde_json::Map<String, Value>,
+}
+
+impl VersionedResource {
+    /// The resource's id without its version.
+    pub fn id(&self) -> String {
+        let id = self.resource_id.as_deref().or(self.resource_version_id.as_deref()).unwrap_or("?");
+        strip_version(id).to_owned()
+    }
+}
+
+/// `X,v=N` -> `X`: a resource id without the version it is part of.
+pub fn strip_version(id: &str) -> &str {
+    match id.rfind(",v=") {
+        Some(i) if id[i + 3..].bytes().all(|b| b.is_ascii_digit()) => &id[..i],
+        _ => id,
+    }
+}
+
 /// `GET /api/v2/desiredstate`: one version of an environment's model.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DesiredState {

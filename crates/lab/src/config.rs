@@ -76,6 +76,10 @@ pub struct ConfigInputs {
     pub pg_bin_dir: Utf8PathBuf,
     pub old: SideConfigInputs,
     pub new: SideConfigInputs,
+    /// `[rehearsal]`: the port (0: none given) and, where the server can
+    /// create it, the state directory (default: the tool's).
+    pub rehearsal_port: u16,
+    pub rehearsal_state_dir: Option<Utf8PathBuf>,
 }
 
 /// A TOML basic string.
@@ -155,6 +159,13 @@ pub fn render_tool_config(c: &ConfigInputs) -> String {
             via.service.toml()
         ));
     }
+    if c.rehearsal_port != 0 {
+        out.push_str(&format!("[rehearsal]\nport = {}\n", c.rehearsal_port));
+        if let Some(dir) = &c.rehearsal_state_dir {
+            out.push_str(&format!("state_dir = {}\n", q(dir.as_str())));
+        }
+        out.push('\n');
+    }
     out.push_str(&format!("[pg]\nbin_dir = {}\n", q(c.pg_bin_dir.as_str())));
     out
 }
@@ -186,6 +197,8 @@ mod tests {
             pg_bin_dir: "/usr/lib/postgresql/15/bin".into(),
             old: s("old", 15431),
             new: s("new", 15432),
+            rehearsal_port: 18883,
+            rehearsal_state_dir: Some("/lab/i/x/new/rehearsal-state".into()),
         }
     }
 
@@ -195,6 +208,8 @@ mod tests {
         let v: toml::Table = text.parse().unwrap();
         assert_eq!(v["work_dir"].as_str(), Some("/lab/i/x/work"));
         assert_eq!(v["pg"]["bin_dir"].as_str(), Some("/usr/lib/postgresql/15/bin"));
+        assert_eq!(v["rehearsal"]["port"].as_integer(), Some(18883));
+        assert_eq!(v["rehearsal"]["state_dir"].as_str(), Some("/lab/i/x/new/rehearsal-state"));
         for (side, port) in [("old", 15431), ("new", 15432)] {
             let s = &v[side];
             assert_eq!(s["api_url"].as_str(), Some(format!("http://127.0.0.1:{}", port + 3000).as_str()));

@@ -173,11 +173,16 @@ pub struct Ports {
     pub pg_new: u16,
     pub server_old: u16,
     pub server_new: u16,
+    /// The NEW side's rehearsal server (`[rehearsal] port`). Instances made
+    /// before it existed read 0: their config then says no port.
+    #[serde(default)]
+    pub rehearsal: u16,
 }
 
 impl Ports {
     /// The ports of the default instance.
-    pub const DEFAULT: Ports = Ports { pg_old: 15431, pg_new: 15432, server_old: 18881, server_new: 18882 };
+    pub const DEFAULT: Ports =
+        Ports { pg_old: 15431, pg_new: 15432, server_old: 18881, server_new: 18882, rehearsal: 18883 };
 
     pub fn pg(&self, side: Side) -> u16 {
         match side {
@@ -194,19 +199,20 @@ impl Ports {
     }
 
     /// (what, port) pairs, for messages.
-    pub fn named(&self) -> [(&'static str, u16); 4] {
+    pub fn named(&self) -> [(&'static str, u16); 5] {
         [
             ("OLD PostgreSQL cluster", self.pg_old),
             ("NEW PostgreSQL cluster", self.pg_new),
             ("OLD inmanta server", self.server_old),
             ("NEW inmanta server", self.server_new),
+            ("NEW rehearsal server", self.rehearsal),
         ]
     }
 
-    /// Four distinct free loopback ports, chosen by the kernel.
+    /// Five distinct free loopback ports, chosen by the kernel.
     pub fn pick_free() -> Result<Ports> {
-        let p = procs::pick_free_ports(4)?;
-        Ok(Ports { pg_old: p[0], pg_new: p[1], server_old: p[2], server_new: p[3] })
+        let p = procs::pick_free_ports(5)?;
+        Ok(Ports { pg_old: p[0], pg_new: p[1], server_old: p[2], server_new: p[3], rehearsal: p[4] })
     }
 
     fn check_distinct(&self) -> Result<()> {

@@ -409,10 +409,17 @@ start() {
   fi
   mkdir -p "$DIR/log" "$DIR/state"
   cd "$DIR" || exit 1
+  # Settings given to this start as INMANTA_* variables (as `inmanta-migrate
+  # rehearse` gives its port, state dir and database) reach the server, also
+  # through the clean environment of a Debian root.
+  local name settings=()
+  for name in $(compgen -e); do
+    case "$name" in INMANTA_*) settings+=("$name=${!name}") ;; esac
+  done
   # PIP_CACHE_DIR: pip of the server-side compiles keeps its cache in the lab.
   # PIP_INDEX_URL: versions exported by 8.x carry no pip config, their agents
   # install code from pip's default index, which is this one (offline).
-  setsid "${ENTER[@]}" PIP_CACHE_DIR="$DIR/state/pip-cache" PIP_INDEX_URL="$INDEX" \
+  setsid "${ENTER[@]}" "${settings[@]}" PIP_CACHE_DIR="$DIR/state/pip-cache" PIP_INDEX_URL="$INDEX" \
     "$INMANTA" -vv --timed-logs -c "$DIR/server.cfg" \
     --log-file "$DIR/log/server.log" --log-file-level DEBUG server \
     > "$DIR/log/stdout.log" 2>&1 < /dev/null &

@@ -12,6 +12,7 @@
 mod connect;
 mod inmanta_cfg;
 pub mod replication;
+pub mod scratch;
 mod snapshot;
 
 use std::{collections::BTreeMap, fmt, io::Write, time::Duration};
@@ -203,6 +204,46 @@ impl Database {
     /// A command of one PostgreSQL tool with the connection environment.
     pub fn tool(&self, program: &str) -> ToolCmd<'_> {
         ToolCmd { db: self, argv: vec![self.tools.tool(program)] }
+    }
+
+    /// `pg_dump` of this database into `file` as `options` say (`--verbose`:
+    /// a line per table, for progress), reading the exported `snapshot`
+    /// when one is given.
+    pub fn dump_command(
+        &self,
+        options: &migrate_core::config::DumpOptions,
+        snapshot: Option<&str>,
+        file: &camino::Utf8Path,
+    ) -> ToolCmd<'_> {
+        let mut dump = self
+            .tool("pg_dump")
+            .connect(false)
+            .arg(format!("--format={}", options.format.flag()))
+            .arg("--verbose")
+            // Never wait forever for a lock (a running server holds some).
+            .arg("--lock-wait-timeout=300s")
+            .arg(format!("--file={file}"));
+        if let Some(id) = snapshot {
+            dump = dump.arg(format!("--snapshot={id}"));
+        }
+        match options.format {
+            migrate_core::config::DumpFormat::Directory => {
+                dump.arg(format!("--jobs={}", options.jobs)).arg(format!("--compress={}", options.compress))
+            }
+            migrate_core::config::DumpFormat::Custom => dump.arg(format!("--compress={}", options.compress)),
+            migrate_core::config::DumpFormat::Plain => dump.args(["--no-owner", "--no-privileges"]),
+        }
+    }
+
+    /// `pg_restore` of an archive (directory or custom format) into this
+    /// database, `jobs` at a time, stopping at the first error (`--verbose`:
+    /// a line per archive item, for progress).
+    pub fn restore_command(&self, jobs: u32, archive: &camino::Utf8Path) -> ToolCmd<'_> {
+        self.tool("pg_restore")
+            .args(["--exit-on-error", "--no-owner", "--no-privileges", "--verbose", "-w"])
+            .arg(format!("--jobs={jobs}"))
+            .connect(false)
+            .arg(archive.as_str())
     }
 
     /// ANALYZE of the whole database (`vacuumdb --analyze-only`), `jobs`

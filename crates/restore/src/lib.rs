@@ -184,11 +184,7 @@ impl Step for Restore {
             let progress = cx.ui.progress(Self::NAME, "archive items", toc.len() as u64);
             let mut seen = HashSet::new();
             let out = db
-                .tool("pg_restore")
-                .args(["--exit-on-error", "--no-owner", "--no-privileges", "--verbose", "-w"])
-                .arg(format!("--jobs={jobs}"))
-                .connect(false)
-                .arg(data.as_str())
+                .restore_command(jobs, &data)
                 .cmd()
                 .stream(|line| {
                     let item = line.split("processing item ").nth(1).or_else(|| line.split("finished item ").nth(1));

@@ -14,7 +14,7 @@
 //! server is stopped and disabled, its database marked as migrated, and from
 //! then on `rollback` refuses.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 use jiff::Timestamp;
@@ -26,8 +26,7 @@ use migrate_core::{
     journal::{EnvPhase, Journal, RolledBack, StepState},
     manifest::Manifest,
     one_driver,
-    service::{ProcessState, Service, start_service, wait_until_answering},
-    wait,
+    service::{ProcessState, Service, start_service, stop_and_wait, wait_until_answering},
 };
 use migrate_pg::{Database, replication};
 use serde::{Deserialize, Serialize};
@@ -336,21 +335,6 @@ async fn make_new_side_inert(cx: &Context) -> anyhow::Result<usize> {
         }
     }
     Ok(halted)
-}
-
-/// Stops a server that runs and waits until its service manager reports it
-/// stopped.
-async fn stop_and_wait(cx: &Context, step: &str, service: &Service<'_>, label: &str) -> anyhow::Result<()> {
-    if service.state().await? != ProcessState::Running {
-        return Ok(());
-    }
-    cx.ui.info(step, format!("stopping the {label} server ({})", service.describe()));
-    service.stop().await?;
-    let what = format!("the {label} server to stop ({})", service.describe());
-    wait::until(Duration::from_millis(500), cx.config.timeouts.stop, &what, async || {
-        Ok((service.state().await? != ProcessState::Running).then_some(()))
-    })
-    .await
 }
 
 /// While it was down nothing may have changed the old database: the rows of

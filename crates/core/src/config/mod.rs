@@ -122,16 +122,46 @@ impl Config {
         self.intermediate.iter().map(|v| v.version.as_str()).collect()
     }
 
+    /// The scratch database `rehearse` copies the old one into.
+    pub fn rehearsal_database(&self) -> String {
+        self.rehearsal.database.clone().unwrap_or_else(|| format!("{}_rehearsal", self.new.database.name()))
+    }
+
+    /// The rehearsal server's API: the new server's URL on the rehearsal port.
+    pub fn rehearsal_api_url(&self) -> String {
+        with_port(&self.new.api_url, self.rehearsal.port)
+    }
+
     /// Where the dump and its manifest live.
     pub fn dump_dir(&self) -> Utf8PathBuf {
         self.dump.dir.clone().unwrap_or_else(|| self.work_dir.join("dump"))
     }
 }
 
+/// `scheme://host[:port][/path]` with another port (IPv6 hosts in brackets).
+pub fn with_port(url: &str, port: u16) -> String {
+    let url = url.trim().trim_end_matches('/');
+    let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
+    let (authority, path) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
+    let host = match authority.rfind(':') {
+        Some(i) if !authority[i..].contains(']') => &authority[..i],
+        _ => authority,
+    };
+    format!("{scheme}://{host}:{port}{path}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn the_rehearsal_url_is_the_new_one_on_its_port() {
+        assert_eq!(with_port("https://new.example.com:8888/", 8889), "https://new.example.com:8889");
+        assert_eq!(with_port("http://new.example.com", 18889), "http://new.example.com:18889");
+        assert_eq!(with_port("http://[::1]:8888/base", 9), "http://[::1]:9/base");
+        assert_eq!(with_port("http://[::1]", 9), "http://[::1]:9");
+    }
 
     const MINIMAL: &str = r#"
 work_dir = "/tmp/w"

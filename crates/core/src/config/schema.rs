@@ -30,6 +30,8 @@ pub struct Config {
     pub reconcile: ReconcileOptions,
     #[serde(default)]
     pub timeouts: Timeouts,
+    #[serde(default)]
+    pub rehearsal: RehearsalOptions,
     /// Servers started in turn on the restored database before `new`, so
     /// that each runs its own schema migrations (one major at a time).
     #[serde(default)]
@@ -327,6 +329,40 @@ impl Default for Timeouts {
     fn default() -> Self {
         Timeouts { api: seconds::<30>(), stop: minutes::<3>(), start: minutes::<30>() }
     }
+}
+
+/// Where `rehearse` runs its servers (`[rehearsal]`): the new side's own
+/// service, on a copy, with a port, a state directory and a database that
+/// are never the new server's.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RehearsalOptions {
+    /// The rehearsal server's API port on the new machine.
+    #[serde(default = "rehearsal_port")]
+    pub port: u16,
+    /// Its state directory on the new machine (the server must be able to
+    /// create it); removed when the rehearsal ends.
+    #[serde(default = "rehearsal_state_dir")]
+    pub state_dir: Utf8PathBuf,
+    /// The scratch database on the new PostgreSQL. Default:
+    /// `<new.database.name>_rehearsal`.
+    #[serde(default)]
+    pub database: Option<String>,
+}
+
+impl Default for RehearsalOptions {
+    fn default() -> Self {
+        RehearsalOptions { port: rehearsal_port(), state_dir: rehearsal_state_dir(), database: None }
+    }
+}
+
+fn rehearsal_port() -> u16 {
+    8889
+}
+fn rehearsal_state_dir() -> Utf8PathBuf {
+    // Inside Inmanta's default state_dir, which its packages give to the
+    // server's user: the server can create it there.
+    Utf8PathBuf::from("/var/lib/inmanta/rehearsal")
 }
 
 fn yes() -> bool {

@@ -75,6 +75,32 @@ impl Config {
         if self.reconcile.concurrency == 0 {
             problems.push(invalid("reconcile.concurrency", "must be at least 1"));
         }
+        // The rehearsal never touches what the migration moves.
+        let scratch = self.rehearsal_database();
+        if scratch == self.new.database.name()
+            || (scratch == self.old.database.name() && o.host() == n.host() && o.port() == n.port())
+        {
+            problems.push(invalid(
+                "rehearsal.database",
+                format!(
+                    "{scratch:?} is a database of the migration: the rehearsal needs a scratch database of its own"
+                ),
+            ));
+        }
+        if same_url(&self.rehearsal_api_url(), &self.new.api_url)
+            || same_url(&self.rehearsal_api_url(), &self.old.api_url)
+        {
+            problems.push(invalid(
+                "rehearsal.port",
+                format!(
+                    "{} is where the old or new server answers: give the rehearsal a port of its own",
+                    self.rehearsal.port
+                ),
+            ));
+        }
+        if !self.rehearsal.state_dir.is_absolute() || self.rehearsal.state_dir.parent().is_none() {
+            problems.push(invalid("rehearsal.state_dir", "must be an absolute path below /, on the new machine"));
+        }
         for (key, d) in [
             ("reconcile.compile_timeout", self.reconcile.compile_timeout),
             ("reconcile.dryrun_timeout", self.reconcile.dryrun_timeout),

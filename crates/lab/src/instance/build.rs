@@ -48,6 +48,11 @@ impl Instance {
             pg_bin_dir: self.pg_bin_dir(),
             old: side(Side::Old),
             new: side(Side::New),
+            rehearsal_port: self.state.ports.rehearsal,
+            rehearsal_state_dir: match self.machine(Side::New) {
+                Machine::Booted => None,
+                _ => Some(self.dir.join("new/rehearsal-state")),
+            },
             intermediates: self
                 .via_servers()
                 .iter()

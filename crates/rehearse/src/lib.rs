@@ -1,0 +1,700 @@
+//! `rehearse`: the whole migration on a copy, before the window, while the
+//! old orchestrator runs on. Only reads the old side: `pg_dump` of its
+//! running database into a scratch database on the NEW PostgreSQL. There,
+//! before any server opens it, every environment is halted and every agent
+//! paused (the rule of [`nothing_can_deploy`]); then each intermediate
+//! server and the new one start on it through the new side's own service,
+//! with the port, state directory and database of `[rehearsal]` (settings
+//! the server reads from its environment), and their schema migrations are
+//! timed. Each environment is then compiled by the new version, its agents
+//! still paused and no version released, and its desired state compared
+//! with the old side's released one. At the end nothing is left: server
+//! stopped, scratch database dropped, state directory removed. What it
+//! found goes to `rehearsal.json`, with the window it predicts.
+
+use std::time::Instant;
+
+use anyhow::{Context as _, bail};
+use futures::StreamExt;
+use inmanta_api::{Client, VersionedResource, strip_version};
+use jiff::Timestamp;
+use migrate_core::{
+    Checks, Context, Figures, Outcome, Side, Step, StepId,
+    config::{CopyMode, DumpFormat, DumpOptions, Orchestrator},
+    fsutil,
+    inventory::{EnvironmentRecord, Inventory},
+    journal::StepState,
+    probe,
+    rehearsal::{CopyRun, EnvOutcome, EnvRehearsal, Rehearsal, ServerRun, Window, WindowPart, makespan},
+    service::{ProcessState, Service, start_service, stop_and_wait, wait_until_answering},
+    wait,
+};
+use migrate_pg::Database;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// New side: before the window, the whole migration on a copy of the
+/// running old database, with nothing touched and nothing deployed.
+#[derive(Debug, Default, clap::Args)]
+pub struct Rehearse {
+    /// Only remove what an earlier rehearsal left behind (its server, the
+    /// scratch database, the state directory, the copy of the dump).
+    #[arg(long)]
+    pub clean: bool,
+}
+
+/// What a rehearsal killed anywhere left, for the next one to clean up.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RehearseState {
+    /// It asked the new side's service to start a rehearsal server: the
+    /// service may run one now, and its overrides may be installed.
+    pub server_started: bool,
+}
+
+impl StepState for RehearseState {
+    const STEP: StepId = StepId::Rehearse;
+}
+
+impl Step for Rehearse {
+    const ID: StepId = StepId::Rehearse;
+
+    fn runs_when_done(&self) -> bool {
+        true
+    }
+
+    fn describe(&self, cx: &Context) -> String {
+        let r = &cx.config.rehearsal;
+        if self.clean {
+            return format!(
+                "remove what a rehearsal left: its server, database {}, state directory {}",
+                cx.config.rehearsal_database(),
+                r.state_dir
+            );
+        }
+        format!(
+            "copy the running old database into {} on the new PostgreSQL, halt and pause everything in it, start each \
+             server on it (port {}, state {}), compile every environment on the new version, compare, clean up",
+            cx.config.rehearsal_database(),
+            r.port,
+            r.state_dir
+        )
+    }
+
+    async fn check(&self, cx: &Context) -> Checks {
+        let mut checks = Checks::default();
+        if let Ok(work) = cx.work() {
+            let journal = work.journal();
+            if let Some(reached) = journal.reached()
+                && journal.rolled_back.is_none()
+                && journal.finished.is_none()
+            {
+                checks.fail(
+                    "before the window",
+                    format!("this migration is at {reached}: a rehearsal comes before `halt-all`"),
+                    "rehearse with another work_dir, or after `rollback`",
+                );
+            }
+        }
+        if self.clean {
+            return checks;
+        }
+        probe::api(cx, Side::Old, &mut checks).await;
+        // The rehearsal runs the new side's service: the real new server
+        // (and every intermediate) must be stopped.
+        let ours = cx.work().map(|w| w.journal().state::<RehearseState>().unwrap_or_default().server_started);
+        if !matches!(ours, Ok(true)) {
+            probe::new_server_stopped(cx, &mut checks).await;
+        }
+        match cx.rehearsal_api(None) {
+            Ok(api) => match api.probe().await {
+                Ok(Some(status)) if !matches!(ours, Ok(true)) => checks.fail(
+                    "rehearsal port",
+                    format!(
+                        "a server (inmanta-core {}) answers on port {}",
+                        status.core_version, cx.config.rehearsal.port
+                    ),
+                    "stop it, or give `rehearsal.port` a free port",
+                ),
+                _ => checks.pass("rehearsal port", format!("{} is free", cx.config.rehearsal_api_url())),
+            },
+            Err(e) => checks.fail_on("rehearsal port", &e, "fix `rehearsal.port`"),
+        }
+        match Database::open(&cx.config, Side::New).await {
+            Ok(db) => {
+                db.check_tools(&["pg_dump", "pg_restore"], None, &mut checks).await;
+                match db.named(&cx.config.rehearsal_database()) {
+                    Ok(scratch) => match scratch.exists().await {
+                        Ok(_) => checks
+                            .pass("scratch database", format!("{} can be created by the admin role", scratch.target)),
+                        Err(e) => checks.fail_on("scratch database", &e, "fix `new.database.admin_user`"),
+                    },
+                    Err(e) => checks.fail_on("scratch database", &e, "fix `new.database`"),
+                }
+            }
+            Err(e) => checks.fail_on("new database", &e, "fix `new.database`"),
+        }
+        checks
+    }
+
+    async fn run(&self, cx: &Context) -> anyhow::Result<Outcome> {
+        let removed = clean_up(cx).await?;
+        if self.clean {
+            let summary = if removed.is_empty() {
+                "nothing was left to remove".to_owned()
+            } else {
+                format!("removed {}", removed.join(", "))
+            };
+            return Ok(Outcome::done(Self::NAME, summary));
+        }
+        let result = rehearse(cx).await;
+        // Killed or failed anywhere, nothing stays behind; a failure to
+        // clean up is said, never hidden behind the first error.
+        let cleaned = clean_up(cx).await;
+        let rehearsal = result?;
+        cleaned.context(
+            "the rehearsal ran, but what it started is not all removed: run `inmanta-migrate rehearse --clean`",
+        )?;
+        fsutil::write_json(&cx.work()?.path(Rehearsal::FILE), &rehearsal)?;
+        Ok(outcome(cx, &rehearsal))
+    }
+}
+
+/// The settings that put a server on the copy, never on the new server's
+/// port, state directory or database.
+fn overrides(cx: &Context, scratch: &Database) -> Vec<(String, String)> {
+    let port = cx.config.rehearsal.port.to_string();
+    let mut all = vec![
+        ("INMANTA_DATABASE_NAME".to_owned(), scratch.target.name.clone()),
+        ("INMANTA_SERVER_BIND_PORT".to_owned(), port.clone()),
+        ("INMANTA_CONFIG_STATE_DIR".to_owned(), cx.config.rehearsal.state_dir.to_string()),
+    ];
+    // What the server hands to its compiles to reach it.
+    for section in ["AGENT", "COMPILER", "CLIENT"] {
+        all.push((format!("INMANTA_{section}_REST_TRANSPORT_PORT"), port.clone()));
+    }
+    all
+}
+
+/// The rule: nothing a rehearsal starts may deploy. Asked before any
+/// server opens the copy: every environment halted, every agent paused.
+async fn nothing_can_deploy(scratch: &Database) -> anyhow::Result<()> {
+    let left = scratch.not_inert().await?;
+    if !left.is_empty() {
+        bail!("refusing to start a server on {}: {left}; nothing a rehearsal starts may deploy", scratch.target);
+    }
+    Ok(())
+}
+
+async fn rehearse(cx: &Context) -> anyhow::Result<Rehearsal> {
+    let started = Timestamp::now();
+    let clock = Instant::now();
+    let inventory_clock = Instant::now();
+    let inventory = Inventory::take(cx.api(Side::Old)).await.context("cannot take the old server's inventory")?;
+    let inventory_seconds = inventory_clock.elapsed().as_secs_f64();
+    let new_db = Database::open(&cx.config, Side::New).await?;
+    let scratch = new_db.named(&cx.config.rehearsal_database())?;
+
+    // 1. The copy, as `dump` and `restore` would make it (timed).
+    let copy = copy_into(cx, &scratch).await?;
+    scratch.make_inert().await?;
+    let deploys_in_copy = scratch.deploy_actions().await?;
+
+    // 2. Each server on the copy, intermediates first.
+    make_state_dir(cx).await?;
+    let mut servers = Vec::new();
+    for (i, via) in cx.config.intermediate.iter().enumerate() {
+        let orch = via.orchestrator(&cx.config.new);
+        let label = format!("rehearsal intermediate inmanta-core {}", via.version);
+        let mut run = start_on_copy(cx, Some(i), &orch, &scratch, &label, Some(&via.version)).await?;
+        run.stop_seconds = Some(stop(cx, &orch, &scratch, &label).await?);
+        servers.push(run);
+    }
+    let label = "rehearsal new";
+    let mut last = start_on_copy(cx, None, &cx.config.new, &scratch, label, None).await?;
+
+    // 3. Every environment compiled by the new version.
+    let api = cx.rehearsal_api(None)?;
+    let run_id = started.strftime("%Y%m%dT%H%M%S").to_string();
+    let concurrency = cx.config.reconcile.concurrency as usize;
+    let environments: Vec<EnvRehearsal> =
+        futures::stream::iter(inventory.environments.iter().map(|env| rehearse_env(cx, &api, &scratch, env, &run_id)))
+            .buffered(concurrency)
+            .collect()
+            .await;
+    last.stop_seconds = Some(stop(cx, &cx.config.new, &scratch, label).await?);
+    servers.push(last);
+    let deploys_after = scratch.deploy_actions().await?;
+    if deploys_after != deploys_in_copy {
+        bail!(
+            "the copy records {} deploy action(s) more than when it was made: something the rehearsal started deployed; \
+             look at the managed infrastructure now, and report this",
+            deploys_after - deploys_in_copy
+        );
+    }
+    let window = predict(cx, inventory_seconds, &copy, &servers, &environments);
+    Ok(Rehearsal {
+        schema_version: migrate_core::contract::VERSION,
+        tool_version: env!("CARGO_PKG_VERSION").to_owned(),
+        started: started.to_string(),
+        seconds: clock.elapsed().as_secs_f64(),
+        old_version: inventory.core_version.to_string(),
+        copy,
+        servers,
+        environments,
+        deploy_actions: [deploys_in_copy, deploys_after],
+        window,
+    })
+}
+
+/// `pg_dump` of the running old database (its own consistent snapshot)
+/// into the work directory, loaded into the scratch database, the archive
+/// removed at once (it holds the database's secrets).
+async fn copy_into(cx: &Context, scratch: &Database) -> anyhow::Result<CopyRun> {
+    let dir = cx.work()?.path("rehearsal");
+    fsutil::create_private_dir(&dir)?;
+    let archive = dir.join("copy");
+    let old = Database::open(&cx.config, Side::Old).await?;
+    let options = DumpOptions { format: DumpFormat::Directory, ..cx.config.dump.clone() };
+    let tables = old.tables().await?.len();
+    let clock = Instant::now();
+    let progress = cx.ui.progress(Rehearse::NAME, "tables copied", tables as u64);
+    let out = old
+        .dump_command(&options, None, &archive)
+        .cmd()
+        .stream(|line| {
+            if let Some(table) = line.split("dumping contents of table ").nth(1) {
+                progress.inc(table.trim_matches('"'));
+            }
+        })
+        .await?;
+    drop(progress);
+    if !out.success() {
+        let failed = format!("pg_dump of the old database failed (exit code {})", out.code);
+        return Err(old.tool_failure(failed, &out.stderr, "run `inmanta-migrate rehearse` again").into());
+    }
+    let dump_seconds = clock.elapsed().as_secs_f64();
+    let clock = Instant::now();
+    cx.ui.info(Rehearse::NAME, format!("loading the copy into {}", scratch.target));
+    scratch.create().await?;
+    let out = {
+        let _spinner = cx.ui.spinner(Rehearse::NAME, "pg_restore is loading the copy");
+        scratch.restore_command(cx.config.restore.jobs, &archive).cmd().output().await?
+    };
+    if !out.success() {
+        let failed = format!("loading the copy failed (exit code {})", out.code);
+        return Err(scratch.tool_failure(failed, &out.stderr, "run `inmanta-migrate rehearse` again").into());
+    }
+    scratch.analyze(cx.config.restore.jobs).await?;
+    let restore_seconds = clock.elapsed().as_secs_f64();
+    std::fs::remove_dir_all(&archive).with_context(|| format!("cannot remove {archive}"))?;
+    Ok(CopyRun {
+        database: old.target.to_string(),
+        database_bytes: old.size_bytes().await.unwrap_or(0),
+        tables,
+        dump_seconds,
+        restore_seconds,
+    })
+}
+
+/// Starts one server on the copy through the new side's service, as
+/// `start-server` does, and times it until its API answers.
+async fn start_on_copy(
+    cx: &Context,
+    index: Option<usize>,
+    orch: &Orchestrator,
+    scratch: &Database,
+    label: &str,
+    expected: Option<&str>,
+) -> anyhow::Result<ServerRun> {
+    nothing_can_deploy(scratch).await?;
+    let service = Service::new(orch).with_overrides(overrides(cx, scratch));
+    let before = schema_count(scratch).await?;
+    service.install_overrides().await?;
+    cx.work()?.update_state(|s: &mut RehearseState| s.server_started = true)?;
+    cx.ui.info(Rehearse::NAME, format!("starting the {label} server on the copy ({})", service.describe()));
+    let clock = Instant::now();
+    start_service(&service, label, Rehearse::NAME).await?;
+    let api = cx.rehearsal_api(index)?;
+    // A start command that drops the environment starts the server on
+    // the new server's own port and database: stop it at once.
+    let real = cx.api(Side::New);
+    let elsewhere = async {
+        wait::until(std::time::Duration::from_secs(1), cx.config.timeouts.start, "", async || {
+            Ok(real.probe().await.ok().flatten())
+        })
+        .await
+    };
+    let status = first_of(wait_until_answering(cx, Rehearse::NAME, &api, &service, label), elsewhere).await;
+    let status = match status {
+        Either::Left(status) => status?,
+        Either::Right(_) => {
+            let _ = stop_and_wait(cx, Rehearse::NAME, &service, label).await;
+            bail!(
+                "the {label} server answers on {}, the new server's own port, not on the rehearsal's: its service does \
+                 not pass the INMANTA_* environment on to the server (with commands, `start` must keep the environment \
+                 it is given); it is stopped again. The new database may now hold a schema: `restore --replace` \
+                 replaces it in the window",
+                cx.config.new.api_url
+            );
+        }
+    };
+    let seconds_to_answer = clock.elapsed().as_secs_f64();
+    if let Some(expected) = expected
+        && status.core_version.to_string() != expected
+    {
+        bail!("the {label} server answers as inmanta-core {}, not {expected}", status.core_version);
+    }
+    let schema_migrations = schema_count(scratch).await?.saturating_sub(before);
+    cx.ui.info(
+        Rehearse::NAME,
+        format!(
+            "inmanta-core {} answers after {seconds_to_answer:.1} s ({schema_migrations} schema migration(s))",
+            status.core_version
+        ),
+    );
+    Ok(ServerRun { version: status.core_version.to_string(), seconds_to_answer, schema_migrations, stop_seconds: None })
+}
+
+enum Either<L, R> {
+    Left(L),
+    Right(R),
+}
+
+/// The first of two futures to finish.
+async fn first_of<L, R>(left: impl Future<Output = L>, right: impl Future<Output = R>) -> Either<L, R> {
+    let (left, right) = (std::pin::pin!(left), std::pin::pin!(right));
+    match futures::future::select(left, right).await {
+        futures::future::Either::Left((l, _)) => Either::Left(l),
+        futures::future::Either::Right((r, _)) => Either::Right(r),
+    }
+}
+
+/// Stops a rehearsal server; returns how long it took.
+async fn stop(cx: &Context, orch: &Orchestrator, scratch: &Database, label: &str) -> anyhow::Result<f64> {
+    let service = Service::new(orch).with_overrides(overrides(cx, scratch));
+    let clock = Instant::now();
+    stop_and_wait(cx, Rehearse::NAME, &service, label).await?;
+    service.remove_overrides().await?;
+    Ok(clock.elapsed().as_secs_f64())
+}
+
+async fn schema_count(db: &Database) -> anyhow::Result<usize> {
+    Ok(db.schema_versions().await?.get("core").map_or(0, Vec::len))
+}
+
+/// One environment on the new version: auto_deploy off, its compile let
+/// through (the environment un-halted in the database for just that
+/// compile, its agents paused throughout), then its desired state held
+/// against the old side's released version.
+async fn rehearse_env(
+    cx: &Context,
+    api: &Client,
+    scratch: &Database,
+    env: &EnvironmentRecord,
+    run_id: &str,
+) -> EnvRehearsal {
+    let mut result = EnvRehearsal {
+        id: env.id,
+        name: env.name.clone(),
+        halted_before: env.halted,
+        outcome: EnvOutcome::Fails,
+        compile_seconds: None,
+        compared_with: env.latest_released_version,
+        version: None,
+        differences: Vec::new(),
+        notes: Vec::new(),
+        error: None,
+    };
+    if let Err(e) = compile_and_compare(cx, api, scratch, env, run_id, &mut result).await {
+        result.outcome = EnvOutcome::Fails;
+        result.error = Some(format!("{e:#}"));
+    }
+    let said = match result.outcome {
+        EnvOutcome::Differs => format!("{} ({} difference(s))", result.outcome.words(), result.differences.len()),
+        outcome => outcome.words().to_owned(),
+    };
+    cx.ui.info(Rehearse::NAME, format!("{}: {said}", env.name));
+    result
+}
+
+async fn compile_and_compare(
+    cx: &Context,
+    api: &Client,
+    scratch: &Database,
+    env: &EnvironmentRecord,
+    run_id: &str,
+    result: &mut EnvRehearsal,
+) -> anyhow::Result<()> {
+    let id = env.id;
+    match api.set_setting(id, "auto_deploy", Value::Bool(false)).await {
+        Ok(_) => {}
+        // 15.3+ projects may protect it: the export then releases the
+        // version, to agents that are paused in a halted environment.
+        Err(e) if e.status() == Some(403) => {}
+        Err(e) => return Err(e).context("cannot turn auto_deploy off"),
+    }
+    let marker = format!("inmanta-migrate rehearse {run_id}: update & recompile on the new version");
+    let clock = Instant::now();
+    let compiled = async {
+        scratch.set_halted(&id.to_string(), false).await?;
+        let warnings = api.update_and_recompile(id, &marker).await.context("cannot request the compile")?;
+        if !warnings.is_empty() {
+            bail!("the server did not queue the compile: {}", warnings.join("; "));
+        }
+        let options = &cx.config.reconcile;
+        let what = format!("the compile of {} (reconcile.compile_timeout)", env.name);
+        wait::until(options.poll_interval, options.compile_timeout, &what, async || {
+            Ok(api.compile_with_marker(id, &marker).await?.filter(|c| c.is_done()))
+        })
+        .await
+    }
+    .await;
+    // Halted again whatever happened: only that compile was let through.
+    scratch.set_halted(&id.to_string(), true).await?;
+    let compile = compiled?;
+    result.compile_seconds = Some(clock.elapsed().as_secs_f64());
+    if compile.success != Some(true) {
+        let details = api.compile_details(id, compile.id).await?;
+        result.outcome = EnvOutcome::Fails;
+        result.error = Some(details.failure_text());
+        return Ok(());
+    }
+    let version = compile.version.context("the compile succeeded but exported no version")?;
+    result.version = Some(version);
+    let before = match env.latest_released_version {
+        Some(old) => api.version_resources(id, old).await.with_context(|| format!("cannot read version {old}"))?,
+        None => Vec::new(),
+    };
+    let after = api.version_resources(id, version).await.with_context(|| format!("cannot read version {version}"))?;
+    (result.differences, result.notes) = differences(&before, &after);
+    result.outcome = if result.differences.is_empty() { EnvOutcome::Same } else { EnvOutcome::Differs };
+    Ok(())
+}
+
+/// Resource by resource, attribute by attribute, what changed between two
+/// desired states; version numbers inside ids do not count. An attribute
+/// that only one side has (a new version of a module exports a new one with
+/// its default, say) is no difference of desired state: it is a note,
+/// one per attribute name.
+pub fn differences(before: &[VersionedResource], after: &[VersionedResource]) -> (Vec<String>, Vec<String>) {
+    use std::collections::{BTreeMap, BTreeSet};
+    let index = |resources: &[VersionedResource]| -> BTreeMap<String, serde_json::Map<String, Value>> {
+        resources
+            .iter()
+            .map(|r| {
+                let mut attributes = r.attributes.clone();
+                attributes.remove("version");
+                attributes.values_mut().for_each(unversion);
+                (r.id(), attributes)
+            })
+            .collect()
+    };
+    let (old, new) = (index(before), index(after));
+    let mut out = Vec::new();
+    let (mut added, mut dropped) = (BTreeSet::new(), BTreeSet::new());
+    for (id, was) in &old {
+        let Some(is) = new.get(id) else {
+            out.push(format!("{id}: removed"));
+            continue;
+        };
+        for (key, a) in was {
+            match is.get(key) {
+                None => _ = dropped.insert(key.clone()),
+                Some(b) if a != b => out.push(format!("{id}: {key}: {} -> {}", shown(a), shown(b))),
+                Some(_) => {}
+            }
+        }
+        added.extend(is.keys().filter(|k| !was.contains_key(*k)).cloned());
+    }
+    out.extend(new.keys().filter(|id| !old.contains_key(*id)).map(|id| format!("{id}: added")));
+    let mut notes = Vec::new();
+    let list = |set: &BTreeSet<String>| set.iter().cloned().collect::<Vec<_>>().join(", ");
+    if !added.is_empty() {
+        notes.push(format!("attributes only the new version exports (not compared): {}", list(&added)));
+    }
+    if !dropped.is_empty() {
+        notes.push(format!("attributes the new version no longer exports (not compared): {}", list(&dropped)));
+    }
+    (out, notes)
+}
+
+fn unversion(value: &mut Value) {
+    match value {
+        Value::String(s) => *s = strip_version(s).to_owned(),
+        Value::Array(items) => items.iter_mut().for_each(unversion),
+        Value::Object(map) => map.values_mut().for_each(unversion),
+        _ => {}
+    }
+}
+
+fn shown(value: &Value) -> String {
+    let text = value.to_string();
+    match text.char_indices().nth(80) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text,
+    }
+}
+
+/// The window from what this rehearsal measured, part by part.
+fn predict(
+    cx: &Context,
+    inventory_seconds: f64,
+    copy: &CopyRun,
+    servers: &[ServerRun],
+    environments: &[EnvRehearsal],
+) -> Window {
+    let part = |steps: &str, seconds: f64, basis: String| WindowPart { steps: steps.to_owned(), seconds, basis };
+    let new_stop = servers.last().and_then(|s| s.stop_seconds).unwrap_or(0.0);
+    let mut parts = vec![
+        part(
+            "halt-all",
+            inventory_seconds,
+            "the old server's inventory, read just now (halting reads the same)".into(),
+        ),
+        part("stop-server", new_stop, "the rehearsal's new server stopping (the old one was not stopped)".into()),
+    ];
+    match cx.config.copy.mode {
+        CopyMode::Offline => {
+            parts.push(part("dump", copy.dump_seconds, "pg_dump of the running old database, just now".into()));
+            parts.push(part("restore", copy.restore_seconds, "its load and ANALYZE on the new PostgreSQL".into()));
+        }
+        CopyMode::Online => parts.push(part(
+            "cutover",
+            0.0,
+            "not measured: the copy is made before the window; cutover waits for the last changes only".into(),
+        )),
+    }
+    let starts: f64 = servers.iter().map(|s| s.seconds_to_answer).sum();
+    let migrations: usize = servers.iter().map(|s| s.schema_migrations).sum();
+    parts.push(part(
+        "start-server",
+        starts,
+        format!("{} server(s) started on the copy, {migrations} schema migration(s)", servers.len()),
+    ));
+    let concurrency = cx.config.reconcile.concurrency as usize;
+    let compiles: Vec<f64> =
+        environments.iter().filter(|e| !e.halted_before).filter_map(|e| e.compile_seconds).collect();
+    parts.push(part(
+        "env-reconcile",
+        makespan(compiles.clone(), concurrency),
+        format!(
+            "{} compile(s) on the new version, {concurrency} at a time; dry-runs not included (add what one takes on the old side)",
+            compiles.len()
+        ),
+    ));
+    let mode = match cx.config.copy.mode {
+        CopyMode::Offline => "offline",
+        CopyMode::Online => "online",
+    };
+    Window::new(mode, parts)
+}
+
+/// Removes whatever a rehearsal left: the rehearsal server (stopped only
+/// when it is the rehearsal's), its overrides, the scratch database, the
+/// state directory, the copy of the dump. Says what it removed.
+async fn clean_up(cx: &Context) -> anyhow::Result<Vec<String>> {
+    let work = cx.work()?;
+    let mut removed = Vec::new();
+    let new_db = Database::open(&cx.config, Side::New).await?;
+    let scratch = new_db.named(&cx.config.rehearsal_database())?;
+    if work.journal().state::<RehearseState>()?.server_started {
+        let orchestrators: Vec<(Orchestrator, String)> = cx
+            .config
+            .intermediate
+            .iter()
+            .map(|v| (v.orchestrator(&cx.config.new), format!("rehearsal intermediate {}", v.version)))
+            .chain([(cx.config.new.clone(), "rehearsal new".to_owned())])
+            .collect();
+        for (orch, label) in &orchestrators {
+            let service = Service::new(orch).with_overrides(overrides(cx, &scratch));
+            if service.state().await? == ProcessState::Running {
+                stop(cx, orch, &scratch, label).await?;
+                removed.push(format!("the {label} server"));
+            } else {
+                service.remove_overrides().await?;
+            }
+        }
+        work.update_state(|s: &mut RehearseState| s.server_started = false)?;
+    }
+    if scratch.exists().await? {
+        scratch.drop_database().await?;
+        removed.push(format!("database {}", scratch.target.name));
+    }
+    let state_dir = &cx.config.rehearsal.state_dir;
+    let out = on_new_machine(cx, "[ ! -e \"$1\" ] || { rm -rf -- \"$1\" && echo removed; }")
+        .await
+        .with_context(|| format!("cannot remove {state_dir}"))?;
+    if out.stdout.trim() == "removed" {
+        removed.push(format!("{state_dir} on {}", cx.runner(Side::New).place()));
+    }
+    let copy = work.path("rehearsal");
+    if copy.exists() {
+        std::fs::remove_dir_all(&copy).with_context(|| format!("cannot remove {copy}"))?;
+        removed.push(copy.to_string());
+    }
+    Ok(removed)
+}
+
+/// Runs a shell line on the new machine with the rehearsal's state
+/// directory as `$1` (with `sudo -n` where the new service needs it).
+async fn on_new_machine(cx: &Context, script: &str) -> anyhow::Result<migrate_core::runner::CmdOutput> {
+    let mut argv: Vec<&str> = Vec::new();
+    if cx.config.new.service.sudo {
+        argv.extend(["sudo", "-n"]);
+    }
+    argv.extend(["sh", "-c", script, "sh", cx.config.rehearsal.state_dir.as_str()]);
+    cx.runner(Side::New).cmd(&argv).run().await
+}
+
+/// The server makes what it needs inside its state directory, not the
+/// directory itself: made here, owned as its parent is (Inmanta's packages
+/// give /var/lib/inmanta to the server's user).
+async fn make_state_dir(cx: &Context) -> anyhow::Result<()> {
+    let script = "mkdir -p -- \"$1\" && chown -- \"$(stat -c %u:%g -- \"$(dirname -- \"$1\")\")\" \"$1\" && chmod 0750 -- \"$1\"";
+    on_new_machine(cx, script).await.map(drop).with_context(|| {
+        format!(
+            "cannot create the rehearsal's state directory {} (`rehearsal.state_dir`)",
+            cx.config.rehearsal.state_dir
+        )
+    })
+}
+
+/// What the operator reads: each environment's outcome, then the window.
+fn outcome(cx: &Context, r: &Rehearsal) -> Outcome {
+    let mut text = String::from("Environment outcomes on the new version:\n");
+    for env in &r.environments {
+        let before = if env.halted_before { " (halted before the migration)" } else { "" };
+        let compile = env.compile_seconds.map(|s| format!(", compiled in {s:.1} s")).unwrap_or_default();
+        text.push_str(&format!("  {}{before}: {}{compile}\n", env.name, env.outcome.words()));
+        for line in env.differences.iter().chain(&env.notes) {
+            text.push_str(&format!("      {line}\n"));
+        }
+        if let Some(error) = &env.error {
+            for line in error.lines().take(12) {
+                text.push_str(&format!("      {line}\n"));
+            }
+        }
+    }
+    text.push_str(&format!("The window, predicted ({} copy):\n", r.window.copy_mode));
+    for part in &r.window.parts {
+        text.push_str(&format!("  {:<14} {:>8.1} s  {}\n", part.steps, part.seconds, part.basis));
+    }
+    text.push_str(&format!("  {:<14} {:>8.1} s\n", "total", r.window.seconds));
+    let count = |o: EnvOutcome| r.environments.iter().filter(|e| e.outcome == o).count();
+    let (same, differ, fail) = (count(EnvOutcome::Same), count(EnvOutcome::Differs), count(EnvOutcome::Fails));
+    let summary = format!(
+        "{} environment(s): {same} the same, {differ} with differences, {fail} not compiling on inmanta-core {}; \
+         window about {:.0} s; nothing deployed, nothing left (details in {})",
+        r.environments.len(),
+        r.servers.last().map_or("?", |s| s.version.as_str()),
+        r.window.seconds,
+        cx.config.work_dir.join(Rehearsal::FILE)
+    );
+    let outcome = if differ + fail > 0 {
+        Outcome::needs_operator(Rehearse::NAME, summary)
+    } else {
+        Outcome::done(Rehearse::NAME, summary)
+    };
+    outcome.text(text).figures(Figures { seconds: Some(r.seconds), ..Figures::default() }).details(r)
+}
