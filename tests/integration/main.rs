@@ -15,6 +15,7 @@ mod e2e;
 mod e2e_faults;
 mod e2e_network;
 mod e2e_online;
+mod e2e_rehearse;
 mod e2e_rollback;
 mod e2e_secure;
 mod e2e_versions;

@@ -73,13 +73,29 @@ impl Database {
         })
     }
 
-    /// Sets one environment's `halted` flag behind the server's back. The
-    /// server's compiler reads the flag from the database for each compile
-    /// (8.x to 20.x), but only the resume API starts agents and schedulers:
-    /// so a compile runs, and nothing else does. Its agents stay paused.
-    pub async fn set_halted(&self, env: &str, halted: bool) -> anyhow::Result<()> {
-        let sql = "UPDATE public.environment SET halted = $1 WHERE id::text = $2";
-        self.rows(As::Owner, sql, &[&halted, &env]).await.map(drop)
+    /// Un-halts one environment behind the server's back. The server's
+    /// compiler reads the flag from the database for each compile (8.x to
+    /// 20.x), but only the resume API starts agents and schedulers: so its
+    /// compile runs, and nothing else does. Its agents stay paused.
+    pub async fn let_compile(&self, env: &str) -> anyhow::Result<()> {
+        let sql = "UPDATE public.environment SET halted = false WHERE id::text = $1";
+        self.rows(As::Owner, sql, &[&env]).await.map(drop)
+    }
+
+    /// Halts one environment again and pauses its agents, those its compile
+    /// registered too (15+ registers a `$__scheduler` agent, unpaused, with
+    /// the first version it exports).
+    pub async fn halt_again(&self, env: &str) -> anyhow::Result<()> {
+        let client = crate::connect::connect(&self.target, As::Owner).await?;
+        let work = async {
+            client.execute("BEGIN", &[]).await?;
+            client.execute("UPDATE public.environment SET halted = true WHERE id::text = $1", &[&env]).await?;
+            let agents =
+                "UPDATE public.agent SET paused = true, unpause_on_resume = false WHERE environment::text = $1";
+            client.execute(agents, &[&env]).await?;
+            client.execute("COMMIT", &[]).await
+        };
+        crate::answer(&self.target, As::Owner, work).await.map(drop)
     }
 
     /// Deploy actions the database records (the `resourceaction` log).

@@ -437,7 +437,7 @@ async fn compile_and_compare(
     let marker = format!("inmanta-migrate rehearse {run_id}: update & recompile on the new version");
     let clock = Instant::now();
     let compiled = async {
-        scratch.set_halted(&id.to_string(), false).await?;
+        scratch.let_compile(&id.to_string()).await?;
         let warnings = api.update_and_recompile(id, &marker).await.context("cannot request the compile")?;
         if !warnings.is_empty() {
             bail!("the server did not queue the compile: {}", warnings.join("; "));
@@ -450,8 +450,9 @@ async fn compile_and_compare(
         .await
     }
     .await;
-    // Halted again whatever happened: only that compile was let through.
-    scratch.set_halted(&id.to_string(), true).await?;
+    // Halted and paused again whatever happened: only that compile was
+    // let through.
+    scratch.halt_again(&id.to_string()).await?;
     let compile = compiled?;
     result.compile_seconds = Some(clock.elapsed().as_secs_f64());
     if compile.success != Some(true) {

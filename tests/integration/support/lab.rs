@@ -110,7 +110,13 @@ impl Lab {
 
     /// The tool's command with this lab's config, not started.
     pub fn tool(&self, args: &[&str]) -> Command {
-        let mut cmd = self.tool_command(BIN.into(), self.dir(), &[]).expect("the tool can run in the lab");
+        self.tool_with(args, &[])
+    }
+
+    /// [`Self::tool`] with environment variables, which reach the tool also
+    /// where it runs in a Debian root (with a clean environment).
+    pub fn tool_with(&self, args: &[&str], envs: &[(&str, &str)]) -> Command {
+        let mut cmd = self.tool_command(BIN.into(), self.dir(), envs).expect("the tool can run in the lab");
         cmd.arg("--config").arg(self.config_path().as_str()).args(args);
         cmd
     }

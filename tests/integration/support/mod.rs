@@ -150,7 +150,7 @@ pub mod contract {
 
     static SCHEMAS: LazyLock<BTreeMap<&str, jsonschema::Validator>> = LazyLock::new(|| {
         let dir = Utf8Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/v1");
-        ["document", "event", "report"]
+        ["document", "event", "report", "rehearsal"]
             .into_iter()
             .map(|name| {
                 let path = dir.join(format!("{name}.schema.json"));

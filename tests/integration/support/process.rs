@@ -51,8 +51,7 @@ pub fn kill_group(pid: u32) {
 pub fn run_to_crash(lab: &Lab, args: &[&str], target: &str) -> (Run, String) {
     let log = lab.dir().join("points.log");
     let _ = std::fs::remove_file(&log);
-    let mut cmd = lab.tool(args);
-    cmd.env(failpoint::CRASH_AT, target).env(failpoint::CRASH_LOG, log.as_str());
+    let mut cmd = lab.tool_with(args, &[(failpoint::CRASH_AT, target), (failpoint::CRASH_LOG, log.as_str())]);
     let run = super::run(&mut cmd);
     (run, std::fs::read_to_string(&log).unwrap_or_default())
 }

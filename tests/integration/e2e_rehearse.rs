@@ -1,0 +1,169 @@
+//! `rehearse` on the real lab (11.5.5 -> 15.5.9, the first target with a
+//! scheduler per environment): each environment's outcome on the new
+//! version named, nothing deployed (the copy inspected after a rehearsal
+//! killed right after its compiles), the old side untouched, and nothing
+//! left behind, also after a kill during the schema migration.
+
+use std::collections::BTreeMap;
+
+use lab::{ModelVariant, Side};
+use serde_json::Value;
+
+use crate::support::{
+    contract,
+    lab::{Lab, lab_pair, slot},
+    process::run_to_crash,
+};
+
+const SCRATCH: &str = "inmanta_rehearsal";
+
+/// The first crash point of `kind` whose description starts with `what`,
+/// from a crash log (`KIND N WHAT` lines) of an uncrashed run.
+fn point(log: &str, kind: &str, what: &str) -> String {
+    log.lines()
+        .find_map(|line| {
+            let mut parts = line.splitn(3, ' ');
+            let (k, n, w) = (parts.next()?, parts.next()?, parts.next()?);
+            (k == kind && w.starts_with(what)).then(|| format!("{k}:{n}"))
+        })
+        .unwrap_or_else(|| panic!("no {kind} point {what:?} in:\n{log}"))
+}
+
+/// Nothing of a rehearsal is left: no scratch database, no server, no
+/// state directory; the new database still empty.
+fn assert_nothing_left(lab: &Lab, state_dir: &str) {
+    let databases = lab.psql(Side::New, "postgres", "SELECT datname FROM pg_database").unwrap();
+    assert!(!databases.lines().any(|d| d == SCRATCH), "the scratch database is dropped: {databases}");
+    assert!(!lab.server_running(Side::New), "no server runs on the new side");
+    assert!(!camino::Utf8Path::new(state_dir).exists(), "{state_dir} is removed");
+    let tables = lab.psql(Side::New, "inmanta", "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").unwrap();
+    assert_eq!(tables.trim(), "0", "the new database is never touched");
+}
+
+/// The old side's environments as they were: the same ids, halted flags
+/// and stored settings (the old server itself may store a default since).
+fn assert_old_side_as_before(lab: &Lab, before: &BTreeMap<String, Value>) {
+    let now = lab.environments(Side::Old);
+    assert_eq!(before.keys().collect::<Vec<_>>(), now.keys().collect::<Vec<_>>(), "the same environments");
+    for (name, was) in before {
+        assert_eq!(now[name]["id"], was["id"], "{name}: id");
+        assert_eq!(now[name]["halted"], was["halted"], "{name}: halted");
+        for (key, value) in was["settings"].as_object().unwrap() {
+            assert_eq!(&now[name]["settings"][key], value, "{name}: setting {key}");
+        }
+    }
+}
+
+fn deploys(lab: &Lab, side: Side, db: &str) -> i64 {
+    let sql = "SELECT count(*) FROM resourceaction WHERE action = 'deploy'";
+    lab.psql(side, db, sql).unwrap().trim().parse().unwrap()
+}
+
+#[test]
+#[ignore = "needs the real lab: cargo xtask ci"]
+fn rehearses_on_a_copy_names_each_outcome_deploys_nothing_and_leaves_nothing() {
+    let _slot = slot();
+    let lab = lab_pair("e2e-rehearse", "11.5.5", "15.5.9");
+    let state_dir = lab.dir().join("new/rehearsal-state").to_string();
+    // What the new version will compile: one project changed its desired
+    // state since its last release, one no longer compiles.
+    lab.push_model("plain", ModelVariant::WithDifferences).unwrap();
+    lab.push_model("tuned", ModelVariant::Broken).unwrap();
+    let before = lab.environments(Side::Old);
+
+    // 1. A whole rehearsal: each outcome named, the window predicted.
+    let log = lab.dir().join("rehearse-points.log");
+    let mut cmd = lab.tool_with(&["rehearse", "--json"], &[(failpoint::CRASH_LOG, log.as_str())]);
+    let run = crate::support::run(&mut cmd);
+    run.code(3);
+    let points = std::fs::read_to_string(&log).unwrap();
+    let document = run.json();
+    assert_eq!(document["status"], "needs_operator", "{}", run.stdout);
+    let rehearsal: Value =
+        serde_json::from_str(&std::fs::read_to_string(lab.work_dir().join("rehearsal.json")).unwrap()).unwrap();
+    contract::conforms("rehearsal", &rehearsal, "rehearsal.json");
+    assert_eq!(document["details"], rehearsal, "--json carries what rehearsal.json keeps");
+    let envs: BTreeMap<&str, &Value> =
+        rehearsal["environments"].as_array().unwrap().iter().map(|e| (e["name"].as_str().unwrap(), e)).collect();
+    assert_eq!(envs.len(), 4, "every environment rehearsed: {envs:#?}");
+    assert_eq!(envs["plain"]["outcome"], "differs");
+    let differences = envs["plain"]["differences"].as_array().unwrap();
+    assert!(
+        differences.iter().any(|d| d.as_str().unwrap().contains("name=res-purged]: added")),
+        "the new resource is named: {differences:?}"
+    );
+    assert_eq!(envs["tuned"]["outcome"], "fails");
+    let error = envs["tuned"]["error"].as_str().unwrap();
+    assert!(error.contains("main.cf"), "the compiler's error says where: {error}");
+    for name in ["manual", "halted"] {
+        assert_eq!(envs[name]["outcome"], "same", "{name}: {:#}", envs[name]);
+    }
+    assert_eq!(envs["halted"]["halted_before"], true);
+    let servers = rehearsal["servers"].as_array().unwrap();
+    assert_eq!(servers.last().unwrap()["version"], "15.5.9");
+    assert!(servers[0]["schema_migrations"].as_u64().unwrap() > 0, "the schema path ran: {servers:?}");
+    let parts: Vec<&str> =
+        rehearsal["window"]["parts"].as_array().unwrap().iter().map(|p| p["steps"].as_str().unwrap()).collect();
+    assert_eq!(parts, ["halt-all", "stop-server", "dump", "restore", "start-server", "env-reconcile"]);
+    assert!(rehearsal["window"]["seconds"].as_f64().unwrap() > 0.0);
+    eprintln!(
+        "TIMING rehearse: {:.1} s, window predicted {:.1} s",
+        rehearsal["seconds"], rehearsal["window"]["seconds"]
+    );
+    assert_nothing_left(&lab, &state_dir);
+    assert_old_side_as_before(&lab, &before);
+    assert!(lab.server_running(Side::Old), "the old orchestrator runs on");
+
+    // 2. Killed right after the compiles, before its server stops: the copy
+    // shows what the rehearsal server did. It compiled, and deployed nothing.
+    let old_deploys = deploys(&lab, Side::Old, "inmanta");
+    let stop = point(&points, "service-before", "stop ");
+    let (crashed, _) = run_to_crash(&lab, &["rehearse"], &stop);
+    assert_eq!(crashed.signal, Some(9), "killed at {stop}\n{}", crashed.stderr);
+    let compiles = lab
+        .psql(
+            Side::New,
+            SCRATCH,
+            "SELECT count(*) FROM compile WHERE metadata->>'message' LIKE 'inmanta-migrate rehearse %'",
+        )
+        .unwrap();
+    assert_eq!(compiles.trim(), "4", "each environment compiled on the copy");
+    let copied = deploys(&lab, Side::New, SCRATCH);
+    assert!(
+        (old_deploys..=deploys(&lab, Side::Old, "inmanta")).contains(&copied),
+        "the copy records no deploy of its own: {copied} deploy actions, the old side {old_deploys}"
+    );
+    let unsafe_ = "SELECT 'environment ' || name FROM environment WHERE NOT halted \
+                   UNION ALL SELECT 'agent ' || name FROM agent WHERE NOT paused";
+    assert_eq!(lab.psql(Side::New, SCRATCH, unsafe_).unwrap().trim(), "", "halted and paused throughout");
+    assert!(lab.server_running(Side::New), "the rehearsal server was left running by the kill");
+
+    // 3. `--clean` removes what the kill left.
+    let clean = lab.run(&["rehearse", "--clean", "--json"]);
+    clean.success();
+    let summary = clean.json()["summary"].as_str().unwrap().to_owned();
+    for what in ["server", SCRATCH, "rehearsal-state"] {
+        assert!(summary.contains(what), "--clean says it removed {what}: {summary}");
+    }
+    assert_nothing_left(&lab, &state_dir);
+    lab.run(&["rehearse", "--clean"]).success().output_has("nothing was left to remove");
+
+    // 4. Killed while the server migrates the schema: the next rehearsal
+    // cleans up and finishes with the same outcomes.
+    let started = point(&points, "service-after", "start ");
+    let (crashed, _) = run_to_crash(&lab, &["rehearse"], &started);
+    assert_eq!(crashed.signal, Some(9), "killed at {started}\n{}", crashed.stderr);
+    let again = lab.run(&["rehearse", "--json"]);
+    again.code(3);
+    let outcomes = |r: &Value| -> Vec<(String, String)> {
+        r["details"]["environments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["name"].as_str().unwrap().to_owned(), e["outcome"].as_str().unwrap().to_owned()))
+            .collect()
+    };
+    assert_eq!(outcomes(&again.json()), outcomes(&document), "the same outcomes after a kill");
+    assert_nothing_left(&lab, &state_dir);
+    assert_old_side_as_before(&lab, &before);
+}
