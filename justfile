@@ -23,6 +23,11 @@ plan:
 status:
     {{bin}} --config {{config}} status
 
+# Before the window: the whole migration on a copy, nothing deployed
+# (`just rehearse --clean` removes what a killed rehearsal left).
+rehearse *args:
+    {{bin}} --config {{config}} rehearse {{args}}
+
 # The old side: inventory + halt, stop, dump. Stops at the first failure.
 old-side:
     {{bin}} --config {{config}} halt-all
