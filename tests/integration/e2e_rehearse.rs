@@ -113,6 +113,11 @@ fn rehearses_on_a_copy_names_each_outcome_deploys_nothing_and_leaves_nothing() {
     assert_nothing_left(&lab, &state_dir);
     assert_old_side_as_before(&lab, &before);
     assert!(lab.server_running(Side::Old), "the old orchestrator runs on");
+    lab.run(&["plan"]).success().stdout_has("The window: about ");
+    let report = std::fs::read_to_string(lab.work_dir().join("report.md")).unwrap();
+    assert!(report.contains("## Rehearsal") && report.contains("| tuned | does not compile |"), "{report}");
+    lab.run(&["migrate", "--yes", "--max-window", "1s"]).code(3).output_has("more than --max-window 1s");
+    assert_old_side_as_before(&lab, &before);
 
     // 2. Killed right after the compiles, before its server stops: the copy
     // shows what the rehearsal server did. It compiled, and deployed nothing.
@@ -137,6 +142,7 @@ fn rehearses_on_a_copy_names_each_outcome_deploys_nothing_and_leaves_nothing() {
                    UNION ALL SELECT 'agent ' || name FROM agent WHERE NOT paused";
     assert_eq!(lab.psql(Side::New, SCRATCH, unsafe_).unwrap().trim(), "", "halted and paused throughout");
     assert!(lab.server_running(Side::New), "the rehearsal server was left running by the kill");
+    lab.run(&["status"]).success().stdout_has("A rehearsal did not finish");
 
     // 3. `--clean` removes what the kill left.
     let clean = lab.run(&["rehearse", "--clean", "--json"]);
@@ -147,6 +153,8 @@ fn rehearses_on_a_copy_names_each_outcome_deploys_nothing_and_leaves_nothing() {
     }
     assert_nothing_left(&lab, &state_dir);
     lab.run(&["rehearse", "--clean"]).success().output_has("nothing was left to remove");
+    let status = lab.run(&["status"]);
+    assert!(!status.stdout.contains("A rehearsal did not finish"), "{}", status.stdout);
 
     // 4. Killed while the server migrates the schema: the next rehearsal
     // cleans up and finishes with the same outcomes.

@@ -27,6 +27,7 @@ mod init;
 mod intermediate;
 mod online;
 mod output;
+mod rehearse;
 mod secrets;
 mod sequences;
 mod ssh;

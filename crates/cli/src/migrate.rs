@@ -19,6 +19,35 @@ pub struct MigrateArgs {
     /// Let restore drop a new database that already holds data.
     #[arg(long)]
     pub replace: bool,
+    /// Refuse to open the window (run halt-all) when the latest `rehearse`
+    /// predicts a longer one than this ("45m", "2h").
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub max_window: Option<std::time::Duration>,
+}
+
+/// `--max-window`: the latest rehearsal's estimate must fit.
+fn fits_in(cx: &Context, limit: std::time::Duration) -> anyhow::Result<()> {
+    let shown = humantime::format_duration(limit);
+    let Some(r) = crate::plan::latest_rehearsal(cx) else {
+        return Err(NeedsOperator(format!(
+            "--max-window {shown}: no rehearsal to estimate the window from; run `inmanta-migrate rehearse` first"
+        ))
+        .into());
+    };
+    if r.window.seconds > limit.as_secs_f64() {
+        let parts: Vec<String> = r.window.parts.iter().map(|p| format!("{} {:.0} s", p.steps, p.seconds)).collect();
+        return Err(NeedsOperator(format!(
+            "the rehearsal of {} predicts a window of {:.0} s ({}), more than --max-window {shown}; nothing was \
+             changed. Shorten what dominates (an online copy takes dump and restore out of the window; \
+             reconcile.concurrency spreads the compiles), rehearse again, or give a longer window",
+            r.started,
+            r.window.seconds,
+            parts.join(", ")
+        ))
+        .into());
+    }
+    cx.ui.info("migrate", format!("the window fits: about {:.0} s predicted, {shown} allowed", r.window.seconds));
+    Ok(())
 }
 
 pub async fn run(cx: &Context, args: &MigrateArgs) -> anyhow::Result<Outcome> {
@@ -32,7 +61,11 @@ pub async fn run(cx: &Context, args: &MigrateArgs) -> anyhow::Result<Outcome> {
     if remaining.is_empty() {
         return Ok(Outcome::nothing_to_do("migrate", "every step is done; see `inmanta-migrate status`"));
     }
-    let fresh = journal.steps.values().all(|r| r.attempts == 0);
+    // Fresh: no step of the sequence has started (a rehearsal does not count).
+    let fresh = journal.reached().is_none();
+    if fresh && let Some(limit) = args.max_window {
+        fits_in(cx, limit)?;
+    }
     if fresh {
         let checks = crate::check::preflight(cx, args.replace).await;
         checks.report(&cx.ui, "check");

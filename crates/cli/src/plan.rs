@@ -6,6 +6,7 @@ use migrate_core::{
     Context, Outcome, StepId,
     config::CopyMode,
     journal::{Journal, StepStatus, WorkDir},
+    rehearsal::Rehearsal,
 };
 use serde::Serialize;
 
@@ -31,6 +32,7 @@ fn notes(cx: &Context, journal: Option<&Journal>) -> String {
              online copy's publication, role and fence table in its database (`precopy --abandon` removes them)"
         }
     };
+    let _ = writeln!(notes, "  - The window: {}", window_now(cx));
     let _ = writeln!(
         notes,
         "  - The way back: {old_side}. `inmanta-migrate rollback` goes back from any point before `finish`: it \
@@ -39,6 +41,29 @@ fn notes(cx: &Context, journal: Option<&Journal>) -> String {
         way_back_now(journal)
     );
     notes
+}
+
+/// The latest rehearsal's estimate of the window, or how to get one.
+fn window_now(cx: &Context) -> String {
+    match latest_rehearsal(cx) {
+        None => "not estimated yet: `inmanta-migrate rehearse` runs the migration on a copy before the window and \
+                 predicts it."
+            .into(),
+        Some(r) => {
+            let parts: Vec<String> = r.window.parts.iter().map(|p| format!("{} {:.0} s", p.steps, p.seconds)).collect();
+            format!(
+                "about {:.0} s ({}), as the rehearsal of {} predicted; its report is in the status.",
+                r.window.seconds,
+                parts.join(", "),
+                r.started
+            )
+        }
+    }
+}
+
+/// The latest rehearsal's findings, when one ran in this work directory.
+pub fn latest_rehearsal(cx: &Context) -> Option<Rehearsal> {
+    migrate_core::fsutil::read_json(&cx.config.work_dir.join(Rehearsal::FILE)).ok()
 }
 
 /// What `rollback` would do and lose at this point of the journal.

@@ -11,6 +11,7 @@ use migrate_core::{
     fsutil,
     inventory::Inventory,
     journal::{EnvPhase, EnvStatus, Journal, RolledBack, StepRecord},
+    rehearsal::Rehearsal,
     steps::{STEPS, StepId},
 };
 
@@ -20,11 +21,11 @@ pub fn refresh(cx: &Context) -> Option<Utf8PathBuf> {
     let work = cx.opened_work()?;
     let journal = work.journal();
     let inventory: Option<Inventory> = fsutil::read_json(&work.path(Inventory::FILE)).ok();
+    let rehearsal: Option<Rehearsal> = fsutil::read_json(&work.path(Rehearsal::FILE)).ok();
+    let (inventory, rehearsal, mode) = (inventory.as_ref(), rehearsal.as_ref(), cx.config.copy.mode);
     let md = work.path("report.md");
-    let written = fsutil::write_atomic(&md, markdown(&journal, inventory.as_ref(), cx.config.copy.mode).as_bytes())
-        .and_then(|()| {
-            fsutil::write_json(&work.path("report.json"), &document(&journal, inventory.as_ref(), cx.config.copy.mode))
-        });
+    let written = fsutil::write_atomic(&md, markdown(&journal, inventory, rehearsal, mode).as_bytes())
+        .and_then(|()| fsutil::write_json(&work.path("report.json"), &document(&journal, inventory, rehearsal, mode)));
     match written {
         Ok(()) => Some(md),
         Err(e) => {
@@ -58,7 +59,12 @@ fn rolled_back_report(back: &RolledBack) -> RolledBackReport {
     RolledBackReport { from: back.from, at: back.at.to_string() }
 }
 
-pub fn document(journal: &Journal, inventory: Option<&Inventory>, mode: CopyMode) -> Report {
+pub fn document(
+    journal: &Journal,
+    inventory: Option<&Inventory>,
+    rehearsal: Option<&Rehearsal>,
+    mode: CopyMode,
+) -> Report {
     let steps = steps_shown(journal, mode).map(|id| step_report(id, &journal.step(id))).collect();
     let earlier_attempts = journal
         .earlier
@@ -104,6 +110,7 @@ pub fn document(journal: &Journal, inventory: Option<&Inventory>, mode: CopyMode
         rolled_back: journal.rolled_back.as_ref().map(rolled_back_report),
         finished: journal.finished.map(|t| t.to_string()),
         earlier_attempts,
+        rehearsal: rehearsal.cloned(),
     }
 }
 
@@ -117,7 +124,12 @@ fn cell(text: &str) -> String {
     text.replace('\n', " ").replace('|', "\\|")
 }
 
-pub fn markdown(journal: &Journal, inventory: Option<&Inventory>, mode: CopyMode) -> String {
+pub fn markdown(
+    journal: &Journal,
+    inventory: Option<&Inventory>,
+    rehearsal: Option<&Rehearsal>,
+    mode: CopyMode,
+) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# Inmanta orchestrator migration\n");
     let old_version = inventory.map(|i| i.core_version.to_string()).unwrap_or_else(|| "?".into());
@@ -177,7 +189,40 @@ pub fn markdown(journal: &Journal, inventory: Option<&Inventory>, mode: CopyMode
             let _ = writeln!(md, "| {id} | {} | {seconds} | {summary} |", r.status.words());
         }
     }
+    if let Some(r) = rehearsal {
+        rehearsal_section(&mut md, r);
+    }
     md
+}
+
+/// What the latest rehearsal found, and the window it predicted.
+fn rehearsal_section(md: &mut String, r: &Rehearsal) {
+    let servers: Vec<String> =
+        r.servers.iter().map(|s| format!("{} ({} schema migration(s))", s.version, s.schema_migrations)).collect();
+    let _ = writeln!(
+        md,
+        "\n## Rehearsal\n\n- started: {} ({:.0} s), inmanta-core {} on a copy through {}\n",
+        r.started,
+        r.seconds,
+        r.old_version,
+        servers.join(", then ")
+    );
+    let _ = writeln!(md, "| environment | outcome | compile seconds | detail |\n|---|---|---|---|");
+    for e in &r.environments {
+        let before = if e.halted_before { " (halted before)" } else { "" };
+        let seconds = e.compile_seconds.map(|s| format!("{s:.1}")).unwrap_or_default();
+        let detail: Vec<&str> = e.differences.iter().chain(&e.error).map(String::as_str).collect();
+        let _ =
+            writeln!(md, "| {}{before} | {} | {seconds} | {} |", e.name, e.outcome.words(), cell(&detail.join("; ")));
+    }
+    let _ = writeln!(
+        md,
+        "\n### Predicted window ({} copy): {:.0} s\n\n| steps | seconds | based on |\n|---|---|---|",
+        r.window.copy_mode, r.window.seconds
+    );
+    for p in &r.window.parts {
+        let _ = writeln!(md, "| {} | {:.1} | {} |", p.steps, p.seconds, cell(&p.basis));
+    }
 }
 
 #[cfg(test)]
@@ -205,8 +250,10 @@ mod tests {
             "steps": {}, "environments": { id: { "name": "prod", "status": "in_progress", "phase": "resumed" } },
         }))
         .unwrap();
-        assert!(markdown(&journal, Some(&inventory), CopyMode::Offline).contains("| in progress (last: resumed) |"));
-        let report = document(&journal, Some(&inventory), CopyMode::Offline);
+        assert!(
+            markdown(&journal, Some(&inventory), None, CopyMode::Offline).contains("| in progress (last: resumed) |")
+        );
+        let report = document(&journal, Some(&inventory), None, CopyMode::Offline);
         assert_eq!(report.environments[0].phase, Some(EnvPhase::Resumed));
     }
 }

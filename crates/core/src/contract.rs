@@ -125,6 +125,9 @@ pub struct Report {
     pub finished: Option<String>,
     /// Attempts rolled back before this one, oldest first.
     pub earlier_attempts: Vec<EarlierReport>,
+    /// What the latest `rehearse` found (`rehearsal.json`), when one ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rehearsal: Option<crate::rehearsal::Rehearsal>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]

@@ -47,6 +47,9 @@ pub struct Rehearse {
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RehearseState {
+    /// A rehearsal began and has not cleaned up yet: its scratch database,
+    /// server or state directory may be there.
+    pub began: bool,
     /// It asked the new side's service to start a rehearsal server: the
     /// service may run one now, and its overrides may be installed.
     pub server_started: bool,
@@ -147,6 +150,7 @@ impl Step for Rehearse {
             };
             return Ok(Outcome::done(Self::NAME, summary));
         }
+        cx.work()?.update_state(|s: &mut RehearseState| s.began = true)?;
         let result = rehearse(cx).await;
         // Killed or failed anywhere, nothing stays behind; a failure to
         // clean up is said, never hidden behind the first error.
@@ -634,6 +638,7 @@ async fn clean_up(cx: &Context) -> anyhow::Result<Vec<String>> {
         std::fs::remove_dir_all(&copy).with_context(|| format!("cannot remove {copy}"))?;
         removed.push(copy.to_string());
     }
+    work.update_state(|s: &mut RehearseState| s.began = false)?;
     Ok(removed)
 }
 
