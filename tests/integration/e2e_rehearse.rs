@@ -69,11 +69,19 @@ fn rehearses_on_a_copy_names_each_outcome_deploys_nothing_and_leaves_nothing() {
     // state since its last release, one no longer compiles.
     lab.push_model("plain", ModelVariant::WithDifferences).unwrap();
     lab.push_model("tuned", ModelVariant::Broken).unwrap();
+    // One already differs on the old side before any migration: its
+    // released version holds a resource that every dry-run reports.
+    lab.push_model("manual", ModelVariant::WithDifferences).unwrap();
+    let old = lab.client(Side::Old).unwrap();
+    let manual = lab.env("manual").unwrap().id.clone();
+    let compiled = old.compile(&manual, true, std::time::Duration::from_secs(600)).unwrap();
+    assert!(compiled.success, "{}", compiled.failure);
+    old.release(&manual, compiled.version.unwrap()).unwrap();
     let before = lab.environments(Side::Old);
 
     // 1. A whole rehearsal: each outcome named, the window predicted.
     let log = lab.dir().join("rehearse-points.log");
-    let mut cmd = lab.tool_with(&["rehearse", "--json"], &[(failpoint::CRASH_LOG, log.as_str())]);
+    let mut cmd = lab.tool_with(&["rehearse", "--baseline", "--json"], &[(failpoint::CRASH_LOG, log.as_str())]);
     let run = crate::support::run(&mut cmd);
     run.code(3);
     let points = std::fs::read_to_string(&log).unwrap();
@@ -99,6 +107,15 @@ fn rehearses_on_a_copy_names_each_outcome_deploys_nothing_and_leaves_nothing() {
         assert_eq!(envs[name]["outcome"], "same", "{name}: {:#}", envs[name]);
     }
     assert_eq!(envs["halted"]["halted_before"], true);
+    // --baseline: the old side's dry-runs, of the running environments.
+    let baseline = |name: &str| envs[name]["baseline"]["differences"].as_array().cloned();
+    assert!(
+        baseline("manual").unwrap().iter().any(|d| d.as_str().unwrap().contains("name=res-purged]")),
+        "the old side already differs: {:#}",
+        envs["manual"]
+    );
+    assert_eq!(baseline("plain"), Some(vec![]), "{:#}", envs["plain"]);
+    assert_eq!(baseline("halted"), None, "a halted environment is not dry-run");
     let servers = rehearsal["servers"].as_array().unwrap();
     assert_eq!(servers.last().unwrap()["version"], "15.5.9");
     assert!(servers[0]["schema_migrations"].as_u64().unwrap() > 0, "the schema path ran: {servers:?}");
@@ -161,7 +178,7 @@ fn rehearses_on_a_copy_names_each_outcome_deploys_nothing_and_leaves_nothing() {
     let started = point(&points, "service-after", "start ");
     let (crashed, _) = run_to_crash(&lab, &["rehearse"], &started);
     assert_eq!(crashed.signal, Some(9), "killed at {started}\n{}", crashed.stderr);
-    let again = lab.run(&["rehearse", "--json"]);
+    let again = lab.run(&["rehearse", "--baseline", "--json"]);
     again.code(3);
     let outcomes = |r: &Value| -> Vec<(String, String)> {
         r["details"]["environments"]
@@ -174,4 +191,47 @@ fn rehearses_on_a_copy_names_each_outcome_deploys_nothing_and_leaves_nothing() {
     assert_eq!(outcomes(&again.json()), outcomes(&document), "the same outcomes after a kill");
     assert_nothing_left(&lab, &state_dir);
     assert_old_side_as_before(&lab, &before);
+
+    // 5. The window, held against the rehearsal, environment by environment.
+    for step in ["halt-all", "stop-server", "dump", "restore", "start-server"] {
+        lab.run(&[step]).success();
+    }
+    let reconciled = lab.run(&["env-reconcile"]);
+    // An environment's result: its last line but the differences (warnings
+    // after it), with its indented continuation lines.
+    let said = |name: &str| -> String {
+        let lines: Vec<&str> = reconciled.stderr.lines().collect();
+        let at = lines
+            .iter()
+            .rposition(|l| l.contains(&format!("env-reconcile {name}: ")) && !l.starts_with("warning:"))
+            .unwrap_or_else(|| panic!("no line of {name}:\n{}", reconciled.stderr));
+        let rest = lines[at + 1..].iter().take_while(|l| l.starts_with(' ')).copied();
+        std::iter::once(lines[at]).chain(rest).collect::<Vec<_>>().join("\n")
+    };
+    for (name, outcome) in
+        [("plain", "compiles, desired state differs"), ("tuned", "does not compile"), ("manual", "same desired state")]
+    {
+        let said = said(name);
+        assert!(
+            said.contains(&format!(
+                "as rehearsed on {}: {outcome}",
+                again.json()["details"]["started"].as_str().unwrap()
+            )),
+            "{name}: {said}"
+        );
+    }
+    assert!(!reconciled.stderr.contains("unlike the rehearsal"), "{}", reconciled.stderr);
+    // Which difference is which: the project's change is the migration's
+    // (its update came with it); the other was there before.
+    assert!(
+        said("plain")
+            .contains("made by the migration (a finding): std::testing::NullResource[internal,name=res-purged]"),
+        "{}",
+        said("plain")
+    );
+    let manual = said("manual");
+    assert!(
+        manual.contains("already there before the migration") && !manual.contains("made by the migration"),
+        "{manual}"
+    );
 }

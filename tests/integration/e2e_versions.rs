@@ -22,6 +22,35 @@ fn schema_versions(lab: &Lab, side: Side) -> BTreeSet<String> {
 /// Step by step, with the assertions of the 8.7.6 -> 14.0.0 e2e test, and
 /// a second run of every step that changes nothing; `before_start` runs
 /// after the restore, before the NEW server's first start.
+/// `rehearse` before the window: every server of `servers` (intermediates,
+/// then the new one) started on the copy and migrating it, every
+/// environment compiled by the new version to the same desired state, and
+/// nothing left on the new side.
+fn rehearses_the_same(lab: &Lab, servers: &[&str]) {
+    let rehearsed = lab.run(&["rehearse", "--json"]);
+    rehearsed.success();
+    let r = &rehearsed.json()["details"];
+    let ran: Vec<&str> = r["servers"].as_array().unwrap().iter().map(|s| s["version"].as_str().unwrap()).collect();
+    assert_eq!(ran, servers, "each server started on the copy");
+    for server in r["servers"].as_array().unwrap() {
+        assert!(server["schema_migrations"].as_u64().unwrap() > 0, "each one migrated the copy: {server}");
+    }
+    for env in r["environments"].as_array().unwrap() {
+        assert_eq!(env["outcome"], "same", "{env:#}");
+    }
+    assert_eq!(r["deploy_actions"][0], r["deploy_actions"][1], "nothing deployed");
+    let databases = lab.psql(Side::New, "postgres", "SELECT datname FROM pg_database").unwrap();
+    assert!(!databases.lines().any(|d| d.ends_with("_rehearsal")), "the copy is dropped: {databases}");
+    assert!(!lab.server_running(Side::New), "no server left running on the new side");
+    eprintln!(
+        "TIMING rehearse {} -> {}: {:.1} s, window predicted {:.1} s",
+        lab.version(Side::Old),
+        servers.join(" -> "),
+        r["seconds"].as_f64().unwrap(),
+        r["window"]["seconds"].as_f64().unwrap()
+    );
+}
+
 fn migrates_step_by_step(lab: &Lab, before_start: fn(&Lab)) {
     let (old, new) = (lab.version(Side::Old).to_owned(), lab.version(Side::New).to_owned());
     assert!(lab.machine(Side::New).in_root(), "a 15+ server runs from the Debian 13 root");
@@ -118,6 +147,8 @@ fn migrates_11_5_to_15_5_across_postgresql_majors() {
 fn migrates_15_5_to_18_4_on_systemd_machines() {
     let _alone = alone();
     let lab = lab_booted("e2e-15to18", "15.5.9", "18.4.0");
+    // The rehearsal's servers through the unit, with a runtime drop-in.
+    rehearses_the_same(&lab, &["18.4.0"]);
     migrates_step_by_step(&lab, nothing);
 
     // The way back on systemd machines: the new unit stopped and disabled
@@ -177,7 +208,9 @@ fn migrates_18_4_to_20_1_and_refuses_19_0() {
         assert_eq!(tables.unwrap().trim(), "0", "nothing was restored");
     }
     let _slot = slot();
-    migrates_step_by_step(&lab_pair("e2e-18to20", "18.4.0", "20.1.0"), nothing);
+    let lab = lab_pair("e2e-18to20", "18.4.0", "20.1.0");
+    rehearses_the_same(&lab, &["20.1.0"]);
+    migrates_step_by_step(&lab, nothing);
 }
 
 /// On booted machines, with a NEW unit that fails to start and then one
@@ -199,6 +232,7 @@ fn migrates_11_5_to_19_0_through_15_5_and_18_2() {
     let _slot = slot();
     let lab = lab_via("e2e-11to19", "11.5.5", &["15.5.9", "18.2.0"], "19.0.0");
     let before = lab.environments(Side::Old);
+    rehearses_the_same(&lab, &["15.5.9", "18.2.0", "19.0.0"]);
     let check = lab.run(&["check", "--json"]);
     check.success();
     let versions =

@@ -95,6 +95,9 @@ struct Measured {
     per_env: Vec<f64>,
     /// The machine's CPU during the reconcile phase, by kind of process.
     reconcile_cpu: Option<cpu::Usage>,
+    /// What `rehearse --baseline` predicted just before (the tool only):
+    /// the window and its phases, seconds.
+    predicted: Option<(f64, BTreeMap<&'static str, f64>)>,
 }
 
 impl Measured {
@@ -479,6 +482,7 @@ fn tool(
     }
     let config = instance.dir().join("bench/inmanta-migrate.toml");
     std::fs::write(&config, toml::to_string(&table)?)?;
+    let predicted = predict(bin, instance, &config)?;
     let mut command = instance.tool_command(bin, instance.dir(), &[])?;
     command.args(["--config", config.as_str(), "--json", "migrate", "--yes"]);
     command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
@@ -510,7 +514,7 @@ fn tool(
         let text = journal["steps"][name][what].as_str().with_context(|| format!("journal: {name}.{what}"))?;
         Ok(text.parse()?)
     };
-    let mut measured = Measured { peak_rss: peak, ..Measured::default() };
+    let mut measured = Measured { peak_rss: peak, predicted: Some(predicted), ..Measured::default() };
     let (dump, restore) = if online { (None, "cutover") } else { (Some("dump"), "restore") };
     let steps = [
         ("halt", Some("halt-all")),
@@ -534,6 +538,36 @@ fn tool(
         None => None,
     };
     Ok(measured)
+}
+
+/// `rehearse --baseline` with the migration's config, right before it:
+/// the window it predicts, in the bench's phases.
+fn predict(bin: &Utf8Path, instance: &Instance, config: &Utf8Path) -> Result<(f64, BTreeMap<&'static str, f64>)> {
+    let mut command = instance.tool_command(bin, instance.dir(), &[])?;
+    command.args(["--config", config.as_str(), "--json", "rehearse", "--baseline"]);
+    let out = command.output().context("running inmanta-migrate rehearse")?;
+    // Exit 3 is a rehearsal that found something to look at: still a prediction.
+    if !matches!(out.status.code(), Some(0 | 3)) {
+        bail!("inmanta-migrate rehearse failed ({}):\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    }
+    let doc: Value = serde_json::from_slice(&out.stdout).context("rehearse --json")?;
+    let window = &doc["details"]["window"];
+    let mut phases = BTreeMap::new();
+    for part in window["parts"].as_array().context("the window's parts")? {
+        let phase = match part["steps"].as_str().unwrap_or("") {
+            "halt-all" => "halt",
+            "stop-server" => "stop",
+            "dump" => "dump",
+            "restore" | "cutover" => "restore",
+            "start-server" => "start",
+            "env-reconcile" => "reconcile",
+            other => bail!("the rehearsal predicts an unknown part {other:?}"),
+        };
+        phases.insert(phase, part["seconds"].as_f64().unwrap_or(0.0));
+    }
+    let total = window["seconds"].as_f64().context("the window's seconds")?;
+    eprintln!("rehearse: predicts {total:.1} s");
+    Ok((total, phases))
 }
 
 /// When the new server's API first answered while process `pid` runs.
@@ -647,6 +681,19 @@ fn report(results: &[(Method, Measured)], size_gb: f64, envs: usize, history: &l
             moved(online),
             moved(tool),
             online.precopy.unwrap_or(0.0)
+        );
+    }
+    for method in [Method::Tool, Method::Online] {
+        let Some((m, (total, phases))) = get(method).and_then(|m| Some((m, m.predicted.as_ref()?))) else { continue };
+        let by_phase: Vec<String> = PHASES
+            .iter()
+            .filter_map(|p| Some(format!("{p} {:.1}/{:.1}", phases.get(p)?, m.phases.get(p).copied().unwrap_or(0.0))))
+            .collect();
+        println!(
+            "{method:?}: predicted window {total:.1} s, measured {:.1} s: {:.2} (goal within 0.8-1.2); by phase, predicted/measured: {}",
+            m.downtime,
+            total / m.downtime,
+            by_phase.join(", ")
         );
     }
     if let Some(noticed) = get(Method::Tool).and_then(|m| m.ready_noticed) {

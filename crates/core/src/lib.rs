@@ -6,6 +6,7 @@ pub mod checks;
 pub mod config;
 pub mod context;
 pub mod contract;
+pub mod dryrun;
 pub mod error;
 pub mod figures;
 pub mod fsutil;

@@ -78,6 +78,34 @@ pub struct EnvRehearsal {
     pub notes: Vec<String>,
     /// Why it does not compile: the compiler's error, or what failed.
     pub error: Option<String>,
+    /// `--baseline`: the old server's dry-run of its released version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<Baseline>,
+}
+
+/// What was already different on the old side before the migration.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct Baseline {
+    /// The dry-run's differences, as `env-reconcile` words them.
+    pub differences: Vec<String>,
+    pub seconds: f64,
+    /// Why there is no dry-run (an agent down, a timeout).
+    pub error: Option<String>,
+}
+
+impl Baseline {
+    /// Whether the old side's dry-run showed this difference already
+    /// (version numbers in resource ids do not count).
+    pub fn had(&self, difference: &str) -> bool {
+        let key = unversioned(difference);
+        self.differences.iter().any(|d| unversioned(d) == key)
+    }
+}
+
+/// A difference's text without `,v=N` in the resource id before its first colon.
+fn unversioned(difference: &str) -> String {
+    let (id, rest) = difference.split_once(": ").unwrap_or((difference, ""));
+    format!("{}: {rest}", inmanta_api::strip_version(id))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -150,6 +178,18 @@ mod tests {
         assert_eq!(makespan(vec![3.0, 1.0, 2.0], 2), 3.0);
         assert_eq!(makespan(vec![5.0, 4.0, 3.0, 3.0], 2), 8.0);
         assert_eq!(makespan(vec![2.0, 2.0], 0), 4.0, "no worker counts as one");
+    }
+
+    #[test]
+    fn a_baseline_knows_a_difference_whatever_the_version() {
+        let b = Baseline {
+            differences: vec!["std::File[h,path=/x],v=3: modified: mode: 644 -> 600".into()],
+            seconds: 1.0,
+            error: None,
+        };
+        assert!(b.had("std::File[h,path=/x],v=9: modified: mode: 644 -> 600"));
+        assert!(b.had("std::File[h,path=/x]: modified: mode: 644 -> 600"));
+        assert!(!b.had("std::File[h,path=/x]: modified: mode: 644 -> 640"));
     }
 
     #[test]

@@ -21,20 +21,17 @@
 //! dry-run: it is left halted for an operator, and `--accept-protected`
 //! reconciles it anyway (the dry-run then checks the released version).
 
-use std::{
-    collections::BTreeMap,
-    fmt::Write as _,
-    time::{Duration, Instant},
-};
+use std::{fmt::Write as _, time::Instant};
 
 use anyhow::{Context as _, bail};
 use futures::StreamExt;
-use inmanta_api::{Client, DryRunReport, ResourceDiff, ServerVersion};
+use inmanta_api::{Client, ServerVersion};
 use migrate_core::{
-    Checks, Config, Context, ErrorKind, Failure, Figures, Outcome, Side, Step, StepId, UsageError,
+    Checks, Config, Context, ErrorKind, Failure, Figures, Outcome, Side, Step, StepId, UsageError, dryrun, fsutil,
     inventory::{EnvironmentRecord, Inventory},
     journal::{EnvPhase, EnvRecord, EnvStatus},
     one_driver, probe,
+    rehearsal::{EnvOutcome, Rehearsal},
     service::Service,
     wait,
 };
@@ -88,6 +85,70 @@ pub struct EnvResult {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub differences: Vec<String>,
     pub seconds: f64,
+    /// Whether the update & recompile succeeded, once it ran.
+    #[serde(skip)]
+    compiled: Option<bool>,
+    /// How this compares with what `rehearse` found, when it ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rehearsed: Option<String>,
+}
+
+impl EnvResult {
+    /// What the window made of it, in the rehearsal's terms (None when it
+    /// did not get as far as a compile and a dry-run).
+    fn outcome(&self) -> Option<EnvOutcome> {
+        match self.compiled? {
+            false => Some(EnvOutcome::Fails),
+            true if !self.differences.is_empty() => Some(EnvOutcome::Differs),
+            true if self.status == EnvStatus::Done => Some(EnvOutcome::Same),
+            true => None,
+        }
+    }
+
+    /// Says whether the window went as the rehearsal said it would, and
+    /// which differences were already there before the migration (when
+    /// the rehearsal dry-ran the old side: `rehearse --baseline`).
+    fn hold_against(&mut self, rehearsal: &Rehearsal) {
+        let Some(rehearsed) = rehearsal.environments.iter().find(|e| e.id == self.id) else { return };
+        let Some(now) = self.outcome() else { return };
+        let baseline = rehearsed.baseline.as_ref().filter(|b| b.error.is_none());
+        let (before, made): (Vec<&String>, Vec<&String>) =
+            self.differences.iter().partition(|d| baseline.is_some_and(|b| b.had(d)));
+        // A dry-run of the old side that already differed: the window's
+        // dry-run differs too, though the desired state compiled the same.
+        let expected = match rehearsed.outcome {
+            EnvOutcome::Same if baseline.is_some_and(|b| !b.differences.is_empty()) => EnvOutcome::Differs,
+            outcome => outcome,
+        };
+        let explained = rehearsed.outcome != EnvOutcome::Same || baseline.is_none() || made.is_empty();
+        let mut text = if now == expected && explained {
+            format!("as rehearsed on {}: {}", rehearsal.started, rehearsed.outcome.words())
+        } else {
+            let why = match now {
+                EnvOutcome::Differs if rehearsed.outcome == EnvOutcome::Same => {
+                    "the desired state compiled the same, so these differences are in the managed state \
+                     (drift, or changed since the rehearsal)"
+                }
+                _ => "the project or the old side changed since the rehearsal",
+            };
+            format!(
+                "unlike the rehearsal of {}, which found \"{}\": {why}",
+                rehearsal.started,
+                rehearsed.outcome.words()
+            )
+        };
+        let list = |d: &[&String]| d.iter().map(|d| d.as_str()).collect::<Vec<_>>().join("; ");
+        if !before.is_empty() {
+            text.push_str(&format!(
+                "\nalready there before the migration (the old side's dry-run showed them): {}",
+                list(&before)
+            ));
+        }
+        if baseline.is_some() && !made.is_empty() {
+            text.push_str(&format!("\nmade by the migration (a finding): {}", list(&made)));
+        }
+        self.rehearsed = Some(text);
+    }
 }
 
 impl EnvReconcile {
@@ -206,6 +267,8 @@ impl Step for EnvReconcile {
             id: Uuid::new_v4().simple().to_string()[..8].to_owned(),
         };
         let work = cx.work()?;
+        let rehearsal: Option<Rehearsal> = fsutil::read_json(&work.path(Rehearsal::FILE)).ok();
+        let rehearsal = rehearsal.as_ref();
 
         let results: Vec<EnvResult> = futures::stream::iter(selection)
             .map(|(env, named)| {
@@ -214,6 +277,12 @@ impl Step for EnvReconcile {
                     let start = Instant::now();
                     let mut result = reconcile(cx, env, named, run).await;
                     result.seconds = start.elapsed().as_secs_f64();
+                    if let Some(rehearsal) = rehearsal {
+                        result.hold_against(rehearsal);
+                    }
+                    if let Some(rehearsed) = &result.rehearsed {
+                        result.message = format!("{}\n{rehearsed}", result.message);
+                    }
                     let r = result.clone();
                     let record = work.update_env(env.id, |rec| {
                         rec.name = r.name.clone();
@@ -338,6 +407,8 @@ async fn reconcile(cx: &Context, env: &EnvironmentRecord, named: bool, run: &Run
         version: None,
         differences: Vec::new(),
         seconds: 0.0,
+        compiled: None,
+        rehearsed: None,
     };
     let earlier =
         cx.work().map(|w| w.journal().environments.get(&env.id).cloned().unwrap_or_default()).unwrap_or_default();
@@ -455,6 +526,7 @@ async fn reconcile_phases(
     if compile.success != Some(true) {
         let details = api.compile_details(id, compile.id).await?;
         result.status = EnvStatus::Failed;
+        result.compiled = Some(false);
         result.message = format!(
             "the update & recompile failed (compile {}); the environment is resumed with auto_deploy off and keeps its released version {}:\n{}",
             compile.id,
@@ -472,12 +544,13 @@ async fn reconcile_phases(
     result.version = Some(newest);
     work.update_env(id, |r| r.version = Some(newest))?;
     phase(EnvPhase::Compiled)?;
+    result.compiled = Some(true);
     say(format!("compiled version {newest}; dry-running it"));
 
     // 4. Dry-run.
-    let report = dry_run(cx, env, newest).await?;
+    let report = dryrun::dry_run(cx, api, env, newest, EnvReconcile::NAME).await?;
     work.update_env(id, |r| r.dryrun = Some(report.summary.id))?;
-    let (differences, notes) = judge(&report, &paused_before(env));
+    let (differences, notes) = dryrun::judge(&report, env);
     if !differences.is_empty() {
         result.status = EnvStatus::NeedsOperator;
         result.differences = differences;
@@ -576,94 +649,12 @@ async fn reconcile_phases(
     Ok(())
 }
 
-/// Requests a dry-run and waits for its report. A dry-run that meets
-/// resources whose agent is not up yet is asked again, within the limit.
-async fn dry_run(cx: &Context, env: &EnvironmentRecord, version: i64) -> anyhow::Result<DryRunReport> {
-    let api = cx.api(Side::New);
-    let options = &cx.config.reconcile;
-    let deadline = Instant::now() + options.dryrun_timeout;
-    let paused = paused_before(env);
-    let what = format!("a dry-run of version {version} of {} (reconcile.dryrun_timeout)", env.name);
-    // The probe decides by the deadline; the wait's own limit is a backstop.
-    wait::until(options.poll_interval, options.dryrun_timeout + options.poll_interval, &what, async || {
-        let id = match api.dryrun(env.id, version).await {
-            Ok(id) => id,
-            // 15+: the scheduler may still be starting.
-            Err(e) if e.status() == Some(409) && Instant::now() < deadline => return Ok(None),
-            Err(e) => return Err(e).context("cannot request the dry-run"),
-        };
-        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
-        let what = format!("the dry-run of version {version} of {} to finish (reconcile.dryrun_timeout)", env.name);
-        let report = wait::until(options.poll_interval, left, &what, async || {
-            let report = api.dryrun_report(env.id, version, id).await?;
-            Ok(report.is_done().then_some(report))
-        })
-        .await?;
-        let agent_down = report
-            .diff
-            .iter()
-            .any(|d| d.status == "agent_down" && !paused.iter().any(|p| d.resource_id.contains(&format!("[{p},"))));
-        if agent_down && Instant::now() + options.poll_interval < deadline {
-            cx.ui.info(EnvReconcile::NAME, format!("{}: agents not up yet; asking for the dry-run again", env.name));
-            return Ok(None);
-        }
-        Ok(Some(report))
-    })
-    .await
-}
-
 /// A message of several lines (a compiler's error) with its later lines
 /// indented under the first, and no trailing blank line.
 fn indented(message: &str) -> String {
     let mut lines = message.trim_end().lines();
     let first = lines.next().unwrap_or_default().to_owned();
     lines.fold(first, |all, line| format!("{all}\n    {line}"))
-}
-
-/// Agents paused on purpose before the migration (halting pauses the others
-/// too, but marks those to unpause on resume): they stay paused.
-fn paused_before(env: &EnvironmentRecord) -> Vec<&str> {
-    env.agents.iter().filter(|a| a.paused && a.unpause_on_resume != Some(true)).map(|a| a.name.as_str()).collect()
-}
-
-/// Splits a dry-run report into differences (that stop the environment) and
-/// notes (reported only).
-fn judge(report: &DryRunReport, paused_agents: &[&str]) -> (Vec<String>, Vec<String>) {
-    let mut differences = Vec::new();
-    let mut notes = Vec::new();
-    let mut not_evaluated = BTreeMap::<&str, usize>::new();
-    for diff in report.differences() {
-        let agent = agent_of(&diff.resource_id);
-        match diff.status.as_str() {
-            "undefined" | "skipped_for_undefined" => *not_evaluated.entry(diff.status.as_str()).or_default() += 1,
-            "agent_down" if agent.is_some_and(|a| paused_agents.contains(&a)) => {
-                *not_evaluated.entry("agent paused before the migration").or_default() += 1
-            }
-            _ => differences.push(describe(diff)),
-        }
-    }
-    if report.missing() > 0 {
-        differences.push(format!("{} resource(s) did not report in the dry-run", report.missing()));
-    }
-    for (why, n) in not_evaluated {
-        notes.push(format!("{n} resource(s) not evaluated ({why})"));
-    }
-    (differences, notes)
-}
-
-fn agent_of(resource_id: &str) -> Option<&str> {
-    resource_id.split('[').nth(1)?.split(',').next()
-}
-
-/// "`<resource>`: modified: attr: from -> to, ..."
-fn describe(diff: &ResourceDiff) -> String {
-    let attributes: Vec<String> =
-        diff.attributes.iter().map(|(name, a)| format!("{name}: {} -> {}", a.from_value, a.to_value)).collect();
-    if attributes.is_empty() {
-        format!("{}: {}", diff.resource_id, diff.status)
-    } else {
-        format!("{}: {}: {}", diff.resource_id, diff.status, attributes.join(", "))
-    }
 }
 
 /// Settings stored before the migration that the new server defines must
@@ -685,51 +676,75 @@ async fn compare_settings(api: &Client, env: &EnvironmentRecord) -> anyhow::Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use inmanta_api::{AttributeDiff, DryRunSummary};
-
-    fn report(diffs: &[(&str, &str)], total: i64) -> DryRunReport {
-        DryRunReport {
-            summary: DryRunSummary { id: Uuid::nil(), model: 2, total, todo: 0, date: None },
-            diff: diffs
-                .iter()
-                .map(|(id, status)| ResourceDiff {
-                    resource_id: id.to_string(),
-                    status: status.to_string(),
-                    attributes: if *status == "modified" {
-                        [("purged".to_owned(), AttributeDiff { from_value: false.into(), to_value: Value::Null })]
-                            .into()
-                    } else {
-                        BTreeMap::new()
-                    },
-                })
-                .collect(),
-        }
-    }
 
     #[test]
-    fn clean_reports_have_no_differences() {
-        let r = report(&[("std::testing::NullResource[internal,name=a]", "unmodified")], 1);
-        assert_eq!(judge(&r, &[]), (vec![], vec![]));
-    }
-
-    #[test]
-    fn differences_name_resource_and_attribute() {
-        let r = report(&[("R[internal,name=a]", "modified"), ("R[internal,name=b]", "unmodified")], 3);
-        let (diffs, _) = judge(&r, &[]);
+    fn the_window_is_held_against_the_rehearsal() {
+        let id = Uuid::new_v4();
+        let env = |outcome: &str| {
+            serde_json::json!({ "id": id, "name": "prod", "halted_before": false, "outcome": outcome,
+                "compile_seconds": 1.0, "compared_with": 1, "version": 2, "differences": [], "notes": [],
+                "error": null })
+        };
+        let rehearsal = |outcome: &str| -> Rehearsal {
+            serde_json::from_value(serde_json::json!({
+                "schema_version": 1, "tool_version": "0", "started": "T0", "seconds": 1.0, "old_version": "14.0.0",
+                "copy": { "database": "d", "database_bytes": 0, "tables": 0, "dump_seconds": 0.0, "restore_seconds": 0.0 },
+                "servers": [], "environments": [env(outcome)], "deploy_actions": [0, 0],
+                "window": { "copy_mode": "offline", "parts": [], "seconds": 0.0 },
+            }))
+            .unwrap()
+        };
+        let result = |compiled: Option<bool>, differences: &[&str], status: EnvStatus| EnvResult {
+            id,
+            name: "prod".into(),
+            status,
+            message: String::new(),
+            kind: None,
+            version: None,
+            differences: differences.iter().map(|d| d.to_string()).collect(),
+            seconds: 0.0,
+            compiled,
+            rehearsed: None,
+        };
+        let held = |mut r: EnvResult, outcome: &str| {
+            r.hold_against(&rehearsal(outcome));
+            r.rehearsed
+        };
         assert_eq!(
-            diffs,
-            vec!["R[internal,name=a]: modified: purged: false -> null", "1 resource(s) did not report in the dry-run"]
+            held(result(Some(true), &[], EnvStatus::Done), "same").as_deref(),
+            Some("as rehearsed on T0: same desired state")
         );
-    }
+        assert_eq!(
+            held(result(Some(false), &[], EnvStatus::Failed), "fails").as_deref(),
+            Some("as rehearsed on T0: does not compile")
+        );
+        let drift = held(result(Some(true), &["x: changed"], EnvStatus::NeedsOperator), "same").unwrap();
+        assert!(drift.starts_with("unlike the rehearsal of T0") && drift.contains("drift"), "{drift}");
+        let changed = held(result(Some(true), &[], EnvStatus::Done), "fails").unwrap();
+        assert!(changed.contains("changed since the rehearsal"), "{changed}");
+        assert_eq!(held(result(None, &[], EnvStatus::LeftHalted), "same"), None, "no compile, nothing to hold");
 
-    #[test]
-    fn paused_agents_and_unknowns_are_notes() {
-        let r = report(
-            &[("R[held,name=a]", "agent_down"), ("R[internal,name=b]", "undefined"), ("R[other,name=c]", "agent_down")],
-            3,
+        // With the old side's dry-run (`rehearse --baseline`): which is which.
+        let mut with_baseline = rehearsal("same");
+        with_baseline.environments[0].baseline = Some(migrate_core::rehearsal::Baseline {
+            differences: vec!["r[a,k=1],v=3: modified: x: 1 -> 2".into()],
+            seconds: 1.0,
+            error: None,
+        });
+        let mut r = result(Some(true), &["r[a,k=1],v=7: modified: x: 1 -> 2"], EnvStatus::NeedsOperator);
+        r.hold_against(&with_baseline);
+        let said = r.rehearsed.unwrap();
+        assert!(
+            said.starts_with("as rehearsed on T0: same desired state\nalready there before the migration"),
+            "{said}"
         );
-        let (diffs, notes) = judge(&r, &["held"]);
-        assert_eq!(diffs, vec!["R[other,name=c]: agent_down"]);
-        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(!said.contains("made by the migration"), "{said}");
+        let mut r =
+            result(Some(true), &["r[a,k=1]: modified: x: 1 -> 2", "s[a,k=2]: deleted"], EnvStatus::NeedsOperator);
+        r.hold_against(&with_baseline);
+        let said = r.rehearsed.unwrap();
+        assert!(said.starts_with("unlike the rehearsal of T0") && said.contains("drift"), "{said}");
+        assert!(said.contains("showed them): r[a,k=1]: modified: x: 1 -> 2\n"), "{said}");
+        assert!(said.ends_with("made by the migration (a finding): s[a,k=2]: deleted"), "{said}");
     }
 }

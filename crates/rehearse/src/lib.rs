@@ -21,11 +21,11 @@ use jiff::Timestamp;
 use migrate_core::{
     Checks, Context, Figures, Outcome, Side, Step, StepId,
     config::{CopyMode, DumpFormat, DumpOptions, Orchestrator},
-    fsutil,
+    dryrun, fsutil,
     inventory::{EnvironmentRecord, Inventory},
     journal::StepState,
     probe,
-    rehearsal::{CopyRun, EnvOutcome, EnvRehearsal, Rehearsal, ServerRun, Window, WindowPart, makespan},
+    rehearsal::{Baseline, CopyRun, EnvOutcome, EnvRehearsal, Rehearsal, ServerRun, Window, WindowPart, makespan},
     service::{ProcessState, Service, start_service, stop_and_wait, wait_until_answering},
     wait,
 };
@@ -41,6 +41,12 @@ pub struct Rehearse {
     /// scratch database, the state directory, the copy of the dump).
     #[arg(long)]
     pub clean: bool,
+    /// Also dry-run every running environment on the OLD server (a dry-run
+    /// changes nothing on the managed infrastructure): what already differs
+    /// before the migration, which `env-reconcile` then tells from what the
+    /// migration changed, and each dry-run's time for the window estimate.
+    #[arg(long, conflicts_with = "clean")]
+    pub baseline: bool,
 }
 
 /// What a rehearsal killed anywhere left, for the next one to clean up.
@@ -151,7 +157,7 @@ impl Step for Rehearse {
             return Ok(Outcome::done(Self::NAME, summary));
         }
         cx.work()?.update_state(|s: &mut RehearseState| s.began = true)?;
-        let result = rehearse(cx).await;
+        let result = rehearse(cx, self.baseline).await;
         // Killed or failed anywhere, nothing stays behind; a failure to
         // clean up is said, never hidden behind the first error.
         let cleaned = clean_up(cx).await;
@@ -190,12 +196,21 @@ async fn nothing_can_deploy(scratch: &Database) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn rehearse(cx: &Context) -> anyhow::Result<Rehearsal> {
+async fn rehearse(cx: &Context, baseline: bool) -> anyhow::Result<Rehearsal> {
     let started = Timestamp::now();
     let clock = Instant::now();
     let inventory_clock = Instant::now();
     let inventory = Inventory::take(cx.api(Side::Old)).await.context("cannot take the old server's inventory")?;
     let inventory_seconds = inventory_clock.elapsed().as_secs_f64();
+    let baselines: Vec<Option<Baseline>> = if baseline {
+        let concurrency = cx.config.reconcile.concurrency as usize;
+        futures::stream::iter(inventory.environments.iter().map(|env| baseline_of(cx, env)))
+            .buffered(concurrency)
+            .collect()
+            .await
+    } else {
+        vec![None; inventory.environments.len()]
+    };
     let new_db = Database::open(&cx.config, Side::New).await?;
     let scratch = new_db.named(&cx.config.rehearsal_database())?;
 
@@ -221,11 +236,14 @@ async fn rehearse(cx: &Context) -> anyhow::Result<Rehearsal> {
     let api = cx.rehearsal_api(None)?;
     let run_id = started.strftime("%Y%m%dT%H%M%S").to_string();
     let concurrency = cx.config.reconcile.concurrency as usize;
-    let environments: Vec<EnvRehearsal> =
+    let mut environments: Vec<EnvRehearsal> =
         futures::stream::iter(inventory.environments.iter().map(|env| rehearse_env(cx, &api, &scratch, env, &run_id)))
             .buffered(concurrency)
             .collect()
             .await;
+    for (env, baseline) in environments.iter_mut().zip(baselines) {
+        env.baseline = baseline;
+    }
     last.stop_seconds = Some(stop(cx, &cx.config.new, &scratch, label).await?);
     servers.push(last);
     let deploys_after = scratch.deploy_actions().await?;
@@ -387,6 +405,28 @@ async fn schema_count(db: &Database) -> anyhow::Result<usize> {
     Ok(db.schema_versions().await?.get("core").map_or(0, Vec::len))
 }
 
+/// The old server's dry-run of a running environment's released version.
+async fn baseline_of(cx: &Context, env: &EnvironmentRecord) -> Option<Baseline> {
+    let version = env.latest_released_version.filter(|_| !env.halted)?;
+    let clock = Instant::now();
+    let baseline = match dryrun::dry_run(cx, cx.api(Side::Old), env, version, Rehearse::NAME).await {
+        Ok(report) => {
+            let (differences, _) = dryrun::judge(&report, env);
+            Baseline { differences, seconds: clock.elapsed().as_secs_f64(), error: None }
+        }
+        Err(e) => {
+            Baseline { differences: Vec::new(), seconds: clock.elapsed().as_secs_f64(), error: Some(format!("{e:#}")) }
+        }
+    };
+    let said = match (&baseline.error, baseline.differences.len()) {
+        (Some(e), _) => format!("no dry-run on the old side: {e}"),
+        (None, 0) => format!("the old side's dry-run of version {version} shows no difference"),
+        (None, n) => format!("the old side's dry-run of version {version} shows {n} difference(s) already"),
+    };
+    cx.ui.info(Rehearse::NAME, format!("{}: {said}", env.name));
+    Some(baseline)
+}
+
 /// One environment on the new version: auto_deploy off, its compile let
 /// through (the environment un-halted in the database for just that
 /// compile, its agents paused throughout), then its desired state held
@@ -409,6 +449,7 @@ async fn rehearse_env(
         differences: Vec::new(),
         notes: Vec::new(),
         error: None,
+        baseline: None,
     };
     if let Err(e) = compile_and_compare(cx, api, scratch, env, run_id, &mut result).await {
         result.outcome = EnvOutcome::Fails;
@@ -675,6 +716,20 @@ fn outcome(cx: &Context, r: &Rehearsal) -> Outcome {
         text.push_str(&format!("  {}{before}: {}{compile}\n", env.name, env.outcome.words()));
         for line in env.differences.iter().chain(&env.notes) {
             text.push_str(&format!("      {line}\n"));
+        }
+        if let Some(b) = &env.baseline {
+            match &b.error {
+                Some(e) => {
+                    text.push_str(&format!("      no dry-run on the old side: {}\n", e.lines().next().unwrap_or("")))
+                }
+                None if b.differences.is_empty() => text.push_str("      the old side's dry-run: no difference\n"),
+                None => {
+                    text.push_str("      already different on the old side (its dry-run):\n");
+                    for d in &b.differences {
+                        text.push_str(&format!("        {d}\n"));
+                    }
+                }
+            }
         }
         if let Some(error) = &env.error {
             for line in error.lines().take(12) {
