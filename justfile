@@ -34,9 +34,10 @@ old-side:
     {{bin}} --config {{config}} stop-server
     {{bin}} --config {{config}} dump
 
-# The new side: restore, start, reconcile every environment.
+# The new side: restore, carry the files, start, reconcile every environment.
 new-side *args:
     {{bin}} --config {{config}} restore
+    {{bin}} --config {{config}} carry
     {{bin}} --config {{config}} start-server
     {{bin}} --config {{config}} env-reconcile {{args}}
 

@@ -14,7 +14,7 @@ fn plan_shows_the_online_steps_in_their_order() {
     plan.success();
     let steps: Vec<String> =
         plan.json()["details"].as_array().unwrap().iter().map(|s| s["step"].as_str().unwrap().to_owned()).collect();
-    assert_eq!(steps, ["precopy", "halt-all", "stop-server", "cutover", "start-server", "env-reconcile"]);
+    assert_eq!(steps, ["precopy", "halt-all", "stop-server", "cutover", "carry", "start-server", "env-reconcile"]);
     f.run(&["plan"]).success().stdout_has("database online: copied before the window, cut over in it");
     // Offline, the default, keeps dump and restore.
     f.config("");
@@ -42,7 +42,7 @@ fn cutover_refuses_to_run_before_precopy_and_stop_server() {
         let item = items.iter().find(|c| c["name"] == step).unwrap_or_else(|| panic!("no {step} check: {items:?}"));
         assert_eq!(item["status"], "fail", "{item}");
     }
-    assert!(!f.path().join("work/journal.json").exists() || f.run(&["status"]).stdout.contains("0 of 6"));
+    assert!(!f.path().join("work/journal.json").exists() || f.run(&["status"]).stdout.contains("0 of 7"));
 }
 
 #[test]

@@ -62,6 +62,7 @@ macro_rules! the_steps {
                     Dump           "dump"           Old   Offline  step_dump::Dump,
                     Restore        "restore"        New   Offline  step_restore::Restore,
                     Cutover        "cutover"        New   Online   step_online::Cutover,
+            Carry          "carry"          New   Both     step_carry::Carry,
                     StartServer    "start-server"   New   Both     step_start_server::StartServer,
                     EnvReconcile   "env-reconcile"  New   Both     step_env_reconcile::EnvReconcile,
                     Rollback       "rollback"       Old   Aside    step_rollback::Rollback,
@@ -168,11 +169,11 @@ mod tests {
         let names = |mode| StepId::in_mode(mode).map(StepId::name).collect::<Vec<_>>();
         assert_eq!(
             names(CopyMode::Offline),
-            ["halt-all", "stop-server", "dump", "restore", "start-server", "env-reconcile"]
+            ["halt-all", "stop-server", "dump", "restore", "carry", "start-server", "env-reconcile"]
         );
         assert_eq!(
             names(CopyMode::Online),
-            ["precopy", "halt-all", "stop-server", "cutover", "start-server", "env-reconcile"]
+            ["precopy", "halt-all", "stop-server", "cutover", "carry", "start-server", "env-reconcile"]
         );
     }
 

@@ -32,6 +32,8 @@ pub struct Config {
     pub timeouts: Timeouts,
     #[serde(default)]
     pub rehearsal: RehearsalOptions,
+    #[serde(default)]
+    pub carry: CarryOptions,
     /// Servers started in turn on the restored database before `new`, so
     /// that each runs its own schema migrations (one major at a time).
     #[serde(default)]
@@ -328,6 +330,39 @@ pub struct Timeouts {
 impl Default for Timeouts {
     fn default() -> Self {
         Timeouts { api: seconds::<30>(), stop: minutes::<3>(), start: minutes::<30>() }
+    }
+}
+
+/// What an orchestrator holds outside its database that `carry` copies
+/// from the old machine to the new one (`[carry]`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CarryOptions {
+    /// Files or directories (every file below), each to the same path on
+    /// the new machine or to another one.
+    #[serde(default)]
+    pub files: Vec<CarryEntry>,
+}
+
+/// `"/etc/inmanta/inmanta.cfg"` or `{ from = "...", to = "..." }`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum CarryEntry {
+    Same(Utf8PathBuf),
+    Moved { from: Utf8PathBuf, to: Utf8PathBuf },
+}
+
+impl CarryEntry {
+    pub fn from(&self) -> &Utf8PathBuf {
+        match self {
+            CarryEntry::Same(path) | CarryEntry::Moved { from: path, .. } => path,
+        }
+    }
+
+    pub fn to(&self) -> &Utf8PathBuf {
+        match self {
+            CarryEntry::Same(path) | CarryEntry::Moved { to: path, .. } => path,
+        }
     }
 }
 

@@ -98,6 +98,16 @@ impl Config {
                 ),
             ));
         }
+        for (i, entry) in self.carry.files.iter().enumerate() {
+            for path in [entry.from(), entry.to()] {
+                if !path.is_absolute() || path.components().any(|c| c.as_str() == "..") || path == "/" {
+                    problems.push(invalid(
+                        format!("carry.files[{i}]"),
+                        format!("{path:?} must be an absolute path below /, without `..`"),
+                    ));
+                }
+            }
+        }
         if !self.rehearsal.state_dir.is_absolute() || self.rehearsal.state_dir.parent().is_none() {
             problems.push(invalid("rehearsal.state_dir", "must be an absolute path below /, on the new machine"));
         }
