@@ -66,6 +66,12 @@ fn carries_files_with_modes_and_owners_and_never_overwrites_silently() {
         (old.join("ssh/id_ed25519"), new.join("home/.ssh/id_ed25519")),
     ];
 
+    // check names what the new machine lacks.
+    let check = Test::new(lab.dir()).config(&config).args(["check", "--json"]).run();
+    let item = crate::support::item(&crate::support::check_items(&check), "files outside the database").clone();
+    assert_eq!(item["status"], "warn", "{item}");
+    assert!(item["detail"].as_str().unwrap().contains(new.join("etc/inmanta.cfg").as_str()), "{item}");
+
     // Over ssh from the old machine: content, mode, owner and group.
     let first = carry(&lab, &config, &["--json"]);
     first.success();
@@ -75,6 +81,11 @@ fn carries_files_with_modes_and_owners_and_never_overwrites_silently() {
     }
     // Again: nothing to copy.
     carry(&lab, &config, &[]).success().stderr_has("already there");
+    let check = Test::new(lab.dir()).config(&config).args(["check", "--json"]).run();
+    assert_eq!(
+        crate::support::item(&crate::support::check_items(&check), "files outside the database")["status"],
+        "pass"
+    );
 
     // Changed on the new machine: refused, left as it is.
     let changed = new.join("etc/inmanta.cfg");

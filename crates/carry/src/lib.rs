@@ -168,6 +168,49 @@ impl Step for Carry {
     }
 }
 
+/// `check`'s item: which of the files `[carry] files` names the new machine
+/// has as the old one does, and which it lacks (names only, never content).
+pub async fn preflight(cx: &Context, checks: &mut Checks) {
+    let name = "files outside the database";
+    if cx.config.carry.files.is_empty() {
+        checks.pass(
+            name,
+            "`[carry] files` names none: the new machine must have the server's config, JWT key and ssh keys already",
+        );
+        return;
+    }
+    let planned = match plan(cx).await {
+        Ok(planned) => planned,
+        Err(e) => return checks.fail_on(name, &e, "fix `[carry] files` or the old machine's ssh access"),
+    };
+    let new = cx.runner(Side::New);
+    let (mut missing, mut differ) = (Vec::new(), Vec::new());
+    for file in &planned {
+        match facts(&new, &file.to).await {
+            Ok(Some(there)) if there == file.facts => {}
+            Ok(Some(_)) => differ.push(file.to.to_string()),
+            Ok(None) => missing.push(file.to.to_string()),
+            Err(e) => return checks.fail_on(name, &e, "fix `new.host`"),
+        }
+    }
+    if missing.is_empty() && differ.is_empty() {
+        checks.pass(name, format!("all {} file(s) on the new machine as on the old one", planned.len()));
+    } else {
+        let mut detail = Vec::new();
+        if !missing.is_empty() {
+            detail.push(format!("missing on the new machine: {}", missing.join(", ")));
+        }
+        if !differ.is_empty() {
+            detail.push(format!("different there: {}", differ.join(", ")));
+        }
+        checks.warn(
+            name,
+            detail.join("; "),
+            "`inmanta-migrate carry` copies them (`migrate` does, before start-server); a different file only with --replace",
+        );
+    }
+}
+
 /// Every file the entries name on the old machine, a directory's files
 /// below it, each with where it goes and its facts.
 async fn plan(cx: &Context) -> anyhow::Result<Vec<Planned>> {

@@ -73,6 +73,8 @@ pub async fn preflight(cx: &Context, replace: bool) -> Checks {
         Err(e) => checks.fail_on("way back", &e, "fix `old.service`"),
     }
 
+    step_carry::preflight(cx, &mut checks).await;
+
     // Databases and tools.
     let old_db = database(cx, Side::Old, &mut checks).await;
     let new_db = database(cx, Side::New, &mut checks).await;
