@@ -150,6 +150,17 @@ fn migrates_online(lab: Lab) {
     assert_eq!(copy["new_side"], serde_json::json!(["subscription"]), "{copy}");
     // A second precopy follows the running copy instead of starting over.
     lab.run(&["precopy"]).success().stderr_has("following it");
+    // A rehearsal now copies the new side's copy, which replicates on: the
+    // cutover below still finds every change of the old side.
+    let rehearsed = lab.run(&["rehearse", "--json"]);
+    rehearsed.success();
+    let source = rehearsed.json()["details"]["copy"]["database"].as_str().unwrap().to_owned();
+    assert!(source.ends_with(&format!(":{}/inmanta", lab.ports().pg_new)), "copied from the new side: {source}");
+    assert_eq!(
+        leftovers(&lab, Side::New),
+        "0 publications, 1 subscriptions, 0 slots, 0 copy roles",
+        "the online copy's subscription, and no other"
+    );
 
     let before = work_then_open_the_window(&lab);
     let cut = lab.run(&["cutover", "--json"]);

@@ -35,9 +35,11 @@ impl Rehearsal {
     pub const FILE: &'static str = "rehearsal.json";
 }
 
-/// pg_dump of the running old database, loaded into the scratch database.
+/// pg_dump of the running old database (or, online, of the new side's
+/// copy), loaded into the scratch database.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct CopyRun {
+    /// The database copied, `user@host:port/name`.
     pub database: String,
     pub database_bytes: i64,
     pub tables: usize,

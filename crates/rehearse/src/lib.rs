@@ -94,7 +94,7 @@ impl Step for Rehearse {
         let mut checks = Checks::default();
         if let Ok(work) = cx.work() {
             let journal = work.journal();
-            if let Some(reached) = journal.reached()
+            if let Some(reached) = journal.reached().filter(|s| *s >= StepId::HaltAll)
                 && journal.rolled_back.is_none()
                 && journal.finished.is_none()
             {
@@ -269,20 +269,27 @@ async fn rehearse(cx: &Context, baseline: bool) -> anyhow::Result<Rehearsal> {
     })
 }
 
-/// `pg_dump` of the running old database (its own consistent snapshot)
-/// into the work directory, loaded into the scratch database, the archive
+/// `pg_dump` of the running old database (its own consistent snapshot),
+/// or in online mode once `precopy` is done of the new side's copy (which
+/// spares the old side the read and goes on replicating meanwhile), into
+/// the work directory; loaded into the scratch database, the archive
 /// removed at once (it holds the database's secrets).
 async fn copy_into(cx: &Context, scratch: &Database) -> anyhow::Result<CopyRun> {
     let dir = cx.work()?.path("rehearsal");
     fsutil::create_private_dir(&dir)?;
     let archive = dir.join("copy");
-    let old = Database::open(&cx.config, Side::Old).await?;
+    let from_copy = cx.config.copy.mode == CopyMode::Online && cx.work()?.journal().is_done(StepId::Precopy);
+    let source = Database::open(&cx.config, if from_copy { Side::New } else { Side::Old }).await?;
+    let what = if from_copy { "the new side's online copy" } else { "the old database" };
     let options = DumpOptions { format: DumpFormat::Directory, ..cx.config.dump.clone() };
-    let tables = old.tables().await?.len();
+    let tables = source.tables().await?.len();
+    cx.ui.info(Rehearse::NAME, format!("copying {what} ({}) with pg_dump", source.target));
     let clock = Instant::now();
     let progress = cx.ui.progress(Rehearse::NAME, "tables copied", tables as u64);
-    let out = old
+    let out = source
         .dump_command(&options, None, &archive)
+        // The online copy's own objects are not the orchestrator's.
+        .args(["--no-publications", "--no-subscriptions"])
         .cmd()
         .stream(|line| {
             if let Some(table) = line.split("dumping contents of table ").nth(1) {
@@ -292,8 +299,8 @@ async fn copy_into(cx: &Context, scratch: &Database) -> anyhow::Result<CopyRun> 
         .await?;
     drop(progress);
     if !out.success() {
-        let failed = format!("pg_dump of the old database failed (exit code {})", out.code);
-        return Err(old.tool_failure(failed, &out.stderr, "run `inmanta-migrate rehearse` again").into());
+        let failed = format!("pg_dump of {what} failed (exit code {})", out.code);
+        return Err(source.tool_failure(failed, &out.stderr, "run `inmanta-migrate rehearse` again").into());
     }
     let dump_seconds = clock.elapsed().as_secs_f64();
     let clock = Instant::now();
@@ -311,8 +318,8 @@ async fn copy_into(cx: &Context, scratch: &Database) -> anyhow::Result<CopyRun> 
     let restore_seconds = clock.elapsed().as_secs_f64();
     std::fs::remove_dir_all(&archive).with_context(|| format!("cannot remove {archive}"))?;
     Ok(CopyRun {
-        database: old.target.to_string(),
-        database_bytes: old.size_bytes().await.unwrap_or(0),
+        database: source.target.to_string(),
+        database_bytes: source.size_bytes().await.unwrap_or(0),
         tables,
         dump_seconds,
         restore_seconds,
