@@ -108,7 +108,7 @@ impl Step for Rehearse {
         if self.clean {
             return checks;
         }
-        probe::api(cx, Side::Old, &mut checks).await;
+        let old = probe::api(cx, Side::Old, &mut checks).await;
         // The rehearsal runs the new side's service: the real new server
         // (and every intermediate) must be stopped.
         let ours = cx.work().map(|w| w.journal().state::<RehearseState>().unwrap_or_default().server_started);
@@ -129,9 +129,18 @@ impl Step for Rehearse {
             },
             Err(e) => checks.fail_on("rehearsal port", &e, "fix `rehearsal.port`"),
         }
+        let new = probe::installed_new_version(cx, &mut checks).await;
         match Database::open(&cx.config, Side::New).await {
             Ok(db) => {
                 db.check_tools(&["pg_dump", "pg_restore"], None, &mut checks).await;
+                // What the window's new server will open, for this inventory.
+                if let (Some(version), Some((_, envs))) = (new, &old) {
+                    let running = envs.iter().filter(|e| !e.halted).count() as u32;
+                    match db.connection_slots().await {
+                        Ok(slots) => probe::new_connections(version, &db.target.pools, running, slots, &mut checks),
+                        Err(e) => checks.fail_on("PostgreSQL connections", &e, "check `new.database.admin_user`"),
+                    }
+                }
                 match db.named(&cx.config.rehearsal_database()) {
                     Ok(scratch) => match scratch.exists().await {
                         Ok(_) => checks
