@@ -32,12 +32,18 @@ fn point(log: &str, kind: &str, what: &str) -> String {
 /// Nothing of a rehearsal is left: no scratch database, no server, no
 /// state directory; the new database still empty.
 fn assert_nothing_left(lab: &Lab, state_dir: &str) {
+    assert_nothing_left_but_the_schema(lab, state_dir);
+    let tables = lab.psql(Side::New, "inmanta", "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").unwrap();
+    assert_eq!(tables.trim(), "0", "the new database is never touched");
+}
+
+/// Nothing of a rehearsal is left (the new database aside: a server may have
+/// started on it by mistake).
+fn assert_nothing_left_but_the_schema(lab: &Lab, state_dir: &str) {
     let databases = lab.psql(Side::New, "postgres", "SELECT datname FROM pg_database").unwrap();
     assert!(!databases.lines().any(|d| d == SCRATCH), "the scratch database is dropped: {databases}");
     assert!(!lab.server_running(Side::New), "no server runs on the new side");
     assert!(!camino::Utf8Path::new(state_dir).exists(), "{state_dir} is removed");
-    let tables = lab.psql(Side::New, "inmanta", "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").unwrap();
-    assert_eq!(tables.trim(), "0", "the new database is never touched");
 }
 
 /// The old side's environments as they were: the same ids, halted flags
@@ -192,9 +198,27 @@ fn rehearses_on_a_copy_names_each_outcome_deploys_nothing_and_leaves_nothing() {
     assert_nothing_left(&lab, &state_dir);
     assert_old_side_as_before(&lab, &before);
 
-    // 5. The window, held against the rehearsal, environment by environment.
-    for step in ["halt-all", "stop-server", "dump", "restore", "start-server"] {
-        lab.run(&[step]).success();
+    // A start command that drops the environment brings the server up on
+    // the new server's own port: stopped at once, and said.
+    let ctl = lab.dir().join("new/ctl");
+    let dropping = lab.config_variant("rehearse-env-dropped", |t| {
+        let start = vec![
+            "env".into(),
+            "-i".into(),
+            "PATH=/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            ctl.to_string().into(),
+            "start".into(),
+        ];
+        crate::support::set(t, "new.service.start", toml::Value::Array(start));
+    });
+    let wrong = crate::support::run(&mut lab.tool_at(&dropping, &["rehearse"], &[]));
+    wrong.code(1).stderr_has("the new server's own port, not on the rehearsal's").stderr_has("INMANTA_*");
+    assert_nothing_left_but_the_schema(&lab, &state_dir);
+
+    // 5. The window, held against the rehearsal, environment by environment
+    // (restore replaces the schema the wrong start made).
+    for step in [&["halt-all"][..], &["stop-server"], &["dump"], &["restore", "--replace"], &["start-server"]] {
+        lab.run(step).success();
     }
     let reconciled = lab.run(&["env-reconcile"]);
     // An environment's result: its last line but the differences (warnings

@@ -358,7 +358,9 @@ async fn start_on_copy(
     // the new server's own port and database: stop it at once.
     let real = cx.api(Side::New);
     let elsewhere = async {
-        wait::until(std::time::Duration::from_secs(1), cx.config.timeouts.start, "", async || {
+        // Longer than the wait for the rehearsal's port, which ends first.
+        let limit = cx.config.timeouts.start + std::time::Duration::from_secs(60);
+        wait::until(std::time::Duration::from_secs(1), limit, "the new server's own port to stay silent", async || {
             Ok(real.probe().await.ok().flatten())
         })
         .await
@@ -366,7 +368,8 @@ async fn start_on_copy(
     let status = first_of(wait_until_answering(cx, Rehearse::NAME, &api, &service, label), elsewhere).await;
     let status = match status {
         Either::Left(status) => status?,
-        Either::Right(_) => {
+        Either::Right(Err(e)) => return Err(e),
+        Either::Right(Ok(_)) => {
             let _ = stop_and_wait(cx, Rehearse::NAME, &service, label).await;
             bail!(
                 "the {label} server answers on {}, the new server's own port, not on the rehearsal's: its service does \

@@ -116,8 +116,13 @@ impl Lab {
     /// [`Self::tool`] with environment variables, which reach the tool also
     /// where it runs in a Debian root (with a clean environment).
     pub fn tool_with(&self, args: &[&str], envs: &[(&str, &str)]) -> Command {
+        self.tool_at(&self.config_path(), args, envs)
+    }
+
+    /// [`Self::tool_with`] with another config (a [`Self::config_variant`]).
+    pub fn tool_at(&self, config: &camino::Utf8Path, args: &[&str], envs: &[(&str, &str)]) -> Command {
         let mut cmd = self.tool_command(BIN.into(), self.dir(), envs).expect("the tool can run in the lab");
-        cmd.arg("--config").arg(self.config_path().as_str()).args(args);
+        cmd.arg("--config").arg(config.as_str()).args(args);
         cmd
     }
 
