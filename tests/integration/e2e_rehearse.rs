@@ -4,7 +4,7 @@
 //! killed right after its compiles), the old side untouched, and nothing
 //! left behind, also after a kill during the schema migration.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, process::Stdio};
 
 use lab::{ModelVariant, Side};
 use serde_json::Value;
@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::support::{
     contract,
     lab::{Lab, lab_pair, slot},
-    process::run_to_crash,
+    process::{run_to_crash, wait_for},
 };
 
 const SCRATCH: &str = "inmanta_rehearsal";
@@ -141,6 +141,32 @@ fn rehearses_on_a_copy_names_each_outcome_deploys_nothing_and_leaves_nothing() {
     assert!(report.contains("## Rehearsal") && report.contains("| tuned | does not compile |"), "{report}");
     lab.run(&["migrate", "--yes", "--max-window", "1s"]).code(3).output_has("more than --max-window 1s");
     assert_old_side_as_before(&lab, &before);
+
+    // The old orchestrator works on while a rehearsal runs: a compile and a
+    // deploy there, in the middle of it, succeed.
+    let mut rehearsing =
+        lab.tool(&["rehearse", "--baseline"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let events = lab.work_dir().join("events.log");
+    let seen =
+        std::fs::read_to_string(&events).unwrap_or_default().matches("starting the rehearsal new server").count();
+    let midway = wait_for(&mut rehearsing, "the rehearsal's server starting", || {
+        std::fs::read_to_string(&events).unwrap_or_default().matches("starting the rehearsal new server").count() > seen
+    });
+    assert!(midway, "the rehearsal ended before its server started");
+    let compiled = old.compile(&manual, false, std::time::Duration::from_secs(600)).unwrap();
+    assert!(compiled.success, "a compile on the old side during the rehearsal: {}", compiled.failure);
+    let deploys_before = deploys(&lab, Side::Old, "inmanta");
+    let plain = lab.env("plain").unwrap().id.clone();
+    old.post("/api/v1/deploy", Some(&plain), Some(&serde_json::json!({ "agent_trigger_method": "push_full_deploy" })))
+        .unwrap();
+    let deployed = (0..600).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        deploys(&lab, Side::Old, "inmanta") > deploys_before
+    });
+    assert!(deployed, "a deploy on the old side during the rehearsal");
+    let ended = rehearsing.wait().unwrap();
+    assert_eq!(ended.code(), Some(3), "the rehearsal during the old side's work");
+    assert_nothing_left(&lab, &state_dir);
 
     // 2. Killed right after the compiles, before its server stops: the copy
     // shows what the rehearsal server did. It compiled, and deployed nothing.

@@ -206,11 +206,7 @@ impl Step for Dump {
         let progress = cx.ui.progress(Self::NAME, "tables", snapshot.tables.len() as u64);
         let out = dump
             .cmd()
-            .stream(|line| {
-                if let Some(table) = line.split("dumping contents of table ").nth(1) {
-                    progress.inc(table.trim_matches('"'));
-                }
-            })
+            .stream(|line| Database::dumped_table(line).into_iter().for_each(|table| progress.inc(table)))
             .await?;
         drop(progress);
         if !out.success() {

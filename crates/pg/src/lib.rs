@@ -235,6 +235,12 @@ impl Database {
         }
     }
 
+    /// The table a line of `pg_dump --verbose` says it dumps now, if any:
+    /// what a progress bar counts.
+    pub fn dumped_table(line: &str) -> Option<&str> {
+        line.split("dumping contents of table ").nth(1).map(|table| table.trim_matches('"'))
+    }
+
     /// `pg_restore` of an archive (directory or custom format) into this
     /// database, `jobs` at a time, stopping at the first error (`--verbose`:
     /// a line per archive item, for progress).

@@ -169,11 +169,19 @@ impl Step for Rehearse {
         let result = rehearse(cx, self.baseline).await;
         // Killed or failed anywhere, nothing stays behind; a failure to
         // clean up is said, never hidden behind the first error.
-        let cleaned = clean_up(cx).await;
-        let rehearsal = result?;
-        cleaned.context(
-            "the rehearsal ran, but what it started is not all removed: run `inmanta-migrate rehearse --clean`",
-        )?;
+        let clean = "run `inmanta-migrate rehearse --clean`";
+        let rehearsal = match (result, clean_up(cx).await) {
+            (Ok(rehearsal), Ok(_)) => rehearsal,
+            (Ok(_), Err(e)) => {
+                return Err(e.context(format!("the rehearsal ran, but what it started is not all removed: {clean}")));
+            }
+            (Err(e), Ok(_)) => return Err(e),
+            (Err(e), Err(left)) => {
+                return Err(e.context(format!(
+                    "the rehearsal failed, and what it started is not all removed ({left:#}): {clean}"
+                )));
+            }
+        };
         fsutil::write_json(&cx.work()?.path(Rehearsal::FILE), &rehearsal)?;
         Ok(outcome(cx, &rehearsal))
     }
@@ -300,11 +308,7 @@ async fn copy_into(cx: &Context, scratch: &Database) -> anyhow::Result<CopyRun> 
         // The online copy's own objects are not the orchestrator's.
         .args(["--no-publications", "--no-subscriptions"])
         .cmd()
-        .stream(|line| {
-            if let Some(table) = line.split("dumping contents of table ").nth(1) {
-                progress.inc(table.trim_matches('"'));
-            }
-        })
+        .stream(|line| Database::dumped_table(line).into_iter().for_each(|table| progress.inc(table)))
         .await?;
     drop(progress);
     if !out.success() {
@@ -638,14 +642,24 @@ fn predict(
         format!("{} server(s) started on the copy, {migrations} schema migration(s)", servers.len()),
     ));
     let concurrency = cx.config.reconcile.concurrency as usize;
-    let compiles: Vec<f64> =
-        environments.iter().filter(|e| !e.halted_before).filter_map(|e| e.compile_seconds).collect();
+    let running: Vec<&EnvRehearsal> = environments.iter().filter(|e| !e.halted_before).collect();
+    let dry_runs = running.iter().filter(|e| e.baseline.as_ref().is_some_and(|b| b.error.is_none())).count();
+    let each: Vec<f64> = running
+        .iter()
+        .map(|e| e.compile_seconds.unwrap_or(0.0) + e.baseline.as_ref().map_or(0.0, |b| b.seconds))
+        .collect();
+    let dry_runs = if dry_runs == running.len() {
+        "and their dry-runs on the old side".to_owned()
+    } else {
+        format!("and {dry_runs} of {} dry-runs (`rehearse --baseline` measures them on the old side)", running.len())
+    };
     parts.push(part(
         "env-reconcile",
-        makespan(compiles.clone(), concurrency),
+        makespan(each, concurrency),
         format!(
-            "{} compile(s) on the new version, {concurrency} at a time; dry-runs not included (add what one takes on the old side)",
-            compiles.len()
+            "{} compile(s) on the new version {dry_runs}, {concurrency} at a time; not measured: each environment's \
+             agents starting on the new server (a rehearsal starts none)",
+            running.len()
         ),
     ));
     let mode = match cx.config.copy.mode {
