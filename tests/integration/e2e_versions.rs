@@ -149,6 +149,10 @@ fn migrates_15_5_to_18_4_on_systemd_machines() {
     let lab = lab_booted("e2e-15to18", "15.5.9", "18.4.0");
     // The rehearsal's servers through the unit, with a runtime drop-in.
     rehearses_the_same(&lab, &["18.4.0"]);
+    // One that a killed rehearsal left would put the real server on the
+    // copy: start-server removes it first.
+    let leftover = "[Service]\nEnvironment=\"INMANTA_DATABASE_NAME=inmanta_rehearsal\"\nEnvironment=\"INMANTA_SERVER_BIND_PORT=1\"\n";
+    lab.set_server_runtime_dropin(Side::New, "50-inmanta-migrate-rehearsal", Some(leftover)).unwrap();
     migrates_step_by_step(&lab, nothing);
 
     // The way back on systemd machines: the new unit stopped and disabled

@@ -93,14 +93,20 @@ impl<'a> Service<'a> {
         self.daemon_reload().await
     }
 
-    /// systemd: removes the drop-in (when there is one) and reloads.
-    pub async fn remove_overrides(&self) -> anyhow::Result<()> {
+    /// systemd: removes a rehearsal's drop-in when there is one, and
+    /// reloads the manager then; true when it removed one.
+    pub async fn remove_overrides(&self) -> anyhow::Result<bool> {
         if self.orch.service.manager != Manager::Systemd {
-            return Ok(());
+            return Ok(false);
         }
-        let script = format!("f={}/{DROP_IN}; [ ! -e \"$f\" ] || rm -f \"$f\"", self.drop_in_dir());
-        self.runner.cmd(&self.shell(script)).timeout(COMMAND_TIMEOUT).run().await?;
-        self.daemon_reload().await
+        let script =
+            format!("f={}/{DROP_IN}; [ ! -e \"$f\" ] || {{ rm -f \"$f\" && echo removed; }}", self.drop_in_dir());
+        let out = self.runner.cmd(&self.shell(script)).timeout(COMMAND_TIMEOUT).run().await?;
+        let removed = out.stdout.trim() == "removed";
+        if removed {
+            self.daemon_reload().await?;
+        }
+        Ok(removed)
     }
 
     async fn daemon_reload(&self) -> anyhow::Result<()> {

@@ -266,6 +266,11 @@ impl Instance {
         let machine = self.booted(side).with_context(|| format!("the {side} side is not a booted machine"))?;
         machine.set_dropin(crate::machine::SERVER_UNIT, name, text)
     }
+    /// A runtime drop-in (under /run) of a booted side's server unit.
+    pub fn set_server_runtime_dropin(&self, side: Side, name: &str, text: Option<&str>) -> Result<()> {
+        let machine = self.booted(side).with_context(|| format!("the {side} side is not a booted machine"))?;
+        machine.set_runtime_dropin(crate::machine::SERVER_UNIT, name, text)
+    }
     pub fn version(&self, side: Side) -> &str {
         match side {
             Side::Old => &self.state.old_version,

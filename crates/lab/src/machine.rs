@@ -201,8 +201,18 @@ impl Booted {
     /// unit, as an operator would in `/etc/systemd/system/<unit>.d/`, and
     /// reloads systemd. Gone with the next boot.
     pub fn set_dropin(&self, unit: &str, name: &str, text: Option<&str>) -> Result<()> {
+        self.set_dropin_under("/etc/systemd/system", unit, name, text)
+    }
+
+    /// [`Self::set_dropin`] in systemd's runtime directory (/run: gone at
+    /// reboot), where a rehearsal puts its overrides.
+    pub fn set_runtime_dropin(&self, unit: &str, name: &str, text: Option<&str>) -> Result<()> {
+        self.set_dropin_under("/run/systemd/system", unit, name, text)
+    }
+
+    fn set_dropin_under(&self, base: &str, unit: &str, name: &str, text: Option<&str>) -> Result<()> {
         let leader = self.leader().with_context(|| format!("the machine {} is not running", self.name))?;
-        let dir = Utf8PathBuf::from(format!("/proc/{leader}/root/etc/systemd/system/{unit}.d"));
+        let dir = Utf8PathBuf::from(format!("/proc/{leader}/root{base}/{unit}.d"));
         let file = dir.join(format!("{name}.conf"));
         match text {
             Some(text) => {

@@ -352,8 +352,9 @@ async fn start_on_copy(
     nothing_can_deploy(scratch).await?;
     let service = Service::new(orch).with_overrides(overrides(cx, scratch));
     let before = schema_count(scratch).await?;
-    service.install_overrides().await?;
+    // Written down first: a kill right after leaves a drop-in to remove.
     cx.work()?.update_state(|s: &mut RehearseState| s.server_started = true)?;
+    service.install_overrides().await?;
     cx.ui.info(Rehearse::NAME, format!("starting the {label} server on the copy ({})", service.describe()));
     let clock = Instant::now();
     start_service(&service, label, Rehearse::NAME).await?;

@@ -108,6 +108,11 @@ impl Step for StartServer {
                     if service.state().await? == ProcessState::Running {
                         cx.ui.info(Self::NAME, "the new server runs already; waiting for it to answer");
                     } else {
+                        // A rehearsal killed before it cleaned up must never put
+                        // the real server on its copy.
+                        if service.remove_overrides().await? {
+                            cx.ui.warn(Self::NAME, "removed a rehearsal's leftover drop-in from the new unit");
+                        }
                         cx.ui.info(Self::NAME, format!("starting the new server ({})", service.describe()));
                         start_service(&service, "new", Self::NAME).await?;
                     }
@@ -227,6 +232,12 @@ async fn walk_intermediates(cx: &Context, db: &Database) -> anyhow::Result<Vec<(
             Some(status) => status,
             None => {
                 if service.state().await? != ProcessState::Running {
+                    if service.remove_overrides().await? {
+                        cx.ui.warn(
+                            StartServer::NAME,
+                            format!("removed a rehearsal's leftover drop-in from the {label}'s unit"),
+                        );
+                    }
                     cx.ui.info(StartServer::NAME, format!("starting the {label} ({})", service.describe()));
                     start_service(&service, &label, StartServer::NAME).await?;
                 }
