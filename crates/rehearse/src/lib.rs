@@ -216,9 +216,8 @@ async fn nothing_can_deploy(scratch: &Database) -> anyhow::Result<()> {
 async fn rehearse(cx: &Context, baseline: bool) -> anyhow::Result<Rehearsal> {
     let started = Timestamp::now();
     let clock = Instant::now();
-    let inventory_clock = Instant::now();
     let inventory = Inventory::take(cx.api(Side::Old)).await.context("cannot take the old server's inventory")?;
-    let inventory_seconds = inventory_clock.elapsed().as_secs_f64();
+    let inventory_seconds = clock.elapsed().as_secs_f64();
     let baselines: Vec<Option<Baseline>> = if baseline {
         let concurrency = cx.config.reconcile.concurrency as usize;
         futures::stream::iter(inventory.environments.iter().map(|env| baseline_of(cx, env)))
