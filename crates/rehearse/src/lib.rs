@@ -742,12 +742,19 @@ async fn make_state_dir(cx: &Context) -> anyhow::Result<()> {
 
 /// What the operator reads: each environment's outcome, then the window.
 fn outcome(cx: &Context, r: &Rehearsal) -> Outcome {
+    // A note every environment has (a module's new attribute, say) is said once.
+    let shared: Vec<&String> = match r.environments.split_first() {
+        Some((first, rest)) if !rest.is_empty() => {
+            first.notes.iter().filter(|n| rest.iter().all(|e| e.notes.contains(n))).collect()
+        }
+        _ => Vec::new(),
+    };
     let mut text = String::from("Environment outcomes on the new version:\n");
     for env in &r.environments {
         let before = if env.halted_before { " (halted before the migration)" } else { "" };
         let compile = env.compile_seconds.map(|s| format!(", compiled in {s:.1} s")).unwrap_or_default();
         text.push_str(&format!("  {}{before}: {}{compile}\n", env.name, env.outcome.words()));
-        for line in env.differences.iter().chain(&env.notes) {
+        for line in env.differences.iter().chain(env.notes.iter().filter(|n| !shared.contains(n))) {
             text.push_str(&format!("      {line}\n"));
         }
         if let Some(b) = &env.baseline {
@@ -769,6 +776,9 @@ fn outcome(cx: &Context, r: &Rehearsal) -> Outcome {
                 text.push_str(&format!("      {line}\n"));
             }
         }
+    }
+    for note in &shared {
+        text.push_str(&format!("  every environment: {note}\n"));
     }
     text.push_str(&format!("The window, predicted ({} copy):\n", r.window.copy_mode));
     for part in &r.window.parts {
