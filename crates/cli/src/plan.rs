@@ -63,7 +63,7 @@ fn window_now(cx: &Context) -> String {
 
 /// The latest rehearsal's findings, when one ran in this work directory.
 pub fn latest_rehearsal(cx: &Context) -> Option<Rehearsal> {
-    migrate_core::fsutil::read_json(&cx.config.work_dir.join(Rehearsal::FILE)).ok()
+    Rehearsal::latest(&cx.config.work_dir)
 }
 
 /// What `rollback` would do and lose at this point of the journal.

@@ -21,7 +21,7 @@ pub fn refresh(cx: &Context) -> Option<Utf8PathBuf> {
     let work = cx.opened_work()?;
     let journal = work.journal();
     let inventory: Option<Inventory> = fsutil::read_json(&work.path(Inventory::FILE)).ok();
-    let rehearsal: Option<Rehearsal> = fsutil::read_json(&work.path(Rehearsal::FILE)).ok();
+    let rehearsal = Rehearsal::latest(work.dir());
     let (inventory, rehearsal, mode) = (inventory.as_ref(), rehearsal.as_ref(), cx.config.copy.mode);
     let md = work.path("report.md");
     let written = fsutil::write_atomic(&md, markdown(&journal, inventory, rehearsal, mode).as_bytes())

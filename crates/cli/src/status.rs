@@ -10,7 +10,7 @@ pub async fn run(cx: &Context) -> anyhow::Result<Outcome> {
         return Ok(Outcome::nothing_to_do("status", format!("no migration has started in {}", cx.config.work_dir)));
     };
     let inventory: Option<Inventory> = fsutil::read_json(&cx.config.work_dir.join(Inventory::FILE)).ok();
-    let rehearsal: Option<Rehearsal> = fsutil::read_json(&cx.config.work_dir.join(Rehearsal::FILE)).ok();
+    let rehearsal = Rehearsal::latest(&cx.config.work_dir);
     let (inventory, rehearsal, mode) = (inventory.as_ref(), rehearsal.as_ref(), cx.config.copy.mode);
     let mut text = crate::report::markdown(&journal, inventory, rehearsal, mode);
     let mut details = serde_json::to_value(crate::report::document(&journal, inventory, rehearsal, mode))?;

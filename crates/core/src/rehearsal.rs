@@ -33,6 +33,11 @@ pub struct Rehearsal {
 
 impl Rehearsal {
     pub const FILE: &'static str = "rehearsal.json";
+
+    /// The latest rehearsal of this work directory, when one ran.
+    pub fn latest(work_dir: &camino::Utf8Path) -> Option<Rehearsal> {
+        crate::fsutil::read_json(&work_dir.join(Self::FILE)).ok()
+    }
 }
 
 /// pg_dump of the running old database (or, online, of the new side's

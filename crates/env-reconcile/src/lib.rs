@@ -27,7 +27,7 @@ use anyhow::{Context as _, bail};
 use futures::StreamExt;
 use inmanta_api::{Client, ServerVersion};
 use migrate_core::{
-    Checks, Config, Context, ErrorKind, Failure, Figures, Outcome, Side, Step, StepId, UsageError, dryrun, fsutil,
+    Checks, Config, Context, ErrorKind, Failure, Figures, Outcome, Side, Step, StepId, UsageError, dryrun,
     inventory::{EnvironmentRecord, Inventory},
     journal::{EnvPhase, EnvRecord, EnvStatus},
     one_driver, probe,
@@ -267,7 +267,7 @@ impl Step for EnvReconcile {
             id: Uuid::new_v4().simple().to_string()[..8].to_owned(),
         };
         let work = cx.work()?;
-        let rehearsal: Option<Rehearsal> = fsutil::read_json(&work.path(Rehearsal::FILE)).ok();
+        let rehearsal = Rehearsal::latest(work.dir());
         let rehearsal = rehearsal.as_ref();
 
         let results: Vec<EnvResult> = futures::stream::iter(selection)
