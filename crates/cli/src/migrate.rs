@@ -28,7 +28,7 @@ pub struct MigrateArgs {
 /// `--max-window`: the latest rehearsal's estimate must fit.
 fn fits_in(cx: &Context, limit: std::time::Duration) -> anyhow::Result<()> {
     let shown = humantime::format_duration(limit);
-    let Some(r) = crate::plan::latest_rehearsal(cx) else {
+    let Some(r) = migrate_core::rehearsal::Rehearsal::latest(&cx.config.work_dir) else {
         return Err(NeedsOperator(format!(
             "--max-window {shown}: no rehearsal to estimate the window from; run `inmanta-migrate rehearse` first"
         ))

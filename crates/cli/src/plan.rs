@@ -45,7 +45,7 @@ fn notes(cx: &Context, journal: Option<&Journal>) -> String {
 
 /// The latest rehearsal's estimate of the window, or how to get one.
 fn window_now(cx: &Context) -> String {
-    match latest_rehearsal(cx) {
+    match Rehearsal::latest(&cx.config.work_dir) {
         None => "not estimated yet: `inmanta-migrate rehearse` runs the migration on a copy before the window and \
                  predicts it."
             .into(),
@@ -59,11 +59,6 @@ fn window_now(cx: &Context) -> String {
             )
         }
     }
-}
-
-/// The latest rehearsal's findings, when one ran in this work directory.
-pub fn latest_rehearsal(cx: &Context) -> Option<Rehearsal> {
-    Rehearsal::latest(&cx.config.work_dir)
 }
 
 /// What `rollback` would do and lose at this point of the journal.

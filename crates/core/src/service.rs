@@ -68,14 +68,16 @@ impl<'a> Service<'a> {
         format!("{root}/{}.d", shell_words::quote(svc.unit()))
     }
 
-    /// `[sudo -n] sh -c SCRIPT` on the service's machine.
-    fn shell(&self, script: String) -> Vec<String> {
-        let mut argv = Vec::new();
+    /// `[sudo -n] sh -c SCRIPT sh ARGS...` on the service's machine, with the
+    /// rights its service commands have.
+    pub fn shell(&self, script: &str, args: &[&str]) -> crate::runner::Cmd {
+        let mut argv: Vec<&str> = Vec::new();
         if self.orch.service.sudo {
-            argv.extend(["sudo".to_owned(), "-n".to_owned()]);
+            argv.extend(["sudo", "-n"]);
         }
-        argv.extend(["sh".to_owned(), "-c".to_owned(), script]);
-        argv
+        argv.extend(["sh", "-c", script, "sh"]);
+        argv.extend(args);
+        self.runner.cmd(&argv)
     }
 
     /// systemd: writes the overrides' drop-in and reloads the manager.
@@ -89,7 +91,7 @@ impl<'a> Service<'a> {
             text.push_str(&format!("Environment=\"{key}={value}\"\n"));
         }
         let script = format!("d={}; mkdir -p \"$d\" && cat > \"$d/{DROP_IN}\"", self.drop_in_dir());
-        self.runner.cmd(&self.shell(script)).stdin(text).timeout(COMMAND_TIMEOUT).run().await?;
+        self.shell(&script, &[]).stdin(text).timeout(COMMAND_TIMEOUT).run().await?;
         self.daemon_reload().await
     }
 
@@ -101,7 +103,7 @@ impl<'a> Service<'a> {
         }
         let script =
             format!("f={}/{DROP_IN}; [ ! -e \"$f\" ] || {{ rm -f \"$f\" && echo removed; }}", self.drop_in_dir());
-        let out = self.runner.cmd(&self.shell(script)).timeout(COMMAND_TIMEOUT).run().await?;
+        let out = self.shell(&script, &[]).timeout(COMMAND_TIMEOUT).run().await?;
         let removed = out.stdout.trim() == "removed";
         if removed {
             self.daemon_reload().await?;

@@ -15,7 +15,7 @@
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
-use futures::StreamExt;
+use futures::{StreamExt, future::Either};
 use inmanta_api::{Client, VersionedResource, strip_version};
 use jiff::Timestamp;
 use migrate_core::{
@@ -242,7 +242,7 @@ async fn rehearse(cx: &Context, baseline: bool) -> anyhow::Result<Rehearsal> {
         let orch = via.orchestrator(&cx.config.new);
         let label = format!("rehearsal intermediate inmanta-core {}", via.version);
         let mut run = start_on_copy(cx, Some(i), &orch, &scratch, &label, Some(&via.version)).await?;
-        run.stop_seconds = Some(stop(cx, &orch, &scratch, &label).await?);
+        run.stop_seconds = Some(stop(cx, &orch, &label).await?);
         servers.push(run);
     }
     let label = "rehearsal new";
@@ -260,7 +260,7 @@ async fn rehearse(cx: &Context, baseline: bool) -> anyhow::Result<Rehearsal> {
     for (env, baseline) in environments.iter_mut().zip(baselines) {
         env.baseline = baseline;
     }
-    last.stop_seconds = Some(stop(cx, &cx.config.new, &scratch, label).await?);
+    last.stop_seconds = Some(stop(cx, &cx.config.new, label).await?);
     servers.push(last);
     let deploys_after = scratch.deploy_actions().await?;
     if deploys_after != deploys_in_copy {
@@ -369,11 +369,11 @@ async fn start_on_copy(
         })
         .await
     };
-    let status = first_of(wait_until_answering(cx, Rehearse::NAME, &api, &service, label), elsewhere).await;
-    let status = match status {
-        Either::Left(status) => status?,
-        Either::Right(Err(e)) => return Err(e),
-        Either::Right(Ok(_)) => {
+    let answering = std::pin::pin!(wait_until_answering(cx, Rehearse::NAME, &api, &service, label));
+    let status = match futures::future::select(answering, std::pin::pin!(elsewhere)).await {
+        Either::Left((status, _)) => status?,
+        Either::Right((Err(e), _)) => return Err(e),
+        Either::Right((Ok(_), _)) => {
             let _ = stop_and_wait(cx, Rehearse::NAME, &service, label).await;
             bail!(
                 "the {label} server answers on {}, the new server's own port, not on the rehearsal's: its service does \
@@ -401,23 +401,9 @@ async fn start_on_copy(
     Ok(ServerRun { version: status.core_version.to_string(), seconds_to_answer, schema_migrations, stop_seconds: None })
 }
 
-enum Either<L, R> {
-    Left(L),
-    Right(R),
-}
-
-/// The first of two futures to finish.
-async fn first_of<L, R>(left: impl Future<Output = L>, right: impl Future<Output = R>) -> Either<L, R> {
-    let (left, right) = (std::pin::pin!(left), std::pin::pin!(right));
-    match futures::future::select(left, right).await {
-        futures::future::Either::Left((l, _)) => Either::Left(l),
-        futures::future::Either::Right((r, _)) => Either::Right(r),
-    }
-}
-
 /// Stops a rehearsal server; returns how long it took.
-async fn stop(cx: &Context, orch: &Orchestrator, scratch: &Database, label: &str) -> anyhow::Result<f64> {
-    let service = Service::new(orch).with_overrides(overrides(cx, scratch));
+async fn stop(cx: &Context, orch: &Orchestrator, label: &str) -> anyhow::Result<f64> {
+    let service = Service::new(orch);
     let clock = Instant::now();
     stop_and_wait(cx, Rehearse::NAME, &service, label).await?;
     service.remove_overrides().await?;
@@ -686,9 +672,9 @@ async fn clean_up(cx: &Context) -> anyhow::Result<Vec<String>> {
             .chain([(cx.config.new.clone(), "rehearsal new".to_owned())])
             .collect();
         for (orch, label) in &orchestrators {
-            let service = Service::new(orch).with_overrides(overrides(cx, &scratch));
+            let service = Service::new(orch);
             if service.state().await? == ProcessState::Running {
-                stop(cx, orch, &scratch, label).await?;
+                stop(cx, orch, label).await?;
                 removed.push(format!("the {label} server"));
             } else {
                 service.remove_overrides().await?;
@@ -716,15 +702,10 @@ async fn clean_up(cx: &Context) -> anyhow::Result<Vec<String>> {
     Ok(removed)
 }
 
-/// Runs a shell line on the new machine with the rehearsal's state
-/// directory as `$1` (with `sudo -n` where the new service needs it).
+/// Runs a shell line on the new machine, with the new service's rights and
+/// the rehearsal's state directory as `$1`.
 async fn on_new_machine(cx: &Context, script: &str) -> anyhow::Result<migrate_core::runner::CmdOutput> {
-    let mut argv: Vec<&str> = Vec::new();
-    if cx.config.new.service.sudo {
-        argv.extend(["sudo", "-n"]);
-    }
-    argv.extend(["sh", "-c", script, "sh", cx.config.rehearsal.state_dir.as_str()]);
-    cx.runner(Side::New).cmd(&argv).run().await
+    Service::new(&cx.config.new).shell(script, &[cx.config.rehearsal.state_dir.as_str()]).run().await
 }
 
 /// The server makes what it needs inside its state directory, not the
