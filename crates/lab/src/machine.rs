@@ -286,16 +286,30 @@ fn pid_namespace(pid: u32) -> Option<String> {
     fs::read_link(format!("/proc/{pid}/ns/pid")).ok().map(|p| p.to_string_lossy().into_owned())
 }
 
-/// The unit of a machine's PostgreSQL cluster (`Type=notify`: started
-/// means it accepts connections).
-pub(crate) fn postgres_unit(label: &str, bin_dir: &Utf8Path, data_dir: &Utf8Path, port: u16) -> String {
+/// The unit of a machine's PostgreSQL cluster: started means it accepts
+/// connections (`Type=notify`; a server built without systemd's notify,
+/// as [`crate::pgdist`]'s are, is waited for with `wait_with`'s pg_isready).
+pub(crate) fn postgres_unit(
+    label: &str,
+    bin_dir: &Utf8Path,
+    wait_with: Option<&Utf8Path>,
+    data_dir: &Utf8Path,
+    port: u16,
+) -> String {
+    let started = match wait_with {
+        None => "Type=notify\n".to_string(),
+        Some(client_bin_dir) => format!(
+            "Type=exec\n\
+             ExecStartPost=/bin/sh -c 'until {client_bin_dir}/pg_isready -q -h {data_dir} -p {port}; do sleep 0.2; done'\n"
+        ),
+    };
     format!(
         "# Written by the inmanta-migrate lab.\n\
          [Unit]\n\
          Description=PostgreSQL of the inmanta-migrate lab's {label}\n\
          \n\
          [Service]\n\
-         Type=notify\n\
+         {started}\
          User=postgres\n\
          ExecStart={bin_dir}/postgres -D {data_dir} -p {port} -k {data_dir} -c listen_addresses=127.0.0.1 \
          -c fsync=off -c jit=off\n\
@@ -350,11 +364,15 @@ mod tests {
 
     #[test]
     fn units_name_their_files() {
-        let pg = postgres_unit("OLD side", "/usr/lib/postgresql/17/bin".into(), "/lab/i/x/old/pg".into(), 5);
+        let pg = postgres_unit("OLD side", "/usr/lib/postgresql/17/bin".into(), None, "/lab/i/x/old/pg".into(), 5);
         assert!(
             pg.contains("ExecStart=/usr/lib/postgresql/17/bin/postgres -D /lab/i/x/old/pg -p 5 -k /lab/i/x/old/pg")
         );
         assert!(pg.contains("Type=notify") && pg.contains("User=postgres"));
+        let other =
+            postgres_unit("NEW side", "/c/pg18/bin".into(), Some("/usr/lib/postgresql/17/bin".into()), "/d".into(), 5);
+        assert!(other.contains("ExecStart=/c/pg18/bin/postgres -D /d") && other.contains("Type=exec"));
+        assert!(other.contains("until /usr/lib/postgresql/17/bin/pg_isready -q -h /d -p 5;"));
         let srv = server_unit("NEW server", "/lab/i/x/new".into(), "/v/bin/inmanta".into(), "file:///idx/simple");
         assert!(srv.contains("ExecStart=/v/bin/inmanta -vv --timed-logs -c /lab/i/x/new/server.cfg server"));
         assert!(srv.contains("Restart=on-failure") && srv.contains(&format!("After={POSTGRES_UNIT}")));

@@ -21,8 +21,11 @@ const MAX_SOCKET_PATH: usize = 107;
 pub(crate) struct Cluster {
     /// Argv prefix of the machine it runs on (empty: this one).
     pub enter: Vec<String>,
-    /// As seen on that machine.
+    /// Client programs (psql, pg_dump, pg_restore), as seen on that machine.
     pub bin_dir: Utf8PathBuf,
+    /// Server programs (initdb, pg_ctl, postgres) of another major than the
+    /// machine's own ([`crate::pgdist`]); `None`: the machine's, in `bin_dir`.
+    pub server_bin_dir: Option<Utf8PathBuf>,
     pub data_dir: Utf8PathBuf,
     pub port: u16,
     /// The booted machine whose unit runs the cluster (`None`: pg_ctl).
@@ -52,6 +55,14 @@ impl Cluster {
         self.bin_dir.join(name).into_string()
     }
 
+    fn server_bins(&self) -> &Utf8Path {
+        self.server_bin_dir.as_deref().unwrap_or(&self.bin_dir)
+    }
+
+    fn server_bin(&self, name: &str) -> String {
+        self.server_bins().join(name).into_string()
+    }
+
     /// initdb as postgres: trust on the unix socket (the lab administers
     /// through it), scram-sha-256 over TCP (passwords are really checked).
     pub fn init(&self) -> Result<()> {
@@ -68,7 +79,7 @@ impl Cluster {
         // The postgres user of the cluster's machine (its uid differs between
         // this machine and the root).
         self.cmd(&sh, "chown").args(["postgres:postgres", data.as_str()]).quiet().run()?;
-        let initdb = self.bin("initdb");
+        let initdb = self.server_bin("initdb");
         let out = self
             .cmd(&sh, "runuser")
             .args(["-u", "postgres", "--", &initdb, "-D", data.as_str(), "-U", "postgres"])
@@ -93,7 +104,8 @@ impl Cluster {
                 .with_context(|| format!("adding this machine's end of the link to {hba}"))?;
         }
         if let Some(machine) = &self.machine {
-            let unit = postgres_unit(&machine.name, &self.bin_dir, &self.data_dir, self.port);
+            let wait_with = self.server_bin_dir.as_ref().map(|_| self.bin_dir.as_path());
+            let unit = postgres_unit(&machine.name, self.server_bins(), wait_with, &self.data_dir, self.port);
             machine.write_unit(POSTGRES_UNIT, &unit)?;
         }
         Ok(())
@@ -127,7 +139,7 @@ impl Cluster {
             });
         }
         let sh = shell()?;
-        let (pg_ctl, data, log) = (self.bin("pg_ctl"), &self.data_dir, self.log_file());
+        let (pg_ctl, data, log) = (self.server_bin("pg_ctl"), &self.data_dir, self.log_file());
         let listen = crate::net::listen(self.net.as_ref());
         let opts =
             format!("-p {} -k {} -c listen_addresses={listen} -c fsync=off -c jit=off", self.port, self.data_dir);
@@ -158,7 +170,7 @@ impl Cluster {
             return machine.systemctl(&["stop", POSTGRES_UNIT]).map(drop);
         }
         let sh = shell()?;
-        let (pg_ctl, data) = (self.bin("pg_ctl"), &self.data_dir);
+        let (pg_ctl, data) = (self.server_bin("pg_ctl"), &self.data_dir);
         let out = self
             .cmd(&sh, "runuser")
             .args(["-u", "postgres", "--", &pg_ctl, "-D", data.as_str(), "-m", "fast", "-w", "-t", "60", "stop"])

@@ -32,6 +32,11 @@ impl Toolchain {
     pub fn venv(&self, version: &str) -> &Utf8Path {
         &self.venvs[version]
     }
+
+    /// The major of this machine's PostgreSQL.
+    pub fn pg_major(&self) -> Option<u32> {
+        major_of(&self.pg_bin_dir)
+    }
 }
 
 /// How to run programs on one machine of the lab: the argv prefix that gets
@@ -74,6 +79,11 @@ pub(crate) fn venv_requirements(version: &str) -> Vec<String> {
         reqs.push("importlib_metadata".to_string());
     }
     reqs
+}
+
+/// The major of `/usr/lib/postgresql/<major>/bin`.
+pub(crate) fn major_of(pg_bin_dir: &Utf8Path) -> Option<u32> {
+    pg_bin_dir.parent()?.file_name()?.parse().ok()
 }
 
 /// The newest `/usr/lib/postgresql/<major>/bin` that has initdb.

@@ -53,7 +53,15 @@ impl ScratchCluster {
         // The postgres user must reach the data directory inside.
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
         let port = procs::pick_free_ports(1)?[0];
-        let cluster = Cluster { enter: Vec::new(), bin_dir, data_dir: path.join("pg"), port, machine: None, net: None };
+        let cluster = Cluster {
+            enter: Vec::new(),
+            bin_dir,
+            server_bin_dir: None,
+            data_dir: path.join("pg"),
+            port,
+            machine: None,
+            net: None,
+        };
         cluster.init()?;
         cluster.start()?;
         cluster.create_roles_and_db(Self::ADMIN_PASSWORD, Self::PASSWORD)?;

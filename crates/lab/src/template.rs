@@ -35,22 +35,39 @@ pub(crate) struct Template {
     /// Seeded by a server with auth and TLS.
     #[serde(default)]
     pub secure: bool,
+    /// The OLD cluster's PostgreSQL major when not the machine's own: a
+    /// dump of a newer PostgreSQL is not for an older one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pg: Option<u32>,
 }
 
-pub(crate) fn dir(root: &LabRoot, old: &str, n: usize, secure: bool) -> Utf8PathBuf {
+/// What a template is for.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Key<'a> {
+    pub old: &'a str,
+    /// The environment count asked for.
+    pub envs: usize,
+    pub secure: bool,
+    pub pg: Option<u32>,
+}
+
+pub(crate) fn dir(root: &LabRoot, key: Key) -> Utf8PathBuf {
+    let Key { old, envs, secure, pg } = key;
     let variant = if secure { "-secure" } else { "" };
-    root.templates_dir().join(format!("inmanta-core-{old}-{n}envs{variant}-v{FORMAT}"))
+    let pg = pg.map(|m| format!("-pg{m}")).unwrap_or_default();
+    root.templates_dir().join(format!("inmanta-core-{old}-{envs}envs{variant}{pg}-v{FORMAT}"))
 }
 
 /// The template of one variant and its dump file, when a usable one exists.
-fn load_variant(root: &LabRoot, old: &str, n: usize, secure: bool) -> Option<(Template, Utf8PathBuf)> {
-    let dir = dir(root, old, n, secure);
+fn load_variant(root: &LabRoot, key: Key) -> Option<(Template, Utf8PathBuf)> {
+    let dir = dir(root, key);
     let dump = dir.join("old.dump");
     let t: Template = serde_json::from_str(&fs::read_to_string(dir.join("template.json")).ok()?).ok()?;
     (t.format == FORMAT
-        && t.old_version == old
-        && t.env_count == n
-        && t.secure == secure
+        && t.old_version == key.old
+        && t.env_count == key.envs
+        && t.secure == key.secure
+        && t.pg == key.pg
         && dump.exists()
         && dir.join("files").is_dir())
     .then_some((t, dump))
@@ -66,28 +83,27 @@ pub(crate) fn in_use() -> std::sync::MutexGuard<'static, ()> {
 
 /// The template for an instance: a plain one for a plain instance; for a
 /// secure one, a secure template, or else a plain one.
-pub(crate) fn load(root: &LabRoot, old: &str, n: usize, secure: bool) -> Option<(Template, Utf8PathBuf)> {
-    if secure && let Some(t) = load_variant(root, old, n, true) {
+pub(crate) fn load(root: &LabRoot, key: Key) -> Option<(Template, Utf8PathBuf)> {
+    if key.secure
+        && let Some(t) = load_variant(root, key)
+    {
         return Some(t);
     }
-    load_variant(root, old, n, false)
+    load_variant(root, Key { secure: false, ..key })
 }
 
 /// Dumps the seeded OLD database and records the environments seeded for
-/// `asked` environments.
-#[allow(clippy::too_many_arguments)]
+/// `key.envs` environments.
 pub(crate) fn save(
     root: &LabRoot,
-    old: &str,
-    asked: usize,
+    key: Key,
     cluster: &Cluster,
     project_id: &str,
     envs: &[SeededEnv],
-    secure: bool,
     code_files: &camino::Utf8Path,
 ) -> Result<Utf8PathBuf> {
     let _lock = lock_cache(root)?;
-    let final_dir = dir(root, old, asked, secure);
+    let final_dir = dir(root, key);
     let tmp = final_dir.with_file_name(format!(".{}.tmp-{}", final_dir.file_name().unwrap_or("t"), std::process::id()));
     if tmp.exists() {
         fs::remove_dir_all(&tmp)?;
@@ -102,12 +118,13 @@ pub(crate) fn save(
     }
     let t = Template {
         format: FORMAT,
-        old_version: old.to_string(),
-        env_count: asked,
+        old_version: key.old.to_string(),
+        env_count: key.envs,
         project_id: project_id.to_string(),
         envs: envs.to_vec(),
         created: jiff::Timestamp::now().to_string(),
-        secure,
+        secure: key.secure,
+        pg: key.pg,
     };
     fs::write(tmp.join("template.json"), serde_json::to_string_pretty(&t)?)?;
     if final_dir.exists() {

@@ -297,17 +297,26 @@ pub async fn check_online(cx: &Context, old: &Database, new: &Database, checks: 
             };
             free(f.max_replication_slots, f.slots_used, "replication slots", "max_replication_slots", checks);
             free(f.max_wal_senders, f.senders_used, "WAL senders", "max_wal_senders", checks);
-            if f.max_slot_wal_keep_mb < 0 {
-                checks.warn(
+            match f.max_slot_wal_keep_mb {
+                // Before 13, a slot keeps WAL without bound and says nothing of
+                // it (no max_slot_wal_keep_size, no wal_status): a stalled copy
+                // would fill the old disk unseen, under the running orchestrator.
+                None => checks.fail(
+                    "old PostgreSQL",
+                    format!(
+                        "PostgreSQL {}: a replication slot there keeps WAL without bound and reports no wal_status \
+                         (both came with 13), so a stalled copy could fill the old disk unseen",
+                        f.server_major
+                    ),
+                    "use copy.mode = \"offline\" (dump and restore read PostgreSQL 9.2 and newer), \
+                     or upgrade the old PostgreSQL to 13 or newer first",
+                ),
+                Some(mb) if mb < 0 => checks.warn(
                     "WAL kept for the copy",
                     "max_slot_wal_keep_size = -1: if the copy stalls, the old side keeps WAL until its disk is full",
                     "set max_slot_wal_keep_size on the old PostgreSQL (a reload) to what its disk can spare",
-                );
-            } else {
-                checks.pass(
-                    "WAL kept for the copy",
-                    format!("at most {} MB (max_slot_wal_keep_size)", f.max_slot_wal_keep_mb),
-                );
+                ),
+                Some(mb) => checks.pass("WAL kept for the copy", format!("at most {mb} MB (max_slot_wal_keep_size)")),
             }
             if f.tables_without_primary_key.is_empty() && f.tables_not_owned.is_empty() {
                 checks.pass("tables", "every table has a primary key and belongs to the database's role");

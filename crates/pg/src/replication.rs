@@ -26,13 +26,16 @@ pub const FENCE: &str = "public.inmanta_migrate_fence";
 /// What the old side offers an online copy.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PublisherFacts {
+    /// The old PostgreSQL's major version.
+    pub server_major: u32,
     pub wal_level: String,
     pub max_replication_slots: i64,
     pub slots_used: i64,
     pub max_wal_senders: i64,
     pub senders_used: i64,
-    /// `max_slot_wal_keep_size` in MB; -1: unlimited (the slot may fill the disk).
-    pub max_slot_wal_keep_mb: i64,
+    /// `max_slot_wal_keep_size` in MB; -1: unlimited (the slot may fill the
+    /// disk); `None`: PostgreSQL before 13 has no such bound.
+    pub max_slot_wal_keep_mb: Option<i64>,
     pub tables_without_primary_key: Vec<String>,
     /// Tables the owner role does not own (it cannot publish them).
     pub tables_not_owned: Vec<String>,
@@ -82,7 +85,8 @@ impl Database {
                      (SELECT count(*) FROM pg_replication_slots), \
                      current_setting('max_wal_senders')::bigint, \
                      (SELECT count(*) FROM pg_stat_replication), \
-                     (SELECT setting::bigint FROM pg_settings WHERE name = 'max_slot_wal_keep_size')";
+                     (SELECT setting::bigint FROM pg_settings WHERE name = 'max_slot_wal_keep_size'), \
+                     current_setting('server_version_num')::int / 10000";
         let rows = self.rows(As::Owner, sql, &[]).await?;
         let row = rows.first().ok_or_else(|| anyhow!("no answer about the replication settings"))?;
         let without_pk = "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c \
@@ -97,6 +101,7 @@ impl Database {
         let superuser = "SELECT rolsuper FROM pg_roles WHERE rolname = current_user";
         let admin = self.rows(As::Admin, superuser, &[]).await?;
         Ok(PublisherFacts {
+            server_major: row.try_get::<_, i32>(6)? as u32,
             wal_level: row.try_get(0)?,
             max_replication_slots: row.try_get(1)?,
             slots_used: row.try_get(2)?,

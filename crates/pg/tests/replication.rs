@@ -98,7 +98,7 @@ async fn copies_while_the_old_side_writes_then_fences_and_cuts_off_cleanly() {
     assert!(facts.tables_without_primary_key.is_empty(), "{facts:?}");
     assert!(facts.tables_not_owned.is_empty(), "{facts:?}");
     assert!(facts.admin_is_superuser && facts.max_replication_slots > facts.slots_used, "{facts:?}");
-    assert_eq!(facts.max_slot_wal_keep_mb, -1, "PostgreSQL's default: unlimited");
+    assert_eq!(facts.max_slot_wal_keep_mb, Some(-1), "PostgreSQL's default: unlimited");
     assert!(new.db.may_subscribe().await.unwrap());
 
     let password = old.db.publish().await.unwrap();

@@ -258,6 +258,29 @@ pub fn lab_pair(name: &str, old: &str, new: &str) -> Lab {
     lab_via(name, old, &[], new)
 }
 
+/// A lab instance migrating `old` to `new`, each (version, PostgreSQL major
+/// when not its machine's own).
+pub fn lab_pg(name: &str, old: (&str, Option<u32>), new: (&str, Option<u32>)) -> Lab {
+    let options = UpOptions {
+        name: name.into(),
+        old: old.0.into(),
+        old_pg: old.1,
+        new: new.0.into(),
+        new_pg: new.1,
+        ..UpOptions::default()
+    };
+    lab_from(options, Security::Plain)
+}
+
+/// The PostgreSQL majors the OLD and NEW clusters run, as they say.
+pub fn pg_majors(lab: &Lab) -> (u32, u32) {
+    let major = |side| {
+        let num = lab.psql(side, "postgres", "SHOW server_version_num").unwrap();
+        num.trim().parse::<u32>().unwrap() / 10000
+    };
+    (major(Side::Old), major(Side::New))
+}
+
 /// A lab instance migrating `old` to `new`, each side a booted machine.
 pub fn lab_booted(name: &str, old: &str, new: &str) -> Lab {
     lab_from(

@@ -158,7 +158,8 @@ impl Instance {
         let tmp = self.dir.join("tmp");
         let secure = self.is_secure();
         let _templates = template::in_use();
-        let tpl = if fresh { None } else { template::load(&self.root, &self.state.old_version, envs, secure) };
+        let key = template::Key { old: &self.state.old_version, envs, secure, pg: self.state.pg_old };
+        let tpl = if fresh { None } else { template::load(&self.root, key) };
         if let Some((t, dump)) = tpl {
             eprintln!("lab: restoring the seeded template {dump}");
             timings.time("repos", || -> Result<()> {
@@ -203,16 +204,7 @@ impl Instance {
             self.save()?;
             let saved = timings.time("template save", || {
                 let code = self.side_dir(Side::Old).join("state/server/files");
-                template::save(
-                    &self.root,
-                    &self.state.old_version,
-                    envs,
-                    &old,
-                    &project,
-                    &self.state.envs,
-                    secure,
-                    &code,
-                )
+                template::save(&self.root, key, &old, &project, &self.state.envs, &code)
             })?;
             eprintln!("lab: saved the seeded template {saved}");
         }
@@ -305,6 +297,20 @@ pub fn up_with(root: &LabRoot, opts: &UpOptions, security: Security) -> Result<I
     let mut versions: Vec<&str> = vec![&opts.old, &opts.new];
     versions.extend(opts.via.iter().map(String::as_str));
     let tc: Toolchain = prepare_timed(root, &versions, &mut timings)?;
+    let mut other_pg = |machine: Machine, asked: Option<u32>| -> Result<Option<u32>> {
+        let own = match machine {
+            Machine::Host => tc.pg_major(),
+            Machine::Trixie | Machine::Booted => Some(crate::rootfs::PG_MAJOR),
+        };
+        match asked.filter(|m| Some(*m) != own) {
+            Some(major) => timings.time(&format!("PostgreSQL {major} server programs"), || {
+                let _cache = crate::prepare::lock_cache(root)?;
+                crate::pgdist::ensure(root, major).map(|_| Some(major))
+            }),
+            None => Ok(None),
+        }
+    };
+    let (pg_old, pg_new) = (other_pg(machine_old, opts.old_pg)?, other_pg(machine_new, opts.new_pg)?);
 
     if dir.exists() {
         fs::remove_dir_all(&dir).with_context(|| format!("removing the previous instance {dir}"))?;
@@ -336,6 +342,8 @@ pub fn up_with(root: &LabRoot, opts: &UpOptions, security: Security) -> Result<I
             sshd_port,
             via: opts.via.clone(),
             pg_bin_dir: tc.pg_bin_dir.clone(),
+            pg_old,
+            pg_new,
             venv_old: tc.venv(&opts.old).to_path_buf(),
             venv_new: tc.venv(&opts.new).to_path_buf(),
             index_url: tc.index_url.clone(),

@@ -66,6 +66,8 @@ pub struct ServerStatus {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PgStatus {
+    /// The PostgreSQL major the cluster runs.
+    pub major: Option<u32>,
     pub port: u16,
     pub running: bool,
     pub pid: Option<u32>,
@@ -112,7 +114,8 @@ impl fmt::Display for Status {
                 Some(pid) if pg.running => format!("running, pid {pid}"),
                 _ => "stopped".to_string(),
             };
-            writeln!(f, "    postgres  {}  {pgstate}", pg.dsn)?;
+            let major = pg.major.map(|m| format!("PostgreSQL {m}, ")).unwrap_or_default();
+            writeln!(f, "    postgres  {}  {major}{pgstate}", pg.dsn)?;
             writeln!(f, "              admin {}  socket {}", pg.admin_dsn, pg.socket_dir)?;
         }
         if !self.envs.is_empty() {
@@ -167,6 +170,7 @@ impl Instance {
                     log_file: server.log_file(),
                 },
                 postgres: PgStatus {
+                    major: self.pg_major(side),
                     port,
                     running: pg_pid.is_some(),
                     pid: pg_pid,
