@@ -5,6 +5,6 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = migrate_pg::parse_database_section(text);
+        let _ = migrate_core::inmanta_cfg::parse(text);
     }
 });

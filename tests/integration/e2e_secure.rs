@@ -138,8 +138,35 @@ fn a_wrong_ca_or_a_bad_token_is_refused_and_verification_is_off_only_loudly() {
         assert_eq!(get(&config, &format!("{side}.token.file")).as_str(), token.as_ref().map(|f| f.as_str()));
     }
     let ok = lab.run(&["check"]);
-    ok.success();
+    ok.success().output_has("tokens").output_has("not compared");
     assert_no_secret(&ok, &secrets, "check");
+
+    // (a2) Each server's own config read: the same [auth_jwt_default] on
+    // both sides; then a new server signing with another key.
+    let server_configs = |name: &str, new_cfg: &camino::Utf8Path| {
+        let (old_cfg, new_cfg) = (lab.server_config(Side::Old), new_cfg.to_owned());
+        lab.config_variant(name, |c| {
+            set(c, "old.database.inmanta_config", old_cfg.as_str());
+            set(c, "new.database.inmanta_config", new_cfg.as_str());
+        })
+    };
+    let same = run_with(&lab, &server_configs("same-jwt", &lab.server_config(Side::New)), &["check"]);
+    same.success().output_has("the new server validates the old one's tokens: [auth_jwt_default] alike");
+    let text = std::fs::read_to_string(lab.server_config(Side::New)).unwrap();
+    let other_key = lab.dir().join("new-server-other-key.cfg");
+    let rekeyed: Vec<String> = text
+        .lines()
+        .map(|l| if l.starts_with("key=") { "key=another-signing-key".to_owned() } else { l.to_owned() })
+        .collect();
+    assert_ne!(rekeyed.join("\n"), text.trim_end(), "the lab's server config has a `key=` line");
+    std::fs::write(&other_key, rekeyed.join("\n")).unwrap();
+    secrets.push("another-signing-key".into());
+    let refused = run_with(&lab, &server_configs("other-jwt", &other_key), &["check"]);
+    refused
+        .code(3)
+        .output_has("the new server would refuse the old one's tokens")
+        .output_has("has another key (compared by sha256)");
+    assert_no_secret(&refused, &secrets, "check with another JWT key");
 
     // (b) A CA that did not sign the servers' certificate.
     let other_ca = private_file(&lab, "other-ca.pem", &lab::unrelated_ca_pem("not the lab's CA").unwrap());

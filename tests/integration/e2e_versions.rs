@@ -90,6 +90,17 @@ fn migrates_step_by_step(lab: &Lab, before_start: fn(&Lab)) {
     } else {
         reconciled.success();
     }
+    // Settings the new version dropped are said once for the run, not per environment.
+    let gone: BTreeSet<String> = reconciled.json()["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|e| e["settings_gone"].as_array().cloned().unwrap_or_default())
+        .map(|name| name.as_str().unwrap().to_owned())
+        .collect();
+    let said: Vec<&str> = reconciled.stderr.lines().filter(|l| l.contains("no longer has, dropped")).collect();
+    assert_eq!(said.len(), usize::from(!gone.is_empty()), "said once: {said:?}");
+    assert!(gone.iter().all(|name| said[0].contains(name.as_str())), "{gone:?} in {said:?}");
     assert_migrated(lab, &before, &lab.reconciled(), false);
 
     for step in ["halt-all", "stop-server", "dump", "restore", "start-server", "env-reconcile"] {

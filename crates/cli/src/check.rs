@@ -74,6 +74,7 @@ pub async fn preflight(cx: &Context, replace: bool) -> Checks {
     }
 
     step_carry::preflight(cx, &mut checks).await;
+    tokens(cx, &mut checks).await;
 
     // Databases and tools.
     let old_db = database(cx, Side::Old, &mut checks).await;
@@ -165,6 +166,47 @@ async fn new_server(cx: &Context, checks: &mut Checks) -> Option<ServerVersion> 
 
 /// Connects to one side's database (the admin role for the new side, whose
 /// database may not exist yet) and reads the PostgreSQL major version.
+/// Whether the new server will accept the tokens the old one accepts
+/// (agents', scripts' and this tool's): the same `[auth_jwt_*]` keys and
+/// issuers, read from each server's own config.
+async fn tokens(cx: &Context, checks: &mut Checks) {
+    let name = "tokens";
+    let config = |side: Side| cx.config.side(side).database.inmanta_config.clone();
+    let (Some(old_dir), Some(new_dir)) = (config(Side::Old), config(Side::New)) else {
+        if cx.config.old.token.is_some() {
+            checks.warn(
+                name,
+                "not compared: the old server asks for tokens, and the tool reads no server config on both sides",
+                "set `old.database.inmanta_config` and `new.database.inmanta_config` to each server's config folder, \
+                 so check compares their [auth_jwt_*] sections",
+            );
+        }
+        return;
+    };
+    let read = |side: Side, dir: camino::Utf8PathBuf| async move {
+        migrate_core::inmanta_cfg::read(&dir, &cx.runner(side)).await.map(|c| c.auth)
+    };
+    let (old, new) = match (read(Side::Old, old_dir).await, read(Side::New, new_dir).await) {
+        (Ok(old), Ok(new)) => (old, new),
+        (Err(e), _) => return checks.fail_on(name, &e, "fix `old.database.inmanta_config`"),
+        (_, Err(e)) => return checks.fail_on(name, &e, "fix `new.database.inmanta_config`"),
+    };
+    let refused = migrate_core::inmanta_cfg::tokens_refused_by_new(&old, &new);
+    if old.enabled != Some(true) {
+        checks.pass(name, "the old server asks for no token");
+    } else if refused.is_empty() {
+        let sections: Vec<String> = old.jwt.keys().map(|s| format!("[auth_jwt_{s}]")).collect();
+        checks.pass(name, format!("the new server validates the old one's tokens: {} alike", sections.join(", ")));
+    } else {
+        checks.fail(
+            name,
+            format!("the new server would refuse the old one's tokens: {}", refused.join("; ")),
+            "give the new server the old one's [auth_jwt_*] sections (issuer, algorithm, key): `[carry] files` \
+             copies its inmanta.d/ file",
+        );
+    }
+}
+
 async fn database(cx: &Context, side: Side, checks: &mut Checks) -> Option<(Database, u32)> {
     let name = format!("{side} database");
     let db = match Database::open(&cx.config, side).await {

@@ -239,8 +239,9 @@ const LIMIT: Duration = Duration::from_secs(30);
 async fn side(key: &'static str, api: &str, ssh: Option<String>, inmanta_config: &Utf8Path) -> Side {
     let runner = Runner::on(&HostConfig { ssh: ssh.clone(), ..HostConfig::default() });
     let (api_says, needs_token) = probe_api(key, api).await;
-    let database = match migrate_pg::read_inmanta_database(inmanta_config, &runner).await {
-        Ok(db) => {
+    let database = match migrate_core::inmanta_cfg::read(inmanta_config, &runner).await {
+        Ok(config) => {
+            let db = config.database;
             let keys = [
                 ("host", db.host.is_some()),
                 ("port", db.port.is_some()),

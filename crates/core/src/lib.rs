@@ -10,6 +10,7 @@ pub mod dryrun;
 pub mod error;
 pub mod figures;
 pub mod fsutil;
+pub mod inmanta_cfg;
 pub mod inventory;
 pub mod journal;
 pub mod manifest;

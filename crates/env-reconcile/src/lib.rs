@@ -21,7 +21,7 @@
 //! dry-run: it is left halted for an operator, and `--accept-protected`
 //! reconciles it anyway (the dry-run then checks the released version).
 
-use std::{fmt::Write as _, time::Instant};
+use std::{collections::BTreeMap, fmt::Write as _, time::Instant};
 
 use anyhow::{Context as _, bail};
 use futures::StreamExt;
@@ -91,6 +91,10 @@ pub struct EnvResult {
     /// How this compares with what `rehearse` found, when it ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rehearsed: Option<String>,
+    /// Settings it stored that the new version no longer has (dropped with
+    /// the upgrade; said once for the run, as every environment shares them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub settings_gone: Vec<String>,
 }
 
 impl EnvResult {
@@ -367,6 +371,22 @@ impl Step for EnvReconcile {
                 !matches!(status, EnvStatus::Done | EnvStatus::LeftHalted)
             })
             .count();
+        let mut gone: BTreeMap<&str, usize> = BTreeMap::new();
+        for name in sorted.iter().flat_map(|r| &r.settings_gone) {
+            *gone.entry(name).or_default() += 1;
+        }
+        if !gone.is_empty() {
+            let names: Vec<String> = gone.iter().map(|(name, n)| format!("{name} ({n})")).collect();
+            cx.ui.info(
+                Self::NAME,
+                format!(
+                    "settings that inmanta-core {} no longer has, dropped with their stored values \
+                     (environments that had them): {}",
+                    run.new,
+                    names.join(", ")
+                ),
+            );
+        }
         let outcome = if count(EnvStatus::NeedsOperator) > 0 {
             Outcome::needs_operator(Self::NAME, summary)
         } else if waiting > 0 {
@@ -409,6 +429,7 @@ async fn reconcile(cx: &Context, env: &EnvironmentRecord, named: bool, run: &Run
         seconds: 0.0,
         compiled: None,
         rehearsed: None,
+        settings_gone: Vec::new(),
     };
     let earlier =
         cx.work().map(|w| w.journal().environments.get(&env.id).cloned().unwrap_or_default()).unwrap_or_default();
@@ -633,9 +654,7 @@ async fn reconcile_phases(
     // read is a note, a changed value is for an operator.
     match compare_settings(api, env).await {
         Ok((changed, gone)) => {
-            for note in gone {
-                let _ = write!(message, "; {note}");
-            }
+            result.settings_gone = gone;
             if !changed.is_empty() {
                 result.status = EnvStatus::NeedsOperator;
                 let _ = write!(message, "; settings differ from before the migration: {}", changed.join(", "));
@@ -665,7 +684,7 @@ async fn compare_settings(api: &Client, env: &EnvironmentRecord) -> anyhow::Resu
     let (mut changed, mut gone) = (Vec::new(), Vec::new());
     for (name, before) in &env.settings {
         if !now.definitions.contains_key(name) {
-            gone.push(format!("setting {name} does not exist on the new server any more"));
+            gone.push(name.clone());
         } else if now.effective(name) != Some(before) {
             changed.push(format!("{name} was {before}, is now {}", now.effective(name).unwrap_or(&Value::Null)));
         }
@@ -705,6 +724,7 @@ mod tests {
             seconds: 0.0,
             compiled,
             rehearsed: None,
+            settings_gone: Vec::new(),
         };
         let held = |mut r: EnvResult, outcome: &str| {
             r.hold_against(&rehearsal(outcome));

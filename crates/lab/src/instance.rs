@@ -388,6 +388,11 @@ impl Instance {
         (machine == Machine::Trixie).then(|| RootFs::of(&self.root).dir().to_path_buf())
     }
 
+    /// The server's config file (`inmanta -c <it> server`).
+    pub fn server_config(&self, side: Side) -> Utf8PathBuf {
+        self.server(side).cfg()
+    }
+
     fn server(&self, side: Side) -> Server {
         let security = self.state.secure.as_ref().map(|claims| ServerSecurity {
             ca_file: self.secrets_dir().join(CA_CERT),

@@ -10,7 +10,6 @@
 //! when it is killed.
 
 mod connect;
-mod inmanta_cfg;
 pub mod replication;
 pub mod scratch;
 mod snapshot;
@@ -27,8 +26,6 @@ use migrate_core::{
     runner::{Cmd, Runner},
 };
 use tokio_postgres::{Row, types::ToSql};
-
-pub use inmanta_cfg::{parse_database_section, read_inmanta_database};
 
 /// The next step of a check whose database did not answer: a refused
 /// certificate is fixed in the config, not by starting PostgreSQL.
@@ -110,7 +107,7 @@ impl Target {
     /// orchestrator's own inmanta.cfg when `inmanta_config` is set.
     pub async fn resolve(cfg: &DatabaseConfig, runner: &Runner) -> anyhow::Result<Target> {
         let from_server = match &cfg.inmanta_config {
-            Some(dir) => read_inmanta_database(dir, runner).await?,
+            Some(dir) => migrate_core::inmanta_cfg::read(dir, runner).await?.database,
             None => Default::default(),
         };
         // The PostgreSQL tools run here: "localhost" in a remote server's
