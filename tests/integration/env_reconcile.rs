@@ -178,6 +178,26 @@ fn a_server_out_of_database_connections_is_named_with_what_to_set() {
     let advice = failed["advice"].as_str().unwrap();
     assert!(advice.contains("ran out of connections") && advice.contains("`max_connections`"), "{advice}");
     assert!(advice.contains("remaining connection slots are reserved"), "quotes the log: {advice}");
+    assert!(advice.contains("(its log: "), "{advice}");
+
+    // 15.0+: the server's log is clean, the failed environment's scheduler
+    // (a process of its own, logging beside it) could not connect.
+    std::fs::write(&log, "2026-12-06 02:00:00 inmanta.server WARNING Could not start the scheduler\n").unwrap();
+    let scheduler_log = s.f.path().join(format!("agent-{}.log", s.prod));
+    std::fs::write(
+        &scheduler_log,
+        "asyncpg.exceptions.TooManyConnectionsError: remaining connection slots are reserved for roles with the \
+         SUPERUSER attribute\n",
+    )
+    .unwrap();
+    let run = s.f.test().config(&config).args(["env-reconcile", "--json"]).run();
+    let failed = run.code(1).json();
+    assert_eq!(failed["kind"], "database", "{failed}");
+    let advice = failed["advice"].as_str().unwrap();
+    assert!(advice.contains(&format!("(the scheduler log of environment {}: ", s.prod)), "{advice}");
+    std::fs::remove_file(&scheduler_log).unwrap();
+    let run = s.f.test().config(&config).args(["env-reconcile", "--json"]).run();
+    assert_ne!(run.code(1).json()["kind"], "database", "no log says it: not said");
 }
 
 #[test]

@@ -286,6 +286,21 @@ impl<'a> Service<'a> {
         }
     }
 
+    /// The end of the log of one environment's resource scheduler (15.0+:
+    /// a process of its own, logging to `agent-<environment>.log` in the
+    /// server's log directory: `log_file`'s, or Inmanta's default
+    /// /var/log/inmanta). `None` when there is none to read.
+    pub async fn scheduler_log_tail(&self, env: uuid::Uuid, lines: usize) -> Option<String> {
+        let dir = match &self.orch.service.log_file {
+            Some(file) => file.parent()?.to_owned(),
+            None => camino::Utf8PathBuf::from("/var/log/inmanta"),
+        };
+        let file = dir.join(format!("agent-{env}.log"));
+        let argv = ["tail".to_owned(), "-n".to_owned(), lines.to_string(), file.to_string()];
+        let out = self.runner.cmd(&argv).timeout(COMMAND_TIMEOUT).output().await.ok()?;
+        out.success().then(|| inmanta_api::redact_tokens(&out.stdout))
+    }
+
     /// The server's version from `version_command`, when configured.
     pub async fn installed_version(&self) -> Option<anyhow::Result<inmanta_api::ServerVersion>> {
         let argv = self.orch.version_command.as_ref()?;

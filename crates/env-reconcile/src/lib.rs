@@ -62,12 +62,26 @@ pub struct EnvReconcile {
 const OUT_OF_CONNECTIONS: [&str; 3] =
     ["remaining connection slots are reserved", "too many clients already", "TooManyConnectionsError"];
 
-/// The new server's log line saying its PostgreSQL ran out of connections,
-/// if its recent log has one.
-async fn out_of_connections(cx: &Context) -> Option<String> {
-    let log = Service::new(&cx.config.new).log_tail(400).await;
-    let line = log.lines().rev().find(|l| OUT_OF_CONNECTIONS.iter().any(|words| l.contains(words)))?;
-    Some(line.trim().chars().take(200).collect())
+/// Where the new side says its PostgreSQL ran out of connections, and the
+/// line that says it: the server's recent log, or (15.0+, where each
+/// environment's scheduler is a process of its own, measured failing with
+/// "Could not start the scheduler" at 50 environments) the scheduler log of
+/// an environment that failed.
+async fn out_of_connections(cx: &Context, failed: &[Uuid]) -> Option<(String, String)> {
+    let said = |log: &str| -> Option<String> {
+        let line = log.lines().rev().find(|l| OUT_OF_CONNECTIONS.iter().any(|words| l.contains(words)))?;
+        Some(line.trim().chars().take(200).collect())
+    };
+    let service = Service::new(&cx.config.new);
+    if let Some(line) = said(&service.log_tail(400).await) {
+        return Some(("its log".to_owned(), line));
+    }
+    for env in failed {
+        if let Some(line) = service.scheduler_log_tail(*env, 400).await.as_deref().and_then(said) {
+            return Some((format!("the scheduler log of environment {env}"), line));
+        }
+    }
+    None
 }
 
 /// How one environment ended, for the outcome and the report.
@@ -325,6 +339,7 @@ impl Step for EnvReconcile {
             count(EnvStatus::NeedsOperator),
             count(EnvStatus::Failed)
         );
+        let failed_ids: Vec<Uuid> = sorted.iter().filter(|r| r.status == EnvStatus::Failed).map(|r| r.id).collect();
         let failed: Vec<String> = sorted
             .iter()
             .filter(|r| r.status == EnvStatus::Failed)
@@ -343,10 +358,10 @@ impl Step for EnvReconcile {
                      here: halt them on the old server and stop it (`inmanta-migrate halt-all`, `inmanta-migrate \
                      stop-server`), then {again}. To go back: `inmanta-migrate rollback`"
                 ))
-            } else if let Some(said) = out_of_connections(cx).await {
-                // The server's answers (closed connections, errors) hide it; its log says it.
+            } else if let Some((log, said)) = out_of_connections(cx, &failed_ids).await {
+                // The server's answers (closed connections, errors, "Could not start the scheduler") hide it; the logs say it.
                 Failure::new(ErrorKind::Database, message).advise(format!(
-                    "the new server's PostgreSQL ran out of connections (its log: \"{said}\"): raise the new \
+                    "the new server's PostgreSQL ran out of connections ({log}: \"{said}\"): raise the new \
                      PostgreSQL's `max_connections` (a restart), or lower `[scheduler] db_connection_pool_max_size` \
                      in the new server's inmanta.cfg and restart that server (`inmanta-migrate check` says by how \
                      much), then {again}"
