@@ -37,7 +37,9 @@ pub struct Downtime {
     /// The methods to measure, in this order.
     #[arg(long, value_delimiter = ',', default_value = "documented,tool,online,raw")]
     methods: Vec<Method>,
-    /// inmanta-core version of the old orchestrator (8.x to 14.x).
+    /// inmanta-core version of the old orchestrator (8.x to 14.x; with a
+    /// 15+ `--new`, e.g. `--old 11.5.5 --new 15.5.9`, the new side and the
+    /// tool run in the lab's Debian 13 root).
     #[arg(long, default_value = "8.7.6")]
     old: String,
     /// inmanta-core version of the new orchestrator.
@@ -58,6 +60,11 @@ pub struct Downtime {
     /// The tool's `reconcile.concurrency` (default: the config's, 4).
     #[arg(long, value_name = "N")]
     concurrency: Option<u32>,
+    /// The new PostgreSQL's `max_connections` (a restart before the
+    /// methods run): what `check` asks for many environments on a 15+
+    /// server, whose schedulers open a database pool each.
+    #[arg(long, value_name = "N")]
+    new_max_connections: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -124,6 +131,7 @@ impl Downtime {
             keep: false,
             debug_build: true,
             concurrency: None,
+            new_max_connections: None,
         }
     }
 
@@ -211,6 +219,11 @@ impl Downtime {
         instance: &Instance,
         size_gb: f64,
     ) -> Result<Vec<(Method, Measured)>> {
+        if let Some(n) = self.new_max_connections {
+            instance.psql(Side::New, "postgres", &format!("ALTER SYSTEM SET max_connections = {n}"))?;
+            instance.stop_postgres(Side::New)?;
+            instance.start_postgres(Side::New)?;
+        }
         busy_models(instance, self.resources)?;
         instance.stop_server(Side::Old)?;
         let history = instance.grow_history((size_gb * 1e9) as u64)?;

@@ -360,8 +360,13 @@ pub struct Connections {
 /// agentmanager.py): up to 14.x one pool (`[database]`, 10..70); from 15.0
 /// the server's pool (half the old one, 5..35, or the old key's value itself
 /// where only that is set) and one per running environment's scheduler, in
-/// a process of its own (a tenth of the old one, 1..7; a halted environment
-/// has none); from 18.2 one more for the singleton lock.
+/// a process of its own (1..7; a halted environment has none); from 18.2
+/// one more for the singleton lock. A scheduler's pool is a tenth of the
+/// `[database]` defaults whatever the server's `[database]` says: the
+/// server passes the scheduler its `[scheduler]` keys, not the `[database]`
+/// ones they default from (agentmanager.py, 15.5.9 to 20.1.0; measured:
+/// with `[database] connection_pool_max_size = 10`, 50 environments of
+/// 15.5.9 filled 98 connections and schedulers failed to start).
 pub fn connections(version: inmanta_api::ServerVersion, pools: &Pools, running: u32) -> Connections {
     let (old_min, old_max) = pools.database;
     if version.major < 15 {
@@ -371,8 +376,8 @@ pub fn connections(version: inmanta_api::ServerVersion, pools: &Pools, running: 
     let lock = u32::from(version >= inmanta_api::ServerVersion::new(18, 2, 0));
     let server_min = pools.server.0.or(old_min).unwrap_or(5) + lock;
     let server_max = pools.server.1.or(old_max).unwrap_or(35) + lock;
-    let scheduler_min = pools.scheduler.0.unwrap_or(old_min.map_or(1, |m| m / 10));
-    let scheduler_max = pools.scheduler.1.unwrap_or(old_max.map_or(7, |m| m / 10));
+    let scheduler_min = pools.scheduler.0.unwrap_or(1);
+    let scheduler_max = pools.scheduler.1.unwrap_or(7);
     Connections {
         at_start: server_min + running * scheduler_min,
         at_most: server_max + running * scheduler_max,
@@ -506,7 +511,11 @@ mod tests {
         assert_eq!(connections(v("15.5.9"), &default, 20), Connections { at_start: 25, at_most: 175, server: 35 });
         assert_eq!(connections(v("20.1.0"), &default, 50).at_most, 36 + 50 * 7, "the singleton lock from 18.2");
         let old_key = Pools { database: (None, Some(20)), ..Pools::default() };
-        assert_eq!(connections(v("19.0.0"), &old_key, 10).at_most, 21 + 10 * 2, "the old key itself, and a tenth");
+        assert_eq!(
+            connections(v("19.0.0"), &old_key, 10).at_most,
+            21 + 10 * 7,
+            "the old key itself; not the schedulers'"
+        );
         let tuned = Pools { scheduler: (Some(1), Some(2)), ..Pools::default() };
         assert_eq!(connections(v("15.5.9"), &tuned, 50).at_most, 35 + 100);
     }
