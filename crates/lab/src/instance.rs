@@ -433,10 +433,7 @@ impl Instance {
 
     /// The PostgreSQL major a side's cluster runs.
     pub fn pg_major(&self, side: Side) -> Option<u32> {
-        self.pg_major_of(side).or(match self.machine(side) {
-            Machine::Host => crate::prepare::major_of(&self.state.pg_bin_dir),
-            Machine::Trixie | Machine::Booted => Some(crate::rootfs::PG_MAJOR),
-        })
+        self.pg_major_of(side).or_else(|| crate::prepare::own_pg_major(self.machine(side), &self.state.pg_bin_dir))
     }
 
     fn cluster(&self, side: Side) -> Cluster {

@@ -32,11 +32,6 @@ impl Toolchain {
     pub fn venv(&self, version: &str) -> &Utf8Path {
         &self.venvs[version]
     }
-
-    /// The major of this machine's PostgreSQL.
-    pub fn pg_major(&self) -> Option<u32> {
-        major_of(&self.pg_bin_dir)
-    }
 }
 
 /// How to run programs on one machine of the lab: the argv prefix that gets
@@ -81,9 +76,13 @@ pub(crate) fn venv_requirements(version: &str) -> Vec<String> {
     reqs
 }
 
-/// The major of `/usr/lib/postgresql/<major>/bin`.
-pub(crate) fn major_of(pg_bin_dir: &Utf8Path) -> Option<u32> {
-    pg_bin_dir.parent()?.file_name()?.parse().ok()
+/// The PostgreSQL major a machine has of its own: the host's
+/// (`host_pg_bin_dir` is `/usr/lib/postgresql/<major>/bin`), the root's.
+pub(crate) fn own_pg_major(machine: Machine, host_pg_bin_dir: &Utf8Path) -> Option<u32> {
+    match machine {
+        Machine::Host => host_pg_bin_dir.parent()?.file_name()?.parse().ok(),
+        Machine::Trixie | Machine::Booted => Some(crate::rootfs::PG_MAJOR),
+    }
 }
 
 /// The newest `/usr/lib/postgresql/<major>/bin` that has initdb.

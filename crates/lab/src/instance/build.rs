@@ -298,10 +298,7 @@ pub fn up_with(root: &LabRoot, opts: &UpOptions, security: Security) -> Result<I
     versions.extend(opts.via.iter().map(String::as_str));
     let tc: Toolchain = prepare_timed(root, &versions, &mut timings)?;
     let mut other_pg = |machine: Machine, asked: Option<u32>| -> Result<Option<u32>> {
-        let own = match machine {
-            Machine::Host => tc.pg_major(),
-            Machine::Trixie | Machine::Booted => Some(crate::rootfs::PG_MAJOR),
-        };
+        let own = crate::prepare::own_pg_major(machine, &tc.pg_bin_dir);
         match asked.filter(|m| Some(*m) != own) {
             Some(major) => timings.time(&format!("PostgreSQL {major} server programs"), || {
                 let _cache = crate::prepare::lock_cache(root)?;
