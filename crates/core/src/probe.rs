@@ -116,6 +116,12 @@ const PROVEN_SKIPS: [(&str, &str); 1] = [("8.7.6", "14.0.0")];
 /// (shared/versions.md: each product branch's setup.py).
 const PRODUCT_RELEASES: [(&str, u64); 4] = [("ISO7", 11), ("ISO8", 15), ("ISO9", 18), ("ISO10", 19)];
 
+/// A product major that no release can follow from this version on, its
+/// schema newer than the major's releases know: open-source 19.0.0 predates
+/// 18.3.0's schema versions (README, Versions), so from 18.3.0 there is no
+/// 19.x to go through.
+const NO_INTERMEDIATE_FROM: [(u64, inmanta_api::ServerVersion); 1] = [(19, inmanta_api::ServerVersion::new(18, 3, 0))];
+
 /// The new server's version against the old one's: a downgrade fails. A jump
 /// over a product release is against Inmanta's rule (one product major at a
 /// time): a warning naming the releases in between, unless `via` (the
@@ -130,11 +136,18 @@ pub fn versions(
     checks: &mut Checks,
 ) {
     let name = "versions";
-    let via_majors: Vec<u64> =
-        via.iter().filter_map(|v| v.parse::<inmanta_api::ServerVersion>().ok()).map(|v| v.major).collect();
+    let via_versions: Vec<inmanta_api::ServerVersion> = via.iter().filter_map(|v| v.parse().ok()).collect();
+    let via_majors: Vec<u64> = via_versions.iter().map(|v| v.major).collect();
+    // The server that would come right before a release of `major`.
+    let before =
+        |major: u64| std::iter::once(old).chain(via_versions.iter().copied()).filter(|v| v.major < major).max();
+    let no_release_can_follow = |major: u64| {
+        NO_INTERMEDIATE_FROM.iter().any(|(m, from)| *m == major && before(major).is_some_and(|b| b >= *from))
+    };
     let skipped: Vec<String> = PRODUCT_RELEASES
         .iter()
         .filter(|(_, major)| old.major < *major && *major < new.major && !via_majors.contains(major))
+        .filter(|(_, major)| !no_release_can_follow(*major))
         .map(|(product, major)| format!("{major}.x ({product})"))
         .collect();
     let through = if via.is_empty() { String::new() } else { format!(" through {}", via.join(", ")) };
@@ -460,6 +473,12 @@ mod tests {
         assert_eq!(status, "warn", "against the rule, though proven");
         assert!(detail.contains("skips 11.x (ISO7)") && detail.contains("migrate this exact pair"), "{detail}");
         assert_eq!(verdict("11.5.5", "19.0.0", &["15.5.9", "18.2.0"]).0, "pass");
+        // No 19.x takes 18.3+'s schema: nothing to go through, nothing skipped.
+        assert_eq!(verdict("11.5.5", "20.1.0", &["15.5.9", "18.4.0"]).0, "pass");
+        assert_eq!(verdict("18.4.0", "20.1.0", &[]).0, "pass");
+        let (status, detail) = verdict("18.2.0", "20.1.0", &[]);
+        assert_eq!(status, "warn", "18.2.0 can go through 19.0.0");
+        assert!(detail.contains("skips 19.x (ISO10)"), "{detail}");
         assert_eq!(verdict("14.0.0", "11.5.5", &[]).0, "fail", "a downgrade");
         let (status, detail) = verdict("15.5.9", "19.0.0", &["11.5.5"]);
         assert_eq!(status, "fail", "an intermediate older than the old server");
