@@ -2,10 +2,11 @@
 //! an inmanta-core 15+ server, which runs in the lab's Debian 13 root
 //! (Python 3.13, PostgreSQL 17) and so does the tool, as on a new machine;
 //! an OLD server on this machine (Debian 12, PostgreSQL 15, or 13 as an
-//! ISO7 on RHEL 8 has it) is reached over the lab's sshd. Two pairs run on booted machines (`lab up --systemd`):
-//! both servers are `inmanta-server.service` under a real systemd, managed
-//! with `manager = "systemd"` (the OLD one over ssh), their journals the
-//! logs. Ignored by plain `cargo test`; `cargo xtask ci` runs them.
+//! ISO7 on RHEL 8 has it) is reached over the lab's sshd. Two pairs run on
+//! booted machines (`lab up --systemd`): both servers are
+//! `inmanta-server.service` under a real systemd, managed with `manager =
+//! "systemd"` (the OLD one over ssh), their journals the logs. Ignored by
+//! plain `cargo test`; `cargo xtask ci` runs them.
 
 use std::collections::BTreeSet;
 
