@@ -100,7 +100,7 @@ pub fn ensure(root: &LabRoot, major: u32) -> Result<Utf8PathBuf> {
     if got != sha512 {
         bail!("{url}: sha512 {got}, pinned {sha512}: not unpacking a tarball that is not the one pinned");
     }
-    let partial = dir.with_extension("partial");
+    let partial = dir.with_file_name(format!("{version}.partial"));
     if partial.exists() {
         fs::remove_dir_all(&partial).with_context(|| format!("removing {partial}"))?;
     }
