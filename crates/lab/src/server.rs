@@ -432,6 +432,11 @@ start() {
     tr '\0' ' ' < "/proc/$child/cmdline" 2>/dev/null | grep -qF -- "$DIR/server.cfg" && break
     sleep 0.05
   done
+  # A server gone at once says nothing itself: say how it ended.
+  if ! alive "$child"; then
+    wait "$child"
+    echo "ctl: the server process ended at once, status $? (over 128: killed by signal status-128)" >> "$DIR/log/stdout.log"
+  fi
   echo "started (pid $child)"
 }
 
