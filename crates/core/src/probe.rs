@@ -116,12 +116,6 @@ const PROVEN_SKIPS: [(&str, &str); 1] = [("8.7.6", "14.0.0")];
 /// (shared/versions.md: each product branch's setup.py).
 const PRODUCT_RELEASES: [(&str, u64); 4] = [("ISO7", 11), ("ISO8", 15), ("ISO9", 18), ("ISO10", 19)];
 
-/// A product major that no release can follow from this version on, its
-/// schema newer than the major's releases know: open-source 19.0.0 predates
-/// 18.3.0's schema versions (README, Versions), so from 18.3.0 there is no
-/// 19.x to go through.
-const NO_INTERMEDIATE_FROM: [(u64, inmanta_api::ServerVersion); 1] = [(19, inmanta_api::ServerVersion::new(18, 3, 0))];
-
 /// The new server's version against the old one's: a downgrade fails. A jump
 /// over a product release is against Inmanta's rule (one product major at a
 /// time): a warning naming the releases in between, unless `via` (the
@@ -141,8 +135,14 @@ pub fn versions(
     // The server that would come right before a release of `major`.
     let before =
         |major: u64| std::iter::once(old).chain(via_versions.iter().copied()).filter(|v| v.major < major).max();
+    // A major none of whose releases knows the schema of the server before
+    // it cannot be gone through (open-source 19.0.0 predates 18.3's schema).
     let no_release_can_follow = |major: u64| {
-        NO_INTERMEDIATE_FROM.iter().any(|(m, from)| *m == major && before(major).is_some_and(|b| b >= *from))
+        let newest_of_major = KNOWN_SCHEMA_MAX.iter().filter(|((m, _), _)| *m == major).map(|(_, s)| *s).max();
+        match (before(major).and_then(known_schema_max), newest_of_major) {
+            (Some(needed), Some(known)) => known < needed,
+            _ => false,
+        }
     };
     let skipped: Vec<String> = PRODUCT_RELEASES
         .iter()

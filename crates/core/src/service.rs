@@ -278,12 +278,7 @@ impl<'a> Service<'a> {
                 return "(no `log_file` configured for this server)".to_owned();
             }
         };
-        match self.runner.cmd(&argv).timeout(COMMAND_TIMEOUT).output().await {
-            // The server may log command lines with tokens on them.
-            Ok(out) if out.success() => inmanta_api::redact_tokens(&out.stdout),
-            Ok(out) => format!("(cannot read the log: {})", out.stderr.trim()),
-            Err(e) => format!("(cannot read the log: {e:#})"),
-        }
+        self.read_log(&argv).await.unwrap_or_else(|why| format!("(cannot read the log: {why})"))
     }
 
     /// The end of the log of one environment's resource scheduler (15.0+:
@@ -296,9 +291,17 @@ impl<'a> Service<'a> {
             None => camino::Utf8PathBuf::from("/var/log/inmanta"),
         };
         let file = dir.join(format!("agent-{env}.log"));
-        let argv = ["tail".to_owned(), "-n".to_owned(), lines.to_string(), file.to_string()];
-        let out = self.runner.cmd(&argv).timeout(COMMAND_TIMEOUT).output().await.ok()?;
-        out.success().then(|| inmanta_api::redact_tokens(&out.stdout))
+        self.read_log(&["tail".into(), "-n".into(), lines.to_string(), file.to_string()]).await.ok()
+    }
+
+    /// What a log-reading command prints, tokens masked (the server may log
+    /// command lines with tokens on them), or why it could not.
+    async fn read_log(&self, argv: &[String]) -> Result<String, String> {
+        match self.runner.cmd(argv).timeout(COMMAND_TIMEOUT).output().await {
+            Ok(out) if out.success() => Ok(inmanta_api::redact_tokens(&out.stdout)),
+            Ok(out) => Err(out.stderr.trim().to_owned()),
+            Err(e) => Err(format!("{e:#}")),
+        }
     }
 
     /// The server's version from `version_command`, when configured.

@@ -96,7 +96,7 @@ pub fn ensure(root: &LabRoot, major: u32) -> Result<Utf8PathBuf> {
         .with_context(|| format!("downloading {url}"))?
         .read_to_end(&mut body)
         .with_context(|| format!("reading {url}"))?;
-    let got = hex(&Sha512::digest(&body));
+    let got = hex::encode(Sha512::digest(&body));
     if got != sha512 {
         bail!("{url}: sha512 {got}, pinned {sha512}: not unpacking a tarball that is not the one pinned");
     }
@@ -139,10 +139,6 @@ fn link_libraries(dir: &camino::Utf8Path) -> Result<()> {
         std::os::unix::fs::symlink(name, &target).with_context(|| format!("linking {target}"))?;
     }
     Ok(())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -207,7 +207,7 @@ mod tests {
         // RFC 4231 test case 2: HMAC-SHA256("Jefe", "what do ya want for nothing?").
         let mut mac = Hmac::<Sha256>::new_from_slice(b"Jefe").unwrap();
         mac.update(b"what do ya want for nothing?");
-        let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        let hex = hex::encode(mac.finalize().into_bytes());
         assert_eq!(hex, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
     }
 
