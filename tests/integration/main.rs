@@ -13,6 +13,7 @@ mod crash;
 mod database_steps;
 mod e2e;
 mod e2e_carry;
+mod e2e_containers;
 mod e2e_faults;
 mod e2e_network;
 mod e2e_online;

@@ -573,7 +573,10 @@ fn predict(bin: &Utf8Path, instance: &Instance, config: &Utf8Path) -> Result<(f6
             "dump" => "dump",
             "restore" | "cutover" => "restore",
             "start-server" => "start",
-            "env-reconcile" => "reconcile",
+            "env-reconcile" => {
+                eprintln!("rehearse: env-reconcile {}", part["basis"].as_str().unwrap_or(""));
+                "reconcile"
+            }
             other => bail!("the rehearsal predicts an unknown part {other:?}"),
         };
         phases.insert(phase, part["seconds"].as_f64().unwrap_or(0.0));

@@ -69,6 +69,11 @@ struct Up {
     /// uses manager = "systemd" on both sides (the OLD one over ssh).
     #[arg(long)]
     systemd: bool,
+    /// With --systemd: the NEW side installed as Inmanta's container install (both 15.0+): user
+    /// `inmanta` of its machine runs the server and PostgreSQL as podman quadlets (`systemctl --user`),
+    /// PostgreSQL published on 127.0.0.1 for the tool; the tool reaches the machine as `inmanta` by ssh.
+    #[arg(long, requires = "systemd")]
+    new_containers: bool,
     /// The OLD PostgreSQL with wal_level = logical, ready for `copy.mode = "online"` (the tool's config
     /// stays offline; set `[copy] mode = "online"` in it to try the online copy).
     #[arg(long)]
@@ -128,6 +133,7 @@ impl Up {
                 fresh: self.fresh,
                 via: self.via,
                 systemd: self.systemd,
+                new_containers: self.new_containers,
                 logical: self.logical,
                 own_network: self.own_network,
                 old_pg: self.old_pg,

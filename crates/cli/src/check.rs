@@ -222,6 +222,25 @@ async fn database(cx: &Context, side: Side, checks: &mut Checks) -> Option<(Data
             Some((db, major))
         }
         Err(e) => {
+            let failure = migrate_core::Failure::of(&e);
+            if side == Side::New
+                && cx.config.new.service.user
+                && failure.kind == migrate_core::ErrorKind::DatabaseUnreachable
+            {
+                // Inmanta's container install reaches its database by
+                // `podman exec` only: no port for this tool to connect to.
+                let port = db.target.port;
+                checks.fail(
+                    name,
+                    failure.message,
+                    format!(
+                        "start PostgreSQL; on Inmanta's container install, publish its port for the migration: \
+                         add `PublishPort=127.0.0.1:{port}:5432` to the [Container] section of inmanta-db.container, \
+                         then `systemctl --user daemon-reload` and `systemctl --user restart inmanta-db.service`"
+                    ),
+                );
+                return None;
+            }
             checks.fail_on(name, &e, migrate_pg::unreachable_next_step(&side.to_string(), &e));
             None
         }

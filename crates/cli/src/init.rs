@@ -288,9 +288,12 @@ async fn probe_api(key: &str, api: &str) -> (String, bool) {
 /// the user manager (true, Inmanta's container install).
 async fn unit(runner: &Runner) -> Result<bool, String> {
     for user in [false, true] {
-        let mut argv = vec!["systemctl"];
+        let mut argv = vec![];
         if user {
-            argv.push("--user");
+            // As the tool's service commands find the user manager.
+            argv.extend(["sh", "-c", migrate_core::service::USER_RUNTIME_DIR, "systemctl", "--user"]);
+        } else {
+            argv.push("systemctl");
         }
         argv.extend(["cat", UNIT]);
         if runner.cmd(&argv).timeout(LIMIT).output().await.is_ok_and(|o| o.success()) {

@@ -1,6 +1,7 @@
 //! `plan`: what each remaining step would do, without doing it.
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use migrate_core::{
     Context, Outcome, StepId,
@@ -14,7 +15,7 @@ use crate::{migrate::MigrateArgs, steps::StepCommand};
 
 /// What the steps do not say by themselves: what ends unreleased, and
 /// what going back takes at this point.
-fn notes(cx: &Context, journal: Option<&Journal>) -> String {
+async fn notes(cx: &Context, journal: Option<&Journal>) -> String {
     let mut notes = String::from("Good to know:\n");
     if !cx.config.reconcile.release {
         notes.push_str(
@@ -40,7 +41,54 @@ fn notes(cx: &Context, journal: Option<&Journal>) -> String {
          the environments that ran before, with their settings. Now: {}",
         way_back_now(journal)
     );
+    if let Some(lost) = would_lose_now(cx, journal).await {
+        let _ = writeln!(notes, "  - {}", lost.text());
+    }
     notes
+}
+
+/// How long `plan` and `status` wait for the new server to list what a
+/// rollback would throw away.
+const LOSSES_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What `rollback` would throw away if run now, as it would list it.
+#[derive(Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WouldLose {
+    /// Each piece of the new side's own work (none: nothing is lost).
+    Items(Vec<String>),
+    /// Why it cannot be told (rollback then needs --force).
+    Unknown(String),
+}
+
+impl WouldLose {
+    pub fn text(&self) -> String {
+        match self {
+            WouldLose::Items(items) if items.is_empty() => {
+                "What rollback would throw away now: nothing (the new side did no work of its own yet).".into()
+            }
+            WouldLose::Items(items) => {
+                format!("What rollback would throw away now (it goes back only with --force): {}.", items.join("; "))
+            }
+            WouldLose::Unknown(why) => {
+                format!("What rollback would throw away now: cannot tell ({why}); it would need --force.")
+            }
+        }
+    }
+}
+
+/// Asked of the new server only while going back can still lose something:
+/// a server ran on the new database, and no rollback or finish ended it.
+pub async fn would_lose_now(cx: &Context, journal: Option<&Journal>) -> Option<WouldLose> {
+    let journal = journal?;
+    if journal.finished.is_some() || journal.rolled_back.is_some() || journal.step(StepId::StartServer).attempts == 0 {
+        return None;
+    }
+    Some(match tokio::time::timeout(LOSSES_TIMEOUT, step_rollback::losses(cx, journal)).await {
+        Ok(Ok(items)) => WouldLose::Items(items),
+        Ok(Err(e)) => WouldLose::Unknown(format!("{e:#}")),
+        Err(_) => WouldLose::Unknown(format!("the new server did not list it within {LOSSES_TIMEOUT:?}")),
+    })
 }
 
 /// The latest rehearsal's estimate of the window, or how to get one.
@@ -68,8 +116,9 @@ pub fn way_back_now(journal: Option<&Journal>) -> String {
         return format!("no way back: `finish` ran at {at}.");
     }
     if let Some(back) = &journal.rolled_back {
+        let gone = if back.new_side_gone { ", the new side given up as gone" } else { "" };
         return format!(
-            "rolled back at {} (from {}); `migrate` starts a new attempt.",
+            "rolled back at {} (from {}{gone}); `migrate` starts a new attempt.",
             back.at,
             back.from.map_or("the start", StepId::name)
         );
@@ -120,7 +169,7 @@ pub async fn run(cx: &Context) -> anyhow::Result<Outcome> {
         let _ = writeln!(text, "  {}. [{mark}] {name}: {what}", i + 1);
         steps.push(PlannedStep { step: step.id(), status, would: what });
     }
-    let _ = write!(text, "\n{}", notes(cx, journal.as_ref()));
+    let _ = write!(text, "\n{}", notes(cx, journal.as_ref()).await);
     let summary = if remaining == 0 {
         "every step is done".to_owned()
     } else {

@@ -56,7 +56,7 @@ fn steps_shown(journal: &Journal, mode: CopyMode) -> impl Iterator<Item = StepId
 }
 
 fn rolled_back_report(back: &RolledBack) -> RolledBackReport {
-    RolledBackReport { from: back.from, at: back.at.to_string() }
+    RolledBackReport { from: back.from, at: back.at.to_string(), new_side_gone: back.new_side_gone }
 }
 
 pub fn document(

@@ -31,6 +31,11 @@ pub async fn run(cx: &Context) -> anyhow::Result<Outcome> {
         text.push_str(&copy.text());
         details["online_copy"] = serde_json::to_value(&copy)?;
     }
+    // What a rollback would throw away now, asked of the new server.
+    if let Some(lost) = crate::plan::would_lose_now(cx, Some(&journal)).await {
+        text.push_str(&format!("\n{}\n", lost.text()));
+        details["would_lose"] = serde_json::to_value(&lost)?;
+    }
     let steps: Vec<_> = StepId::in_mode(cx.config.copy.mode).collect();
     let done = steps.iter().filter(|&&s| journal.is_done(s)).count();
     let journal_path = cx.config.work_dir.join("journal.json");

@@ -136,6 +136,9 @@ pub struct RolledBackReport {
     pub from: Option<StepId>,
     /// RFC 3339, UTC.
     pub at: String,
+    /// `rollback --new-side-gone`: the new machine was given up, not made
+    /// inert (its database was, where it still answered).
+    pub new_side_gone: bool,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]

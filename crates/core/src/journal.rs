@@ -63,6 +63,10 @@ pub struct RolledBack {
     /// enables it again.
     #[serde(default)]
     pub disabled_new_unit: bool,
+    /// `--new-side-gone`: the new machine was given up, not made inert by
+    /// this tool (its database was, where it still answered).
+    #[serde(default)]
+    pub new_side_gone: bool,
 }
 
 /// An attempt that `rollback` ended, kept for the report.
@@ -511,8 +515,12 @@ mod tests {
         journal.begin_new_attempt();
         assert!(journal.earlier.is_empty(), "nothing to begin before a rollback");
 
-        journal.rolled_back =
-            Some(RolledBack { from: journal.reached(), at: Timestamp::now(), disabled_new_unit: true });
+        journal.rolled_back = Some(RolledBack {
+            from: journal.reached(),
+            at: Timestamp::now(),
+            disabled_new_unit: true,
+            new_side_gone: false,
+        });
         journal.begin_new_attempt();
         assert_eq!(journal.earlier.len(), 1);
         assert_eq!(journal.earlier[0].rolled_back.from, Some(StepId::StartServer));

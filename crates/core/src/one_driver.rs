@@ -61,6 +61,29 @@ pub async fn old_side_lets_go(cx: &Context, env: Uuid, name: &str) -> anyhow::Re
     }
 }
 
+/// `rollback --new-side-gone`: the operator gave the new machine up, so its
+/// service manager is not asked; its API must still be silent (refused, or
+/// unreachable: a machine that is off answers nothing).
+pub async fn new_side_is_silent(cx: &Context) -> anyhow::Result<()> {
+    match cx.api(Side::New).probe().await {
+        Ok(None) => Ok(()),
+        Err(e) if e.is_unreachable() => Ok(()),
+        Ok(Some(_)) => Err(NeedsOperator(format!(
+            "the new server answers at {}: it is not gone, and resuming on the old side would let two \
+             orchestrators drive the same environments; nothing was resumed. Run `inmanta-migrate rollback` \
+             without --new-side-gone: it halts the new server's environments and stops it first",
+            cx.config.new.api_url
+        ))
+        .into()),
+        Err(e) => Err(NeedsOperator(format!(
+            "something answers at {} ({e}): the new side does not look gone; nothing was resumed. Make sure \
+             nothing runs there, or run `inmanta-migrate rollback` without --new-side-gone",
+            cx.config.new.api_url
+        ))
+        .into()),
+    }
+}
+
 /// Before the old side resumes anything: the new server does not answer and
 /// its service manager reports it stopped.
 pub async fn new_side_is_inert(cx: &Context) -> anyhow::Result<()> {

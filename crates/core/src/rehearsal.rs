@@ -24,6 +24,10 @@ pub struct Rehearsal {
     pub servers: Vec<ServerRun>,
     /// Each environment of the old server, as the new version compiled it.
     pub environments: Vec<EnvRehearsal>,
+    /// The new machine's CPU while the environments compiled (none when it
+    /// could not be read there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compile_cpu: Option<MachineCpu>,
     /// Deploy actions the copy recorded when it was made and when the
     /// rehearsal ended: equal, or something deployed (never expected).
     pub deploy_actions: [i64; 2],
@@ -65,6 +69,16 @@ pub struct ServerRun {
     pub stop_seconds: Option<f64>,
 }
 
+/// How busy a machine's CPUs were over a stretch of time (`/proc/stat`).
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct MachineCpu {
+    pub cores: u32,
+    /// CPU time spent by every process of the machine (user, system,
+    /// interrupts; not waiting on I/O), seconds.
+    pub busy_seconds: f64,
+    pub wall_seconds: f64,
+}
+
 /// What the new version made of one environment.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct EnvRehearsal {
@@ -79,6 +93,9 @@ pub struct EnvRehearsal {
     pub compared_with: Option<i64>,
     /// The version the new version's compile exported.
     pub version: Option<i64>,
+    /// How many resources that version holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<usize>,
     /// Resource by resource, attribute by attribute.
     pub differences: Vec<String>,
     /// What was not compared, and why.

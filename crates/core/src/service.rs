@@ -46,6 +46,9 @@ const DROP_IN: &str = "50-inmanta-migrate-rehearsal.conf";
 
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// `sh -c` script that runs `"$0" "$@"` with the user's runtime directory.
+pub const USER_RUNTIME_DIR: &str = "XDG_RUNTIME_DIR=\"${XDG_RUNTIME_DIR:-/run/user/$(id -u)}\" exec \"$0\" \"$@\"";
+
 impl<'a> Service<'a> {
     pub fn new(orch: &'a Orchestrator) -> Self {
         Service { orch, runner: Runner::on(&orch.host), overrides: Vec::new() }
@@ -125,6 +128,12 @@ impl<'a> Service<'a> {
         if svc.sudo {
             argv.extend(["sudo".to_owned(), "-n".to_owned()]);
         }
+        if svc.user {
+            // The user manager is found through XDG_RUNTIME_DIR, which only
+            // a PAM login sets (pam_systemd): not ssh without PAM, su or
+            // sudo -u. Its default is where systemd puts it.
+            argv.extend(["sh", "-c", USER_RUNTIME_DIR].map(str::to_owned));
+        }
         argv.push(program.to_owned());
         if svc.user {
             argv.push("--user".to_owned());
@@ -143,7 +152,10 @@ impl<'a> Service<'a> {
     pub fn describe(&self) -> String {
         let svc = &self.orch.service;
         match svc.manager {
-            Manager::Systemd => format!("systemd unit {} on {}", svc.unit(), self.runner.place()),
+            Manager::Systemd => {
+                let kind = if svc.user { "systemd user unit" } else { "systemd unit" };
+                format!("{kind} {} on {}", svc.unit(), self.runner.place())
+            }
             Manager::Command => {
                 let program = svc.status.as_ref().and_then(|argv| argv.first()).map(String::as_str).unwrap_or("?");
                 format!("the server's start/stop/status commands ({program}) on {}", self.runner.place())
@@ -211,6 +223,19 @@ impl<'a> Service<'a> {
         let argv = self.systemctl(&["show", "--property=LoadState", "--value"]);
         let out = self.runner.cmd(&argv).timeout(COMMAND_TIMEOUT).output().await?;
         Ok(Some(out.stdout.trim() == "loaded"))
+    }
+
+    /// systemd: whether the unit's ExecStart runs the server in a container
+    /// (podman, as a quadlet of Inmanta's container install does, or docker):
+    /// then settings given as the unit's environment stay outside the
+    /// server's process. With commands: false, nothing to ask.
+    pub async fn runs_in_container(&self) -> anyhow::Result<bool> {
+        if self.orch.service.manager != Manager::Systemd {
+            return Ok(false);
+        }
+        let argv = self.systemctl(&["show", "--property=ExecStart", "--value"]);
+        let out = self.runner.cmd(&argv).timeout(COMMAND_TIMEOUT).run().await?;
+        Ok(execs_a_container(&out.stdout))
     }
 
     pub async fn state(&self) -> anyhow::Result<ProcessState> {
@@ -319,6 +344,15 @@ impl<'a> Service<'a> {
     }
 }
 
+/// Whether `systemctl show -p ExecStart` names a container engine as the
+/// program (`{ path=/usr/bin/podman ; argv[]=/usr/bin/podman run ... }`).
+fn execs_a_container(exec_start: &str) -> bool {
+    exec_start.split(" ; ").filter_map(|field| field.trim_start_matches("{ ").strip_prefix("path=")).any(|path| {
+        let program = path.trim().rsplit('/').next().unwrap_or_default();
+        matches!(program, "podman" | "docker")
+    })
+}
+
 /// Asks the service manager to start a server; a start that fails comes
 /// with the end of the server's log and the way on.
 pub async fn start_service(service: &Service<'_>, label: &str, again: &str) -> anyhow::Result<()> {
@@ -421,4 +455,20 @@ pub async fn log_end(service: &Service<'_>, lines: usize) -> String {
 
 fn indent(text: &str) -> String {
     text.lines().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quadlets_exec_start_runs_a_container() {
+        let quadlet = "{ path=/usr/bin/podman ; argv[]=/usr/bin/podman run --name inmanta-server --cidfile=/run/user/1000/inmanta-server.cid --replace --rm -d localhost/orchestrator inmanta -c /etc/inmanta/inmanta.cfg server ; ignore_errors=no ; start_time=[n/a] ; stop_time=[n/a] ; pid=0 ; code=(null) ; status=0/0 }";
+        assert!(execs_a_container(quadlet));
+        assert!(execs_a_container("{ path=/usr/bin/docker ; argv[]=/usr/bin/docker run x ; }"));
+        let venv =
+            "{ path=/opt/inmanta/bin/inmanta ; argv[]=/opt/inmanta/bin/inmanta -c /etc/inmanta/inmanta.cfg server ; }";
+        assert!(!execs_a_container(venv));
+        assert!(!execs_a_container("{ path=/usr/bin/podman-lookalike ; argv[]=/srv/podmanager/bin/inmanta server ; }"));
+    }
 }

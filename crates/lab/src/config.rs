@@ -6,6 +6,8 @@ use camino::Utf8PathBuf;
 /// How the tool reaches a side's machine over ssh (`[<side>.host]`).
 #[derive(Clone, Debug)]
 pub struct SshInputs {
+    /// Who logs in: root, or the user whose manager runs the server.
+    pub user: String,
     pub port: u16,
     pub identity_file: Utf8PathBuf,
     pub known_hosts: Utf8PathBuf,
@@ -17,8 +19,9 @@ pub struct SideConfigInputs {
     /// `None`: the side's commands run where the tool runs.
     pub ssh: Option<SshInputs>,
     pub api_url: String,
-    /// `<venv>/bin/inmanta`.
-    pub inmanta: Utf8PathBuf,
+    /// `version_command`: `<venv>/bin/inmanta --version`, or that of the
+    /// server's image.
+    pub version_command: Vec<String>,
     pub service: ServiceInputs,
     /// Where the side's PostgreSQL is reached (`127.0.0.1` unless the side
     /// is on a host of its own).
@@ -40,6 +43,9 @@ pub enum ServiceInputs {
     /// `inmanta-server.service` of the machine the side's commands run on,
     /// its journal as the log.
     Systemd,
+    /// `inmanta-server.service` of the user manager of the user the side's
+    /// commands run as (Inmanta's container install: a quadlet).
+    SystemdUser,
 }
 
 impl ServiceInputs {
@@ -56,6 +62,9 @@ impl ServiceInputs {
                 )
             }
             ServiceInputs::Systemd => "manager = \"systemd\"\nunit = \"inmanta-server.service\"\n".into(),
+            ServiceInputs::SystemdUser => {
+                "manager = \"systemd\"\nuser = true\nunit = \"inmanta-server.service\"\n".into()
+            }
         }
     }
 }
@@ -123,13 +132,14 @@ fn side(out: &mut String, name: &str, s: &SideConfigInputs) {
         host = match &s.ssh {
             None => String::new(),
             Some(ssh) => format!(
-                "[{name}.host]\nssh = \"root@127.0.0.1\"\nport = {}\nidentity_file = {}\nknown_hosts = {}\n\n",
+                "[{name}.host]\nssh = {}\nport = {}\nidentity_file = {}\nknown_hosts = {}\n\n",
+                q(&format!("{}@127.0.0.1", ssh.user)),
                 ssh.port,
                 q(ssh.identity_file.as_str()),
                 q(ssh.known_hosts.as_str())
             ),
         },
-        version = argv(&[s.inmanta.as_str(), "--version"]),
+        version = argv(&s.version_command.iter().map(String::as_str).collect::<Vec<_>>()),
         service = s.service.toml(),
         address = q(&s.address),
         port = s.db_port,
@@ -178,7 +188,7 @@ mod tests {
         let s = |n: &str, port: u16| SideConfigInputs {
             ssh: None,
             api_url: format!("http://127.0.0.1:{}", port + 3000),
-            inmanta: format!("/lab/cache/venvs/{n}/bin/inmanta").into(),
+            version_command: vec![format!("/lab/cache/venvs/{n}/bin/inmanta"), "--version".into()],
             service: ServiceInputs::Ctl {
                 ctl: format!("/lab/i/x/{n}/ctl").into(),
                 log_file: format!("/lab/i/x/{n}/log/server.log").into(),
@@ -264,6 +274,25 @@ mod tests {
             assert_eq!(svc["unit"].as_str(), Some("inmanta-server.service"));
             assert!(svc.get("log_file").is_none() && svc.get("start").is_none(), "the journal is the log: {svc:?}");
         }
+    }
+
+    #[test]
+    fn a_container_side_is_a_user_unit_reached_as_its_user() {
+        let mut i = inputs();
+        i.new.service = ServiceInputs::SystemdUser;
+        i.new.ssh = Some(SshInputs {
+            user: "inmanta".into(),
+            port: 2222,
+            identity_file: "/lab/i/x/ssh-new/id_ed25519".into(),
+            known_hosts: "/lab/i/x/ssh-new/known_hosts".into(),
+        });
+        let v: toml::Table = render_tool_config(&i).parse().unwrap();
+        let svc = v["new"]["service"].as_table().unwrap();
+        assert_eq!(svc["manager"].as_str(), Some("systemd"));
+        assert_eq!(svc["user"].as_bool(), Some(true));
+        assert_eq!(svc["unit"].as_str(), Some("inmanta-server.service"));
+        assert_eq!(v["new"]["host"]["ssh"].as_str(), Some("inmanta@127.0.0.1"));
+        assert_eq!(v["new"]["host"]["port"].as_integer(), Some(2222));
     }
 
     #[test]

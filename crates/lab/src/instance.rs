@@ -8,6 +8,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::api::Client;
+use crate::containers::{self, Containers};
 use crate::machine::Booted;
 use crate::net::Net;
 use crate::pg::Cluster;
@@ -47,6 +48,12 @@ struct LabState {
     /// of the OLD machine when it is booted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     sshd_port: Option<u16>,
+    /// The NEW side as Inmanta's container install ([`containers`]); the
+    /// tool reaches its user through the NEW machine's sshd on this port.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    new_containers: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sshd_new_port: Option<u16>,
     /// Intermediate servers on the NEW side (`[[intermediate]]`), in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     via: Vec<String>,
@@ -194,6 +201,28 @@ impl Instance {
     fn sshd(&self) -> Option<Sshd> {
         self.state.sshd_port.map(|port| Sshd { dir: self.dir.join("ssh"), port })
     }
+    /// The NEW machine's sshd, through which the tool reaches the user of
+    /// a container install (its user manager and podman).
+    fn sshd_new(&self) -> Option<Sshd> {
+        self.state.sshd_new_port.map(|port| Sshd { dir: self.dir.join("ssh-new"), port })
+    }
+    /// Whether a side is installed as Inmanta's container install.
+    pub fn in_containers(&self, side: Side) -> bool {
+        side == Side::New && self.state.new_containers
+    }
+    /// The podman containers of a side installed as Inmanta's container install.
+    fn containers(&self, side: Side) -> Option<Containers> {
+        let machine = self.booted(side).filter(|_| self.in_containers(side))?;
+        Some(Containers { machine, version: self.version(side).to_string() })
+    }
+    /// What the user manager of a container install says of its server's
+    /// unit (`is-active`), and the containers podman runs (`podman ps`).
+    pub fn container_state(&self, side: Side) -> Result<(String, String)> {
+        let c = self.containers(side).with_context(|| format!("the {side} side is not a container install"))?;
+        let active = c.run(&["systemctl", "--user", "is-active", containers::SERVER_UNIT], None)?.1;
+        let (_, ps) = c.run(&["podman", "ps", "--format", "{{.Names}} {{.Ports}}"], None)?;
+        Ok((active, ps))
+    }
     /// A command that runs the tool's binary `bin` where the tool runs, in
     /// `cwd`, with only PATH and `envs` in its environment. In the root it
     /// runs a copy under `<instance>/tool/` (the instance dir is shared).
@@ -244,11 +273,16 @@ impl Instance {
     }
     /// The machine of a booted side (`lab up --systemd`).
     fn booted(&self, side: Side) -> Option<Booted> {
+        let containers = self.in_containers(side);
         (self.machine(side) == Machine::Booted).then(|| Booted {
             name: self.machine_name(side),
             dir: self.side_dir(side).join("machine"),
-            root: RootFs::of(&self.root).dir().to_path_buf(),
+            root: match containers {
+                true => containers::root_dir(&self.root),
+                false => RootFs::of(&self.root).dir().to_path_buf(),
+            },
             binds: vec![self.root.cache_dir(), self.root.instances_dir()],
+            containers,
         })
     }
     /// What systemd says of a booted side's server unit: `is-active` and
@@ -409,8 +443,9 @@ impl Instance {
             port: self.state.ports.server(side),
             security,
             root: self.root_dir(self.machine(side)),
-            machine: self.booted(side),
+            machine: self.booted(side).filter(|_| !self.in_containers(side)),
             net: self.net(side).cloned(),
+            container: self.containers(side).map(|c| (c, vec![self.root.index_dir(), self.dir.join("repos")])),
         }
     }
 
@@ -446,6 +481,7 @@ impl Instance {
             port: self.state.ports.pg(side),
             machine: self.booted(side),
             net: self.net(side).cloned(),
+            container: self.containers(side),
         }
     }
 

@@ -40,6 +40,7 @@
 
 mod api;
 mod config;
+mod containers;
 mod history;
 mod index;
 mod instance;
@@ -262,6 +263,10 @@ pub struct UpOptions {
     /// Boot each side as a machine of its own with systemd (both 15.0+):
     /// the tool then manages both servers with `manager = "systemd"`.
     pub systemd: bool,
+    /// With `systemd`: the NEW side as Inmanta's container install
+    /// (module `containers`): the server and PostgreSQL in podman containers,
+    /// quadlets of the machine's user `inmanta`.
+    pub new_containers: bool,
     /// The OLD PostgreSQL with `wal_level = logical`, ready for the online
     /// copy (`copy.mode = "online"`); Debian's default is `replica`.
     pub logical: bool,
@@ -285,6 +290,7 @@ impl Default for UpOptions {
             fresh: false,
             via: Vec::new(),
             systemd: false,
+            new_containers: false,
             logical: false,
             own_network: Vec::new(),
             old_pg: None,

@@ -42,6 +42,8 @@ pub(crate) struct Booted {
     pub root: Utf8PathBuf,
     /// This machine's directories bound at the same path inside.
     pub binds: Vec<Utf8PathBuf>,
+    /// Its user `inmanta` runs podman containers ([`crate::containers`]).
+    pub containers: bool,
 }
 
 impl Booted {
@@ -129,6 +131,17 @@ impl Booted {
         for dir in &self.binds {
             cmd.arg(format!("--bind={dir}"));
         }
+        if self.containers {
+            // Rootless podman's networks: netlink, mounts and cgroups of its
+            // own, and a tun device the user may open (our node, 0666).
+            let tun = self.dir.join("tun");
+            if !tun.exists() {
+                let sh = shell()?;
+                util::cmd_in(&sh, &[], "mknod").args(["-m", "666", tun.as_str(), "c", "10", "200"]).quiet().run()?;
+            }
+            cmd.env("SYSTEMD_NSPAWN_API_VFS_WRITABLE", "1");
+            cmd.args(["--capability=all".to_string(), format!("--bind={tun}:/dev/net/tun")]);
+        }
         let mut child =
             cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).spawn().context("starting systemd-nspawn")?;
         util::write_file_mode(&self.pid_file(), &child.id().to_string(), 0o644)?;
@@ -166,7 +179,11 @@ impl Booted {
             let (_, failed) = self.run(&["systemctl", "--failed", "--no-legend"])?;
             eprintln!("lab: the machine {} booted degraded; failed units:\n{failed}", self.name);
         }
-        self.install_units()
+        self.install_units()?;
+        if self.containers {
+            crate::containers::install_user_files(self)?;
+        }
+        Ok(())
     }
 
     /// Copies every unit of `units/` into the machine and reloads systemd.
@@ -235,16 +252,26 @@ impl Booted {
         self.host_pid(inner)
     }
 
-    /// This machine's pid of the machine's pid `inner`.
-    fn host_pid(&self, inner: u32) -> Option<u32> {
-        let ns = pid_namespace(self.leader()?)?;
+    /// This machine's pid of the machine's pid `inner`: a process of the
+    /// machine's pid namespace, or of one nested in it (a container's,
+    /// whose pid as the machine numbers it is the second of its `NSpid`).
+    pub(crate) fn host_pid(&self, inner: u32) -> Option<u32> {
+        let leader = self.leader()?;
+        let ns = pid_namespace(leader)?;
         for entry in fs::read_dir("/proc").ok()?.flatten() {
             let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
             let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else { continue };
-            let nspid = status.lines().find_map(|l| l.strip_prefix("NSpid:"));
-            if nspid.and_then(|l| l.split_whitespace().last()).and_then(|p| p.parse().ok()) == Some(inner)
-                && pid_namespace(pid).as_ref() == Some(&ns)
-            {
+            let nspid: Vec<u32> = status
+                .lines()
+                .find_map(|l| l.strip_prefix("NSpid:"))
+                .map(|l| l.split_whitespace().filter_map(|p| p.parse().ok()).collect())
+                .unwrap_or_default();
+            let ours = match nspid.len() {
+                2 => nspid[1] == inner && pid_namespace(pid).as_ref() == Some(&ns),
+                3.. => nspid[1] == inner && descends_from(pid, leader),
+                _ => false,
+            };
+            if ours {
                 return Some(pid);
             }
         }
@@ -279,6 +306,19 @@ impl Booted {
         }
         Ok(())
     }
+}
+
+/// Whether `ancestor` is among a process's parents.
+fn descends_from(pid: u32, ancestor: u32) -> bool {
+    let mut at = pid;
+    for _ in 0..64 {
+        match procs::stat(at).map(|s| s.ppid) {
+            Some(parent) if parent == ancestor => return true,
+            Some(parent) if parent > 1 => at = parent,
+            _ => return false,
+        }
+    }
+    false
 }
 
 /// The pid namespace of a process (the target of `/proc/<pid>/ns/pid`).
@@ -386,6 +426,7 @@ mod tests {
             dir: "/nonexistent/machine".into(),
             root: "/nonexistent/root".into(),
             binds: Vec::new(),
+            containers: false,
         };
         assert!(!m.running());
         assert!(m.enter(None, &[]).is_err());

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use camino::{Utf8Path, Utf8PathBuf};
 
+use crate::containers::{self, Containers};
 use crate::machine::{Booted, POSTGRES_UNIT, postgres_unit};
 use crate::net::Net;
 use crate::procs;
@@ -33,6 +34,9 @@ pub(crate) struct Cluster {
     /// The network namespace it runs in, on a host of its own: it listens
     /// on its address there too, for clients from this machine's end.
     pub net: Option<Net>,
+    /// PostgreSQL in the `inmanta-db` container of the machine's user
+    /// (Inmanta's container install); `port` is where it is published.
+    pub container: Option<Containers>,
 }
 
 impl Cluster {
@@ -66,6 +70,9 @@ impl Cluster {
     /// initdb as postgres: trust on the unix socket (the lab administers
     /// through it), scram-sha-256 over TCP (passwords are really checked).
     pub fn init(&self) -> Result<()> {
+        if let Some(c) = &self.container {
+            return self.init_container(c);
+        }
         let sock = self.data_dir.join(format!(".s.PGSQL.{}.lock", self.port));
         if sock.as_str().len() > MAX_SOCKET_PATH {
             bail!("the socket path {sock} is longer than {MAX_SOCKET_PATH} bytes: use a shorter lab directory");
@@ -111,9 +118,27 @@ impl Cluster {
         Ok(())
     }
 
+    /// An empty data directory the container's user owns, the container's
+    /// command and quadlets: the container's first start runs initdb.
+    fn init_container(&self, c: &Containers) -> Result<()> {
+        if self.data_dir.exists() {
+            fs::remove_dir_all(&self.data_dir).with_context(|| format!("removing {}", self.data_dir))?;
+        }
+        util::mkdir_mode(&self.data_dir, 0o700)?;
+        containers::give_to_user(&self.data_dir)?;
+        let entry = c.machine.dir.join("db-entry.sh");
+        util::write_file_mode(&entry, &containers::db_entry_script(crate::rootfs::PG_MAJOR), 0o755)?;
+        containers::write_quadlet(&c.machine, "inmanta.network", &containers::network_quadlet())?;
+        let quadlet = containers::db_quadlet(&c.version, &self.data_dir, &entry, self.port);
+        containers::write_quadlet(&c.machine, "inmanta-db.container", &quadlet)
+    }
+
     /// The postmaster's pid while it runs (first line of postmaster.pid;
-    /// the unit's main process on a booted machine).
+    /// the unit's main process on a booted machine; the container's).
     pub fn pid(&self) -> Option<u32> {
+        if let Some(c) = &self.container {
+            return c.db_pid();
+        }
         if let Some(machine) = &self.machine {
             return machine.main_pid(POSTGRES_UNIT);
         }
@@ -133,6 +158,9 @@ impl Cluster {
             return Ok(());
         }
         procs::check_port_free("PostgreSQL cluster", self.port, "Stop what uses it or choose other ports.")?;
+        if let Some(c) = &self.container {
+            return c.start_db();
+        }
         if let Some(machine) = &self.machine {
             return machine.systemctl(&["start", POSTGRES_UNIT]).map(drop).with_context(|| {
                 format!("the journal of {POSTGRES_UNIT}:\n{}", machine.journal_tail(POSTGRES_UNIT, 20))
@@ -166,6 +194,9 @@ impl Cluster {
         let Some(pid) = self.pid() else {
             return Ok(());
         };
+        if let Some(c) = &self.container {
+            return c.systemctl(&["stop", containers::DB_UNIT]).map(drop);
+        }
         if let Some(machine) = &self.machine {
             return machine.systemctl(&["stop", POSTGRES_UNIT]).map(drop);
         }
@@ -187,6 +218,9 @@ impl Cluster {
     /// Runs SQL through the unix socket (trust auth) as `user`; `-At` output.
     /// The SQL goes through stdin, never the command line.
     pub fn psql(&self, user: &str, db: &str, sql: &str) -> Result<String> {
+        if let Some(c) = &self.container {
+            return c.psql(user, db, sql);
+        }
         let sh = shell()?;
         let (psql, sock, port) = (self.bin("psql"), self.socket_dir(), self.port.to_string());
         let out = self

@@ -20,18 +20,31 @@ pub enum ModelVariant {
     /// `n` NullResources (`res-1` ...): a busy environment's model, for the
     /// downtime benchmark.
     Resources(u32),
+    /// Normal plus a module (`labv1`, a v1 module in the project's own
+    /// `v1libs/`) whose plugin imports `pipes`, which Python 3.13 removed:
+    /// compiles on the host's Python 3.11 (8.x to 14.x here), not on the
+    /// Python 3.13 that 15.0 and later run on in the lab's Debian 13 root.
+    /// A project the upgrade itself breaks, as a new Python often does.
+    NeedsPython311,
 }
+
+/// Where [`ModelVariant::NeedsPython311`] keeps its module in the project.
+const V1_MODULES: &str = "v1libs";
 
 /// project.yml: both the 8.x-style `repo: type package` entry and the
 /// 11.x/14.x `pip.index_url` (each version ignores the other one). With
 /// `protect_auto_deploy`, `environment_settings` (15.3+) sets and protects
 /// `auto_deploy: true` on every export.
-pub(crate) fn project_yml(index_url: &str, protect_auto_deploy: bool) -> String {
+pub(crate) fn project_yml(index_url: &str, protect_auto_deploy: bool, variant: ModelVariant) -> String {
     let settings = if protect_auto_deploy { "environment_settings:\n  auto_deploy: true\n" } else { "" };
+    let modulepath = match variant {
+        ModelVariant::NeedsPython311 => format!("\n  - libs\n  - {V1_MODULES}"),
+        _ => " libs".to_owned(),
+    };
     format!(
         "name: labproject\n\
          description: inmanta-migrate lab project (std::testing::NullResource only)\n\
-         modulepath: libs\n\
+         modulepath:{modulepath}\n\
          downloadpath: libs\n\
          repo:\n\
          \x20 - type: package\n\
@@ -58,6 +71,7 @@ pub(crate) fn main_cf(variant: ModelVariant) -> String {
         ModelVariant::Resources(n) => (1..=n).fold("import std::testing\n\n".to_string(), |model, i| {
             model + &format!("std::testing::NullResource(name=\"res-{i}\")\n")
         }),
+        ModelVariant::NeedsPython311 => format!("{normal}import labv1\n"),
     }
 }
 
@@ -70,7 +84,25 @@ fn git(sh: &Shell) -> xshell::Cmd<'_> {
 }
 
 fn write_model(work: &Utf8Path, project: &Project, variant: ModelVariant) -> Result<()> {
-    std::fs::write(work.join("project.yml"), project_yml(project.index_url, project.protect_auto_deploy))?;
+    std::fs::write(work.join("project.yml"), project_yml(project.index_url, project.protect_auto_deploy, variant))?;
+    let v1 = work.join(V1_MODULES);
+    if v1.exists() {
+        std::fs::remove_dir_all(&v1)?;
+    }
+    if variant == ModelVariant::NeedsPython311 {
+        let module = v1.join("labv1");
+        std::fs::create_dir_all(module.join("model"))?;
+        std::fs::write(module.join("module.yml"), "name: labv1\nlicense: Apache 2.0\nversion: 1.0.0\n")?;
+        std::fs::write(module.join("model/_init.cf"), "entity Nothing:\nend\n")?;
+        std::fs::create_dir_all(module.join("plugins"))?;
+        std::fs::write(
+            module.join("plugins/__init__.py"),
+            "import pipes  # removed from Python in 3.13 (PEP 594)\n\n\
+             from inmanta.plugins import plugin\n\n\n\
+             @plugin\n\
+             def quoted(value: \"string\") -> \"string\":\n    return pipes.quote(value)\n",
+        )?;
+    }
     std::fs::write(work.join("requirements.txt"), REQUIREMENTS)?;
     std::fs::write(work.join("main.cf"), main_cf(variant))?;
     std::fs::write(work.join(".gitignore"), "libs/\n.env/\n")?;
@@ -137,12 +169,16 @@ mod tests {
 
     #[test]
     fn project_files() {
-        let y = project_yml("file:///lab/cache/index/simple", false);
+        let y = project_yml("file:///lab/cache/index/simple", false, ModelVariant::Normal);
+        assert!(y.contains("modulepath: libs\n"), "{y}");
         assert!(y.contains("repo:\n  - type: package\n    url: file:///lab/cache/index/simple\n"));
         assert!(y.contains("pip:\n  index_url: file:///lab/cache/index/simple\n"));
         assert!(!y.contains("environment_settings"));
-        let y = project_yml("file:///lab/cache/index/simple", true);
+        let y = project_yml("file:///lab/cache/index/simple", true, ModelVariant::Normal);
         assert!(y.ends_with("environment_settings:\n  auto_deploy: true\n"), "{y}");
+        let y = project_yml("file:///idx/simple", false, ModelVariant::NeedsPython311);
+        assert!(y.contains("modulepath:\n  - libs\n  - v1libs\n"), "{y}");
+        assert!(main_cf(ModelVariant::NeedsPython311).contains("import labv1"));
         assert!(main_cf(ModelVariant::Normal).contains("import std::testing"));
         assert!(main_cf(ModelVariant::WithDifferences).contains("purged=true"));
         assert!(!main_cf(ModelVariant::Normal).contains("purged"));
@@ -163,5 +199,14 @@ mod tests {
         assert_eq!(log, "diff\ninitial model");
         let cf = cmd!(sh, "git --git-dir {bare} show main:main.cf").read().unwrap();
         assert!(cf.contains("res-purged"));
+        // The v1 module comes with its variant and goes with the next one.
+        commit(&bare, &project, ModelVariant::NeedsPython311, "v1", &dir.join("tmp")).unwrap();
+        let files = cmd!(sh, "git --git-dir {bare} ls-tree -r --name-only main").read().unwrap();
+        for file in ["module.yml", "model/_init.cf", "plugins/__init__.py"] {
+            assert!(files.contains(&format!("v1libs/labv1/{file}")), "{file}: {files}");
+        }
+        commit(&bare, &project, ModelVariant::Normal, "back", &dir.join("tmp")).unwrap();
+        let files = cmd!(sh, "git --git-dir {bare} ls-tree -r --name-only main").read().unwrap();
+        assert!(!files.contains("v1libs"), "{files}");
     }
 }

@@ -217,20 +217,7 @@ impl RootFs {
     /// lab left), deepest first. Nothing may stay mounted before the root is
     /// removed: its bind mounts are the lab's own cache and instances.
     pub fn unmount(&self) -> Result<()> {
-        let mut under: Vec<Utf8PathBuf> = mount_points()?.into_iter().filter(|p| p.starts_with(&self.dir)).collect();
-        under.sort_by_key(|p| std::cmp::Reverse(p.as_str().len()));
-        let sh = shell()?;
-        for at in &under {
-            let out = cmd!(sh, "umount {at}").quiet().ignore_status().output()?;
-            if !out.status.success() {
-                cmd!(sh, "umount -l {at}").quiet().run().with_context(|| format!("unmounting {at}"))?;
-            }
-        }
-        let left: Vec<_> = mount_points()?.into_iter().filter(|p| p.starts_with(&self.dir)).collect();
-        if !left.is_empty() {
-            bail!("still mounted under {}: {left:?}", self.dir);
-        }
-        Ok(())
+        unmount_under(&self.dir)
     }
 
     /// Unmounts and removes the root.
@@ -253,6 +240,25 @@ pub(crate) fn clean_env(cwd: Option<&Utf8Path>, env: &[(&str, &str)]) -> Vec<Str
     argv.extend([format!("PATH={PATH}"), "HOME=/root".into(), "LANG=C.UTF-8".into()]);
     argv.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
     argv
+}
+
+/// Unmounts everything mounted under `dir`, deepest first (lazily when a
+/// plain unmount is refused).
+pub(crate) fn unmount_under(dir: &Utf8Path) -> Result<()> {
+    let mut under: Vec<Utf8PathBuf> = mount_points()?.into_iter().filter(|p| p.starts_with(dir)).collect();
+    under.sort_by_key(|p| std::cmp::Reverse(p.as_str().len()));
+    let sh = shell()?;
+    for at in &under {
+        let out = cmd!(sh, "umount {at}").quiet().ignore_status().output()?;
+        if !out.status.success() {
+            cmd!(sh, "umount -l {at}").quiet().run().with_context(|| format!("unmounting {at}"))?;
+        }
+    }
+    let left: Vec<_> = mount_points()?.into_iter().filter(|p| p.starts_with(dir)).collect();
+    if !left.is_empty() {
+        bail!("still mounted under {dir}: {left:?}");
+    }
+    Ok(())
 }
 
 /// Mount points of this mount namespace (field 5 of /proc/self/mountinfo,

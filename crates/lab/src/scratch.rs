@@ -61,6 +61,7 @@ impl ScratchCluster {
             port,
             machine: None,
             net: None,
+            container: None,
         };
         cluster.init()?;
         cluster.start()?;

@@ -8,6 +8,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use xshell::cmd;
 
 use crate::api::{Access, Client};
+use crate::containers::{self, Containers};
 use crate::machine::{Booted, SERVER_UNIT, server_unit};
 use crate::net::Net;
 use crate::secure::JwtClaims;
@@ -56,6 +57,9 @@ pub(crate) struct Server {
     /// The network namespace it runs in, on a host of its own (it listens
     /// on its address there too).
     pub net: Option<Net>,
+    /// The `inmanta-server` container of a machine's user (Inmanta's
+    /// container install), with the directories it reads (index, repos).
+    pub container: Option<(Containers, Vec<Utf8PathBuf>)>,
 }
 
 impl Server {
@@ -108,9 +112,10 @@ impl Server {
 
     /// The server's pid while it runs.
     pub fn pid(&self) -> Option<u32> {
-        let pid = match &self.machine {
-            Some(machine) => machine.main_pid(SERVER_UNIT)?,
-            None => self.recorded_pid()?,
+        let pid = match (&self.machine, &self.container) {
+            (_, Some((c, _))) => c.server_pid()?,
+            (Some(machine), None) => machine.main_pid(SERVER_UNIT)?,
+            (None, None) => self.recorded_pid()?,
         };
         let cmd = procs::cmdline(pid)?;
         (procs::pid_alive(pid) && cmd.contains(self.cfg().as_str())).then_some(pid)
@@ -141,8 +146,27 @@ impl Server {
             }),
             _ => None,
         };
+        if let Some((c, read_only)) = &self.container {
+            // Inside its container: the database by name, the API on the
+            // port the quadlet publishes.
+            let db = ("inmanta-db", containers::DB_PORT);
+            let port = containers::SERVER_PORT;
+            let text = server_cfg(&self.dir, db, db_password, "0.0.0.0", port, &self.version, secure.as_ref());
+            util::write_file_mode(&self.cfg(), &text, 0o600)?;
+            // The container's root is the user: what the server writes is its.
+            for path in [self.dir.clone(), self.dir.join("log"), self.dir.join("state"), self.cfg()] {
+                containers::give_to_user(&path)?;
+            }
+            let gitconfig = c.machine.dir.join("gitconfig");
+            util::write_file_mode(&gitconfig, containers::GITCONFIG, 0o644)?;
+            let quadlet =
+                containers::server_quadlet(&self.version, &self.dir, read_only, &gitconfig, index_url, self.port);
+            containers::write_quadlet(&c.machine, "inmanta-server.container", &quadlet)?;
+            return util::write_file_mode(&self.ctl(), &user_unit_ctl_script(label, &c.machine), 0o755);
+        }
         let listen = crate::net::listen(self.net.as_ref());
-        let text = server_cfg(&self.dir, pg_port, db_password, &listen, self.port, &self.version, secure.as_ref());
+        let db = ("127.0.0.1", pg_port);
+        let text = server_cfg(&self.dir, db, db_password, &listen, self.port, &self.version, secure.as_ref());
         util::write_file_mode(&self.cfg(), &text, 0o600)?;
         let ctl = match &self.machine {
             Some(machine) => {
@@ -160,6 +184,10 @@ impl Server {
     /// The end of what the server logged: its unit's journal on a booted
     /// machine, its stdout and log file elsewhere.
     pub fn log_tail(&self) -> String {
+        if let Some((c, _)) = &self.container {
+            let unit = containers::SERVER_UNIT;
+            return format!("--- journalctl --user -u {unit} ---\n{}", c.journal_tail(unit, 25));
+        }
         match &self.machine {
             Some(machine) => {
                 format!("--- journalctl -u {SERVER_UNIT} ---\n{}", machine.journal_tail(SERVER_UNIT, 25))
@@ -256,7 +284,7 @@ impl Server {
 /// CA for the transports the server hands to its agents and compiles.
 pub(crate) fn server_cfg(
     dir: &Utf8Path,
-    pg_port: u16,
+    (db_host, pg_port): (&str, u16),
     db_password: &str,
     listen: &str,
     port: u16,
@@ -270,7 +298,7 @@ pub(crate) fn server_cfg(
          log_dir={dir}/log\n\
          \n\
          [database]\n\
-         host=127.0.0.1\n\
+         host={db_host}\n\
          port={pg_port}\n\
          name=inmanta\n\
          username=inmanta\n\
@@ -537,13 +565,35 @@ esac
         .replace("@MARKER@", crate::rootfs::INSIDE_MARKER)
 }
 
+/// The `start|stop|status` control script of a server that is the user
+/// unit `inmanta-server.service` (a quadlet) of a booted machine's user:
+/// `systemctl --user` as that user, entered as [`unit_ctl_script`] does.
+pub(crate) fn user_unit_ctl_script(label: &str, machine: &Booted) -> String {
+    let as_user = format!(
+        "runuser -u {user} -- env XDG_RUNTIME_DIR=/run/user/{uid} systemctl --user",
+        user = containers::USER,
+        uid = containers::UID
+    );
+    unit_ctl_script(label, machine)
+        .replace("\"${ENTER[@]}\" systemctl", &format!("\"${{ENTER[@]}}\" {as_user}"))
+        .replace(": the unit ", &format!(": the user ({}) unit ", containers::USER))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn cfg_has_ports_and_password() {
-        let cfg = server_cfg(Utf8Path::new("/lab/i/old"), 15431, "lab-secret", "127.0.0.1", 18881, "8.7.6", None);
+        let cfg = server_cfg(
+            Utf8Path::new("/lab/i/old"),
+            ("127.0.0.1", 15431),
+            "lab-secret",
+            "127.0.0.1",
+            18881,
+            "8.7.6",
+            None,
+        );
         assert!(cfg.contains("state_dir=/lab/i/old/state\n"));
         assert!(cfg.contains("port=15431\n"));
         assert!(cfg.contains("password=lab-secret\n"));
@@ -564,7 +614,8 @@ mod tests {
             claims: &claims,
         };
         let parse = |version: &str| {
-            let text = server_cfg(Utf8Path::new("/lab/i/old"), 1, "pw", "127.0.0.1", 2, version, Some(&secure));
+            let text =
+                server_cfg(Utf8Path::new("/lab/i/old"), ("127.0.0.1", 1), "pw", "127.0.0.1", 2, version, Some(&secure));
             let mut sections: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>> =
                 Default::default();
             let mut current = String::new();
@@ -647,6 +698,7 @@ mod tests {
             root: None,
             machine: None,
             net: None,
+            container: None,
         };
         server.write_files(2, "pw", "test server", "file:///nonexistent/simple").unwrap();
         assert_eq!(server.run_ctl("status").unwrap().0, 3);
@@ -679,6 +731,7 @@ mod tests {
             root: None,
             machine: None,
             net: None,
+            container: None,
         };
         server.write_files(2, "pw", "test server", "file:///nonexistent/simple").unwrap();
         let (code, out) = server.run_ctl("start").unwrap();

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 use futures::{StreamExt, future::Either};
-use inmanta_api::{Client, VersionedResource, strip_version};
+use inmanta_api::{Client, ServerVersion, VersionedResource, strip_version};
 use jiff::Timestamp;
 use migrate_core::{
     Checks, Context, Figures, Outcome, Side, Step, StepId,
@@ -25,7 +25,9 @@ use migrate_core::{
     inventory::{EnvironmentRecord, Inventory},
     journal::StepState,
     probe,
-    rehearsal::{Baseline, CopyRun, EnvOutcome, EnvRehearsal, Rehearsal, ServerRun, Window, WindowPart, makespan},
+    rehearsal::{
+        Baseline, CopyRun, EnvOutcome, EnvRehearsal, MachineCpu, Rehearsal, ServerRun, Window, WindowPart, makespan,
+    },
     service::{ProcessState, Service, start_service, stop_and_wait, wait_until_answering},
     wait,
 };
@@ -115,6 +117,10 @@ impl Step for Rehearse {
         if !matches!(ours, Ok(true)) {
             probe::new_server_stopped(cx, &mut checks).await;
         }
+        let service = Service::new(&cx.config.new);
+        if let Ok(true) = service.runs_in_container().await {
+            checks.fail("server in a container", in_a_container(&service), CONTAINER_WAY_OUT);
+        }
         match cx.rehearsal_api(None) {
             Ok(api) => match api.probe().await {
                 Ok(Some(status)) if !matches!(ours, Ok(true)) => checks.fail(
@@ -203,6 +209,22 @@ fn overrides(cx: &Context, scratch: &Database) -> Vec<(String, String)> {
     all
 }
 
+/// What to do when the new server runs in a container.
+const CONTAINER_WAY_OUT: &str = "rehearse on a copy of the machine whose server config names the rehearsal's \
+     database and port, or go without a rehearsal: `check` and the window's steps do not need one";
+
+/// Why a rehearsal cannot start a server run by a container engine: its
+/// settings go into the unit's environment (a runtime drop-in), which is
+/// podman's, not the server's in the container; the server would start on
+/// the new server's own database and port.
+fn in_a_container(service: &Service<'_>) -> String {
+    format!(
+        "{} runs the server in a container (its ExecStart is podman or docker): the rehearsal's settings, given as \
+         the unit's environment, would not reach the server, which would start on the new server's own database",
+        service.describe()
+    )
+}
+
 /// The rule: nothing a rehearsal starts may deploy. Asked before any
 /// server opens the copy: every environment halted, every agent paused.
 async fn nothing_can_deploy(scratch: &Database) -> anyhow::Result<()> {
@@ -252,11 +274,22 @@ async fn rehearse(cx: &Context, baseline: bool) -> anyhow::Result<Rehearsal> {
     let api = cx.rehearsal_api(None)?;
     let run_id = started.strftime("%Y%m%dT%H%M%S").to_string();
     let concurrency = cx.config.reconcile.concurrency as usize;
+    let cpu_before = machine_cpu(cx).await;
     let mut environments: Vec<EnvRehearsal> =
         futures::stream::iter(inventory.environments.iter().map(|env| rehearse_env(cx, &api, &scratch, env, &run_id)))
             .buffered(concurrency)
             .collect()
             .await;
+    let compile_cpu = match (cpu_before, machine_cpu(cx).await) {
+        (Ok(before), Ok(after)) => Some(after.since(&before)),
+        (Err(e), _) | (_, Err(e)) => {
+            cx.ui.warn(
+                Rehearse::NAME,
+                format!("the new machine's CPU time could not be read (the window is predicted without it): {e:#}"),
+            );
+            None
+        }
+    };
     for (env, baseline) in environments.iter_mut().zip(baselines) {
         env.baseline = baseline;
     }
@@ -270,7 +303,7 @@ async fn rehearse(cx: &Context, baseline: bool) -> anyhow::Result<Rehearsal> {
             deploys_after - deploys_in_copy
         );
     }
-    let window = predict(cx, inventory_seconds, &copy, &servers, &environments);
+    let window = predict(cx, inventory_seconds, &copy, &servers, &environments, compile_cpu.as_ref());
     Ok(Rehearsal {
         schema_version: migrate_core::contract::VERSION,
         tool_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -280,6 +313,7 @@ async fn rehearse(cx: &Context, baseline: bool) -> anyhow::Result<Rehearsal> {
         copy,
         servers,
         environments,
+        compile_cpu,
         deploy_actions: [deploys_in_copy, deploys_after],
         window,
     })
@@ -350,6 +384,9 @@ async fn start_on_copy(
 ) -> anyhow::Result<ServerRun> {
     nothing_can_deploy(scratch).await?;
     let service = Service::new(orch).with_overrides(overrides(cx, scratch));
+    if service.runs_in_container().await? {
+        bail!("{}; {CONTAINER_WAY_OUT}", in_a_container(&service));
+    }
     let before = schema_count(scratch).await?;
     // Written down first: a kill right after leaves a drop-in to remove.
     cx.work()?.update_state(|s: &mut RehearseState| s.server_started = true)?;
@@ -455,6 +492,7 @@ async fn rehearse_env(
         compile_seconds: None,
         compared_with: env.latest_released_version,
         version: None,
+        resources: None,
         differences: Vec::new(),
         notes: Vec::new(),
         error: None,
@@ -522,6 +560,7 @@ async fn compile_and_compare(
         None => Vec::new(),
     };
     let after = api.version_resources(id, version).await.with_context(|| format!("cannot read version {version}"))?;
+    result.resources = Some(after.len());
     (result.differences, result.notes) = differences(&before, &after);
     result.outcome = if result.differences.is_empty() { EnvOutcome::Same } else { EnvOutcome::Differs };
     Ok(())
@@ -597,6 +636,14 @@ fn shown(value: &Value) -> String {
 /// on 8.7.6 and in 5.3 s on 11.5.5.
 const HALT_SECONDS_PER_ENVIRONMENT: f64 = 0.3;
 
+/// [`agent_cpu_seconds`]'s figures. The bench's agent CPU during the
+/// reconcile, 20 environments of 9 and of 90 resources: 39.0 and 41.6 s on
+/// 15.5.9 (50 environments of 96: 132.6 s), 48.0 and 75.7 s on 14.0.0.
+const AGENT_CPU_PER_ENV_SCHEDULER: f64 = 2.2;
+const AGENT_CPU_PER_RESOURCE_SCHEDULER: f64 = 0.002;
+const AGENT_CPU_PER_ENV_BEFORE_15: f64 = 2.3;
+const AGENT_CPU_PER_RESOURCE_BEFORE_15: f64 = 0.017;
+
 /// The window from what this rehearsal measured, part by part.
 fn predict(
     cx: &Context,
@@ -604,6 +651,7 @@ fn predict(
     copy: &CopyRun,
     servers: &[ServerRun],
     environments: &[EnvRehearsal],
+    compile_cpu: Option<&MachineCpu>,
 ) -> Window {
     let part = |steps: &str, seconds: f64, basis: String| WindowPart { steps: steps.to_owned(), seconds, basis };
     let new_stop = servers.last().and_then(|s| s.stop_seconds).unwrap_or(0.0);
@@ -649,20 +697,123 @@ fn predict(
     } else {
         format!("and {dry_runs} of {} dry-runs (`rehearse --baseline` measures them on the old side)", running.len())
     };
+    let new_version = servers.last().and_then(|s| s.version.parse::<ServerVersion>().ok());
+    let (seconds, bound) = reconcile_seconds(each, concurrency, &running, environments.len(), new_version, compile_cpu);
     parts.push(part(
         "env-reconcile",
-        makespan(each, concurrency),
-        format!(
-            "{} compile(s) on the new version {dry_runs}, {concurrency} at a time; not measured: each environment's \
-             agents starting on the new server (a rehearsal starts none)",
-            running.len()
-        ),
+        seconds,
+        format!("{} compile(s) on the new version {dry_runs}, {concurrency} at a time; {bound}", running.len()),
     ));
     let mode = match cx.config.copy.mode {
         CopyMode::Offline => "offline",
         CopyMode::Online => "online",
     };
     Window::new(mode, parts)
+}
+
+/// The CPU time, in seconds, one environment's agents take on the new
+/// machine when env-reconcile resumes it and dry-runs it (a rehearsal starts
+/// no agent): (per environment, per resource of its model), by the kind of
+/// agent the new version has. Measured with `cargo xtask bench downtime`
+/// (the agent processes' CPU during the reconcile, at 10 and 100 resources
+/// per environment): for 15.0+ the resource scheduler and its executors,
+/// before 15.0 the agent processes the server starts per environment.
+fn agent_cpu_seconds(new_version: Option<ServerVersion>) -> (f64, f64) {
+    match new_version {
+        Some(v) if v.major < 15 => (AGENT_CPU_PER_ENV_BEFORE_15, AGENT_CPU_PER_RESOURCE_BEFORE_15),
+        _ => (AGENT_CPU_PER_ENV_SCHEDULER, AGENT_CPU_PER_RESOURCE_SCHEDULER),
+    }
+}
+
+/// env-reconcile's time: the compiles and dry-runs spread over
+/// `reconcile.concurrency`, or, when the new machine's CPUs cannot keep up
+/// with that, the CPU time the compiles took in the rehearsal plus what the
+/// agents will take, over its cores. Which bound decided is said.
+fn reconcile_seconds(
+    each: Vec<f64>,
+    concurrency: usize,
+    running: &[&EnvRehearsal],
+    rehearsed: usize,
+    new_version: Option<ServerVersion>,
+    compile_cpu: Option<&MachineCpu>,
+) -> (f64, String) {
+    let spread = makespan(each, concurrency);
+    let Some(cpu) = compile_cpu.filter(|c| c.cores > 0) else {
+        return (
+            spread,
+            "not measured: the new machine's CPU time (unreadable there) and each environment's agents starting \
+             on the new server (a rehearsal starts none)"
+                .into(),
+        );
+    };
+    // The rehearsal compiled the halted environments too; the window does not.
+    let compiles = cpu.busy_seconds * running.len() as f64 / rehearsed.max(1) as f64;
+    let resources: usize = running.iter().filter_map(|e| e.resources).sum();
+    let (per_env, per_resource) = agent_cpu_seconds(new_version);
+    let agents = running.len() as f64 * per_env + resources as f64 * per_resource;
+    let busy = (compiles + agents) / f64::from(cpu.cores);
+    let figures = format!(
+        "CPU: {compiles:.0} s of compiles measured on the new machine and {agents:.0} s estimated for the agents \
+         ({} environment(s), {resources} resource(s), from this project's bench) over {} core(s) = {busy:.0} s",
+        running.len(),
+        cpu.cores
+    );
+    if busy > spread {
+        (
+            busy,
+            format!("bound by the new machine's CPU: {figures} (more than the {spread:.0} s the spread alone takes)"),
+        )
+    } else {
+        (spread, format!("{figures}, less than the spread"))
+    }
+}
+
+/// A reading of a machine's `/proc/stat` and core count.
+struct CpuSample {
+    at: Instant,
+    cores: u32,
+    busy_seconds: f64,
+}
+
+impl CpuSample {
+    fn since(&self, before: &CpuSample) -> MachineCpu {
+        MachineCpu {
+            cores: self.cores,
+            busy_seconds: (self.busy_seconds - before.busy_seconds).max(0.0),
+            wall_seconds: self.at.duration_since(before.at).as_secs_f64(),
+        }
+    }
+
+    /// From `getconf _NPROCESSORS_ONLN; getconf CLK_TCK; head -n1 /proc/stat`.
+    fn parse(text: &str, at: Instant) -> anyhow::Result<CpuSample> {
+        let mut lines = text.lines().map(str::trim);
+        let mut number = |what: &str| -> anyhow::Result<u32> {
+            let line = lines.next().unwrap_or_default();
+            line.parse().with_context(|| format!("{what}: {line:?} is no number"))
+        };
+        let (cores, ticks) = (number("the core count")?, number("the clock ticks")?);
+        let line = lines.next().unwrap_or_default();
+        let fields: Vec<f64> = match line.strip_prefix("cpu ") {
+            Some(rest) => rest.split_whitespace().map(str::parse).collect::<Result<_, _>>()?,
+            None => bail!("/proc/stat begins with {line:?}, not the cpu line"),
+        };
+        // user nice system idle iowait irq softirq steal: all but idle and
+        // iowait are work (guest time is inside user already).
+        let busy: f64 = fields.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, v)| v).sum();
+        if fields.len() < 8 || ticks == 0 {
+            bail!("unexpected /proc/stat cpu line {line:?}");
+        }
+        Ok(CpuSample { at, cores, busy_seconds: busy / f64::from(ticks) })
+    }
+}
+
+/// The new machine's CPU time so far, read there (over ssh when it is remote).
+async fn machine_cpu(cx: &Context) -> anyhow::Result<CpuSample> {
+    let out = Service::new(&cx.config.new)
+        .shell("getconf _NPROCESSORS_ONLN && getconf CLK_TCK && head -n1 /proc/stat", &[])
+        .run()
+        .await?;
+    CpuSample::parse(&out.stdout, Instant::now())
 }
 
 /// Removes whatever a rehearsal left: the rehearsal server (stopped only
@@ -792,4 +943,74 @@ fn outcome(cx: &Context, r: &Rehearsal) -> Outcome {
         Outcome::done(Rehearse::NAME, summary)
     };
     outcome.text(text).figures(Figures { seconds: Some(r.seconds), ..Figures::default() }).details(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str, resources: usize) -> EnvRehearsal {
+        EnvRehearsal {
+            id: Default::default(),
+            name: name.into(),
+            halted_before: false,
+            outcome: EnvOutcome::Same,
+            compile_seconds: Some(10.0),
+            compared_with: Some(1),
+            version: Some(2),
+            resources: Some(resources),
+            differences: Vec::new(),
+            notes: Vec::new(),
+            error: None,
+            baseline: None,
+        }
+    }
+
+    #[test]
+    fn the_cpu_line_counts_work_but_not_idle_or_io_wait() {
+        let at = Instant::now();
+        let text = "2\n100\ncpu  1000 50 250 9000 700 10 40 0 0 0\n";
+        let sample = CpuSample::parse(text, at).unwrap();
+        assert_eq!(sample.cores, 2);
+        assert!((sample.busy_seconds - 13.5).abs() < 1e-9, "{}", sample.busy_seconds);
+        let later = CpuSample::parse("2\n100\ncpu  2000 50 250 9000 700 10 40 0 0 0\n", at).unwrap();
+        assert!((later.since(&sample).busy_seconds - 10.0).abs() < 1e-9);
+        for bad in [
+            "",
+            "x\n100\ncpu 1 2 3 4 5 6 7 8",
+            "2\n100\ncpu0 1 2 3 4 5 6 7 8",
+            "2\n100\ncpu 1 2 3",
+            "2\n0\ncpu 1 2 3 4 5 6 7 8",
+        ] {
+            assert!(CpuSample::parse(bad, at).is_err(), "{bad:?} is refused");
+        }
+    }
+
+    #[test]
+    fn the_reconcile_is_bound_by_the_spread_or_by_the_cpu() {
+        let envs: Vec<EnvRehearsal> = (0..20).map(|i| env(&format!("e{i}"), 100)).collect();
+        let running: Vec<&EnvRehearsal> = envs.iter().collect();
+        let each = vec![10.0; 20];
+        let v15 = Some(ServerVersion::new(15, 5, 9));
+        // Unreadable CPU: the spread alone, and says what it misses.
+        let (s, basis) = reconcile_seconds(each.clone(), 4, &running, 20, v15, None);
+        assert_eq!(s, 50.0);
+        assert!(basis.contains("not measured"), "{basis}");
+        // Plenty of cores: still the spread.
+        let idle = MachineCpu { cores: 64, busy_seconds: 40.0, wall_seconds: 50.0 };
+        let (s, basis) = reconcile_seconds(each.clone(), 4, &running, 20, v15, Some(&idle));
+        assert_eq!(s, 50.0);
+        assert!(basis.contains("less than the spread"), "{basis}");
+        // Two cores busy with the compiles and the agents: the CPU bound.
+        let busy = MachineCpu { cores: 2, busy_seconds: 100.0, wall_seconds: 50.0 };
+        let (s, basis) = reconcile_seconds(each.clone(), 4, &running, 20, v15, Some(&busy));
+        let (per_env, per_resource) = agent_cpu_seconds(v15);
+        let expected = (100.0 + 20.0 * per_env + 2000.0 * per_resource) / 2.0;
+        assert!((s - expected).abs() < 1e-9 && s > 50.0, "{s} vs {expected}");
+        assert!(basis.contains("bound by the new machine's CPU") && basis.contains("2000 resource(s)"), "{basis}");
+        // Halted environments were compiled in the rehearsal, not in the window.
+        let (half, _) = reconcile_seconds(each[..10].to_vec(), 4, &running[..10], 20, v15, Some(&busy));
+        let expected = (50.0 + 10.0 * per_env + 1000.0 * per_resource) / 2.0;
+        assert!((half - expected).abs() < 1e-9, "{half} vs {expected}");
+    }
 }

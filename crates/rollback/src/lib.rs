@@ -20,7 +20,7 @@ use anyhow::{Context as _, bail};
 use jiff::Timestamp;
 use migrate_core::{
     Checks, Context, Figures, NeedsOperator, Outcome, Side, Step, StepId,
-    config::{CopyMode, Manager},
+    config::{CopyMode, Manager, Orchestrator},
     fsutil,
     inventory::{EnvironmentRecord, Inventory},
     journal::{EnvPhase, Journal, RolledBack, StepState},
@@ -38,6 +38,12 @@ pub struct Rollback {
     /// (rollback lists it first).
     #[arg(long)]
     pub force: bool,
+    /// The new machine is gone for good (destroyed, its disk lost): go back
+    /// without stopping its server, once its API is silent. Whatever it did
+    /// is lost with it; its database, if it still answers, has every
+    /// environment halted so that nothing started on it later deploys.
+    #[arg(long)]
+    pub new_side_gone: bool,
 }
 
 /// What a re-run of rollback resumes from.
@@ -75,6 +81,18 @@ struct EnvBack {
     action: String,
 }
 
+impl Rollback {
+    /// The rule before anything is resumed on the old side: the new server
+    /// stopped and silent, or, given up as gone, at least silent.
+    async fn new_side_lets_go(&self, cx: &Context) -> anyhow::Result<()> {
+        if self.new_side_gone {
+            one_driver::new_side_is_silent(cx).await
+        } else {
+            one_driver::new_side_is_inert(cx).await
+        }
+    }
+}
+
 impl Step for Rollback {
     const ID: StepId = StepId::Rollback;
 
@@ -109,12 +127,44 @@ impl Step for Rollback {
             checks.pass("inventory", what);
             return checks;
         }
-        for (side, orch) in [("old", &cx.config.old), ("new", &cx.config.new)] {
+        let sides: &[(&str, &Orchestrator)] = if self.new_side_gone {
+            &[("old", &cx.config.old)]
+        } else {
+            &[("old", &cx.config.old), ("new", &cx.config.new)]
+        };
+        for (side, orch) in sides {
             let service = Service::new(orch);
             match service.state().await {
                 Ok(state) => checks.pass(format!("{side} service"), format!("{}: {state}", service.describe())),
-                Err(e) => checks.fail_on(format!("{side} service"), &e, format!("fix `{side}.service`")),
+                Err(e) => checks.fail_on(
+                    format!("{side} service"),
+                    &e,
+                    if *side == "new" {
+                        "fix `new.service`; if the new machine is gone for good: `inmanta-migrate rollback \
+                         --new-side-gone`"
+                    } else {
+                        "fix `old.service`"
+                    },
+                ),
             }
+        }
+        if self.new_side_gone {
+            // The rule rollback asks before each resume, asked up front.
+            match one_driver::new_side_is_silent(cx).await {
+                Ok(()) => checks.warn(
+                    "new side gone",
+                    format!("nothing answers at {}", cx.config.new.api_url),
+                    "going back without stopping it: whatever the new side did is lost with it, and if that machine \
+                     ever comes back its server must not be started",
+                ),
+                Err(e) => checks.fail_on(
+                    "new side gone",
+                    &e,
+                    "run `inmanta-migrate rollback` without --new-side-gone, which halts the new server's \
+                     environments and stops it first",
+                ),
+            }
+            return checks;
         }
         match losses(cx, &journal).await {
             Ok(lost) if lost.is_empty() => {
@@ -154,7 +204,11 @@ impl Step for Rollback {
         let lost = match work.journal().state::<RollbackState>()?.lost {
             Some(lost) => lost,
             None => {
-                let lost = losses(cx, &journal).await.unwrap_or_else(|e| vec![format!("cannot tell: {e:#}")]);
+                let lost = if self.new_side_gone {
+                    vec!["whatever the new side did: it is gone (--new-side-gone)".to_owned()]
+                } else {
+                    losses(cx, &journal).await.unwrap_or_else(|e| vec![format!("cannot tell: {e:#}")])
+                };
                 work.update_state(|s: &mut RollbackState| s.lost = Some(lost.clone()))?;
                 lost
             }
@@ -163,23 +217,41 @@ impl Step for Rollback {
         // 1. Nothing on the new side may drive anything from here on. An
         // online copy goes first: it runs before halt-all.
         if journal.step(StepId::Precopy).attempts > 0 {
-            let (old, new) =
-                (Database::open(&cx.config, Side::Old).await?, Database::open(&cx.config, Side::New).await?);
-            replication::cut_off(&old, &new).await.context("cannot remove the online copy")?;
-            cx.ui.info(Self::NAME, "the online copy is removed from both sides (no slot, publication or subscription)");
+            let old = Database::open(&cx.config, Side::Old).await?;
+            if self.new_side_gone {
+                // The subscription went with the new side: its slot is an orphan.
+                replication::drop_orphan_slot(&old).await.context("cannot drop the online copy's slot")?;
+                old.unpublish().await.context("cannot remove the online copy's publication")?;
+                cx.ui.info(Self::NAME, "the online copy is removed from the old side (no slot or publication)");
+            } else {
+                let new = Database::open(&cx.config, Side::New).await?;
+                replication::cut_off(&old, &new).await.context("cannot remove the online copy")?;
+                cx.ui.info(
+                    Self::NAME,
+                    "the online copy is removed from both sides (no slot, publication or subscription)",
+                );
+            }
         }
         let Ok(inventory) = cx.inventory() else {
             if from.is_none() {
                 return Ok(Outcome::nothing_to_do(Self::NAME, "no step ran: there is nothing to go back from"));
             }
-            work.update(|j| j.rolled_back = Some(RolledBack { from, at: Timestamp::now(), disabled_new_unit: false }))?;
+            let new_side_gone = self.new_side_gone;
+            work.update(|j| {
+                j.rolled_back = Some(RolledBack { from, at: Timestamp::now(), disabled_new_unit: false, new_side_gone })
+            })?;
             return Ok(Outcome::done(
                 Self::NAME,
                 "rolled back: the online copy is removed; halt-all never ran, so the old orchestrator was not touched",
             ));
         };
-        let new_halted = make_new_side_inert(cx).await?;
-        one_driver::new_side_is_inert(cx).await?;
+        let new_halted = if self.new_side_gone {
+            one_driver::new_side_is_silent(cx).await?;
+            give_up_new_side(cx).await
+        } else {
+            make_new_side_inert(cx).await?
+        };
+        self.new_side_lets_go(cx).await?;
 
         // 2. The old database as the dump left it, then the old server.
         let old_service = Service::new(&cx.config.old);
@@ -200,13 +272,14 @@ impl Step for Rollback {
         // 3. Each environment as it was: resumed if it ran, its settings back.
         let mut results = Vec::new();
         for record in &inventory.environments {
-            results.push(put_back(cx, record).await?);
+            results.push(put_back(cx, record, self).await?);
         }
         verify_as_inventoried(cx, &inventory).await?;
 
         let at = Timestamp::now();
         let disabled_new_unit = work.journal().state::<RollbackState>()?.disabled_new_unit;
-        work.update(|j| j.rolled_back = Some(RolledBack { from, at, disabled_new_unit }))?;
+        let new_side_gone = self.new_side_gone;
+        work.update(|j| j.rolled_back = Some(RolledBack { from, at, disabled_new_unit, new_side_gone }))?;
         let seconds = start.elapsed().as_secs_f64();
         let resumed = results.iter().filter(|r| r.action.starts_with("resumed")).count();
         let point = from.map_or_else(|| "the start".to_owned(), |s| s.to_string());
@@ -214,11 +287,18 @@ impl Step for Rollback {
             0 => "nothing of the new side's work was lost".to_owned(),
             n => format!("{n} piece(s) of the new side's work thrown away: {}", lost.join("; ")),
         };
+        let new_side = if self.new_side_gone {
+            format!(
+                "the new side was given up ({new_halted} environment(s) halted in its database by this run; if that \
+                 machine comes back, do not start its server)"
+            )
+        } else {
+            format!("the new server is stopped ({new_halted} environment(s) halted there by this run)")
+        };
         Ok(Outcome::done(
             Self::NAME,
             format!(
-                "rolled back from {point} in {seconds:.1} s: the new server is stopped ({new_halted} environment(s) \
-                 halted there by this run); the old server runs with {resumed} environment(s) resumed and {} left \
+                "rolled back from {point} in {seconds:.1} s: {new_side}; the old server runs with {resumed} environment(s) resumed and {} left \
                  halted as before; {thrown_away}. `inmanta-migrate migrate` starts a new attempt",
                 results.len() - resumed
             ),
@@ -239,8 +319,9 @@ fn journal(cx: &Context, checks: &mut Checks) -> Option<Journal> {
     }
 }
 
-/// What going back would throw away of the new side's own work.
-async fn losses(cx: &Context, journal: &Journal) -> anyhow::Result<Vec<String>> {
+/// What going back would throw away of the new side's own work (`plan`
+/// and `status` say it at every point too).
+pub async fn losses(cx: &Context, journal: &Journal) -> anyhow::Result<Vec<String>> {
     // Before a server ran on the new database, nothing was done there.
     if journal.step(StepId::StartServer).attempts == 0 {
         return Ok(Vec::new());
@@ -248,8 +329,8 @@ async fn losses(cx: &Context, journal: &Journal) -> anyhow::Result<Vec<String>> 
     // Held against the new side as its schema migration left it (which may
     // add settings), or as the old side had it when start-server could not
     // take that.
-    let work = cx.work()?;
-    let upgraded: Option<Inventory> = fsutil::read_json(&work.path(Inventory::NEW_FILE)).ok();
+    // Read without opening (locking) the work directory: `status` asks too.
+    let upgraded: Option<Inventory> = fsutil::read_json(&cx.config.work_dir.join(Inventory::NEW_FILE)).ok();
     // Without it, settings cannot be told apart: the upgrade sets some.
     let compare_settings = upgraded.is_some();
     let inventory = match upgraded {
@@ -337,6 +418,30 @@ async fn make_new_side_inert(cx: &Context) -> anyhow::Result<usize> {
     Ok(halted)
 }
 
+/// `--new-side-gone`: the new server cannot be reached to stop it, so its
+/// database, where it still answers, is made inert (every environment
+/// halted, every agent paused) so that a server that comes back with it
+/// starts nothing. How many environments that halted; a database that does
+/// not answer is gone with the machine, and said so.
+async fn give_up_new_side(cx: &Context) -> usize {
+    let inert = async {
+        let new = Database::open(&cx.config, Side::New).await?;
+        let running = new.not_inert().await?.running.len();
+        new.make_inert().await?;
+        anyhow::Ok(running)
+    };
+    match inert.await {
+        Ok(halted) => {
+            cx.ui.info(Rollback::NAME, "every environment in the new database is halted and every agent paused");
+            halted
+        }
+        Err(e) => {
+            cx.ui.warn(Rollback::NAME, format!("the new database could not be made inert (gone too?): {e:#}"));
+            0
+        }
+    }
+}
+
 /// While it was down nothing may have changed the old database: the rows of
 /// every table the dump counted are still there, table by table.
 async fn compare_with_dump(cx: &Context, journal: &Journal) -> anyhow::Result<()> {
@@ -405,7 +510,7 @@ async fn verify_old_environments(cx: &Context, inventory: &Inventory) -> anyhow:
 /// One environment back as the inventory has it: its stored settings, then
 /// resumed if it ran before (halting paused its agents and marked the
 /// others to unpause on resume: agents paused before stay paused).
-async fn put_back(cx: &Context, record: &EnvironmentRecord) -> anyhow::Result<EnvBack> {
+async fn put_back(cx: &Context, record: &EnvironmentRecord, rollback: &Rollback) -> anyhow::Result<EnvBack> {
     let api = cx.api(Side::Old);
     let live = api.environment(record.id).await?;
     let mut changed = Vec::new();
@@ -420,7 +525,7 @@ async fn put_back(cx: &Context, record: &EnvironmentRecord) -> anyhow::Result<En
     let action = if record.halted {
         "left halted, as before".to_owned()
     } else if live.halted {
-        one_driver::new_side_is_inert(cx).await?;
+        rollback.new_side_lets_go(cx).await?;
         api.resume(record.id).await.with_context(|| format!("cannot resume {}", record.label()))?;
         "resumed".to_owned()
     } else {

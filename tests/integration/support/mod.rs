@@ -61,6 +61,12 @@ impl Run {
         self
     }
 
+    #[track_caller]
+    pub fn stdout_lacks(&self, text: &str) -> &Self {
+        assert!(!self.stdout.contains(text), "stdout has {text:?}:\n{}", self.stdout);
+        self
+    }
+
     /// stdout as the JSON document of `--json`.
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))

@@ -10,28 +10,42 @@ use super::{
     token_name,
 };
 use crate::config::{ConfigInputs, ServiceInputs, SideConfigInputs, render_tool_config};
+use crate::containers;
 use crate::machine::{SSHD_UNIT, sshd_unit};
 use crate::net::Net;
 use crate::prepare::{Toolchain, prepare_timed};
 use crate::secure::{self, JwtClaims, TokenKind};
+use crate::sshd::Sshd;
 use crate::timing::Timings;
 use crate::{LabRoot, Machine, Ports, Security, Side, UpOptions, procs, repo, seed, template, util};
 
 impl Instance {
     fn write_config(&self) -> Result<()> {
-        let sshd = self.sshd();
+        let ssh = |user: &str, sshd: &Sshd| crate::config::SshInputs {
+            user: user.to_string(),
+            port: sshd.port,
+            identity_file: sshd.identity(),
+            known_hosts: sshd.known_hosts(),
+        };
         let side = |side: Side| SideConfigInputs {
-            ssh: match (side, &sshd) {
-                (Side::Old, Some(sshd)) => Some(crate::config::SshInputs {
-                    port: sshd.port,
-                    identity_file: sshd.identity(),
-                    known_hosts: sshd.known_hosts(),
-                }),
+            ssh: match (side, self.sshd(), self.sshd_new()) {
+                (Side::Old, Some(sshd), _) => Some(ssh("root", &sshd)),
+                // The user whose manager runs the containers, as its
+                // operator would log in.
+                (Side::New, _, Some(sshd)) => Some(ssh(containers::USER, &sshd)),
                 _ => None,
             },
             api_url: self.api_url(side),
-            inmanta: self.venv(side).join("bin/inmanta"),
+            version_command: match self.in_containers(side) {
+                // The image's inmanta: no server installed on the machine.
+                true => {
+                    let image = containers::image(self.version(side));
+                    ["podman", "run", "--rm", "--network=none", &image, "inmanta", "--version"].map(String::from).into()
+                }
+                false => vec![self.venv(side).join("bin/inmanta").into_string(), "--version".into()],
+            },
             service: match self.machine(side) {
+                Machine::Booted if self.in_containers(side) => ServiceInputs::SystemdUser,
                 Machine::Booted => ServiceInputs::Systemd,
                 _ => ServiceInputs::Ctl { ctl: self.ctl_path(side), log_file: self.server_log(side) },
             },
@@ -102,6 +116,9 @@ impl Instance {
                 Ok(())
             })?;
         }
+        if let Some(c) = self.containers(Side::New) {
+            timings.time("image import (new)", || c.ensure_image(&self.root))?;
+        }
         timings.time("clusters (initdb + start, both)", || -> Result<()> {
             for side in Side::BOTH {
                 util::mkdir_mode(&self.side_dir(side), 0o755)?;
@@ -130,6 +147,15 @@ impl Instance {
                     }
                     None => sshd.start(),
                 }
+            })?;
+        }
+        if let (Some(sshd), Some(machine)) = (self.sshd_new(), self.booted(Side::New)) {
+            timings.time("sshd (new)", || -> Result<()> {
+                sshd.write_files()?;
+                sshd.let_users_in()?;
+                machine.write_unit(SSHD_UNIT, &sshd_unit(&sshd.config()))?;
+                machine.systemctl(&["start", SSHD_UNIT])?;
+                sshd.wait_listening()
             })?;
         }
         for side in Side::BOTH {
@@ -257,10 +283,14 @@ pub fn up_with(root: &LabRoot, opts: &UpOptions, security: Security) -> Result<I
         }
         (machine_old, machine_new) = (Machine::Booted, Machine::Booted);
     }
+    if opts.new_containers && !opts.systemd {
+        bail!("--new-containers needs --systemd: the container install's user units run on a booted machine");
+    }
     // The tool runs on the NEW side's machine; it reaches another machine's
     // OLD side through an sshd.
     let ssh_to_old = (machine_old == Machine::Host && machine_new == Machine::Trixie) || machine_old == Machine::Booted;
     let sshd_port = ssh_to_old.then(|| procs::pick_free_ports(1).map(|p| p[0])).transpose()?;
+    let sshd_new_port = opts.new_containers.then(|| procs::pick_free_ports(1).map(|p| p[0])).transpose()?;
     if !opts.own_network.is_empty()
         && (machine_old != Machine::Host
             || machine_new != Machine::Host
@@ -308,6 +338,15 @@ pub fn up_with(root: &LabRoot, opts: &UpOptions, security: Security) -> Result<I
         }
     };
     let (pg_old, pg_new) = (other_pg(machine_old, opts.old_pg)?, other_pg(machine_new, opts.new_pg)?);
+    if opts.new_containers {
+        if pg_new.is_some() {
+            bail!(
+                "--new-containers runs the PostgreSQL of the server's image ({}): no --new-pg",
+                crate::rootfs::PG_MAJOR
+            );
+        }
+        containers::ensure_root(root, &mut timings)?;
+    }
 
     if dir.exists() {
         fs::remove_dir_all(&dir).with_context(|| format!("removing the previous instance {dir}"))?;
@@ -337,6 +376,8 @@ pub fn up_with(root: &LabRoot, opts: &UpOptions, security: Security) -> Result<I
             machine_old,
             machine_new,
             sshd_port,
+            new_containers: opts.new_containers,
+            sshd_new_port,
             via: opts.via.clone(),
             pg_bin_dir: tc.pg_bin_dir.clone(),
             pg_old,

@@ -46,6 +46,9 @@ pub struct SideStatus {
     /// The network namespace of a side on a host of its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_namespace: Option<String>,
+    /// Installed as Inmanta's container install (quadlets of user inmanta).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub containers: bool,
     pub venv: Utf8PathBuf,
     pub server: ServerStatus,
     pub postgres: PgStatus,
@@ -101,6 +104,13 @@ impl fmt::Display for Status {
                 writeln!(f, "              on a host of its own: network namespace {ns} (`cargo xtask lab link`)")?;
             }
             match &s.machine_name {
+                Some(name) if s.containers => writeln!(
+                    f,
+                    "              user unit {} of {} on machine {name} (a quadlet; `journalctl --user` is the log), ctl {}",
+                    crate::containers::SERVER_UNIT,
+                    crate::containers::USER,
+                    srv.ctl
+                )?,
                 Some(name) => writeln!(
                     f,
                     "              unit {} of machine {name} (its journal is the log), ctl {}",
@@ -116,7 +126,14 @@ impl fmt::Display for Status {
             };
             let major = pg.major.map(|m| format!("PostgreSQL {m}, ")).unwrap_or_default();
             writeln!(f, "    postgres  {}  {major}{pgstate}", pg.dsn)?;
-            writeln!(f, "              admin {}  socket {}", pg.admin_dsn, pg.socket_dir)?;
+            match s.containers {
+                true => writeln!(
+                    f,
+                    "              admin {}  in the container inmanta-db, data {}",
+                    pg.admin_dsn, pg.data_dir
+                )?,
+                false => writeln!(f, "              admin {}  socket {}", pg.admin_dsn, pg.socket_dir)?,
+            }
         }
         if !self.envs.is_empty() {
             writeln!(f, "  environments (as seeded on the OLD server):")?;
@@ -158,6 +175,7 @@ impl Instance {
                 machine: self.machine(side),
                 machine_name: self.booted(side).map(|m| m.name),
                 network_namespace: self.net(side).map(|n| n.ns.clone()),
+                containers: self.in_containers(side),
                 venv: self.venv(side).to_path_buf(),
                 server: ServerStatus {
                     api_url: server.api_url(),
