@@ -199,6 +199,18 @@ fn migrates_15_5_to_18_4_on_systemd_machines() {
     assert_eq!(unit(Side::New), ("active".to_owned(), "enabled".to_owned()), "the new unit after a new attempt");
     lab.run(&["finish"]).success();
     assert_eq!(unit(Side::Old), ("inactive".to_owned(), "disabled".to_owned()), "the old unit after finish");
+
+    // Past the point of no return, a reboot of the old machine leaves its
+    // server down, while what stays enabled there comes back with it (its
+    // PostgreSQL answers: the reboot was a real one).
+    lab.reboot(Side::Old).unwrap();
+    assert_eq!(unit(Side::Old), ("inactive".to_owned(), "disabled".to_owned()), "the old unit after a reboot");
+    let comment = lab.psql(
+        Side::Old,
+        "postgres",
+        "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = 'inmanta'",
+    );
+    assert!(comment.unwrap().contains("migrated by inmanta-migrate"), "the old database still says it moved");
 }
 
 /// ISO9 -> ISO10 as open source has it: 19.0.0 is the only 19.x on PyPI,

@@ -141,27 +141,26 @@ impl Dist {
         Ok(())
     }
 
-    /// `cargo zigbuild` for glibc 2.28, into a target folder of its own so
-    /// that it never replaces the binary the benches and the lab run.
+    /// `cargo zigbuild` for glibc 2.28, into a target folder of its own (in
+    /// the lab's cache) so that it never replaces the binary the benches
+    /// and the lab run.
     fn portable_binary(&self, sh: &Shell, lab: &LabRoot, built: &Utf8Path) -> Result<Utf8PathBuf> {
         let venv = lab::tool_venv(lab, "cargo-zigbuild", &[ZIGBUILD])?;
         let path = format!("{}:{}", venv.join("bin"), std::env::var("PATH").unwrap_or_default());
         let target = format!("{TARGET}.{}.{}", GLIBC.0, GLIBC.1);
-        cmd!(
-            sh,
-            "cargo zigbuild --quiet --locked --release --bin {NAME} --target {target} --target-dir target/zigbuild"
-        )
-        .env("PATH", path)
-        // A build id, as RPM-based systems expect of a binary (zig's
-        // linker leaves it out by default).
-        .env("RUSTFLAGS", "-C link-arg=-Wl,--build-id=sha1")
-        .env("CARGO_ZIGBUILD_PYTHON_PATH", venv.join("bin/python"))
-        .env("CARGO_ZIGBUILD_CACHE_DIR", lab.cache_dir().join("zigbuild"))
-        .run()
-        .context("cargo zigbuild")?;
+        let target_dir = lab.build_dir("zigbuild");
+        cmd!(sh, "cargo zigbuild --quiet --locked --release --bin {NAME} --target {target} --target-dir {target_dir}")
+            .env("PATH", path)
+            // A build id, as RPM-based systems expect of a binary (zig's
+            // linker leaves it out by default).
+            .env("RUSTFLAGS", "-C link-arg=-Wl,--build-id=sha1")
+            .env("CARGO_ZIGBUILD_PYTHON_PATH", venv.join("bin/python"))
+            .env("CARGO_ZIGBUILD_CACHE_DIR", lab.cache_dir().join("zigbuild"))
+            .run()
+            .context("cargo zigbuild")?;
         sh.create_dir(built)?;
         let binary = built.join(NAME);
-        sh.copy_file(format!("target/zigbuild/{TARGET}/release/{NAME}"), &binary)?;
+        sh.copy_file(target_dir.join(TARGET).join("release").join(NAME), &binary)?;
         Ok(binary)
     }
 }

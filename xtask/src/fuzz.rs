@@ -52,7 +52,10 @@ impl Fuzz {
             if self.targets.is_empty() { TARGETS.to_vec() } else { self.targets.iter().map(String::as_str).collect() };
         let seconds = self.seconds.to_string();
         let build = Instant::now();
-        cmd!(sh, "cargo fuzz build --fuzz-dir fuzz --sanitizer none").run().context("building the fuzz targets")?;
+        let target_dir = lab.build_dir("fuzz");
+        cmd!(sh, "cargo fuzz build --fuzz-dir fuzz --sanitizer none --target-dir {target_dir}")
+            .run()
+            .context("building the fuzz targets")?;
         let mut table = vec![format!("  {:<12} {:>6.1} s", "(build)", build.elapsed().as_secs_f64())];
         for target in targets {
             let corpus = lab.cache_dir().join("fuzz/corpus").join(target);
@@ -70,7 +73,7 @@ impl Fuzz {
             eprintln!("fuzz: {target} for {seconds} s");
             let run = cmd!(
                 sh,
-                "cargo fuzz run --fuzz-dir fuzz --sanitizer none {target} {corpus} {seeds...} -- {max_time} {artifact_prefix} -print_final_stats=1"
+                "cargo fuzz run --fuzz-dir fuzz --sanitizer none --target-dir {target_dir} {target} {corpus} {seeds...} -- {max_time} {artifact_prefix} -print_final_stats=1"
             )
             .quiet()
             .ignore_status()

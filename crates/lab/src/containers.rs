@@ -298,7 +298,7 @@ impl Containers {
 }
 
 /// Where a machine's quadlets are kept (copied into the user's
-/// `~/.config/containers/systemd/` at every boot: the overlay forgets).
+/// `~/.config/containers/systemd/` at every boot and when one changes).
 pub(crate) fn quadlets_dir(machine: &Booted) -> Utf8PathBuf {
     machine.dir.join("quadlets")
 }
@@ -447,7 +447,8 @@ pub(crate) fn server_quadlet(
 }
 
 /// The user's podman settings: storage in the side's machine directory
-/// (it outlives the machine's throw-away overlay), no session keyring.
+/// (podman's overlay driver does not stack on the machine's overlay
+/// root), no session keyring.
 pub(crate) fn storage_conf(graphroot: &Utf8Path) -> String {
     format!("# Written by the inmanta-migrate lab.\n[storage]\ndriver = \"overlay\"\ngraphroot = \"{graphroot}\"\n")
 }

@@ -285,6 +285,11 @@ impl Instance {
             containers,
         })
     }
+    /// Reboots a booted side's machine: what it had enabled comes back,
+    /// what was disabled on it stays down.
+    pub fn reboot(&self, side: Side) -> Result<()> {
+        self.booted(side).context("the side does not run on a booted machine")?.reboot()
+    }
     /// What systemd says of a booted side's server unit: `is-active` and
     /// `is-enabled` ("active", "enabled", ...).
     pub fn server_unit(&self, side: Side) -> Result<(String, String)> {
@@ -673,6 +678,9 @@ impl Instance {
         let left = self.lab_pids();
         if !left.is_empty() {
             errors.push(format!("processes still running: {left:?}"));
+        } else if let Err(e) = crate::rootfs::unmount_under(&self.dir) {
+            // The machines' disks (their overlays), also a killed run's.
+            errors.push(format!("{e:#}"));
         }
         for net in Side::BOTH.into_iter().filter_map(|side| self.net(side)) {
             if let Err(e) = net.delete() {

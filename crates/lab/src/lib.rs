@@ -341,6 +341,13 @@ impl LabRoot {
         self.dir.join("cache")
     }
 
+    /// A cargo target folder of `cargo xtask ci`'s builds (`kind`: the
+    /// workspace's, the fuzz targets', the portable binary's), outside the
+    /// checkout: a clean clone's run reuses what the dependencies built.
+    pub fn build_dir(&self, kind: &str) -> Utf8PathBuf {
+        self.cache_dir().join("build").join(kind)
+    }
+
     pub fn instances_dir(&self) -> Utf8PathBuf {
         self.dir.join("instances")
     }

@@ -2,15 +2,20 @@
 //! by systemd-nspawn with systemd as PID 1, one machine per side, managed
 //! the way Inmanta's procedure says (`systemctl stop inmanta-server.service`).
 //!
-//! Both machines boot the same root read-only with a throw-away overlay
-//! (`--volatile=overlay`), with the lab's `cache/` and `instances/` bound
-//! at the same paths, so every file the lab writes means the same inside.
+//! Both machines boot the same root, read-only under an overlay of their
+//! own that lasts as long as the instance (`<side>/machine/upper`), so a
+//! machine keeps what happened on it across a reboot (a unit disabled stays
+//! disabled), as a real one does; the lab's `cache/` and `instances/` are
+//! bound at the same paths, so every file the lab writes means the same
+//! inside.
 //! They share this machine's network (each service on a port of the lab's
 //! choosing) but have a pid namespace of their own: pids inside are mapped
 //! back to this machine's through `/proc/<pid>/status` (`NSpid`).
 //!
 //! A machine's units live in `<side>/machine/units/` and are copied into
-//! its `/etc/systemd/system` at every boot (the overlay forgets them).
+//! its `/etc/systemd/system` at every boot; a unit is enabled when it is
+//! first installed, as an operator's install does, and never again by the
+//! lab.
 
 use std::fs;
 use std::process::Stdio;
@@ -59,6 +64,10 @@ impl Booted {
     }
     fn units_dir(&self) -> Utf8PathBuf {
         self.dir.join("units")
+    }
+    /// Where the machine's root is mounted: its overlay over [`Self::root`].
+    fn mounted_root(&self) -> Utf8PathBuf {
+        self.dir.join("root")
     }
 
     /// The systemd-nspawn process while the machine runs.
@@ -119,11 +128,11 @@ impl Booted {
         }
         util::mkdir_mode(&self.dir, 0o755)?;
         util::mkdir_mode(&self.units_dir(), 0o755)?;
+        self.mount_root()?;
         let log = fs::File::create(self.boot_log()).with_context(|| format!("creating {}", self.boot_log()))?;
         let mut cmd = std::process::Command::new("setsid");
-        cmd.args(["systemd-nspawn", "--quiet", "-D", self.root.as_str(), "-M", &self.name]).args([
+        cmd.args(["systemd-nspawn", "--quiet", "-D", self.mounted_root().as_str(), "-M", &self.name]).args([
             "--boot",
-            "--volatile=overlay",
             "--register=no",
             "--keep-unit",
             "--console=passive",
@@ -186,22 +195,45 @@ impl Booted {
         Ok(())
     }
 
+    /// The machine's own overlay over the shared root (mounted once; kept
+    /// across reboots, unmounted by `lab down`).
+    fn mount_root(&self) -> Result<()> {
+        let merged = self.mounted_root();
+        if crate::rootfs::is_mount_point(&merged)? {
+            return Ok(());
+        }
+        let (upper, work) = (self.dir.join("upper"), self.dir.join("work"));
+        for dir in [&merged, &upper, &work] {
+            util::mkdir_mode(dir, 0o755)?;
+        }
+        let options = format!("lowerdir={},upperdir={upper},workdir={work}", self.root);
+        let sh = shell()?;
+        util::cmd_in(&sh, &[], "mount")
+            .args(["-t", "overlay", "overlay", "-o", &options, merged.as_str()])
+            .quiet()
+            .run()
+            .with_context(|| format!("mounting the root of the machine {}", self.name))?;
+        Ok(())
+    }
+
     /// Copies every unit of `units/` into the machine and reloads systemd.
     fn install_units(&self) -> Result<()> {
         let leader = self.leader().context("machine not running")?;
         let target = Utf8PathBuf::from(format!("/proc/{leader}/root/etc/systemd/system"));
-        let mut enabled = Vec::new();
+        let mut first_installed = Vec::new();
         for entry in self.units_dir().read_dir_utf8()? {
             let entry = entry?;
-            fs::copy(entry.path(), target.join(entry.file_name()))
-                .with_context(|| format!("installing {} on {}", entry.file_name(), self.name))?;
-            if fs::read_to_string(entry.path())?.contains("[Install]") {
-                enabled.push(entry.file_name().to_owned());
+            let installed = target.join(entry.file_name());
+            if !installed.exists() && fs::read_to_string(entry.path())?.contains("[Install]") {
+                first_installed.push(entry.file_name().to_owned());
             }
+            fs::copy(entry.path(), &installed)
+                .with_context(|| format!("installing {} on {}", entry.file_name(), self.name))?;
         }
         self.systemctl(&["daemon-reload"])?;
-        // As an operator's install does (`systemctl enable`): started at boot.
-        for unit in enabled {
+        // As an operator's install does (`systemctl enable`, once): started
+        // at boot until someone disables it.
+        for unit in first_installed {
             self.systemctl(&["enable", &unit])?;
         }
         Ok(())
@@ -216,7 +248,7 @@ impl Booted {
 
     /// Adds (`Some`) or removes (`None`) the drop-in `<name>.conf` of a
     /// unit, as an operator would in `/etc/systemd/system/<unit>.d/`, and
-    /// reloads systemd. Gone with the next boot.
+    /// reloads systemd.
     pub fn set_dropin(&self, unit: &str, name: &str, text: Option<&str>) -> Result<()> {
         self.set_dropin_under("/etc/systemd/system", unit, name, text)
     }
@@ -287,8 +319,16 @@ impl Booted {
         }
     }
 
+    /// A reboot: powered off, then booted again on the same disk and
+    /// waited for (nspawn ends on `systemctl reboot` unless a supervisor
+    /// restarts it: the lab is that supervisor).
+    pub fn reboot(&self) -> Result<()> {
+        self.poweroff()?;
+        self.boot()
+    }
+
     /// `systemctl poweroff` and a wait until the machine is gone (its PID 1
-    /// killed if it does not go).
+    /// killed if it does not go). Its disk (the overlay) stays.
     pub fn poweroff(&self) -> Result<()> {
         let Some(nspawn) = self.nspawn_pid() else { return Ok(()) };
         let leader = self.leader();
@@ -326,7 +366,8 @@ fn pid_namespace(pid: u32) -> Option<String> {
     fs::read_link(format!("/proc/{pid}/ns/pid")).ok().map(|p| p.to_string_lossy().into_owned())
 }
 
-/// The unit of a machine's PostgreSQL cluster: started means it accepts
+/// The unit of a machine's PostgreSQL cluster, enabled as a packaged one
+/// is (it comes back with a reboot): started means it accepts
 /// connections (`Type=notify`; a server built without systemd's notify,
 /// as [`crate::pgdist`]'s are, is waited for with `wait_with`'s pg_isready).
 pub(crate) fn postgres_unit(
@@ -356,7 +397,10 @@ pub(crate) fn postgres_unit(
          ExecReload=/bin/kill -HUP $MAINPID\n\
          KillMode=mixed\n\
          KillSignal=SIGINT\n\
-         TimeoutSec=120\n"
+         TimeoutSec=120\n\
+         \n\
+         [Install]\n\
+         WantedBy=multi-user.target\n"
     )
 }
 
@@ -394,7 +438,10 @@ pub(crate) fn sshd_unit(config: &Utf8Path) -> String {
          [Service]\n\
          RuntimeDirectory=sshd\n\
          ExecStart=/usr/sbin/sshd -D -e -f {config} -o PidFile=none\n\
-         Restart=on-failure\n"
+         Restart=on-failure\n\
+         \n\
+         [Install]\n\
+         WantedBy=multi-user.target\n"
     )
 }
 
