@@ -30,7 +30,9 @@ impl Ci {
         let start = Instant::now();
         // The workspace's builds outside the checkout, as the lab's other
         // caches: a re-run on a clean clone rebuilds only the workspace.
-        let _target = sh.push_env("CARGO_TARGET_DIR", LabRoot::from_env()?.build_dir("workspace"));
+        let lab = LabRoot::from_env()?;
+        trim_builds(&lab)?;
+        let _target = sh.push_env("CARGO_TARGET_DIR", lab.build_dir("workspace"));
         let mut times = Vec::new();
         let mut lab_parts = lab::Timings::default();
         let mut part = |name: &str, f: &mut dyn FnMut() -> Result<()>| -> Result<()> {
@@ -82,5 +84,48 @@ impl Ci {
             eprintln!("  lab prerequisites, by part:\n{}", lab_parts.table());
         }
         Ok(())
+    }
+}
+
+/// Each clone builds the workspace's own crates anew beside the earlier
+/// clones' (cargo keys them by path), so the build folders only grow:
+/// past this size they are removed and built again once.
+const BUILDS_MAX_BYTES: u64 = 30 << 30;
+
+fn trim_builds(lab: &LabRoot) -> Result<()> {
+    let dir = lab.build_dir("");
+    let bytes = size_of(dir.as_std_path());
+    if bytes > BUILDS_MAX_BYTES {
+        eprintln!(
+            "ci: the build folders {dir} hold {} GiB (more than {}): removing them",
+            bytes >> 30,
+            BUILDS_MAX_BYTES >> 30
+        );
+        std::fs::remove_dir_all(&dir)?;
+    }
+    Ok(())
+}
+
+/// Bytes of the files under `path` (0 where there is nothing to read).
+fn size_of(path: &std::path::Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(path) else { return 0 };
+    if !meta.is_dir() {
+        return meta.len();
+    }
+    std::fs::read_dir(path).map_or(0, |entries| entries.flatten().map(|e| size_of(&e.path())).sum())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes_count_every_file_below() {
+        let dir = std::env::temp_dir().join(format!("xtask-size-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("a/b")).unwrap();
+        std::fs::write(dir.join("one"), "abc").unwrap();
+        std::fs::write(dir.join("a/b/two"), "defgh").unwrap();
+        let bytes = super::size_of(&dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(bytes, 8);
+        assert_eq!(super::size_of(&dir), 0, "nothing there");
     }
 }
