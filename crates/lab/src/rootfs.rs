@@ -261,13 +261,13 @@ pub(crate) fn unmount_under(dir: &Utf8Path) -> Result<()> {
     Ok(())
 }
 
-/// Mount points of this mount namespace (field 5 of /proc/self/mountinfo,
-/// octal escapes decoded).
 /// Whether something is mounted at `dir` itself.
 pub(crate) fn is_mount_point(dir: &Utf8Path) -> Result<bool> {
     Ok(mount_points()?.iter().any(|p| p == dir))
 }
 
+/// Mount points of this mount namespace (field 5 of /proc/self/mountinfo,
+/// octal escapes decoded).
 fn mount_points() -> Result<Vec<Utf8PathBuf>> {
     let text = fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
     Ok(text.lines().filter_map(|l| l.split(' ').nth(4)).map(|p| unescape_mount_path(p).into()).collect())
