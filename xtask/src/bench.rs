@@ -61,8 +61,7 @@ fn dump_restore(sh: &Shell, size_mb: u64, runs: usize, keep: bool) -> Result<()>
 }
 
 fn measure(sh: &Shell, instance: &Instance, size_mb: u64, runs: usize) -> Result<()> {
-    cmd!(sh, "cargo build --quiet --release --bin inmanta-migrate").run()?;
-    let bin = sh.current_dir().join("target/release/inmanta-migrate");
+    let bin = crate::build_tool(sh, true)?;
     grow(instance, size_mb)?;
     let config = instance.config_path();
     cmd!(sh, "{bin} --config {config} halt-all").quiet().ignore_stdout().run()?;

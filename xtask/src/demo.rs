@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 use clap::Args;
 use lab::{LabRoot, Ports, UpOptions};
-use xshell::{Shell, cmd};
+use xshell::Shell;
 
 #[derive(Args)]
 pub struct Demo {
@@ -38,8 +38,7 @@ impl Demo {
             ..UpOptions::default()
         };
         let instance = lab::up(&root, &options)?;
-        cmd!(sh, "cargo build --quiet --bin inmanta-migrate").run()?;
-        let bin = camino::Utf8PathBuf::try_from(sh.current_dir().join("target/debug/inmanta-migrate"))?;
+        let bin = crate::build_tool(sh, false)?;
         let config = instance.config_path();
         eprintln!("\n== inmanta-migrate migrate --config {config} --yes --release (on {})\n", instance.tool_machine());
         // Where operators run it: on the new machine (the lab's Debian 13

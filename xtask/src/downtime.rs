@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use camino::{Utf8Path, Utf8PathBuf};
+use camino::Utf8Path;
 use clap::{Args, ValueEnum};
 use lab::{EnvRole, Instance, LabRoot, ModelVariant, Side, UpOptions};
 
@@ -147,11 +147,7 @@ impl Downtime {
         if self.old.split('.').next().and_then(|m| m.parse::<u32>().ok()).is_none_or(|major| major >= 15) {
             bail!("--old {}: the downtime bench measures old servers of 8.x to 14.x for now", self.old);
         }
-        let profile = if self.debug_build { "debug" } else { "release" };
-        let release = (!self.debug_build).then_some("--release");
-        cmd!(sh, "cargo build --quiet {release...} --bin inmanta-migrate").run()?;
-        let target = std::env::var("CARGO_TARGET_DIR").map_or_else(|_| sh.current_dir().join("target"), Into::into);
-        let bin = Utf8PathBuf::try_from(target.join(profile).join("inmanta-migrate"))?;
+        let bin = crate::build_tool(sh, !self.debug_build)?;
         // The points the goals need first: a run cut short keeps them.
         let grid: Vec<(f64, usize)> = if self.sizes {
             let mut grid = vec![(1.0, 20), (3.0, 20), (0.25, 20), (1.0, 4), (1.0, 50)];

@@ -62,3 +62,14 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// Builds the tool (release or debug) and returns where cargo put it: the
+/// shell's `CARGO_TARGET_DIR` (`ci` sets one in the lab cache), else
+/// `target/`.
+fn build_tool(sh: &xshell::Shell, release: bool) -> anyhow::Result<camino::Utf8PathBuf> {
+    let flag = release.then_some("--release");
+    xshell::cmd!(sh, "cargo build --quiet {flag...} --bin inmanta-migrate").run()?;
+    let target = sh.var("CARGO_TARGET_DIR").map_or_else(|_| sh.current_dir().join("target"), Into::into);
+    let profile = if release { "release" } else { "debug" };
+    Ok(camino::Utf8PathBuf::try_from(target.join(profile).join("inmanta-migrate"))?)
+}
