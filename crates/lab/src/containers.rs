@@ -350,6 +350,12 @@ pub(crate) fn network_quadlet() -> String {
     "# Written by the inmanta-migrate lab.\n[Network]\nNetworkName=inmanta\n".into()
 }
 
+/// How both containers end their quadlet: cgroups of their own (this
+/// machine's hybrid hierarchy), a stop timeout, started with the user
+/// manager.
+const QUADLET_END: &str =
+    "PodmanArgs=--cgroups=enabled\n\n[Service]\nTimeoutStopSec=60\n\n[Install]\nWantedBy=default.target\n";
+
 /// The database container: PostgreSQL of the image, its data in the side's
 /// `pg/`, started by [`db_entry_script`]. Its port is published on
 /// 127.0.0.1 (Inmanta's install does not): the tool reaches PostgreSQL
@@ -368,13 +374,7 @@ pub(crate) fn db_quadlet(version: &str, data_dir: &Utf8Path, entry: &Utf8Path, p
          Volume={entry}:/usr/local/bin/inmanta-lab-db:ro\n\
          Exec=/bin/sh /usr/local/bin/inmanta-lab-db\n\
          PublishPort=127.0.0.1:{port}:{DB_PORT}\n\
-         PodmanArgs=--cgroups=enabled\n\
-         \n\
-         [Service]\n\
-         TimeoutStopSec=60\n\
-         \n\
-         [Install]\n\
-         WantedBy=default.target\n",
+         {QUADLET_END}",
         image = image(version),
     )
 }
@@ -435,13 +435,7 @@ pub(crate) fn server_quadlet(
          # The repositories belong to root of this machine, nobody in here.\n\
          Volume={gitconfig}:/etc/gitconfig:ro\n\
          Exec=inmanta -vv --timed-logs -c {dir}/server.cfg server\n\
-         PodmanArgs=--cgroups=enabled\n\
-         \n\
-         [Service]\n\
-         TimeoutStopSec=60\n\
-         \n\
-         [Install]\n\
-         WantedBy=default.target\n",
+         {QUADLET_END}",
         image = image(version),
     )
 }
